@@ -1,0 +1,206 @@
+"""``ImageClassifier``: the scikit-learn-style entry point (fit / predict / predict_proba / score / save / load)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .backbones import DEFAULT_IMAGE_BACKBONE, BackboneSpec, resolve_backbone
+from .config import RunConfig
+from .data import ImageFolderData, Split, _scan_split, list_image_inputs, load_image_folder
+from .errors import DataError, TransferkitError
+from .features import FeatureResult, FeatureSource, extract_features
+from .metrics import classification_metrics
+from .probe import ProbeHead, fit_probe
+from .progress import log
+from .strategies import parse_strategy
+
+__all__ = ["ImageClassifier"]
+
+Inputs = str | Path | Sequence[str | Path]
+
+
+class ImageClassifier:
+    """A pretrained backbone plus a new head, fitted to an image folder.
+
+    >>> clf = ImageClassifier(backbone="efficientnet_lite0", strategy="linear-probe").fit("data")
+    >>> clf.score("data/val"), clf.predict(["a.jpg"])
+    """
+
+    def __init__(self, backbone: str = DEFAULT_IMAGE_BACKBONE, strategy: str = "linear-probe", **params: Any) -> None:
+        self.config = RunConfig(backbone=backbone, strategy=strategy, **params)
+        self.verbose = True
+
+    # -- scikit-learn protocol -------------------------------------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {k: v for k, v in self.config.to_dict().items() if k != "data"}
+
+    def set_params(self, **params: Any) -> "ImageClassifier":
+        self.config = self.config.replace(**params)
+        return self
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.get_params().items() if v != RunConfig.__dataclass_fields__[k].default}
+        return f"ImageClassifier({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    # -- fitting ---------------------------------------------------------------------------------------------
+    def fit(self, data: str | Path) -> "ImageClassifier":
+        """Fit on an image folder (``train/`` + optional ``val/``/``test/``, or one folder per class)."""
+        config = self.config.replace(data=str(data))
+        strategy = parse_strategy(config.strategy)
+        if not strategy.frozen_backbone:
+            raise TransferkitError(f"strategy '{strategy.name}' needs the fine-tuning engine (not installed here)")
+        start = time.perf_counter()
+        dataset = load_image_folder(data, config.val_fraction, config.seed)
+        if dataset.ignored:
+            log(f"warning: ignored {len(dataset.ignored)} file(s) that are not images by extension: "
+                f"{', '.join(dataset.ignored[:5])}{' ...' if len(dataset.ignored) > 5 else ''}")
+        log(f"data: {dataset.describe()}")
+        spec = resolve_backbone(config.backbone, config.weights, config.pretrained, config.image_size)
+        source = FeatureSource.from_spec(spec)
+        train_x, train_y, skipped = self._split_features(source, dataset.train, "train", config)
+        missing = [dataset.classes[c] for c in range(len(dataset.classes)) if c not in set(train_y.tolist())]
+        if missing:
+            raise DataError(f"class '{missing[0]}' has no readable training images")
+        val_x, val_y, skipped_val = self._split_features(source, dataset.val, "val", config)
+        head = fit_probe(train_x, train_y, len(dataset.classes), val_x, val_y, l2=config.l2,
+                         class_weight=config.class_weights)
+        self.config, self.spec_, self.source_ = config, spec, source
+        self.classes_, self.head_ = list(dataset.classes), head
+        self.preprocessing_ = spec.preprocessing
+        metrics: dict[str, Any] = {"data": dataset.describe(), "strategy": strategy.name,
+                                   "probe": {"l2": head.l2, "path": head.path}}
+        if len(val_y):
+            metrics["val"] = classification_metrics(val_y, head.predict_proba(val_x), self.classes_)
+        if len(dataset.test):
+            test_x, test_y, skipped_test = self._split_features(source, dataset.test, "test", config)
+            metrics["test"] = classification_metrics(test_y, head.predict_proba(test_x), self.classes_)
+            skipped += skipped_test
+        metrics["skipped_files"] = [{"path": p, "reason": r} for p, r in skipped + skipped_val]
+        metrics["train_seconds"] = round(time.perf_counter() - start, 3)
+        metrics["trainable_parameters"] = int(head.weight.size + head.bias.size)
+        self.metrics_ = metrics
+        return self
+
+    def _extract(self, paths: list[str], config: RunConfig | None = None) -> FeatureResult:
+        config = config or self.config
+        return extract_features(self.source_, paths, engine=config.engine, batch_size=config.batch_size,
+                                workers=config.workers, use_cache=config.cache, cache_dir=config.cache_dir,
+                                cache_dtype=config.cache_dtype, show_progress=self.verbose)
+
+    def _split_features(self, source: FeatureSource, split: Split, name: str,
+                        config: RunConfig) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+        if not len(split):
+            return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), []
+        self.source_ = source
+        result = self._extract(split.paths, config)
+        if result.failed:
+            listing = "; ".join(f"{p} ({r})" for p, r in result.failed[:5])
+            if config.strict:
+                raise DataError(f"{len(result.failed)} unreadable image(s) in {name}: {listing}")
+            log(f"warning: skipped {len(result.failed)} unreadable image(s) in {name}: {listing}"
+                f"{' ...' if len(result.failed) > 5 else ''} (use --strict to stop instead)")
+        labels = np.asarray(split.labels, dtype=np.int64)[result.ok]
+        return result.features, labels, result.failed
+
+    # -- inference -------------------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "head_"):
+            raise TransferkitError("this ImageClassifier is not fitted yet; call fit() or ImageClassifier.load()")
+
+    def predict_files(self, files: Iterable[str | Path]) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+        """Probabilities for the files that decode, which ones did, and (path, reason) for those that did not."""
+        self._check_fitted()
+        result = self._extract([str(f) for f in files])
+        return self.head_.predict_proba(result.features) if len(result.features) else np.zeros(
+            (0, len(self.classes_)), np.float32), result.ok, result.failed
+
+    def predict_proba(self, inputs: Inputs) -> np.ndarray:
+        """Class probabilities, one row per image (files and/or folders, expanded recursively)."""
+        files = list_image_inputs([inputs] if isinstance(inputs, (str, Path)) else inputs)
+        proba, _, failed = self.predict_files(files)
+        if failed:
+            raise DataError(f"{failed[0][0]}: cannot read image ({failed[0][1]})")
+        return proba
+
+    def predict(self, inputs: Inputs) -> list[str]:
+        return [self.classes_[i] for i in self.predict_proba(inputs).argmax(axis=1)]
+
+    def evaluate(self, folder: str | Path) -> dict[str, Any]:
+        """Metrics on a labelled folder of ``<class>/*`` (classes must be among the fitted ones)."""
+        self._check_fitted()
+        split = labelled_split(folder, self.classes_)
+        proba, ok, failed = self.predict_files(split.paths)
+        if failed and self.config.strict:
+            raise DataError(f"{failed[0][0]}: cannot read image ({failed[0][1]})")
+        report = classification_metrics(np.asarray(split.labels)[ok], proba, self.classes_)
+        report["skipped_files"] = [{"path": p, "reason": r} for p, r in failed]
+        report["files"] = [p for p, keep in zip(split.paths, ok) if keep]
+        report["predicted"] = proba.argmax(axis=1).tolist()
+        return report
+
+    def score(self, folder: str | Path) -> float:
+        return self.evaluate(folder)["accuracy"]
+
+    # -- persistence -----------------------------------------------------------------------------------------
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        from .engines import net_tensors
+        from .rundir import write_run
+
+        self._check_fitted()
+        tensors = {f"features.{k}": v for k, v in net_tensors(
+            self.source_.fingerprint, self.source_.build_net, self.config.cache_dir, self.config.cache).items()}
+        tensors["head.weight"], tensors["head.bias"] = self.head_.weight, self.head_.bias
+        meta = {"format": "transferkit-image-1", "arch": self.spec_.arch, "backbone": self.spec_.name,
+                "source": self.spec_.source, "fingerprint": self.source_.fingerprint,
+                "num_features": str(self.head_.weight.shape[1]), "num_classes": str(len(self.classes_))}
+        return write_run(path, config=self.config, classes=self.classes_, preprocessing=self.preprocessing_,
+                         tensors=tensors, model_meta=meta, metrics=self.metrics_, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ImageClassifier":
+        from .rundir import read_run, read_tensors
+
+        run = read_run(path)
+        clf = cls.__new__(cls)
+        clf.config, clf.verbose = run.config, True
+        clf.classes_, clf.metrics_, clf.preprocessing_ = run.classes, run.metrics, run.preprocessing
+        head = read_tensors(run.model_path, "head.")
+        clf.head_ = ProbeHead(head["weight"], head["bias"], float(run.metrics.get("probe", {}).get("l2") or 0))
+        clf.spec_ = BackboneSpec(run.model_meta.get("backbone", run.config.backbone), run.model_meta["arch"],
+                                 run.model_meta.get("source", "timm"), run.preprocessing, None, pretrained=False)
+        clf.source_ = FeatureSource(run.model_meta["fingerprint"], run.preprocessing,
+                                    lambda: load_feature_net(run.model_path, clf.spec_), clf.spec_.name)
+        return clf
+
+
+def load_feature_net(model_path: Path, spec: BackboneSpec) -> Any:
+    """Rebuild the saved feature network (normalisation + backbone) from a run's ``model.safetensors``."""
+    import torch
+
+    from .modeling import FeatureNet
+    from .rundir import read_tensors
+
+    net = FeatureNet(spec.build(), spec.preprocessing)
+    state = {k: torch.from_numpy(v) for k, v in read_tensors(model_path, "features.").items()}
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def labelled_split(folder: str | Path, classes: list[str]) -> Split:
+    """A ``<class>/*`` folder as a split labelled by the fitted class order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found; pass a folder with one sub-folder per class")
+    files = _scan_split(folder, [])
+    unknown = [c for c in files if c not in classes and files[c]]
+    if unknown:
+        raise DataError(f"{folder / unknown[0]}: class '{unknown[0]}' is not one the model knows ({', '.join(classes)})")
+    index = {c: i for i, c in enumerate(classes)}
+    split = Split([p for c in sorted(files) for p in files[c]], [index[c] for c in sorted(files) for _ in files[c]])
+    if not len(split):
+        raise DataError(f"{folder}: no image files found")
+    return split

@@ -1,0 +1,247 @@
+"""The ``transferkit`` command line. Heavy libraries are imported inside commands, only when needed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .errors import TransferkitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Turn a pretrained model into a model for your data.")
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect or clear cached engines and features.")
+app.add_typer(cache_app, name="cache")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+@app.command()
+def train(
+    data: Annotated[Optional[Path], typer.Argument(help="Image folder: train/<class>/* (+ val/, test/) or <class>/*")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder to write")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Re-run a saved config.yaml (options given here override it)")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="efficientnet_lite0/1/2, timm:<arch>, torchvision:<arch>")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Local .safetensors/.pth weights for the backbone")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="linear-probe")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Validation share of train when there is no val/")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Input size (default: the backbone's)")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="auto | onnx | torch")] = None,
+    batch_size: Annotated[Optional[int], typer.Option()] = None,
+    l2: Annotated[Optional[float], typer.Option(help="Head L2 strength (default: chosen on validation)")] = None,
+    class_weights: Annotated[Optional[str], typer.Option(help="auto: inverse class frequency")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature/engine cache (default: user cache dir)")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Unreadable images are an error, not a warning")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON")] = False,
+) -> None:
+    """Fit a model to DATA and save it as a run folder."""
+    from .config import RunConfig
+    from .rundir import check_writable
+
+    base = RunConfig.from_yaml(config) if config else RunConfig()
+    overrides: dict[str, Any] = {
+        "data": str(data) if data else None, "backbone": backbone, "weights": str(weights) if weights else None,
+        "strategy": strategy, "val_fraction": val_fraction, "seed": seed, "image_size": image_size,
+        "engine": engine, "batch_size": batch_size, "l2": l2, "class_weights": class_weights,
+        "cache_dir": str(cache_dir) if cache_dir else None,
+    }
+    run_config = base.replace(**{k: v for k, v in overrides.items() if v is not None})
+    if no_cache:
+        run_config = run_config.replace(cache=False)
+    if strict:
+        run_config = run_config.replace(strict=True)
+    if not run_config.data:
+        raise TransferkitError("no data given: pass a DATA folder or a --config that names one")
+    if out is None:
+        raise TransferkitError("--out is required: the run folder to write the model to")
+    check_writable(out, overwrite)  # fail before spending time on features
+    from .classifier import ImageClassifier
+
+    params = {k: v for k, v in run_config.to_dict().items() if k not in ("data",)}
+    clf = ImageClassifier(**params).fit(run_config.data)
+    clf.save(out, overwrite=overwrite)
+    if as_json:
+        print(json.dumps(clf.metrics_))
+        return
+    console = _console()
+    for split in ("val", "test"):
+        if split in clf.metrics_:
+            m = clf.metrics_[split]
+            console.print(f"{split}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")
+    console.print(f"saved to {out}  ({clf.metrics_['train_seconds']:.1f} s)")
+
+
+def _print_report(report: dict[str, Any], classes: list[str]) -> None:
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}   "
+                  f"log-loss {report['log_loss']:.4f}   ECE {report['ece']:.4f}   n={report['n']}")
+    table = Table(title="per class")
+    for column in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in report["per_class"].items():
+        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    console.print(table)
+    matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
+    matrix.add_column("")
+    for name in classes:
+        matrix.add_column(name, justify="right")
+    for name, row in zip(classes, report["confusion_matrix"]):
+        matrix.add_row(name, *map(str, row))
+    console.print(matrix)
+    if report.get("skipped_files"):
+        console.print(f"skipped {len(report['skipped_files'])} unreadable file(s): "
+                      + ", ".join(s["path"] for s in report["skipped_files"][:5]))
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `transferkit train`")],
+    data: Annotated[Path, typer.Argument(help="Labelled folder: <class>/*")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: accuracy, macro_f1, per_class, ...")] = False,
+    show_errors: Annotated[int, typer.Option(help="List up to N misclassified files")] = 10,
+) -> None:
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix of RUN on DATA."""
+    from .classifier import ImageClassifier
+
+    clf = ImageClassifier.load(run)
+    report = clf.evaluate(data)
+    files, predicted = report.pop("files"), report.pop("predicted")
+    index = {c: i for i, c in enumerate(clf.classes_)}
+    wrong = [(f, clf.classes_[p]) for f, p in zip(files, predicted) if index.get(Path(f).parent.name) != p]
+    report["misclassified"] = [{"path": f, "predicted": p} for f, p in wrong]
+    if as_json:
+        print(json.dumps(report))
+        return
+    _print_report(report, clf.classes_)
+    if wrong and show_errors:
+        _console().print("misclassified: " + "; ".join(f"{f} -> {p}" for f, p in wrong[:show_errors]))
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `transferkit train`")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders")],
+    top_k: Annotated[int, typer.Option(help="Labels to show per input")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+) -> None:
+    """Top-k labels with probabilities for each image."""
+    import numpy as np
+
+    from .classifier import ImageClassifier
+    from .data import list_image_inputs
+
+    clf = ImageClassifier.load(run)
+    clf.verbose = False
+    files = list_image_inputs(inputs)
+    proba, ok, failed = clf.predict_files(files)
+    reasons = dict(failed)
+    rows = iter(proba)
+    k = max(1, min(top_k, len(clf.classes_)))
+    for path, good in zip(files, ok):
+        if not good:
+            record: dict[str, Any] = {"path": path, "error": reasons.get(path, "unreadable")}
+        else:
+            p = next(rows)
+            top = np.argsort(-p)[:k]
+            record = {"path": path, "predictions": [{"label": clf.classes_[i], "probability": round(float(p[i]), 6)}
+                                                    for i in top]}
+        if as_json:
+            print(json.dumps(record))
+        elif "error" in record:
+            print(f"{path}\terror: {record['error']}")
+        else:
+            print(f"{path}\t" + "  ".join(f"{r['label']} {r['probability']:.3f}" for r in record["predictions"]))
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def backbones(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Backbones that can be used, which work offline, their input size and feature dimension."""
+    from rich.table import Table
+
+    from .backbones import list_backbones
+
+    rows = list_backbones()
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table()
+    for column in ("name", "source", "offline", "input size", "features"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], row["source"], "yes" if row["offline"] else "no (needs network or --weights)",
+                      str(row["input_size"] or "model's"), str(row["num_features"] or "model's"))
+    _console().print(table)
+
+
+@app.command()
+def demo(
+    per_class: Annotated[int, typer.Option(help="Labelled images per class")] = 10,
+    seed: Annotated[int, typer.Option()] = 0,
+    workdir: Annotated[Optional[Path], typer.Option(help="Where to write the demo images and run")] = None,
+) -> None:
+    """The main job on an embedded default: scikit-learn's digits, probe vs baselines without pretraining."""
+    from .demo import run_demo
+
+    run_demo(per_class=per_class, seed=seed, workdir=workdir)
+
+
+@cache_app.command("info")
+def cache_info_cmd(cache_dir: Annotated[Optional[Path], typer.Option()] = None,
+                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What the cache holds: engines and feature sets per backbone fingerprint."""
+    from rich.table import Table
+
+    from .cache import cache_info
+
+    info = cache_info(cache_dir)
+    if as_json:
+        print(json.dumps(info))
+        return
+    table = Table(title=f"cache at {info['root']} ({info['bytes'] / 1e6:.1f} MB)")
+    for column in ("kind", "backbone", "input", "items", "MB", "fingerprint"):
+        table.add_column(column)
+    for e in info["entries"]:
+        table.add_row(e["kind"], str(e["backbone"]), str(e["input_size"] or ""), "" if e["items"] is None else str(e["items"]),
+                      f"{e['bytes'] / 1e6:.1f}", e["fingerprint"])
+    _console().print(table)
+
+
+@cache_app.command("clear")
+def cache_clear_cmd(cache_dir: Annotated[Optional[Path], typer.Option()] = None,
+                    kind: Annotated[Optional[str], typer.Option(help="features | engines (default: both)")] = None) -> None:
+    """Delete cached features and/or exported engines."""
+    from .cache import cache_clear
+
+    if kind not in (None, "features", "engines"):
+        raise TransferkitError(f"--kind must be features or engines, got {kind!r}")
+    freed = cache_clear(cache_dir, kind)
+    print(f"freed {freed / 1e6:.1f} MB")
+
+
+def main() -> None:
+    try:
+        app()
+    except TransferkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""A run directory: everything needed to reuse, evaluate, export or reproduce a trained model.
+
+    config.yaml          the full RunConfig (``transferkit train --config`` re-runs it)
+    classes.json         class names, in output order
+    preprocessing.json   input size, mean/std, interpolation, crop
+    model.safetensors    one module: ``features.*`` (normalisation + backbone) and ``head.*``;
+                         its metadata names the architecture and the backbone fingerprint
+    metrics.json         validation (and test) metrics, timings, what was skipped
+
+Runs are written to a temporary sibling folder and renamed into place, so an interrupted save never leaves
+a half-written run, and an existing run is only replaced with ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import RunConfig
+from .errors import RunDirError
+from .preprocessing import Preprocessing
+
+FILES = ("config.yaml", "classes.json", "preprocessing.json", "model.safetensors", "metrics.json")
+
+
+@dataclass
+class RunFiles:
+    config: RunConfig
+    classes: list[str]
+    preprocessing: Preprocessing
+    model_meta: dict[str, str]
+    metrics: dict[str, Any]
+    path: Path
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / "model.safetensors"
+
+
+def check_writable(path: str | Path, overwrite: bool) -> None:
+    """Fail before any work is done if ``path`` holds something and ``overwrite`` is not set."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path}: exists and is not a folder; choose another --out")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise RunDirError(f"{path}: already holds a run; pass --overwrite to replace it, or choose another --out")
+
+
+def write_run(path: str | Path, *, config: RunConfig, classes: list[str], preprocessing: Preprocessing,
+              tensors: dict[str, np.ndarray], model_meta: dict[str, str], metrics: dict[str, Any],
+              overwrite: bool = False) -> Path:
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    check_writable(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    staging.mkdir()
+    try:
+        config.to_yaml(staging / "config.yaml")
+        (staging / "classes.json").write_text(json.dumps(classes, indent=1))
+        (staging / "preprocessing.json").write_text(json.dumps(preprocessing.to_dict(), indent=1))
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(staging / "model.safetensors"),
+                  metadata={k: str(v) for k, v in model_meta.items()})
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        if path.exists():
+            old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+            os.replace(path, old)
+            os.replace(staging, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def read_run(path: str | Path) -> RunFiles:
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"{path}: run folder not found; pass the --out folder of `transferkit train`")
+    missing = [name for name in FILES if not (path / name).is_file()]
+    if missing:
+        raise RunDirError(f"{path}: not a complete run (missing {', '.join(missing)}); train again into it")
+    try:
+        with safe_open(str(path / "model.safetensors"), framework="numpy") as handle:
+            model_meta = dict(handle.metadata() or {})
+        return RunFiles(
+            config=RunConfig.from_yaml(path / "config.yaml"),
+            classes=json.loads((path / "classes.json").read_text()),
+            preprocessing=Preprocessing.from_dict(json.loads((path / "preprocessing.json").read_text())),
+            model_meta=model_meta,
+            metrics=json.loads((path / "metrics.json").read_text()),
+            path=path,
+        )
+    except (ValueError, OSError) as exc:
+        raise RunDirError(f"{path}: run files are damaged ({str(exc).splitlines()[0][:120]})") from None
+
+
+def read_tensors(path: str | Path, prefix: str = "") -> dict[str, np.ndarray]:
+    """Tensors whose name starts with ``prefix`` (prefix removed), without importing torch."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
