@@ -12,6 +12,7 @@ A :class:`BackboneSpec` is cheap and torch-free (name, preprocessing, a content 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 from dataclasses import dataclass
@@ -109,8 +110,12 @@ def fingerprint_of(arch: str, preprocessing: Preprocessing, weights_id: str) -> 
 
 
 def resolve_backbone(name: str = DEFAULT_IMAGE_BACKBONE, weights: str | Path | None = None,
-                     pretrained: bool = True, input_size: int | None = None) -> BackboneSpec:
-    """Resolve a backbone name (and optional local weights file) to a :class:`BackboneSpec`."""
+                     pretrained: bool = True, input_size: int | None = None,
+                     crop_pct: float | None = None) -> BackboneSpec:
+    """Resolve a backbone name (and optional local weights file) to a :class:`BackboneSpec`.
+
+    ``input_size`` and ``crop_pct`` override the backbone's own preprocessing when given.
+    """
     weights_path = Path(weights).resolve() if weights else None
     if weights_path is not None and not weights_path.is_file():
         raise BackboneError(f"{weights}: weights file not found; pass an existing .safetensors or .pth file")
@@ -133,9 +138,10 @@ def resolve_backbone(name: str = DEFAULT_IMAGE_BACKBONE, weights: str | Path | N
         else:
             raise BackboneError(f"backbone '{name}': unknown source '{source}'; use timm:<arch> or torchvision:<arch>")
         spec = BackboneSpec(name, arch, source, preprocessing, str(weights_path) if weights_path else None, pretrained)
-    if input_size:
-        spec = BackboneSpec(spec.name, spec.arch, spec.source, spec.preprocessing.with_input_size(input_size),
-                            spec.weights, spec.pretrained)
+    if input_size or crop_pct:
+        preprocessing = dataclasses.replace(spec.preprocessing, input_size=input_size or spec.preprocessing.input_size,
+                                            crop_pct=crop_pct or spec.preprocessing.crop_pct)
+        spec = dataclasses.replace(spec, preprocessing=preprocessing)
     return spec
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -36,9 +36,6 @@ class Preprocessing:
     @property
     def resize_size(self) -> int:
         return int(math.floor(self.input_size / self.crop_pct))
-
-    def with_input_size(self, size: int) -> "Preprocessing":
-        return replace(self, input_size=int(size))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

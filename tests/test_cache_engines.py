@@ -1,0 +1,109 @@
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_folder, make_image
+from transferkit.backbones import resolve_backbone
+from transferkit.cache import FeatureStore, cache_clear, cache_info
+from transferkit.engines import OnnxEngine, TorchEngine, open_engine
+from transferkit.features import FeatureSource, extract_features
+
+
+@pytest.fixture(scope="module")
+def source() -> FeatureSource:
+    return FeatureSource.from_spec(resolve_backbone("efficientnet_lite0", input_size=64))
+
+
+def files_of(root: Path) -> list[str]:
+    return sorted(str(p) for p in root.rglob("*.png"))
+
+
+def test_cache_miss_then_hit_then_only_new_files(tmp_path: Path, source: FeatureSource):
+    root = make_folder(tmp_path / "d", {"": 3})
+    files = files_of(root)
+    first = extract_features(source, files, show_progress=False)
+    assert (first.extracted, first.cached) == (6, 0)
+    second = extract_features(source, files, show_progress=False)
+    assert (second.extracted, second.cached) == (0, 6)
+    np.testing.assert_array_equal(first.features, second.features)
+    extra = make_image(root / "red" / "new.png", (200, 0, 0), seed=99)
+    third = extract_features(source, files + [str(extra)], show_progress=False)
+    assert (third.extracted, third.cached) == (1, 6)
+
+
+def test_changed_file_is_extracted_again(tmp_path: Path, source: FeatureSource):
+    path = make_image(tmp_path / "a.png", (10, 200, 10), seed=1)
+    before = extract_features(source, [path], show_progress=False).features
+    make_image(path, (200, 10, 200), seed=2)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 5_000_000))
+    after = extract_features(source, [path], show_progress=False)
+    assert after.extracted == 1 and not np.allclose(before, after.features)
+
+
+def test_float16_store_round_trips_close(tmp_path: Path):
+    store = FeatureStore(tmp_path / "s", dtype="float16")
+    values = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
+    store.put(["a", "b", "c", "d"], values)
+    reopened = FeatureStore(tmp_path / "s")
+    np.testing.assert_allclose(reopened.get(["c", "a"]), values[[2, 0]], atol=1e-2)
+    assert np.load(next((tmp_path / "s").glob("*.npy"))).dtype == np.float16
+
+
+def _writer(directory: str, worker: int) -> None:
+    store = FeatureStore(Path(directory))
+    for round_ in range(20):
+        keys = [f"w{worker}-r{round_}-{i}" for i in range(5)]
+        store.put(keys, np.full((5, 16), worker * 100 + round_, dtype=np.float32))
+
+
+def test_concurrent_writers_do_not_corrupt(tmp_path: Path):
+    context = mp.get_context("spawn")
+    workers = [context.Process(target=_writer, args=(str(tmp_path / "s"), w)) for w in range(3)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(60)
+        assert p.exitcode == 0
+    store = FeatureStore(tmp_path / "s")
+    assert len(store) == 3 * 20 * 5
+    assert store.get(["w2-r7-3"])[0, 0] == 207
+    assert not list((tmp_path / "s").glob(".*tmp"))  # no leftovers
+
+
+def test_onnx_and_torch_engines_agree(tmp_path: Path, source: FeatureSource):
+    root = make_folder(tmp_path / "d", {"": 2})
+    from transferkit.pipeline import decode_batches
+
+    batch = next(decode_batches(files_of(root), source.preprocessing, batch_size=8))
+    onnx = open_engine(source.fingerprint, 64, source.build_net, "onnx", label="t")
+    torch_engine = open_engine(source.fingerprint, 64, source.build_net, "torch", label="t")
+    assert isinstance(onnx, OnnxEngine) and isinstance(torch_engine, TorchEngine)
+    difference = np.abs(onnx(batch.images) - torch_engine(batch.images)).max()
+    assert difference < 1e-3, difference
+
+
+def test_export_failure_falls_back_to_torch(tmp_path: Path, source: FeatureSource, monkeypatch, capsys):
+    import transferkit.engines as engines
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operator for this test")
+
+    monkeypatch.setattr(engines, "export_onnx", broken)
+    engine = open_engine("never-exported", 64, source.build_net, "onnx", cache_dir=tmp_path, label="t")
+    assert isinstance(engine, TorchEngine)
+    notice = capsys.readouterr().err
+    assert "ONNX export failed" in notice and "unsupported operator" in notice
+
+
+def test_cache_info_and_clear(tmp_path: Path, source: FeatureSource):
+    root = make_folder(tmp_path / "d", {"": 1})
+    extract_features(source, files_of(root), cache_dir=tmp_path / "c", show_progress=False)
+    info = cache_info(tmp_path / "c")
+    kinds = {e["kind"] for e in info["entries"]}
+    assert "features" in kinds and info["bytes"] > 0
+    assert cache_clear(tmp_path / "c", "features") > 0
+    assert not [e for e in cache_info(tmp_path / "c")["entries"] if e["kind"] == "features"]
