@@ -140,3 +140,21 @@ def test_cli_backbones_lists_packaged():
     result = runner.invoke(app, ["backbones", "--json"])
     names = [row["name"] for row in json.loads(result.stdout)]
     assert "efficientnet_lite0" in names and "timm:<arch>" in names
+
+
+def test_metrics_match_scikit_learn():
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+    from transferkit.metrics import classification_metrics
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, 300)
+    proba = rng.dirichlet(np.ones(4), 300)
+    proba[labels == 3] = [0.9, 0.05, 0.03, 0.02]  # class 3 never predicted: zero-division path
+    report = classification_metrics(labels, proba, ["a", "b", "c", "d"])
+    predicted = proba.argmax(1)
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, labels=range(4), zero_division=0)
+    assert report["confusion_matrix"] == confusion_matrix(labels, predicted, labels=range(4)).tolist()
+    assert [report["per_class"][c]["f1"] for c in "abcd"] == pytest.approx(f1)
+    assert [report["per_class"][c]["precision"] for c in "abcd"] == pytest.approx(precision)
+    assert report["macro_f1"] == pytest.approx(f1_score(labels, predicted, average="macro", zero_division=0))

@@ -20,15 +20,20 @@ def expected_calibration_error(proba: np.ndarray, labels: np.ndarray, bins: int 
 
 
 def classification_metrics(labels: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """One JSON-ready dict: top-level ``accuracy`` and ``macro_f1``, ``per_class`` entries, ``confusion_matrix``."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    """One JSON-ready dict: top-level ``accuracy`` and ``macro_f1``, ``per_class`` entries, ``confusion_matrix``.
 
+    Computed from the confusion matrix in numpy (same definitions as scikit-learn's, zero_division=0): importing
+    ``sklearn.metrics`` alone costs a second of start-up on every command.
+    """
     labels = np.asarray(labels, dtype=np.int64)
     predicted = proba.argmax(axis=1)
-    indices = list(range(len(classes)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=indices, zero_division=0
-    )
+    k = len(classes)
+    matrix = np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
+    true_positive = np.diag(matrix).astype(np.float64)
+    support, predicted_count = matrix.sum(axis=1), matrix.sum(axis=0)
+    precision = np.divide(true_positive, predicted_count, out=np.zeros(k), where=predicted_count > 0)
+    recall = np.divide(true_positive, support, out=np.zeros(k), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
     present = support > 0
     nll = -np.log(np.clip(proba[np.arange(len(labels)), labels], 1e-12, None)).mean() if len(labels) else 0.0
     return {
@@ -42,5 +47,5 @@ def classification_metrics(labels: np.ndarray, proba: np.ndarray, classes: list[
                    "support": int(support[i])}
             for i, name in enumerate(classes)
         },
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=indices).tolist(),
+        "confusion_matrix": matrix.tolist(),
     }
