@@ -20,8 +20,19 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+# Peers that are not project dependencies (fastai) live in their own venv, which sees .venv's packages
+# (torch, timm, ...) through a .pth file so the same builds are compared.
+PEERS := bench/.venv-peers
+$(PEERS)/.installed: $(STAMP)
+	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	echo "$(abspath $(VENV))/lib/python3.11/site-packages" > $(PEERS)/lib/python3.11/site-packages/transferkit-base.pth
+	$(PEERS)/bin/python -m pip install --quiet fastai==2.8.12
+	@touch $@
+
+bench: $(STAMP) $(PEERS)/.installed
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/finetune.py --fastai-python $(PEERS)/bin/python
+	$(BIN)/python bench/text_probe.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .backbones import DEFAULT_IMAGE_BACKBONE, BackboneSpec, resolve_backbone
+from .backbones import DEFAULT_IMAGE_BACKBONE, BackboneSpec, fingerprint_of, resolve_backbone
 from .config import RunConfig
 from .data import ImageFolderData, Split, _scan_split, list_image_inputs, load_image_folder
 from .errors import DataError, TransferkitError
@@ -47,19 +47,24 @@ class ImageClassifier:
         return f"ImageClassifier({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
     # -- fitting ---------------------------------------------------------------------------------------------
-    def fit(self, data: str | Path) -> "ImageClassifier":
-        """Fit on an image folder (``train/`` + optional ``val/``/``test/``, or one folder per class)."""
+    def fit(self, data: str | Path, out: str | Path | None = None, resume: bool = False) -> "ImageClassifier":
+        """Fit on an image folder (``train/`` + optional ``val/``/``test/``, or one folder per class).
+
+        Fine-tuning strategies keep checkpoints in ``out/checkpoints`` (a temporary folder without ``out``);
+        ``resume=True`` continues from the last one.
+        """
         config = self.config.replace(data=str(data))
         strategy = parse_strategy(config.strategy)
         if not strategy.frozen_backbone:
-            raise TransferkitError(f"strategy '{strategy.name}' needs the fine-tuning engine (not installed here)")
+            return self._fit_finetune(config, strategy, out, resume)
         start = time.perf_counter()
         dataset = load_image_folder(data, config.val_fraction, config.seed)
         if dataset.ignored:
             log(f"warning: ignored {len(dataset.ignored)} file(s) that are not images by extension: "
                 f"{', '.join(dataset.ignored[:5])}{' ...' if len(dataset.ignored) > 5 else ''}")
         log(f"data: {dataset.describe()}")
-        spec = resolve_backbone(config.backbone, config.weights, config.pretrained, config.image_size)
+        spec = resolve_backbone(config.backbone, config.weights, config.pretrained, config.image_size,
+                                config.crop_pct)
         source = FeatureSource.from_spec(spec)
         train_x, train_y, skipped = self._split_features(source, dataset.train, "train", config)
         missing = [dataset.classes[c] for c in range(len(dataset.classes)) if c not in set(train_y.tolist())]
@@ -83,6 +88,70 @@ class ImageClassifier:
         metrics["train_seconds"] = round(time.perf_counter() - start, 3)
         metrics["trainable_parameters"] = int(head.weight.size + head.bias.size)
         self.metrics_ = metrics
+        return self
+
+    def _fit_finetune(self, config: RunConfig, strategy: Any, out: str | Path | None, resume: bool) -> "ImageClassifier":
+        """Train the backbone too (see training.py); the result serves predict/save like a probe run."""
+        import tempfile
+
+        import torch
+
+        from .modeling import ImageModel
+        from .training import decode_split, tensor_fingerprint, train_model
+
+        start = time.perf_counter()
+        dataset = load_image_folder(config.data, config.val_fraction, config.seed)
+        log(f"data: {dataset.describe()}")
+        spec = resolve_backbone(config.backbone, config.weights, config.pretrained and strategy.pretrained,
+                                config.image_size, config.crop_pct)
+        n_classes = len(dataset.classes)
+        head_init = None
+        if strategy.init_head_from_probe:  # LP-FT: phase 1 starts from the linear-probe solution
+            source = FeatureSource.from_spec(spec)
+            train_x, train_y, _ = self._split_features(source, dataset.train, "train", config)
+            val_x, val_y, _ = self._split_features(source, dataset.val, "val", config)
+            head_init = fit_probe(train_x, train_y, n_classes, val_x, val_y, l2=config.l2,
+                                  class_weight=config.class_weights)
+        val_images, val_labels, skipped = decode_split(dataset.val, spec.preprocessing, config.batch_size, config.workers)
+        torch.manual_seed(config.seed)
+        backbone = spec.build()
+        model = ImageModel(backbone, spec.preprocessing, int(backbone.num_features), n_classes)
+        if head_init is not None:
+            with torch.no_grad():
+                model.head.weight.copy_(torch.from_numpy(head_init.weight))
+                model.head.bias.copy_(torch.from_numpy(head_init.bias))
+        with tempfile.TemporaryDirectory(prefix="transferkit-train-") as scratch:
+            result = train_model(model, config, strategy, dataset.train, (val_images, val_labels), spec.preprocessing,
+                                 n_classes, Path(out) if out is not None else Path(scratch), resume=resume)
+        features = result.model.features
+        weights = {k: v.detach().clone() for k, v in features.state_dict().items()}
+        fingerprint = fingerprint_of(spec.arch, spec.preprocessing, "finetuned-" + tensor_fingerprint(weights))
+        self.config, self.spec_ = config, spec
+        self.source_ = FeatureSource(fingerprint, spec.preprocessing, lambda: features.eval(), f"{spec.name} (fine-tuned)")
+        self.classes_ = list(dataset.classes)
+        self.head_ = ProbeHead(result.model.head.weight.detach().numpy().copy(),
+                               result.model.head.bias.detach().numpy().copy(), 0.0)
+        self.preprocessing_ = spec.preprocessing
+        self.trained_tensors_ = {k: v.numpy() for k, v in weights.items()}
+        self.checkpoint_dir_ = None if out is None else Path(out) / "checkpoints"
+        metrics: dict[str, Any] = {"data": dataset.describe(), "strategy": config.strategy,
+                                   "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+                                   "stopped_early": result.stopped_early, "history": result.history}
+        if result.val is not None:
+            metrics["val"] = classification_metrics(result.val[1], result.val[0], self.classes_)
+        if len(dataset.test):
+            from .training import predict_proba
+
+            test_images, test_labels, skipped_test = decode_split(dataset.test, spec.preprocessing, config.batch_size,
+                                                                  config.workers)
+            proba = predict_proba(result.model, test_images, config.batch_size)
+            metrics["test"] = classification_metrics(test_labels, proba, self.classes_)
+            skipped += skipped_test
+        metrics["skipped_files"] = [{"path": p, "reason": r} for p, r in skipped]
+        metrics["train_seconds"] = round(time.perf_counter() - start, 3)
+        metrics["trainable_parameters"] = int(result.trainable_parameters)
+        self.metrics_ = metrics
+        self.is_main_process_ = result.is_main
         return self
 
     def _extract(self, paths: list[str], config: RunConfig | None = None) -> FeatureResult:
@@ -151,14 +220,29 @@ class ImageClassifier:
         from .rundir import write_run
 
         self._check_fitted()
-        tensors = {f"features.{k}": v for k, v in net_tensors(
-            self.source_.fingerprint, self.source_.build_net, self.config.cache_dir, self.config.cache).items()}
+        trained = getattr(self, "trained_tensors_", None)
+        if trained is not None:  # fine-tuned: the trained weights, not the pretrained backbone's
+            tensors = {f"features.{k}": v for k, v in trained.items()}
+        else:
+            tensors = {f"features.{k}": v for k, v in net_tensors(
+                self.source_.fingerprint, self.source_.build_net, self.config.cache_dir, self.config.cache).items()}
         tensors["head.weight"], tensors["head.bias"] = self.head_.weight, self.head_.bias
         meta = {"format": "transferkit-image-1", "arch": self.spec_.arch, "backbone": self.spec_.name,
                 "source": self.spec_.source, "fingerprint": self.source_.fingerprint,
                 "num_features": str(self.head_.weight.shape[1]), "num_classes": str(len(self.classes_))}
+        keep, extra = (), {}
+        checkpoints = getattr(self, "checkpoint_dir_", None)
+        if trained is not None and checkpoints is not None and Path(path).resolve() == checkpoints.parent.resolve():
+            keep = (checkpoints.name,)  # the run's checkpoints stay with it (best.pt, last.pt, metrics.jsonl)
+            if (checkpoints / "metrics.jsonl").is_file():
+                extra["metrics.jsonl"] = (checkpoints / "metrics.jsonl").read_bytes()
+        elif trained is not None:
+            import json
+
+            extra["metrics.jsonl"] = "".join(json.dumps(r) + "\n" for r in self.metrics_.get("history", [])).encode()
         return write_run(path, config=self.config, classes=self.classes_, preprocessing=self.preprocessing_,
-                         tensors=tensors, model_meta=meta, metrics=self.metrics_, overwrite=overwrite)
+                         tensors=tensors, model_meta=meta, metrics=self.metrics_, overwrite=overwrite,
+                         keep=keep, extra_files=extra)
 
     @classmethod
     def load(cls, path: str | Path) -> "ImageClassifier":

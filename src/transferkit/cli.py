@@ -34,6 +34,7 @@ def train(
     val_fraction: Annotated[Optional[float], typer.Option(help="Validation share of train when there is no val/")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Input size (default: the backbone's)")] = None,
+    crop_pct: Annotated[Optional[float], typer.Option(help="Centre-crop share (default: the backbone's)")] = None,
     engine: Annotated[Optional[str], typer.Option(help="auto | onnx | torch")] = None,
     batch_size: Annotated[Optional[int], typer.Option()] = None,
     l2: Annotated[Optional[float], typer.Option(help="Head L2 strength (default: chosen on validation)")] = None,
@@ -41,35 +42,85 @@ def train(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature/engine cache (default: user cache dir)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Unreadable images are an error, not a warning")] = False,
+    text_column: Annotated[Optional[str], typer.Option(help="Text data: the text column (default: text, sentence, review, ...)", rich_help_panel="Text")] = None,
+    label_column: Annotated[Optional[str], typer.Option(help="Text data: the label column (default: label, class, target, ...)", rich_help_panel="Text")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="Text data: tokens per text (default 128)", rich_help_panel="Text")] = None,
+    pooling: Annotated[Optional[str], typer.Option(help="Text data: mean | cls (default: the model's own)", rich_help_panel="Text")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON")] = False,
+    # fine-tuning (strategies finetune | last-k:N | gradual | scratch)
+    epochs: Annotated[Optional[int], typer.Option(help="Fine-tuning: epochs in total", rich_help_panel="Fine-tuning")] = None,
+    freeze_epochs: Annotated[Optional[int], typer.Option(help="gradual: head-only epochs first", rich_help_panel="Fine-tuning")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Base learning rate (head); default 3e-4 adam(w), 1e-2 sgd", rich_help_panel="Fine-tuning")] = None,
+    layer_decay: Annotated[Optional[float], typer.Option(help="LR factor per block towards the input (gradual: 0.7)", rich_help_panel="Fine-tuning")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="sgd | adam | adamw", rich_help_panel="Fine-tuning")] = None,
+    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum (nesterov)", rich_help_panel="Fine-tuning")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(rich_help_panel="Fine-tuning")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="constant | step | multistep | cosine | one-cycle", rich_help_panel="Fine-tuning")] = None,
+    warmup: Annotated[Optional[float], typer.Option(help="Epochs of linear LR warm-up", rich_help_panel="Fine-tuning")] = None,
+    bn: Annotated[Optional[str], typer.Option(help="BatchNorm statistics: auto | frozen | train", rich_help_panel="Fine-tuning")] = None,
+    augment: Annotated[Optional[str], typer.Option(help="none | light | strong (RandAugment + mixup/cutmix)", rich_help_panel="Fine-tuning")] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option(rich_help_panel="Fine-tuning")] = None,
+    balanced_sampler: Annotated[bool, typer.Option("--balanced-sampler", help="Sample classes equally", rich_help_panel="Fine-tuning")] = False,
+    early_stop: Annotated[Optional[int], typer.Option(help="Stop after N epochs without a better --metric", rich_help_panel="Fine-tuning")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="val_accuracy | val_macro_f1 | val_loss", rich_help_panel="Fine-tuning")] = None,
+    grad_clip: Annotated[Optional[float], typer.Option(help="Clip the gradient norm", rich_help_panel="Fine-tuning")] = None,
+    grad_accum: Annotated[Optional[int], typer.Option(help="Accumulate gradients over N batches", rich_help_panel="Fine-tuning")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto | no | bf16 | fp16 (GPU)", rich_help_panel="Fine-tuning")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Decoding workers", rich_help_panel="Fine-tuning")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out (or the --config's run)", rich_help_panel="Fine-tuning")] = False,
 ) -> None:
     """Fit a model to DATA and save it as a run folder."""
     from .config import RunConfig
     from .rundir import check_writable
 
+    if resume:  # the run folder: --out, else the one the --config belongs to (<out>/config.yaml or checkpoints/)
+        if out is None and config is not None:
+            out = config.parent.parent if config.parent.name == "checkpoints" else config.parent
+        if out is None:
+            raise TransferkitError("--resume needs --out (the run folder) or --config <out>/config.yaml")
+        if config is None or not config.is_file():
+            config = out / "checkpoints" / "config.yaml"
     base = RunConfig.from_yaml(config) if config else RunConfig()
     overrides: dict[str, Any] = {
         "data": str(data) if data else None, "backbone": backbone, "weights": str(weights) if weights else None,
         "strategy": strategy, "val_fraction": val_fraction, "seed": seed, "image_size": image_size,
+        "crop_pct": crop_pct,
         "engine": engine, "batch_size": batch_size, "l2": l2, "class_weights": class_weights,
         "cache_dir": str(cache_dir) if cache_dir else None,
+        "text_column": text_column, "label_column": label_column, "max_length": max_length, "pooling": pooling,
+        "epochs": epochs, "freeze_epochs": freeze_epochs, "lr": lr, "layer_decay": layer_decay,
+        "optimizer": optimizer, "momentum": momentum, "weight_decay": weight_decay, "schedule": schedule,
+        "warmup": warmup, "bn": bn, "augment": augment, "label_smoothing": label_smoothing,
+        "early_stop": early_stop, "metric": metric, "grad_clip": grad_clip, "grad_accum": grad_accum,
+        "precision": precision, "workers": workers,
     }
     run_config = base.replace(**{k: v for k, v in overrides.items() if v is not None})
     if no_cache:
         run_config = run_config.replace(cache=False)
     if strict:
         run_config = run_config.replace(strict=True)
+    if balanced_sampler:
+        run_config = run_config.replace(balanced_sampler=True)
     if not run_config.data:
         raise TransferkitError("no data given: pass a DATA folder or a --config that names one")
     if out is None:
         raise TransferkitError("--out is required: the run folder to write the model to")
-    check_writable(out, overwrite)  # fail before spending time on features
+    if resume and not (out / "checkpoints" / "last.pt").is_file():
+        raise TransferkitError(f"{out}: no checkpoint to resume from (expected {out / 'checkpoints' / 'last.pt'})")
+    if not resume:
+        check_writable(out, overwrite)  # fail before spending time on features
+    if Path(run_config.data).suffix.lower() in (".csv", ".tsv", ".jsonl"):  # text: see text_cli.py
+        from .text_cli import train_text
+
+        return train_text(run_config, out, overwrite, as_json, backbone_given=bool(backbone or config))
     from .classifier import ImageClassifier
 
     params = {k: v for k, v in run_config.to_dict().items() if k not in ("data",)}
-    clf = ImageClassifier(**params).fit(run_config.data)
-    clf.save(out, overwrite=overwrite)
+    clf = ImageClassifier(**params).fit(run_config.data, out=out, resume=resume)
+    if not getattr(clf, "is_main_process_", True):
+        return  # other ranks of a multi-process run: rank 0 saves
+    clf.save(out, overwrite=overwrite or resume)
     if as_json:
         print(json.dumps(clf.metrics_))
         return
@@ -113,6 +164,13 @@ def evaluate(
     show_errors: Annotated[int, typer.Option(help="List up to N misclassified files")] = 10,
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of RUN on DATA."""
+    from .text import is_text_run
+
+    if is_text_run(run):  # a text run: DATA is a labelled .csv/.tsv/.jsonl (see text_cli.py)
+        from .text_cli import evaluate_text
+
+        evaluate_text(run, data, as_json, show_errors)
+        return
     from .classifier import ImageClassifier
 
     clf = ImageClassifier.load(run)
@@ -132,11 +190,18 @@ def evaluate(
 @app.command()
 def predict(
     run: Annotated[Path, typer.Argument(help="Run folder written by `transferkit train`")],
-    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders")],
+    inputs: Annotated[list[str], typer.Argument(help="Image files and/or folders; for a text run: texts and/or .csv/.tsv/.jsonl files")],
     top_k: Annotated[int, typer.Option(help="Labels to show per input")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
 ) -> None:
-    """Top-k labels with probabilities for each image."""
+    """Top-k labels with probabilities for each image (or text)."""
+    from .text import is_text_run
+
+    if is_text_run(run):
+        from .text_cli import predict_text
+
+        predict_text(run, inputs, top_k, as_json)
+        return
     import numpy as np
 
     from .classifier import ImageClassifier
@@ -165,6 +230,46 @@ def predict(
             print(f"{path}\t" + "  ".join(f"{r['label']} {r['probability']:.3f}" for r in record["predictions"]))
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders written by `transferkit train`")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON list, a row per run")] = False,
+) -> None:
+    """One table: strategy, val/test accuracy and macro-F1, train time and trainable parameters per run."""
+    from rich.table import Table
+
+    from .rundir import read_run
+
+    rows = []
+    for path in runs:
+        run = read_run(path)
+        m = run.metrics
+        rows.append({
+            "run": str(path), "strategy": run.config.strategy, "backbone": run.config.backbone,
+            "epochs": m.get("epochs_run"),
+            **{f"{split}_{key}": m[split][key] if split in m else None
+               for split in ("val", "test") for key in ("accuracy", "macro_f1")},
+            "train_seconds": m.get("train_seconds"), "trainable_parameters": m.get("trainable_parameters"),
+        })
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table()
+    for column in ("run", "strategy", "backbone", "val acc", "val macro-F1", "test acc", "test macro-F1",
+                   "train time", "trainable params"):
+        table.add_column(column, justify="left" if column in ("run", "strategy", "backbone") else "right")
+
+    def num(value: Any, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    for r in rows:
+        table.add_row(r["run"], r["strategy"], r["backbone"], num(r["val_accuracy"], ".4f"), num(r["val_macro_f1"], ".4f"),
+                      num(r["test_accuracy"], ".4f"), num(r["test_macro_f1"], ".4f"),
+                      num(r["train_seconds"], ".1f") + (" s" if r["train_seconds"] is not None else ""),
+                      num(r["trainable_parameters"], ",d"))
+    _console().print(table)
 
 
 @app.command()

@@ -10,6 +10,12 @@ from typing import Any
 from .errors import TransferkitError
 
 PROBE_STRATEGIES = ("linear-probe",)
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "multistep", "cosine", "one-cycle")
+BN_MODES = ("auto", "frozen", "train")
+AUGMENTS = ("none", "light", "strong")
+METRICS = ("val_accuracy", "val_macro_f1", "val_loss")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 
 @dataclass
@@ -25,6 +31,7 @@ class RunConfig:
     val_fraction: float = 0.2
     strict: bool = False
     image_size: int | None = None
+    crop_pct: float | None = None  # centre-crop share; None = the backbone's (1.0 keeps the whole image)
     # feature path
     engine: str = "auto"
     batch_size: int = 64
@@ -35,6 +42,31 @@ class RunConfig:
     # head
     l2: float | None = None
     class_weights: str | None = None
+    # fine-tuning (strategies other than linear-probe; see training.py)
+    epochs: int = 10
+    freeze_epochs: int = 1  # gradual: epochs of the head-only phase
+    lr: float | None = None  # null: 3e-4 for adam/adamw, 1e-2 for sgd
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.01
+    schedule: str = "cosine"
+    warmup: float = 0.0  # epochs of linear warm-up
+    layer_decay: float | None = None  # LR multiplier per block towards the input; null: 0.7 for gradual, else 1
+    bn: str = "auto"
+    augment: str = "light"
+    label_smoothing: float = 0.0
+    balanced_sampler: bool = False
+    early_stop: int = 0  # patience in epochs on `metric`; 0: off
+    metric: str = "val_accuracy"
+    grad_clip: float | None = None
+    grad_accum: int = 1
+    precision: str = "auto"
+    # text (TextClassifier; see text.py)
+    text_column: str | None = None  # null: the first of text, sentence, review, ...
+    label_column: str | None = None  # null: the first of label, labels, class, target, ...
+    max_length: int = 128  # tokens per text (longer texts are truncated)
+    pooling: str | None = None  # mean | cls; null: the model's own (1_Pooling/config.json), else mean
 
     def __post_init__(self) -> None:
         self.validate()
@@ -51,6 +83,26 @@ class RunConfig:
         check("class_weights", self.class_weights in (None, "auto", "none"), "auto or none")
         check("l2", self.l2 is None or self.l2 > 0, "a positive number or null (chosen on validation)")
         check("image_size", self.image_size is None or self.image_size >= 16, "null (the backbone's) or >= 16")
+        check("crop_pct", self.crop_pct is None or 0.3 <= self.crop_pct <= 1.0, "null (the backbone's) or in [0.3, 1]")
+        check("epochs", isinstance(self.epochs, int) and self.epochs >= 1, "a positive integer")
+        check("freeze_epochs", isinstance(self.freeze_epochs, int) and self.freeze_epochs >= 1, "a positive integer")
+        check("lr", self.lr is None or self.lr > 0, "a positive number or null (the optimizer's default)")
+        check("optimizer", self.optimizer in OPTIMIZERS, " | ".join(OPTIMIZERS))
+        check("momentum", 0 <= self.momentum < 1, "a number in [0, 1)")
+        check("weight_decay", self.weight_decay >= 0, "a number >= 0")
+        check("schedule", self.schedule in SCHEDULES, " | ".join(SCHEDULES))
+        check("warmup", 0 <= self.warmup, "a number of epochs >= 0")
+        check("layer_decay", self.layer_decay is None or 0 < self.layer_decay <= 1, "a number in (0, 1] or null")
+        check("bn", self.bn in BN_MODES, " | ".join(BN_MODES))
+        check("augment", self.augment in AUGMENTS, " | ".join(AUGMENTS))
+        check("label_smoothing", 0 <= self.label_smoothing < 1, "a number in [0, 1)")
+        check("early_stop", isinstance(self.early_stop, int) and self.early_stop >= 0, "an integer >= 0 (0: off)")
+        check("metric", self.metric in METRICS, " | ".join(METRICS))
+        check("grad_clip", self.grad_clip is None or self.grad_clip > 0, "a positive number or null")
+        check("grad_accum", isinstance(self.grad_accum, int) and self.grad_accum >= 1, "a positive integer")
+        check("precision", self.precision in PRECISIONS, " | ".join(PRECISIONS))
+        check("max_length", isinstance(self.max_length, int) and 2 <= self.max_length <= 8192, "an integer in [2, 8192]")
+        check("pooling", self.pooling in (None, "auto", "mean", "cls"), "mean, cls or null (the model's own)")
         from .strategies import parse_strategy
 
         parse_strategy(self.strategy)

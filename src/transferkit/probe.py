@@ -77,7 +77,11 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, n_classes: int, val_x: n
     """
     x = train_x.astype(np.float64)
     y = np.asarray(train_y, dtype=np.int64)
-    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    # Floor the spread at a tenth of the typical one: a feature that barely varies on a small training set
+    # would otherwise get a huge folded weight (W / std), harmless while the backbone is frozen but explosive
+    # once fine-tuning (gradual / LP-FT starts from this head) moves that feature.
+    std = np.maximum(std, 0.1 * float(np.median(std)) + 1e-6)
     xs = (x - mean) / std
     sample_weight = (class_balance_weights(y, n_classes)[y] if class_weight in ("auto", "balanced")
                      else np.ones(len(y)))

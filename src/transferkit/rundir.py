@@ -44,22 +44,31 @@ class RunFiles:
         return self.path / "model.safetensors"
 
 
-def check_writable(path: str | Path, overwrite: bool) -> None:
-    """Fail before any work is done if ``path`` holds something and ``overwrite`` is not set."""
+def check_writable(path: str | Path, overwrite: bool, ignore: tuple[str, ...] = ()) -> None:
+    """Fail before any work is done if ``path`` holds something and ``overwrite`` is not set.
+
+    Entries named in ``ignore`` (a fine-tuning run's ``checkpoints``) do not count.
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{path}: exists and is not a folder; choose another --out")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise RunDirError(f"{path}: already holds a run; pass --overwrite to replace it, or choose another --out")
+    if path.is_dir() and not overwrite:
+        entries = [p.name for p in path.iterdir() if p.name not in ignore]
+        if entries == ["checkpoints"]:
+            raise RunDirError(f"{path}: holds an unfinished training run; pass --resume to continue it, "
+                              "--overwrite to start again, or choose another --out")
+        if entries:
+            raise RunDirError(f"{path}: already holds a run; pass --overwrite to replace it, or choose another --out")
 
 
 def write_run(path: str | Path, *, config: RunConfig, classes: list[str], preprocessing: Preprocessing,
               tensors: dict[str, np.ndarray], model_meta: dict[str, str], metrics: dict[str, Any],
-              overwrite: bool = False) -> Path:
+              overwrite: bool = False, keep: tuple[str, ...] = (), extra_files: dict[str, bytes] | None = None) -> Path:
+    """Write the run atomically; entries named in ``keep`` move over from the existing folder (checkpoints)."""
     from safetensors.numpy import save_file
 
     path = Path(path)
-    check_writable(path, overwrite)
+    check_writable(path, overwrite, ignore=keep)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     staging.mkdir()
@@ -70,6 +79,11 @@ def write_run(path: str | Path, *, config: RunConfig, classes: list[str], prepro
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(staging / "model.safetensors"),
                   metadata={k: str(v) for k, v in model_meta.items()})
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        for name, data in (extra_files or {}).items():
+            (staging / name).write_bytes(data)
+        for name in keep:
+            if (path / name).exists():
+                os.replace(path / name, staging / name)
         if path.exists():
             old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
             os.replace(path, old)
@@ -78,6 +92,9 @@ def write_run(path: str | Path, *, config: RunConfig, classes: list[str], prepro
         else:
             os.replace(staging, path)
     finally:
+        for name in keep:  # a failed save must not take the checkpoints with it
+            if (staging / name).exists() and path.is_dir() and not (path / name).exists():
+                os.replace(staging / name, path / name)
         shutil.rmtree(staging, ignore_errors=True)
     return path
 

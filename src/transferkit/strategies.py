@@ -1,21 +1,117 @@
-"""Transfer strategies by name. The linear probe trains only a head on frozen features."""
+"""Transfer strategies by name: small objects that decide, per phase, which parameters train, at which LR.
+
+    linear-probe   frozen backbone, a logistic-regression head on cached features (no training loop)
+    finetune       everything trains from the first epoch
+    last-k:N       the last N backbone blocks + the head train; the rest stays frozen (and in eval mode)
+    gradual        phase 1: the head only, initialised from the linear-probe solution; phase 2: everything,
+                   with discriminative (layer-decayed) learning rates (LP-FT, fastai's ``fine_tune``)
+    scratch        the same architecture, randomly initialised, everything trains
+
+"Blocks" are the backbone's coarse parameter groups in output order (timm's ``group_matcher(coarse=True)``:
+stem, then one group per stage; for other models, the top-level child modules).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import TransferkitError
 
-STRATEGY_NAMES = ("linear-probe",)
+if TYPE_CHECKING:
+    from torch import nn
+
+STRATEGY_NAMES = ("linear-probe", "finetune", "last-k:N", "gradual", "scratch")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of epochs with one set of trainable parameters (one optimiser and schedule)."""
+
+    index: int
+    name: str
+    first_epoch: int  # 0-based, inclusive
+    epochs: int
+    train_blocks: int | None  # backbone blocks that train, counted from the output end; None = all, 0 = none
+    layer_decay: bool  # discriminative LRs over the blocks in this phase
+
+    @property
+    def last_epoch(self) -> int:
+        return self.first_epoch + self.epochs - 1
 
 
 @dataclass(frozen=True)
 class Strategy:
     name: str
-    frozen_backbone: bool
+    frozen_backbone: bool  # True only for the feature-cache linear probe (no training loop)
+    last_k: int | None = None
+    pretrained: bool = True
+    init_head_from_probe: bool = False
+
+    def phases(self, epochs: int, freeze_epochs: int = 1) -> list[Phase]:
+        """The phases covering ``epochs`` epochs in total."""
+        if self.frozen_backbone:
+            return []
+        if self.name == "gradual":
+            head = min(freeze_epochs, epochs)
+            phases = [Phase(0, "head", 0, head, 0, False)]
+            if epochs > head:
+                phases.append(Phase(1, "all", head, epochs - head, None, True))
+            return phases
+        if self.name == "last-k":
+            return [Phase(0, f"last-{self.last_k}", 0, epochs, self.last_k, True)]
+        return [Phase(0, "all", 0, epochs, None, True)]
+
+    def phase_at(self, epoch: int, epochs: int, freeze_epochs: int = 1) -> Phase:
+        for phase in self.phases(epochs, freeze_epochs):
+            if phase.first_epoch <= epoch <= phase.last_epoch:
+                return phase
+        raise ValueError(f"epoch {epoch} is outside the {epochs} planned epochs")
 
 
 def parse_strategy(text: str) -> Strategy:
     if text == "linear-probe":
         return Strategy("linear-probe", frozen_backbone=True)
+    if text == "finetune":
+        return Strategy("finetune", frozen_backbone=False)
+    if text == "gradual":
+        return Strategy("gradual", frozen_backbone=False, init_head_from_probe=True)
+    if text == "scratch":
+        return Strategy("scratch", frozen_backbone=False, pretrained=False)
+    if text.startswith("last-k:"):
+        count = text.partition(":")[2]
+        if not count.isdigit() or int(count) < 1:
+            raise TransferkitError(f"strategy '{text}': expected last-k:N with N a positive integer, e.g. last-k:2")
+        return Strategy("last-k", frozen_backbone=False, last_k=int(count))
     raise TransferkitError(f"strategy '{text}' is not known; choose one of: {', '.join(STRATEGY_NAMES)}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Blocks of a backbone (torch needed from here on)
+# ----------------------------------------------------------------------------------------------------------
+def backbone_blocks(backbone: "nn.Module") -> list[list[str]]:
+    """Parameter names of the backbone grouped into blocks, input end first."""
+    names = [n for n, _ in backbone.named_parameters()]
+    if hasattr(backbone, "group_matcher"):
+        from timm.models import group_parameters
+
+        grouped = group_parameters(backbone, backbone.group_matcher(coarse=True))
+        blocks = [list(grouped[k]) for k in sorted(grouped)]
+    else:
+        order: dict[str, list[str]] = {}
+        for name in names:
+            order.setdefault(name.split(".")[0], []).append(name)
+        blocks = list(order.values())
+    blocks = [b for b in blocks if b]
+    covered = {n for b in blocks for n in b}
+    missing = [n for n in names if n not in covered]
+    if missing:  # anything the matcher left out belongs with the stem
+        blocks[0] = missing + blocks[0]
+    return blocks
+
+
+def trainable_blocks(n_blocks: int, train_blocks: int | None) -> list[bool]:
+    """Which of ``n_blocks`` blocks train when the last ``train_blocks`` do (None = all)."""
+    if train_blocks is None:
+        return [True] * n_blocks
+    return [i >= n_blocks - train_blocks for i in range(n_blocks)]

@@ -1,0 +1,153 @@
+"""Fine-tuning benchmark (not run by the tests): hymenoptera, efficientnet_lite0.
+
+Rows, measured in the same run on the same data and batch size:
+  * transferkit ``gradual`` (1 head-only epoch from the linear-probe solution, then N epochs of everything);
+  * fastai ``fine_tune(N, freeze_epochs=1)`` on the same backbone, if fastai is importable;
+  * a plain eager PyTorch loop (NCHW, no accelerate, no channels_last) for the per-epoch time of the same model.
+
+    python bench/finetune.py [--data /work/shared/data/hymenoptera_data] [--epochs 2] [--subset 8 --image-size 64]
+
+``--subset N`` keeps N images per class and split: a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def subset_folder(data: Path, per_class: int, target: Path) -> Path:
+    for split in ("train", "val"):
+        for class_dir in sorted((data / split).iterdir()):
+            if class_dir.is_dir():
+                out = target / split / class_dir.name
+                out.mkdir(parents=True, exist_ok=True)
+                for f in sorted(class_dir.iterdir())[:per_class]:
+                    shutil.copy(f, out / f.name)
+    return target
+
+
+def run_transferkit(data: Path, args: argparse.Namespace, out: Path) -> dict:
+    from transferkit.classifier import ImageClassifier
+
+    start = time.perf_counter()
+    clf = ImageClassifier(strategy="gradual", epochs=1 + args.epochs, freeze_epochs=1, batch_size=args.batch_size,
+                          image_size=args.image_size, workers=args.workers, lr=args.lr, seed=0)
+    clf.fit(data, out=out)
+    total = time.perf_counter() - start
+    unfrozen = [r["seconds"] for r in clf.metrics_["history"] if r["phase"] == "all"]
+    return {"name": "transferkit gradual", "val_accuracy": clf.metrics_["val"]["accuracy"], "total_s": total,
+            "epoch_s": float(np.mean(unfrozen)) if unfrozen else None}
+
+
+def make_loaders(data: Path, args: argparse.Namespace):
+    import torch
+
+    from transferkit.backbones import resolve_backbone
+    from transferkit.data import load_image_folder
+    from transferkit.training import EpochSampler, TrainImages, decode_split, train_transform
+
+    spec = resolve_backbone("efficientnet_lite0", input_size=args.image_size)
+    folder = load_image_folder(data)
+    dataset = TrainImages(folder.train, train_transform(spec.preprocessing, "light"), spec.preprocessing.resize_size)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers,
+                                         sampler=EpochSampler(folder.train.labels, 0))
+    val_images, val_labels, _ = decode_split(folder.val, spec.preprocessing, args.batch_size, args.workers)
+    return spec, folder, loader, val_images, val_labels
+
+
+def run_eager(data: Path, args: argparse.Namespace) -> dict:
+    """The same model and data through a textbook loop: NCHW float, AdamW, all parameters, no accelerate."""
+    import torch
+
+    from transferkit.modeling import ImageModel
+
+    spec, folder, loader, val_images, val_labels = make_loaders(data, args)
+    backbone = spec.build()
+    model = ImageModel(backbone, spec.preprocessing, backbone.num_features, len(folder.classes))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr or 3e-4)
+    times = []
+    start = time.perf_counter()
+    for _ in range(args.epochs):
+        t = time.perf_counter()
+        model.train()
+        for images, labels in loader:
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        times.append(time.perf_counter() - t)
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(torch.from_numpy(val_images[i:i + 64])) for i in range(0, len(val_images), 64)])
+    accuracy = float((logits.argmax(1).numpy() == val_labels).mean())
+    return {"name": "eager PyTorch (NCHW, all params)", "val_accuracy": accuracy,
+            "total_s": time.perf_counter() - start, "epoch_s": float(np.mean(times))}
+
+
+def run_fastai(data: Path, args: argparse.Namespace) -> dict | None:
+    try:
+        import fastai  # noqa: F401
+        from fastai.vision.all import DataLoaders, Learner, accuracy
+    except ImportError:
+        print("fastai not installed: skipping the fastai row", file=sys.stderr)
+        return None
+    import torch
+
+    from transferkit.modeling import ImageModel
+
+    spec, folder, loader, val_images, val_labels = make_loaders(data, args)
+    val_ds = torch.utils.data.TensorDataset(torch.from_numpy(val_images), torch.from_numpy(val_labels))
+    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=args.batch_size)
+    dls = DataLoaders(loader, val_loader)
+    backbone = spec.build()
+    model = ImageModel(backbone, spec.preprocessing, backbone.num_features, len(folder.classes))
+    learn = Learner(dls, model, loss_func=torch.nn.CrossEntropyLoss(), metrics=accuracy,
+                    splitter=lambda m: [list(m.features.parameters()), list(m.head.parameters())])
+    start = time.perf_counter()
+    learn.fine_tune(args.epochs, base_lr=args.lr or 2e-3, freeze_epochs=1)
+    total = time.perf_counter() - start
+    _, acc = learn.validate()
+    return {"name": f"fastai fine_tune({args.epochs}, freeze_epochs=1)", "val_accuracy": float(acc),
+            "total_s": total, "epoch_s": None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/hymenoptera_data"))
+    parser.add_argument("--epochs", type=int, default=2, help="epochs after the head-only epoch")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--subset", type=int, default=0, help="images per class and split (smoke run)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = subset_folder(args.data, args.subset, Path(tmp) / "data") if args.subset else args.data
+        rows = [run_transferkit(data, args, Path(tmp) / "run")]
+        fastai_row = run_fastai(data, args)
+        if fastai_row:
+            rows.append(fastai_row)
+        rows.append(run_eager(data, args))
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"fine-tuning efficientnet_lite0 on {args.data.name}"
+                        f"{f' (subset {args.subset}/class)' if args.subset else ''}, batch {args.batch_size}, "
+                        f"{args.image_size}px")
+    for column in ("method", "val accuracy", "total s", "s / unfrozen epoch"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for r in rows:
+        table.add_row(r["name"], f"{r['val_accuracy']:.4f}", f"{r['total_s']:.1f}",
+                      "-" if r["epoch_s"] is None else f"{r['epoch_s']:.2f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

