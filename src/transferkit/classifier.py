@@ -71,15 +71,18 @@ class ImageClassifier:
         if missing:
             raise DataError(f"class '{missing[0]}' has no readable training images")
         val_x, val_y, skipped_val = self._split_features(source, dataset.val, "val", config)
+        # A validation split carved out of train only chooses the L2 strength; the head is then refitted on
+        # both. A val/ folder is the user's own held-out set and stays out of training.
         head = fit_probe(train_x, train_y, len(dataset.classes), val_x, val_y, l2=config.l2,
-                         class_weight=config.class_weights)
+                         class_weight=config.class_weights, refit=dataset.val_source != "folder")
         self.config, self.spec_, self.source_ = config, spec, source
         self.classes_, self.head_ = list(dataset.classes), head
         self.preprocessing_ = spec.preprocessing
         metrics: dict[str, Any] = {"data": dataset.describe(), "strategy": strategy.name,
-                                   "probe": {"l2": head.l2, "path": head.path}}
+                                   "probe": {"l2": head.l2, "path": head.path, "refit_on_train_and_val": head.refit}}
         if len(val_y):
-            metrics["val"] = classification_metrics(val_y, head.predict_proba(val_x), self.classes_)
+            val_proba = head.val_proba if head.val_proba is not None else head.predict_proba(val_x)
+            metrics["val"] = classification_metrics(val_y, val_proba, self.classes_)
         if len(dataset.test):
             test_x, test_y, skipped_test = self._split_features(source, dataset.test, "test", config)
             metrics["test"] = classification_metrics(test_y, head.predict_proba(test_x), self.classes_)

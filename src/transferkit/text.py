@@ -686,25 +686,22 @@ class TextClassifier:
         embedded = self._embed(train_texts + val_texts)
         stats = dict(self.embed_stats_)
         train_x, val_x = embedded.features[:len(train_texts)], embedded.features[len(train_texts):]
+        # A split carved out of the training file only chooses the L2 strength: the head is then refitted on
+        # train + validation; the validation metrics below stay those of the train-only head.
         head = fit_probe(train_x, train_y, len(classes), val_x if len(val_texts) else None,
-                         val_y if len(val_texts) else None, l2=config.l2, class_weight=config.class_weights)
-        val_head = head
-        if len(val_texts) and val_data is None:
-            # The split only chose the L2 strength: refit on train + validation with it (the metrics below
-            # stay those of the train-only head on the held-out rows).
-            head = fit_probe(embedded.features, np.concatenate([train_y, val_y]), len(classes), l2=val_head.l2,
-                             class_weight=config.class_weights)
-            head.path = val_head.path
+                         val_y if len(val_texts) else None, l2=config.l2, class_weight=config.class_weights,
+                         refit=val_data is None)
         self.classes_, self.head_ = classes, head
         metrics: dict[str, Any] = {
             "data": describe, "strategy": strategy.name, "backbone": self.spec_.name,
             "text_column": table.text_column, "label_column": table.label_column,
             "pooling": self.spec_.pooling, "max_length": config.max_length,
-            "probe": {"l2": head.l2, "path": head.path, "refit_on_train_and_val": head is not val_head},
+            "probe": {"l2": head.l2, "path": head.path, "refit_on_train_and_val": head.refit},
             "embeddings": stats,
         }
         if len(val_texts):
-            metrics["val"] = _metrics(val_y, val_head.predict_proba(val_x), classes)
+            val_proba = head.val_proba if head.val_proba is not None else head.predict_proba(val_x)
+            metrics["val"] = _metrics(val_y, val_proba, classes)
         metrics["skipped_rows"] = table.skipped
         metrics["train_seconds"] = round(time.perf_counter() - start, 3)
         metrics["trainable_parameters"] = int(head.weight.size + head.bias.size)
