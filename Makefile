@@ -25,7 +25,7 @@ test: $(STAMP)
 PEERS := bench/.venv-peers
 $(PEERS)/.installed: $(STAMP)
 	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
-	echo "$(abspath $(VENV))/lib/python3.11/site-packages" > $(PEERS)/lib/python3.11/site-packages/transferkit-base.pth
+	printf "%s\n%s\n" "$(abspath $(VENV))/lib/python3.11/site-packages" "$(abspath src)" > $(PEERS)/lib/python3.11/site-packages/transferkit-base.pth
 	$(PEERS)/bin/python -m pip install --quiet fastai==2.8.12
 	@touch $@
 

@@ -1,8 +1,9 @@
 """Fine-tuning benchmark (not run by the tests): hymenoptera, efficientnet_lite0.
 
 Rows, measured in the same run on the same data and batch size:
-  * transferkit ``gradual`` (1 head-only epoch from the linear-probe solution, then N epochs of everything);
-  * fastai ``fine_tune(N, freeze_epochs=1)`` on the same backbone, if fastai is importable;
+  * transferkit ``gradual`` (1 head-only epoch from the linear-probe solution, then 1 or N epochs of everything),
+    the CLI as its own process;
+  * fastai ``fine_tune(N, freeze_epochs=1)`` on the same backbone, its own process in bench/.venv-peers;
   * a plain eager PyTorch loop (NCHW, no accelerate, no channels_last) for the per-epoch time of the same model.
 
     python bench/finetune.py [--data /work/shared/data/hymenoptera_data] [--epochs 2] [--subset 8 --image-size 64]
@@ -33,17 +34,21 @@ def subset_folder(data: Path, per_class: int, target: Path) -> Path:
     return target
 
 
-def run_transferkit(data: Path, args: argparse.Namespace, out: Path) -> dict:
-    from transferkit.classifier import ImageClassifier
+def run_transferkit(data: Path, args: argparse.Namespace, out: Path, epochs: int) -> dict:
+    """The CLI as a user runs it, as its own process: start-up, the probe and saving all count."""
+    import json
+    import subprocess
 
+    command = [str(Path(sys.executable).parent / "transferkit"), "train", str(data), "--strategy", "gradual",
+               "--epochs", str(epochs), "--batch-size", str(args.batch_size), "--image-size", str(args.image_size),
+               "--out", str(out), "--overwrite", "--json"]
     start = time.perf_counter()
-    clf = ImageClassifier(strategy="gradual", epochs=1 + args.epochs, freeze_epochs=1, batch_size=args.batch_size,
-                          image_size=args.image_size, workers=args.workers, lr=args.lr, seed=0)
-    clf.fit(data, out=out)
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
     total = time.perf_counter() - start
-    unfrozen = [r["seconds"] for r in clf.metrics_["history"] if r["phase"] == "all"]
-    return {"name": "transferkit gradual", "val_accuracy": clf.metrics_["val"]["accuracy"], "total_s": total,
-            "epoch_s": float(np.mean(unfrozen)) if unfrozen else None}
+    metrics = json.loads(result.stdout)
+    unfrozen = [r["seconds"] for r in metrics["history"] if r["phase"] == "all"]
+    return {"name": f"transferkit gradual (1 head + {epochs - 1} all)", "val_accuracy": metrics["val"]["accuracy"],
+            "total_s": total, "epoch_s": float(np.mean(unfrozen)) if unfrozen else None}
 
 
 def make_loaders(data: Path, args: argparse.Namespace):
@@ -92,29 +97,19 @@ def run_eager(data: Path, args: argparse.Namespace) -> dict:
 
 
 def run_fastai(data: Path, args: argparse.Namespace) -> dict | None:
-    try:
-        import fastai  # noqa: F401
-        from fastai.vision.all import DataLoaders, Learner, accuracy
-    except ImportError:
-        print("fastai not installed: skipping the fastai row", file=sys.stderr)
+    """fastai in its own environment (`make bench` builds bench/.venv-peers), as its own process."""
+    import json
+    import subprocess
+
+    if not args.fastai_python or not Path(args.fastai_python).exists():
+        print("fastai environment not found (run `make bench`): skipping the fastai row", file=sys.stderr)
         return None
-    import torch
-
-    from transferkit.modeling import ImageModel
-
-    spec, folder, loader, val_images, val_labels = make_loaders(data, args)
-    val_ds = torch.utils.data.TensorDataset(torch.from_numpy(val_images), torch.from_numpy(val_labels))
-    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=args.batch_size)
-    dls = DataLoaders(loader, val_loader)
-    backbone = spec.build()
-    model = ImageModel(backbone, spec.preprocessing, backbone.num_features, len(folder.classes))
-    learn = Learner(dls, model, loss_func=torch.nn.CrossEntropyLoss(), metrics=accuracy,
-                    splitter=lambda m: [list(m.features.parameters()), list(m.head.parameters())])
     start = time.perf_counter()
-    learn.fine_tune(args.epochs, base_lr=args.lr or 2e-3, freeze_epochs=1)
+    result = subprocess.run([args.fastai_python, str(Path(__file__).with_name("peer_fastai.py")), str(data),
+                             str(args.epochs)], capture_output=True, text=True, check=True)
     total = time.perf_counter() - start
-    _, acc = learn.validate()
-    return {"name": f"fastai fine_tune({args.epochs}, freeze_epochs=1)", "val_accuracy": float(acc),
+    row = json.loads(result.stdout.strip().splitlines()[-1])
+    return {"name": f"fastai fine_tune({args.epochs}, freeze_epochs=1)", "val_accuracy": row["val_accuracy"],
             "total_s": total, "epoch_s": None}
 
 
@@ -127,10 +122,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--subset", type=int, default=0, help="images per class and split (smoke run)")
+    parser.add_argument("--fastai-python", default=str(Path(__file__).with_name(".venv-peers") / "bin" / "python"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = subset_folder(args.data, args.subset, Path(tmp) / "data") if args.subset else args.data
-        rows = [run_transferkit(data, args, Path(tmp) / "run")]
+        rows = [run_transferkit(data, args, Path(tmp) / "run", epochs) for epochs in (2, 1 + args.epochs)]
         fastai_row = run_fastai(data, args)
         if fastai_row:
             rows.append(fastai_row)

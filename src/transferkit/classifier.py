@@ -12,6 +12,7 @@ from .backbones import DEFAULT_IMAGE_BACKBONE, BackboneSpec, fingerprint_of, res
 from .config import RunConfig
 from .data import ImageFolderData, Split, _scan_split, list_image_inputs, load_image_folder
 from .errors import DataError, TransferkitError
+from .engines import open_engine
 from .features import FeatureResult, FeatureSource, extract_features
 from .metrics import classification_metrics
 from .probe import ProbeHead, fit_probe
@@ -108,9 +109,13 @@ class ImageClassifier:
         spec = resolve_backbone(config.backbone, config.weights, config.pretrained and strategy.pretrained,
                                 config.image_size, config.crop_pct)
         n_classes = len(dataset.classes)
-        head_init = None
+        head_init, frozen_features = None, None
         if strategy.init_head_from_probe:  # LP-FT: phase 1 starts from the linear-probe solution
             source = FeatureSource.from_spec(spec)
+            self.source_ = source
+            engine = open_engine(source.fingerprint, spec.preprocessing.input_size, source.build_net, config.engine,
+                                 config.cache_dir, spec.name)
+            frozen_features = engine  # the head-only phase runs the frozen backbone through the fast engine
             train_x, train_y, _ = self._split_features(source, dataset.train, "train", config)
             val_x, val_y, _ = self._split_features(source, dataset.val, "val", config)
             head_init = fit_probe(train_x, train_y, n_classes, val_x, val_y, l2=config.l2,
@@ -125,7 +130,8 @@ class ImageClassifier:
                 model.head.bias.copy_(torch.from_numpy(head_init.bias))
         with tempfile.TemporaryDirectory(prefix="transferkit-train-") as scratch:
             result = train_model(model, config, strategy, dataset.train, (val_images, val_labels), spec.preprocessing,
-                                 n_classes, Path(out) if out is not None else Path(scratch), resume=resume)
+                                 n_classes, Path(out) if out is not None else Path(scratch), resume=resume,
+                                 frozen_features=frozen_features)
         features = result.model.features
         weights = {k: v.detach().clone() for k, v in features.state_dict().items()}
         fingerprint = fingerprint_of(spec.arch, spec.preprocessing, "finetuned-" + tensor_fingerprint(weights))

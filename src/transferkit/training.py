@@ -266,6 +266,11 @@ def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int, acceler
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
+def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
+    """Float NCHW in [0, 1] (the training transform's output) back to the engines' uint8 NHWC input."""
+    return images.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
 def metric_value(metrics: dict[str, Any], name: str) -> float:
     return {"val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"], "val_loss": metrics["log_loss"]}[name]
 
@@ -320,9 +325,14 @@ def make_accelerator(config: RunConfig) -> "Accelerator":
 
 def train_model(model: "ImageModel", config: RunConfig, strategy: Strategy, train: Split,
                 val: tuple[np.ndarray, np.ndarray] | None, preprocessing: Preprocessing, n_classes: int,
-                out: Path, resume: bool = False) -> TrainResult:
+                out: Path, resume: bool = False,
+                frozen_features: Callable[[np.ndarray], np.ndarray] | None = None) -> TrainResult:
     """Train ``model`` in place through the strategy's phases; checkpoints in ``out/checkpoints``.
 
+    ``frozen_features`` (uint8 NHWC -> features of the untouched pretrained backbone, e.g. the cached ONNX
+    engine) serves head-only phases that come before any backbone training: the head trains on the same
+    augmented batches without torch's far slower forward pass (single process only: under DDP the head's
+    gradients must go through the wrapped model to be synchronised).
     ``$TRANSFERKIT_KILL_AT=EPOCH:STEP`` (1-based) makes the process SIGKILL itself there: a test hook.
     """
     import os
@@ -381,6 +391,9 @@ def train_model(model: "ImageModel", config: RunConfig, strategy: Strategy, trai
     interrupted_epoch = None
     try:
         for phase in phases:
+            fast_head = (frozen_features is not None and accelerator.num_processes == 1
+                         and all(p.train_blocks == 0 for p in phases[:phase.index + 1]))
+            val_features = None
             if phase.last_epoch < start_epoch or stopped:
                 continue
             groups, rows = apply_phase(unwrapped, phase, config, strategy, bn_mode)
@@ -424,7 +437,11 @@ def train_model(model: "ImageModel", config: RunConfig, strategy: Strategy, trai
                                 if config.label_smoothing:
                                     targets = targets * (1 - config.label_smoothing) + config.label_smoothing / n_classes
                             with accelerator.autocast():
-                                logits = wrapped(images)
+                                if fast_head:
+                                    features = frozen_features(to_uint8_nhwc(images))
+                                    logits = unwrapped.head(torch.from_numpy(features).to(accelerator.device))
+                                else:
+                                    logits = wrapped(images)
                             loss = soft_cross_entropy(logits, targets, class_weights)
                             finite = torch.isfinite(loss.detach()).float()
                             if accelerator.num_processes > 1:
@@ -448,11 +465,19 @@ def train_model(model: "ImageModel", config: RunConfig, strategy: Strategy, trai
                 # -- end of epoch: metrics, best, checkpoint ------------------------------------------------
                 seen_t = accelerator.reduce(torch.tensor(float(seen), device=accelerator.device), "sum")
                 train_loss = float(accelerator.reduce(total_loss, "sum") / seen_t.clamp(min=1))
+                train_seconds = time.perf_counter() - epoch_start  # before validation and checkpointing
                 record: dict[str, Any] = {"epoch": epoch + 1, "phase": phase.name, "train_loss": round(train_loss, 6),
+                                          "train_seconds": round(train_seconds, 3),
                                           "lr": [round(g["lr"], 8) for g in optimizer.param_groups][-1]}
                 is_best = False
                 if val is not None and len(val[1]):
-                    proba = predict_proba(unwrapped, val[0], config.batch_size, accelerator)
+                    if fast_head:
+                        if val_features is None:  # the backbone is frozen in this phase: embed val once
+                            val_features = torch.from_numpy(frozen_features(val[0]))
+                        with torch.no_grad():
+                            proba = torch.softmax(unwrapped.head(val_features).float(), dim=1).numpy()
+                    else:
+                        proba = predict_proba(unwrapped, val[0], config.batch_size, accelerator)
                     m = classification_metrics(val[1], proba, [str(i) for i in range(n_classes)])
                     record.update(val_accuracy=m["accuracy"], val_macro_f1=m["macro_f1"], val_loss=m["log_loss"])
                     value = metric_value(m, config.metric)
