@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import FAST, make_folder
+from conftest import FAST
 from transferkit import ImageClassifier, RunConfig
 from transferkit.cli import app
 from transferkit.errors import RunDirError, TransferkitError

@@ -10,7 +10,7 @@ import numpy as np
 
 from .backbones import DEFAULT_IMAGE_BACKBONE, BackboneSpec, fingerprint_of, resolve_backbone
 from .config import RunConfig
-from .data import ImageFolderData, Split, _scan_split, list_image_inputs, load_image_folder
+from .data import Split, _scan_split, list_image_inputs, load_image_folder
 from .errors import DataError, TransferkitError
 from .engines import open_engine
 from .features import FeatureResult, FeatureSource, extract_features

@@ -111,20 +111,30 @@ def open_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.M
     if engine == "torch":
         return TorchEngine(build_net())
     path = engine_dir(fingerprint, cache_dir) / f"features-{input_size}.onnx"
+    return cached_onnx_engine(path, build_net, lambda net, target: export_onnx(net, input_size, target),
+                              {"backbone": label, "input_size": input_size}, label, OnnxEngine, TorchEngine)
+
+
+def cached_onnx_engine(path: Path, build_net: Callable[[], "nn.Module"],
+                       export: Callable[["nn.Module", Path], None], meta: dict, label: str,
+                       onnx_engine: Callable[[Path], Engine], torch_engine: Callable[["nn.Module"], Engine]) -> Engine:
+    """``onnx_engine(path)``, exporting ``build_net()`` there first if needed (with its tensors and ``meta``).
+
+    When the export fails for an architecture, falls back to ``torch_engine`` with a one-line notice.
+    """
     if not path.exists():
         log(f"exporting {label or 'backbone'} to ONNX once (cached in {path.parent})")
         net = build_net()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            export_onnx(net, input_size, path)
+            export(net, path)
             _store_net_tensors(net, path.parent / "features.safetensors")
-            meta = {"backbone": label, "input_size": input_size}
             atomic_write_bytes(path.parent / "meta.json", json.dumps(meta).encode())
         except Exception as exc:  # noqa: BLE001 - any exporter failure: fall back, say so in one line
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             log(f"notice: ONNX export failed for {label or 'this backbone'} ({reason}); using torch instead")
-            return TorchEngine(net)
-    return OnnxEngine(path)
+            return torch_engine(net)
+    return onnx_engine(path)
 
 
 def net_tensors(fingerprint: str, build_net: Callable[[], "nn.Module"], cache_dir: str | Path | None = None,

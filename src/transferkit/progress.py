@@ -48,7 +48,9 @@ def progress(total: int, description: str, enabled: bool = True) -> Iterator[Cal
             state["done"] += n
             if state["done"] >= state["next"] or state["done"] >= total:
                 elapsed = max(time.perf_counter() - start, 1e-9)
-                log(f"{description}: {state['done']}/{total} ({state['done'] / elapsed:.0f}/s)")
+                rate = state["done"] / elapsed
+                log(f"{description}: {state['done']}/{total} ({rate:.0f}/s)" if rate >= 10 else
+                    f"{description}: {state['done']}/{total} ({elapsed / state['done']:.2f} s each)")
                 state["next"] = state["done"] + max(1, total // 10)
 
         yield advance

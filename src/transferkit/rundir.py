@@ -19,7 +19,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -61,10 +61,15 @@ def check_writable(path: str | Path, overwrite: bool, ignore: tuple[str, ...] = 
             raise RunDirError(f"{path}: already holds a run; pass --overwrite to replace it, or choose another --out")
 
 
-def write_run(path: str | Path, *, config: RunConfig, classes: list[str], preprocessing: Preprocessing,
+def write_run(path: str | Path, *, config: RunConfig, classes: list[str], preprocessing: Preprocessing | dict[str, Any],
               tensors: dict[str, np.ndarray], model_meta: dict[str, str], metrics: dict[str, Any],
-              overwrite: bool = False, keep: tuple[str, ...] = (), extra_files: dict[str, bytes] | None = None) -> Path:
-    """Write the run atomically; entries named in ``keep`` move over from the existing folder (checkpoints)."""
+              overwrite: bool = False, keep: tuple[str, ...] = (), extra_files: dict[str, bytes] | None = None,
+              add_files: Callable[[Path], None] | None = None) -> Path:
+    """Write the run atomically; entries named in ``keep`` move over from the existing folder (checkpoints).
+
+    ``add_files(staging_folder)`` writes anything else the run needs (a text run's tokenizer) before the
+    folder is renamed into place.
+    """
     from safetensors.numpy import save_file
 
     path = Path(path)
@@ -75,12 +80,15 @@ def write_run(path: str | Path, *, config: RunConfig, classes: list[str], prepro
     try:
         config.to_yaml(staging / "config.yaml")
         (staging / "classes.json").write_text(json.dumps(classes, indent=1))
-        (staging / "preprocessing.json").write_text(json.dumps(preprocessing.to_dict(), indent=1))
+        preprocessing_dict = preprocessing if isinstance(preprocessing, dict) else preprocessing.to_dict()
+        (staging / "preprocessing.json").write_text(json.dumps(preprocessing_dict, indent=1))
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(staging / "model.safetensors"),
                   metadata={k: str(v) for k, v in model_meta.items()})
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
         for name, data in (extra_files or {}).items():
             (staging / name).write_bytes(data)
+        if add_files is not None:
+            add_files(staging)
         for name in keep:
             if (path / name).exists():
                 os.replace(path / name, staging / name)

@@ -309,8 +309,7 @@ def export_text_onnx(net: "nn.Module", path: Path) -> None:
 
 def open_text_engine(spec: TextBackboneSpec, engine: str = "auto", cache_dir: str | Path | None = None,
                      build_net: Callable[[], "nn.Module"] | None = None) -> TextOnnxEngine | TextTorchEngine:
-    from .cache import atomic_write_bytes
-    from .engines import _store_net_tensors, engine_dir, gpu_present
+    from .engines import cached_onnx_engine, engine_dir, gpu_present
 
     if engine not in ("auto", "onnx", "torch"):
         raise TransferkitError(f"engine must be auto, onnx or torch, got {engine!r}")
@@ -320,20 +319,8 @@ def open_text_engine(spec: TextBackboneSpec, engine: str = "auto", cache_dir: st
     if engine == "torch":
         return TextTorchEngine(build_net())
     path = engine_dir(spec.fingerprint, cache_dir) / "text-encoder.onnx"
-    if not path.exists():
-        log(f"exporting {spec.name} to ONNX once (cached in {path.parent})")
-        net = build_net()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            export_text_onnx(net, path)
-            _store_net_tensors(net, path.parent / "features.safetensors")
-            meta = {"backbone": spec.name, "input_size": None, "kind": "text", "pooling": spec.pooling}
-            atomic_write_bytes(path.parent / "meta.json", json.dumps(meta).encode())
-        except Exception as exc:  # noqa: BLE001 - any exporter failure: fall back, say so in one line
-            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            log(f"notice: ONNX export failed for {spec.name} ({reason}); using torch instead")
-            return TextTorchEngine(net)
-    return TextOnnxEngine(path)
+    meta = {"backbone": spec.name, "input_size": None, "kind": "text", "pooling": spec.pooling}
+    return cached_onnx_engine(path, build_net, export_text_onnx, meta, spec.name, TextOnnxEngine, TextTorchEngine)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -786,15 +773,13 @@ class TextClassifier:
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """A run folder: config.yaml, classes.json, preprocessing.json, model.safetensors (encoder + head,
         ``format: transferkit-text-1``), metrics.json, tokenizer/ and encoder/config.json."""
-        from safetensors.numpy import save_file
-
         from .engines import net_tensors
-        from .rundir import check_writable
+        from .rundir import check_writable, write_run
 
         self._check_fitted()
         spec = self._spec()
         path = Path(path)
-        check_writable(path, overwrite)
+        check_writable(path, overwrite)  # before the tensors are gathered
         tensors = {f"features.{k}": v for k, v in
                    net_tensors(spec.fingerprint, spec.build, self.config.cache_dir, self.config.cache).items()}
         tensors["head.weight"], tensors["head.bias"] = self.head_.weight, self.head_.bias
@@ -804,28 +789,13 @@ class TextClassifier:
                 "num_classes": str(len(self.classes_))}
         preprocessing = {"kind": "text", "max_length": self.config.max_length, "pooling": spec.pooling,
                          "normalize": spec.normalize, "tokenizer": "tokenizer/", "encoder_config": "encoder/config.json"}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        staging.mkdir()
-        try:
-            self.config.to_yaml(staging / "config.yaml")
-            (staging / "classes.json").write_text(json.dumps(self.classes_, indent=1))
-            (staging / "preprocessing.json").write_text(json.dumps(preprocessing, indent=1))
-            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(staging / "model.safetensors"),
-                      metadata=meta)
-            (staging / "metrics.json").write_text(json.dumps(self.metrics_, indent=1))
+        def add_files(staging: Path) -> None:
             self._tokenizer().save_pretrained(str(staging / "tokenizer"))
             self._save_encoder_config(spec, staging / "encoder")
-            if path.exists():
-                old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
-                os.replace(path, old)
-                os.replace(staging, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(staging, path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return path
+
+        return write_run(path, config=self.config, classes=self.classes_, preprocessing=preprocessing,
+                         tensors=tensors, model_meta=meta, metrics=self.metrics_, overwrite=overwrite,
+                         add_files=add_files)
 
     @staticmethod
     def _save_encoder_config(spec: TextBackboneSpec, folder: Path) -> None:
