@@ -112,7 +112,6 @@ class ImageClassifier:
         head_init, frozen_features = None, None
         if strategy.init_head_from_probe:  # LP-FT: phase 1 starts from the linear-probe solution
             source = FeatureSource.from_spec(spec)
-            self.source_ = source
             engine = open_engine(source.fingerprint, spec.preprocessing.input_size, source.build_net, config.engine,
                                  config.cache_dir, spec.name)
             frozen_features = engine  # the head-only phase runs the frozen backbone through the fast engine
@@ -163,9 +162,10 @@ class ImageClassifier:
         self.is_main_process_ = result.is_main
         return self
 
-    def _extract(self, paths: list[str], config: RunConfig | None = None) -> FeatureResult:
+    def _extract(self, paths: list[str], config: RunConfig | None = None,
+                 source: FeatureSource | None = None) -> FeatureResult:
         config = config or self.config
-        return extract_features(self.source_, paths, engine=config.engine, batch_size=config.batch_size,
+        return extract_features(source or self.source_, paths, engine=config.engine, batch_size=config.batch_size,
                                 workers=config.workers, use_cache=config.cache, cache_dir=config.cache_dir,
                                 cache_dtype=config.cache_dtype, show_progress=self.verbose)
 
@@ -173,8 +173,7 @@ class ImageClassifier:
                         config: RunConfig) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
         if not len(split):
             return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), []
-        self.source_ = source
-        result = self._extract(split.paths, config)
+        result = self._extract(split.paths, config, source)
         if result.failed:
             listing = "; ".join(f"{p} ({r})" for p, r in result.failed[:5])
             if config.strict:
