@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from .errors import DataError
 from .images import is_image_file
@@ -113,8 +113,6 @@ def load_image_folder(root: str | Path, val_fraction: float = 0.2, seed: int = 0
 
 
 def stratified_split(split: Split, classes: list[str], fraction: float, seed: int) -> tuple[Split, Split]:
-    from sklearn.model_selection import train_test_split
-
     if not 0 < fraction < 1:
         raise DataError(f"--val-fraction must be between 0 and 1, got {fraction}")
     counts = Counter(split.labels)
@@ -122,12 +120,26 @@ def stratified_split(split: Split, classes: list[str], fraction: float, seed: in
     if too_small:
         raise DataError(f"class '{too_small[0]}' has {counts[classes.index(too_small[0])]} image; a stratified "
                         "validation split needs at least 2 per class (or give a val/ folder)")
-    n_val = max(len(classes), round(len(split) * fraction))
-    if n_val >= len(split):
-        raise DataError(f"--val-fraction {fraction} leaves no training images; lower it or add images")
-    train_idx, val_idx = train_test_split(range(len(split)), test_size=n_val, random_state=seed, stratify=split.labels)
-    pick = lambda idx: Split([split.paths[i] for i in sorted(idx)], [split.labels[i] for i in sorted(idx)])  # noqa: E731
+    train_idx, val_idx = stratified_indices(split.labels, fraction, seed)
+    pick = lambda idx: Split([split.paths[i] for i in idx], [split.labels[i] for i in idx])  # noqa: E731
     return pick(train_idx), pick(val_idx)
+
+
+def stratified_indices(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Train / validation row indices, stratified; classes with fewer than 2 rows stay in train."""
+    from sklearn.model_selection import train_test_split
+
+    counts = Counter(labels)
+    eligible = [i for i, y in enumerate(labels) if counts[y] >= 2]
+    rare = [i for i, y in enumerate(labels) if counts[y] < 2]
+    n_classes = len({labels[i] for i in eligible})
+    n_val = max(n_classes, round(len(labels) * fraction))
+    if n_val >= len(eligible) - n_classes + 1 or not eligible:
+        raise DataError(f"--val-fraction {fraction} leaves too few training rows ({len(labels)} in all); "
+                        "lower it, add rows, or give validation data")
+    train, val = train_test_split(eligible, test_size=n_val, random_state=seed,
+                                  stratify=[labels[i] for i in eligible])
+    return sorted(list(train) + rare), sorted(val)
 
 
 def list_image_inputs(inputs: Iterable[str | Path]) -> list[str]:

@@ -33,7 +33,6 @@ import os
 import shutil
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -41,7 +40,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from .config import RunConfig
+from .data import stratified_indices
 from .errors import BackboneError, DataError, RunDirError, TransferkitError
+from .metrics import classification_metrics
 from .progress import log, progress
 
 if TYPE_CHECKING:
@@ -553,23 +554,6 @@ def sort_classes(labels: Sequence[str]) -> list[str]:
         return sorted(names)
 
 
-def stratified_indices(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Train / validation row indices, stratified; classes with fewer than 2 rows stay in train."""
-    from sklearn.model_selection import train_test_split
-
-    counts = Counter(labels)
-    eligible = [i for i, y in enumerate(labels) if counts[y] >= 2]
-    rare = [i for i, y in enumerate(labels) if counts[y] < 2]
-    n_classes = len({labels[i] for i in eligible})
-    n_val = max(n_classes, round(len(labels) * fraction))
-    if n_val >= len(eligible) - n_classes + 1 or not eligible:
-        raise DataError(f"--val-fraction {fraction} leaves too few training rows ({len(labels)} in all); "
-                        "lower it, add rows, or give validation data")
-    train, val = train_test_split(eligible, test_size=n_val, random_state=seed,
-                                  stratify=[labels[i] for i in eligible])
-    return sorted(list(train) + rare), sorted(val)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # The classifier
 # ----------------------------------------------------------------------------------------------------------
@@ -688,7 +672,7 @@ class TextClassifier:
         }
         if len(val_texts):
             val_proba = head.val_proba if head.val_proba is not None else head.predict_proba(val_x)
-            metrics["val"] = _metrics(val_y, val_proba, classes)
+            metrics["val"] = classification_metrics(val_y, val_proba, classes)
         metrics["skipped_rows"] = table.skipped
         metrics["train_seconds"] = round(time.perf_counter() - start, 3)
         metrics["trainable_parameters"] = int(head.weight.size + head.bias.size)
@@ -756,7 +740,7 @@ class TextClassifier:
             raise DataError(f"{table.path}: label '{unknown[0]}' is not one the model knows ({', '.join(self.classes_)})")
         y = np.array([index[label] for label in table.labels], dtype=np.int64)
         proba = self.head_.predict_proba(self.embed(table.texts))
-        report = _metrics(y, proba, self.classes_)
+        report = classification_metrics(y, proba, self.classes_)
         predicted = proba.argmax(axis=1)
         report["misclassified"] = [
             {"line": table.lines[i], "text": table.texts[i], "label": self.classes_[y[i]],
@@ -842,12 +826,6 @@ class TextClassifier:
                                 fixed_fingerprint=meta.get("fingerprint"))
         clf.spec_ = spec
         return clf
-
-
-def _metrics(labels: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    from .metrics import classification_metrics
-
-    return classification_metrics(labels, proba, classes)
 
 
 def run_format_meta(path: str | Path) -> dict[str, str]:
