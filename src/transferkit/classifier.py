@@ -101,7 +101,7 @@ class ImageClassifier:
         import torch
 
         from .modeling import ImageModel
-        from .training import decode_split, tensor_fingerprint, train_model
+        from .training import decode_split, image_train_data, tensor_fingerprint, train_model
 
         start = time.perf_counter()
         dataset = load_image_folder(config.data, config.val_fraction, config.seed)
@@ -119,7 +119,7 @@ class ImageClassifier:
             val_x, val_y, _ = self._split_features(source, dataset.val, "val", config)
             head_init = fit_probe(train_x, train_y, n_classes, val_x, val_y, l2=config.l2,
                                   class_weight=config.class_weights)
-        val_images, val_labels, skipped = decode_split(dataset.val, spec.preprocessing, config.batch_size, config.workers)
+        val_images, val_labels, skipped = decode_split(dataset.val, spec.preprocessing, config.inference_batch, config.workers)
         torch.manual_seed(config.seed)
         backbone = spec.build()
         model = ImageModel(backbone, spec.preprocessing, int(backbone.num_features), n_classes)
@@ -128,9 +128,9 @@ class ImageClassifier:
                 model.head.weight.copy_(torch.from_numpy(head_init.weight))
                 model.head.bias.copy_(torch.from_numpy(head_init.bias))
         with tempfile.TemporaryDirectory(prefix="transferkit-train-") as scratch:
-            result = train_model(model, config, strategy, dataset.train, (val_images, val_labels), spec.preprocessing,
-                                 n_classes, Path(out) if out is not None else Path(scratch), resume=resume,
-                                 frozen_features=frozen_features)
+            result = train_model(model, config, strategy, image_train_data(dataset.train, spec.preprocessing, config),
+                                 (val_images, val_labels), n_classes, Path(out) if out is not None else Path(scratch),
+                                 resume=resume, frozen_features=frozen_features)
         features = result.model.features
         weights = {k: v.detach().clone() for k, v in features.state_dict().items()}
         fingerprint = fingerprint_of(spec.arch, spec.preprocessing, "finetuned-" + tensor_fingerprint(weights))
@@ -150,9 +150,9 @@ class ImageClassifier:
         if len(dataset.test):
             from .training import predict_proba
 
-            test_images, test_labels, skipped_test = decode_split(dataset.test, spec.preprocessing, config.batch_size,
+            test_images, test_labels, skipped_test = decode_split(dataset.test, spec.preprocessing, config.inference_batch,
                                                                   config.workers)
-            proba = predict_proba(result.model, test_images, config.batch_size)
+            proba = predict_proba(result.model, test_images, config.inference_batch)
             metrics["test"] = classification_metrics(test_labels, proba, self.classes_)
             skipped += skipped_test
         metrics["skipped_files"] = [{"path": p, "reason": r} for p, r in skipped]
@@ -165,7 +165,7 @@ class ImageClassifier:
     def _extract(self, paths: list[str], config: RunConfig | None = None,
                  source: FeatureSource | None = None) -> FeatureResult:
         config = config or self.config
-        return extract_features(source or self.source_, paths, engine=config.engine, batch_size=config.batch_size,
+        return extract_features(source or self.source_, paths, engine=config.engine, batch_size=config.inference_batch,
                                 workers=config.workers, use_cache=config.cache, cache_dir=config.cache_dir,
                                 cache_dtype=config.cache_dtype, show_progress=self.verbose)
 
@@ -225,7 +225,7 @@ class ImageClassifier:
     # -- persistence -----------------------------------------------------------------------------------------
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         from .engines import net_tensors
-        from .rundir import write_run
+        from .rundir import training_files, write_run
 
         self._check_fitted()
         trained = getattr(self, "trained_tensors_", None)
@@ -239,15 +239,8 @@ class ImageClassifier:
                 "source": self.spec_.source, "fingerprint": self.source_.fingerprint,
                 "num_features": str(self.head_.weight.shape[1]), "num_classes": str(len(self.classes_))}
         keep, extra = (), {}
-        checkpoints = getattr(self, "checkpoint_dir_", None)
-        if trained is not None and checkpoints is not None and Path(path).resolve() == checkpoints.parent.resolve():
-            keep = (checkpoints.name,)  # the run's checkpoints stay with it (best.pt, last.pt, metrics.jsonl)
-            if (checkpoints / "metrics.jsonl").is_file():
-                extra["metrics.jsonl"] = (checkpoints / "metrics.jsonl").read_bytes()
-        elif trained is not None:
-            import json
-
-            extra["metrics.jsonl"] = "".join(json.dumps(r) + "\n" for r in self.metrics_.get("history", [])).encode()
+        if trained is not None:
+            keep, extra = training_files(path, self.checkpoint_dir_, self.metrics_.get("history", []))
         return write_run(path, config=self.config, classes=self.classes_, preprocessing=self.preprocessing_,
                          tensors=tensors, model_meta=meta, metrics=self.metrics_, overwrite=overwrite,
                          keep=keep, extra_files=extra)

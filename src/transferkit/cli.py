@@ -36,7 +36,7 @@ def train(
     image_size: Annotated[Optional[int], typer.Option(help="Input size (default: the backbone's)")] = None,
     crop_pct: Annotated[Optional[float], typer.Option(help="Centre-crop share (default: the backbone's)")] = None,
     engine: Annotated[Optional[str], typer.Option(help="auto | onnx | torch")] = None,
-    batch_size: Annotated[Optional[int], typer.Option()] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Training batch (default 64 images, 32 text); feature extraction 64")] = None,
     l2: Annotated[Optional[float], typer.Option(help="Head L2 strength (default: chosen on validation)")] = None,
     class_weights: Annotated[Optional[str], typer.Option(help="auto: inverse class frequency")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature/engine cache (default: user cache dir)")] = None,
@@ -50,14 +50,14 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON")] = False,
     # fine-tuning (strategies finetune | last-k:N | gradual | scratch)
     epochs: Annotated[Optional[int], typer.Option(help="Fine-tuning: epochs in total", rich_help_panel="Fine-tuning")] = None,
-    freeze_epochs: Annotated[Optional[int], typer.Option(help="gradual: head-only epochs first", rich_help_panel="Fine-tuning")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Base learning rate (head); default 3e-4 adam(w), 1e-2 sgd", rich_help_panel="Fine-tuning")] = None,
-    layer_decay: Annotated[Optional[float], typer.Option(help="LR factor per block towards the input (gradual: 0.7)", rich_help_panel="Fine-tuning")] = None,
+    freeze_epochs: Annotated[Optional[int], typer.Option(help="gradual: head-only epochs after the probe (default 1 images, 0 text)", rich_help_panel="Fine-tuning")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Base learning rate (head); default sgd 1e-2, adam(w) 3e-4 images / 2e-4 text", rich_help_panel="Fine-tuning")] = None,
+    layer_decay: Annotated[Optional[float], typer.Option(help="LR factor per block towards the input (gradual: 0.7 images, 0.8 text)", rich_help_panel="Fine-tuning")] = None,
     optimizer: Annotated[Optional[str], typer.Option(help="sgd | adam | adamw", rich_help_panel="Fine-tuning")] = None,
     momentum: Annotated[Optional[float], typer.Option(help="SGD momentum (nesterov)", rich_help_panel="Fine-tuning")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(rich_help_panel="Fine-tuning")] = None,
     schedule: Annotated[Optional[str], typer.Option(help="constant | step | multistep | cosine | one-cycle", rich_help_panel="Fine-tuning")] = None,
-    warmup: Annotated[Optional[float], typer.Option(help="Epochs of linear LR warm-up", rich_help_panel="Fine-tuning")] = None,
+    warmup: Annotated[Optional[float], typer.Option(help="Epochs of linear LR warm-up (default 0 images, 0.1 text)", rich_help_panel="Fine-tuning")] = None,
     bn: Annotated[Optional[str], typer.Option(help="BatchNorm statistics: auto | frozen | train", rich_help_panel="Fine-tuning")] = None,
     augment: Annotated[Optional[str], typer.Option(help="none | light | strong (RandAugment + mixup/cutmix)", rich_help_panel="Fine-tuning")] = None,
     label_smoothing: Annotated[Optional[float], typer.Option(rich_help_panel="Fine-tuning")] = None,
@@ -113,7 +113,7 @@ def train(
     if Path(run_config.data).suffix.lower() in (".csv", ".tsv", ".jsonl"):  # text: see text_cli.py
         from .text_cli import train_text
 
-        return train_text(run_config, out, overwrite, as_json, backbone_given=bool(backbone or config))
+        return train_text(run_config, out, overwrite, as_json, backbone_given=bool(backbone or config), resume=resume)
     from .classifier import ImageClassifier
 
     params = {k: v for k, v in run_config.to_dict().items() if k not in ("data",)}

@@ -45,5 +45,10 @@ class ImageModel(nn.Module):
         self.features = FeatureNet(backbone, preprocessing)
         self.head = nn.Linear(num_features, num_classes)
 
+    @property
+    def backbone(self) -> nn.Module:
+        """The blocks strategies freeze and train (see strategies.backbone_blocks)."""
+        return self.features.backbone
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))

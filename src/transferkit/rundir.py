@@ -137,3 +137,17 @@ def read_tensors(path: str | Path, prefix: str = "") -> dict[str, np.ndarray]:
 
     with safe_open(str(path), framework="numpy") as handle:
         return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
+
+
+def training_files(target: str | Path, checkpoints: Path | None,
+                   history: list[dict[str, Any]]) -> tuple[tuple[str, ...], dict[str, bytes]]:
+    """(``keep``, ``extra_files``) for :func:`write_run` of a fine-tuned model: saved into its own training
+    folder, the checkpoints stay with it; elsewhere, the per-epoch history goes along as ``metrics.jsonl``."""
+    import json
+
+    if checkpoints is not None and Path(target).resolve() == checkpoints.parent.resolve():
+        extra = {}
+        if (checkpoints / "metrics.jsonl").is_file():
+            extra["metrics.jsonl"] = (checkpoints / "metrics.jsonl").read_bytes()
+        return (checkpoints.name,), extra
+    return (), {"metrics.jsonl": "".join(json.dumps(r) + "\n" for r in history).encode()}

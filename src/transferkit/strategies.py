@@ -8,11 +8,13 @@
     scratch        the same architecture, randomly initialised, everything trains
 
 "Blocks" are the backbone's coarse parameter groups in output order (timm's ``group_matcher(coarse=True)``:
-stem, then one group per stage; for other models, the top-level child modules).
+stem, then one group per stage; transformers encoders: embeddings, one group per layer, then the rest
+(pooler); other models: the top-level child modules).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,11 +54,11 @@ class Strategy:
         """The phases covering ``epochs`` epochs in total."""
         if self.frozen_backbone:
             return []
-        if self.name == "gradual":
+        if self.name == "gradual":  # freeze_epochs 0: the probe's head is the whole head-only phase (LP-FT)
             head = min(freeze_epochs, epochs)
-            phases = [Phase(0, "head", 0, head, 0, False)]
+            phases = [Phase(0, "head", 0, head, 0, False)] if head else []
             if epochs > head:
-                phases.append(Phase(1, "all", head, epochs - head, None, True))
+                phases.append(Phase(len(phases), "all", head, epochs - head, None, True))
             return phases
         if self.name == "last-k":
             return [Phase(0, f"last-{self.last_k}", 0, epochs, self.last_k, True)]
@@ -97,6 +99,8 @@ def backbone_blocks(backbone: "nn.Module") -> list[list[str]]:
 
         grouped = group_parameters(backbone, backbone.group_matcher(coarse=True))
         blocks = [list(grouped[k]) for k in sorted(grouped)]
+    elif any(LAYER_INDEX.search(n) for n in names):
+        blocks = layer_blocks(names)
     else:
         order: dict[str, list[str]] = {}
         for name in names:
@@ -107,6 +111,28 @@ def backbone_blocks(backbone: "nn.Module") -> list[list[str]]:
     missing = [n for n in names if n not in covered]
     if missing:  # anything the matcher left out belongs with the stem
         blocks[0] = missing + blocks[0]
+    return blocks
+
+
+LAYER_INDEX = re.compile(r"(?:^|\.)(?:layer|layers|block|blocks|h)\.(\d+)\.")
+
+
+def layer_blocks(names: list[str]) -> list[list[str]]:
+    """Transformer-style names (``encoder.layer.3.attention...``): what precedes the first layer (embeddings),
+    one block per layer index, and what follows the last layer (pooler, final norm) with the last layer."""
+    before: list[str] = []
+    layers: dict[int, list[str]] = {}
+    after: list[str] = []
+    for name in names:
+        match = LAYER_INDEX.search(name)
+        if match:
+            layers.setdefault(int(match.group(1)), []).append(name)
+        elif layers:
+            after.append(name)
+        else:
+            before.append(name)
+    blocks = [before] + [layers[i] for i in sorted(layers)]
+    blocks[-1] = blocks[-1] + after
     return blocks
 
 

@@ -98,11 +98,16 @@ class TextBackboneSpec:
         except Exception as exc:  # noqa: BLE001 - hub/network/format failures all mean the same to the user
             raise _load_error(self.name, exc) from None
 
-    def build(self) -> "nn.Module":
-        """encoder + pooling (+ normalisation): (input_ids, attention_mask) int64 -> float32 embeddings."""
+    def build(self, pretrained: bool = True) -> "nn.Module":
+        """encoder + pooling (+ normalisation): (input_ids, attention_mask) int64 -> float32 embeddings.
+
+        ``pretrained=False``: the same architecture, randomly initialised (the scratch baseline)."""
         from transformers import AutoConfig, AutoModel
 
         try:
+            if not pretrained:
+                model = AutoModel.from_config(AutoConfig.from_pretrained(self.location))
+                return pooled_encoder(model, self.pooling, self.normalize).eval()
             if self.source == "run":
                 import torch
 
@@ -368,8 +373,11 @@ def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np
 def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int = 128, engine: str = "auto",
                 batch_size: int = 64, use_cache: bool = True, cache_dir: str | Path | None = None,
                 cache_dtype: str = "float32", show_progress: bool = True,
-                get_tokenizer: Callable[[], Any] | None = None) -> EmbedResult:
-    """One embedding per text; only texts missing from the cache are tokenised and encoded."""
+                get_tokenizer: Callable[[], Any] | None = None,
+                build_net: Callable[[], "nn.Module"] | None = None) -> EmbedResult:
+    """One embedding per text; only texts missing from the cache are tokenised and encoded.
+
+    ``build_net`` (default ``spec.build``) makes the network when no engine for ``spec.fingerprint`` is cached."""
     from .cache import FeatureStore
 
     start = time.perf_counter()
@@ -388,7 +396,7 @@ def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int
         todo_keys = list(unique)
         encoded = tokenizer(todo, truncation=True, max_length=max_length, padding=False)["input_ids"]
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        run = open_text_engine(spec, engine, cache_dir)
+        run = open_text_engine(spec, engine, cache_dir, build_net)
         engine_name = run.name
         with progress(len(todo), f"embeddings ({spec.name}, {run.name})", show_progress) as advance:
             for batch in length_sorted_batches([len(x) for x in encoded], batch_size):
@@ -596,6 +604,11 @@ class TextClassifier:
             self.tokenizer_ = self._spec().load_tokenizer()
         return self.tokenizer_
 
+    def _build_net(self) -> "nn.Module":
+        """The encoder network: the fine-tuned one held in memory after fit, else the spec's."""
+        net = getattr(self, "net_", None)
+        return net.eval() if net is not None else self._spec().build()
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Sentence embeddings of the (fitted or configured) encoder, through the cache."""
         result = self._embed(list(texts))
@@ -604,28 +617,32 @@ class TextClassifier:
     def _embed(self, texts: list[str]) -> EmbedResult:
         config, spec = self.config, self._spec()
         result = embed_texts(spec, texts, max_length=config.max_length, engine=config.engine,
-                             batch_size=config.batch_size, use_cache=config.cache, cache_dir=config.cache_dir,
+                             batch_size=config.inference_batch, use_cache=config.cache, cache_dir=config.cache_dir,
                              cache_dtype=config.cache_dtype, show_progress=self.verbose,
-                             get_tokenizer=self._tokenizer)
+                             get_tokenizer=self._tokenizer, build_net=self._build_net)
         self.embed_stats_ = {"cached": result.cached, "extracted": result.extracted,
                              "seconds": round(result.seconds, 3), "engine": result.engine}
         return result
 
     # -- fitting ---------------------------------------------------------------------------------------------
     def fit(self, data: str | Path | Sequence[str], labels: Sequence[Any] | None = None,
-            val_data: str | Path | None = None) -> "TextClassifier":
+            val_data: str | Path | None = None, out: str | Path | None = None,
+            resume: bool = False) -> "TextClassifier":
         """Fit on a CSV / TSV / JSONL file (or a list of texts with ``labels``); validation is split off
-        (stratified, ``val_fraction``) unless ``val_data`` is given."""
+        (stratified, ``val_fraction``) unless ``val_data`` is given. Strategies other than ``linear-probe``
+        fine-tune the encoder (see text_training.py), with checkpoints in ``out/checkpoints`` when ``out`` is
+        given (``resume`` continues an interrupted run there)."""
         from .probe import fit_probe
         from .strategies import parse_strategy
 
         start = time.perf_counter()
         config = self.config.replace(data=str(data) if isinstance(data, (str, Path)) else None)
         strategy = parse_strategy(config.strategy)
-        if not strategy.frozen_backbone:
-            raise TransferkitError(f"strategy '{strategy.name}' needs the fine-tuning engine (not available for text yet)")
+        if strategy.name == "last-k":
+            raise TransferkitError("strategy 'last-k' is for image backbones; for text use linear-probe, finetune, "
+                                   "gradual or scratch")
         self.config = config
-        self.spec_, self.tokenizer_ = resolve_text_backbone(config.backbone, config.pooling), None  # fail fast
+        self.spec_, self.tokenizer_, self.net_ = resolve_text_backbone(config.backbone, config.pooling), None, None
         table = self._table(data, labels, config)
         if table.skipped:
             first = table.skipped[0]
@@ -654,6 +671,10 @@ class TextClassifier:
         describe = (f"{len(classes)} classes, train {len(train_texts)}, val {len(val_texts)} ({val_source})"
                     + (f", skipped {len(table.skipped)}" if table.skipped else ""))
         log(f"data: {describe}")
+        self.classes_ = classes
+        if not strategy.frozen_backbone:
+            return self._fit_finetune(strategy, (train_texts, train_y), (val_texts, val_y), describe, table,
+                                      start, out, resume)
         embedded = self._embed(train_texts + val_texts)
         stats = dict(self.embed_stats_)
         train_x, val_x = embedded.features[:len(train_texts)], embedded.features[len(train_texts):]
@@ -677,6 +698,57 @@ class TextClassifier:
         metrics["train_seconds"] = round(time.perf_counter() - start, 3)
         metrics["trainable_parameters"] = int(head.weight.size + head.bias.size)
         self.metrics_ = metrics
+        return self
+
+    def _fit_finetune(self, strategy: Any, train: tuple[list[str], np.ndarray], val: tuple[list[str], np.ndarray],
+                      describe: str, table: TextTable, start: float, out: str | Path | None,
+                      resume: bool) -> "TextClassifier":
+        """Train the encoder too; afterwards the tuned encoder serves embed/predict/save like a probe's."""
+        import dataclasses
+        import tempfile
+
+        import torch
+
+        from .probe import ProbeHead, fit_probe
+        from .text_training import finetune_text
+        from .training import tensor_fingerprint
+
+        config, spec = self.config, self.spec_
+        n_classes = len(self.classes_)
+        head_init = None
+        if strategy.init_head_from_probe:  # LP-FT: the head starts from the probe on cached embeddings
+            embedded = self._embed(list(train[0]) + list(val[0])).features
+            head_init = fit_probe(embedded[:len(train[0])], train[1], n_classes,
+                                  embedded[len(train[0]):] if len(val[0]) else None, val[1] if len(val[0]) else None,
+                                  l2=config.l2, class_weight=config.class_weights)
+        torch.manual_seed(config.seed)
+        features = spec.build(pretrained=strategy.pretrained)
+        with tempfile.TemporaryDirectory(prefix="transferkit-train-") as scratch:
+            result = finetune_text(features, self._tokenizer(), config, strategy, train, val, n_classes,
+                                   Path(out) if out is not None else Path(scratch), resume, head_init)
+        self.net_ = result.model.features.eval()
+        self.checkpoint_dir_ = None if out is None else Path(out) / "checkpoints"
+        state = {k: v.detach() for k, v in self.net_.state_dict().items()}
+        tuned = hashlib.blake2b(f"{spec.fingerprint}|tuned|{tensor_fingerprint(state)}".encode(), digest_size=12)
+        self.spec_ = dataclasses.replace(spec, name=f"{spec.name}", fixed_fingerprint=tuned.hexdigest())
+        head = result.model.head
+        self.head_ = ProbeHead(head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy(), 0.0)
+        metrics: dict[str, Any] = {
+            "data": describe, "strategy": config.strategy, "backbone": spec.name,
+            "text_column": table.text_column, "label_column": table.label_column,
+            "pooling": spec.pooling, "max_length": config.max_length,
+            "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early, "history": result.history,
+        }
+        if head_init is not None:
+            metrics["probe"] = {"l2": head_init.l2, "path": head_init.path}
+        if result.val is not None:
+            metrics["val"] = classification_metrics(result.val[1], result.val[0], self.classes_)
+        metrics["skipped_rows"] = table.skipped
+        metrics["train_seconds"] = round(time.perf_counter() - start, 3)
+        metrics["trainable_parameters"] = int(result.trainable_parameters)
+        self.metrics_ = metrics
+        self.is_main_process_ = result.is_main
         return self
 
     def _table(self, data: Any, labels: Sequence[Any] | None, config: RunConfig,
@@ -758,14 +830,17 @@ class TextClassifier:
         """A run folder: config.yaml, classes.json, preprocessing.json, model.safetensors (encoder + head,
         ``format: transferkit-text-1``), metrics.json, tokenizer/ and encoder/config.json."""
         from .engines import net_tensors
-        from .rundir import check_writable, write_run
+        from .rundir import check_writable, training_files, write_run
 
         self._check_fitted()
         spec = self._spec()
         path = Path(path)
-        check_writable(path, overwrite)  # before the tensors are gathered
+        keep, extra = (), {}
+        if getattr(self, "net_", None) is not None:
+            keep, extra = training_files(path, self.checkpoint_dir_, self.metrics_.get("history", []))
+        check_writable(path, overwrite, ignore=keep)  # before the tensors are gathered
         tensors = {f"features.{k}": v for k, v in
-                   net_tensors(spec.fingerprint, spec.build, self.config.cache_dir, self.config.cache).items()}
+                   net_tensors(spec.fingerprint, self._build_net, self.config.cache_dir, self.config.cache).items()}
         tensors["head.weight"], tensors["head.bias"] = self.head_.weight, self.head_.bias
         meta = {"format": TEXT_FORMAT, "backbone": spec.name, "source": spec.source,
                 "fingerprint": spec.fingerprint, "pooling": spec.pooling, "normalize": str(spec.normalize).lower(),
@@ -779,7 +854,7 @@ class TextClassifier:
 
         return write_run(path, config=self.config, classes=self.classes_, preprocessing=preprocessing,
                          tensors=tensors, model_meta=meta, metrics=self.metrics_, overwrite=overwrite,
-                         add_files=add_files)
+                         keep=keep, extra_files=extra, add_files=add_files)
 
     @staticmethod
     def _save_encoder_config(spec: TextBackboneSpec, folder: Path) -> None:

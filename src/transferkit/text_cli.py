@@ -10,7 +10,8 @@ if TYPE_CHECKING:
     from .config import RunConfig
 
 
-def train_text(run_config: "RunConfig", out: Path, overwrite: bool, as_json: bool, backbone_given: bool) -> None:
+def train_text(run_config: "RunConfig", out: Path, overwrite: bool, as_json: bool, backbone_given: bool,
+               resume: bool = False) -> None:
     from rich.console import Console
 
     from .text import DEFAULT_TEXT_BACKBONE, TextClassifier
@@ -18,8 +19,10 @@ def train_text(run_config: "RunConfig", out: Path, overwrite: bool, as_json: boo
     if not backbone_given:
         run_config = run_config.replace(backbone=DEFAULT_TEXT_BACKBONE)
     params = {k: v for k, v in run_config.to_dict().items() if k != "data"}
-    clf = TextClassifier(**params).fit(run_config.data)
-    clf.save(out, overwrite=overwrite)
+    clf = TextClassifier(**params).fit(run_config.data, out=out, resume=resume)
+    if not getattr(clf, "is_main_process_", True):
+        return  # other ranks of a multi-process run: rank 0 saves
+    clf.save(out, overwrite=overwrite or resume)
     if as_json:
         print(json.dumps(clf.metrics_))
         return

@@ -1,6 +1,7 @@
 """The fine-tuning loop: strategies' phases on ``accelerate`` (devices, DDP, mixed precision, accumulation).
 
-One call, :func:`train_model`, trains an :class:`~transferkit.modeling.ImageModel` for the configured epochs:
+One call, :func:`train_model`, trains a model with a ``backbone`` and a ``head`` (images: :class:`~transferkit.
+modeling.ImageModel`; text: :class:`~transferkit.text_training.TextModel`) for the configured epochs:
 per phase it sets which parameters train (and BatchNorm's mode), builds the optimiser and schedule, runs the
 epochs with checkpoints after each one, tracks the best epoch on the validation metric, stops early, and
 returns the best weights. Every epoch reseeds the RNGs from ``(seed, epoch)``, so an epoch computes the same
@@ -35,8 +36,6 @@ from .strategies import Phase, Strategy, backbone_blocks, trainable_blocks
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
-
-    from .modeling import ImageModel
 
 SMALL_DATASET = 10_000  # below this many training images, --bn auto freezes BatchNorm statistics
 
@@ -89,6 +88,33 @@ class EpochSampler(torch.utils.data.Sampler):
         return iter(order.tolist())
 
 
+@dataclass
+class TrainData:
+    """What the loop draws training batches from: ``(inputs, labels)`` pairs, inputs a tensor or a dict of them.
+
+    ``sampler`` orders one epoch from ``(seed, epoch)``; ``batch_sampler`` (optional) groups that order into
+    batches (text: similar lengths together); ``collate`` stacks or pads a batch.
+    """
+
+    dataset: torch.utils.data.Dataset
+    sampler: EpochSampler
+    labels: list[int]
+    kind: str = "image"  # "image" | "text": default LR, augmentation, layout
+    collate: Callable | None = None
+    batch_sampler: torch.utils.data.Sampler | None = None
+    workers: int = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def image_train_data(split: Split, preprocessing: Preprocessing, config: RunConfig) -> TrainData:
+    workers = config.workers if config.workers is not None else min(4, max(1, (torch.get_num_threads() or 2) // 2))
+    dataset = TrainImages(split, train_transform(preprocessing, config.augment), preprocessing.resize_size)
+    return TrainData(dataset, EpochSampler(split.labels, config.seed, config.balanced_sampler), list(split.labels),
+                     workers=workers)
+
+
 def train_transform(preprocessing: Preprocessing, augment: str) -> Callable:
     """PIL image -> float CHW in [0, 1]; normalisation stays inside the model."""
     if augment == "none":
@@ -130,8 +156,12 @@ class GroupInfo:
     bn: str
 
 
-def default_lr(config: RunConfig) -> float:
-    return config.lr if config.lr is not None else (1e-2 if config.optimizer == "sgd" else 3e-4)
+def head_epochs(config: RunConfig, kind: str) -> int:
+    """gradual's head-only epochs after the probe: images 1 (the head meets augmented views), text 0 (no
+    augmentation, so the probe's head is already that phase's optimum)."""
+    if config.freeze_epochs is not None:
+        return config.freeze_epochs
+    return 1 if kind == "image" else 0
 
 
 def resolve_bn(config: RunConfig, strategy: Strategy, n_train: int) -> str:
@@ -142,16 +172,21 @@ def resolve_bn(config: RunConfig, strategy: Strategy, n_train: int) -> str:
     return "frozen" if n_train < SMALL_DATASET else "train"
 
 
-def apply_phase(model: "ImageModel", phase: Phase, config: RunConfig, strategy: Strategy,
-                bn_mode: str) -> tuple[list[dict[str, Any]], list[GroupInfo]]:
-    """Set ``requires_grad`` for ``phase``; return the optimiser's parameter groups and a row per block."""
-    backbone = model.features.backbone
+def apply_phase(model: nn.Module, phase: Phase, config: RunConfig, strategy: Strategy, bn_mode: str,
+                kind: str = "image") -> tuple[list[dict[str, Any]], list[GroupInfo]]:
+    """Set ``requires_grad`` for ``phase``; return the optimiser's parameter groups and a row per block.
+
+    ``model`` has a ``backbone`` (the blocks; see strategies.backbone_blocks) and a ``head``."""
+    backbone = model.backbone
     blocks = backbone_blocks(backbone)
     flags = trainable_blocks(len(blocks), phase.train_blocks)
-    decay = (config.layer_decay if config.layer_decay is not None else (0.7 if strategy.name == "gradual" else 1.0))
+    decay = config.layer_decay if config.layer_decay is not None else (
+        config.setting("layer_decay", kind) if strategy.name == "gradual" else 1.0)
     decay = decay if phase.layer_decay else 1.0
-    base = default_lr(config)
+    base = config.setting("lr", kind)
     params = dict(backbone.named_parameters())
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
+        bn_mode = "-"  # nothing to set (transformers use LayerNorm)
     groups: list[dict[str, Any]] = []
     rows: list[GroupInfo] = []
 
@@ -160,7 +195,7 @@ def apply_phase(model: "ImageModel", phase: Phase, config: RunConfig, strategy: 
             p.requires_grad_(train)
         n = sum(p.numel() for _, p in named)
         lr = base * scale if train else None
-        rows.append(GroupInfo(name, len(named), n if train else 0, lr, bn_mode if train else "frozen"))
+        rows.append(GroupInfo(name, len(named), n if train else 0, lr, bn_mode if train or bn_mode == "-" else "frozen"))
         if train:
             with_wd = [p for k, p in named if p.ndim > 1]
             without = [p for k, p in named if p.ndim <= 1]
@@ -170,13 +205,26 @@ def apply_phase(model: "ImageModel", phase: Phase, config: RunConfig, strategy: 
 
     for i, (names, train) in enumerate(zip(blocks, flags)):
         first = names[0].split(".")
-        label = f"block {i} ({'.'.join(first[:2]) if first[0] == 'blocks' else first[0]}"
-        label += f"..{names[-1].split('.')[0]})" if names[-1].split(".")[0] != first[0] else ")"
+        label = f"block {i} ({block_label(names)})"
         add(label, [(k, params[k]) for k in names], train, decay ** (len(blocks) - i))
     add("head", list(model.head.named_parameters()), True, 1.0)
     if not any(r.trainable for r in rows):
         raise TrainingError(f"strategy '{config.strategy}' leaves nothing trainable in phase '{phase.name}'")
     return groups, rows
+
+
+def block_label(names: list[str]) -> str:
+    """A short name for a block's parameters: their common dotted prefix (``blocks.3``, ``encoder.layer.2``)."""
+    parts = [n.split(".")[:-1] for n in names]
+    common = []
+    for level in zip(*parts):
+        if len(set(level)) > 1:
+            break
+        common.append(level[0])
+    if common:
+        return ".".join(common[:4])
+    first, last = names[0].split(".")[0], names[-1].split(".")[0]
+    return first if first == last else f"{first}..{last}"
 
 
 def set_train_mode(model: nn.Module, bn_mode: str) -> None:
@@ -207,7 +255,7 @@ def print_groups(rows: list[GroupInfo], phase: Phase, n_phases: int) -> None:
 # Optimiser and schedule
 # ----------------------------------------------------------------------------------------------------------
 def build_optimizer(groups: list[dict[str, Any]], config: RunConfig) -> torch.optim.Optimizer:
-    lr = default_lr(config)
+    lr = groups[-1]["lr"]  # every group carries its own LR
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
     if config.optimizer == "adam":
@@ -215,13 +263,13 @@ def build_optimizer(groups: list[dict[str, Any]], config: RunConfig) -> torch.op
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, config: RunConfig, total: int,
-                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-optimiser-step schedule over ``total`` steps, after ``config.warmup`` epochs of linear warm-up."""
+def build_schedule(optimizer: torch.optim.Optimizer, config: RunConfig, total: int, steps_per_epoch: int,
+                   kind: str = "image") -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-optimiser-step schedule over ``total`` steps, after the configured epochs of linear warm-up."""
     from torch.optim import lr_scheduler as S
 
     total = max(1, total)
-    warmup = min(total - 1, round(config.warmup * steps_per_epoch))
+    warmup = min(total - 1, round(config.setting("warmup", kind) * steps_per_epoch))
     if config.schedule == "one-cycle":
         return S.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
                             pct_start=max(warmup / total, 0.05) if warmup else 0.25)
@@ -301,7 +349,7 @@ def tensor_fingerprint(state: dict[str, torch.Tensor]) -> str:
 # ----------------------------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
-    model: "ImageModel"  # best (or last) weights, on CPU, eval mode
+    model: nn.Module  # best (or last) weights, on CPU, eval mode
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int | None = None
     best_metric: float | None = None
@@ -312,22 +360,39 @@ class TrainResult:
     is_main: bool = True
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matmuls and convolutions run natively (without them oneDNN emulates, slowly)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def resolve_precision(config: RunConfig) -> str:
+    """``auto``: bf16 autocast where the hardware has it (CUDA, or a CPU with native bf16), else fp32."""
+    if config.precision != "auto":
+        return config.precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "no"
+
+
 def make_accelerator(config: RunConfig) -> "Accelerator":
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available()
-    precision = config.precision
-    if precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    precision = resolve_precision(config)
     return Accelerator(cpu=not cuda, mixed_precision=precision, gradient_accumulation_steps=config.grad_accum,
                        step_scheduler_with_optimizer=False)
 
 
-def train_model(model: "ImageModel", config: RunConfig, strategy: Strategy, train: Split,
-                val: tuple[np.ndarray, np.ndarray] | None, preprocessing: Preprocessing, n_classes: int,
-                out: Path, resume: bool = False,
-                frozen_features: Callable[[np.ndarray], np.ndarray] | None = None) -> TrainResult:
-    """Train ``model`` in place through the strategy's phases; checkpoints in ``out/checkpoints``.
+def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, train: TrainData,
+                val: tuple[Any, np.ndarray] | None, n_classes: int, out: Path, resume: bool = False,
+                frozen_features: Callable[[np.ndarray], np.ndarray] | None = None,
+                predict: Callable[[nn.Module, Any, "Accelerator | None"], np.ndarray] | None = None) -> TrainResult:
+    """Train ``model`` (``backbone`` + ``head``; called on a batch's inputs) in place through the strategy's
+    phases; checkpoints in ``out/checkpoints``.
+
+    ``val`` is (inputs, labels) and ``predict(model, inputs, accelerator)`` turns the inputs into class
+    probabilities (default: uint8 NHWC images through :func:`predict_proba`).
 
     ``frozen_features`` (uint8 NHWC -> features of the untouched pretrained backbone, e.g. the cached ONNX
     engine) serves head-only phases that come before any backbone training: the head trains on the same
@@ -342,10 +407,14 @@ def train_model(model: "ImageModel", config: RunConfig, strategy: Strategy, trai
     main = accelerator.is_main_process
     directory = ckpt.checkpoint_dir(out)
     start_time = time.perf_counter()
-    phases = strategy.phases(config.epochs, config.freeze_epochs)
+    epochs = config.setting("epochs", train.kind)
+    phases = strategy.phases(epochs, head_epochs(config, train.kind))
     bn_mode = resolve_bn(config, strategy, len(train))
+    if predict is None:
+        def predict(net: nn.Module, inputs: Any, acc: "Accelerator | None") -> np.ndarray:
+            return predict_proba(net, inputs, config.inference_batch, acc)
     mixup = None
-    if config.augment == "strong":
+    if config.augment == "strong" and train.kind == "image":
         from timm.data import Mixup
 
         mixup = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=config.label_smoothing, num_classes=n_classes)
@@ -355,12 +424,15 @@ def train_model(model: "ImageModel", config: RunConfig, strategy: Strategy, trai
 
         class_weights = torch.as_tensor(class_balance_weights(np.asarray(train.labels), n_classes), dtype=torch.float32)
         class_weights = class_weights.to(accelerator.device)
-    workers = config.workers if config.workers is not None else min(4, max(1, (torch.get_num_threads() or 2) // 2))
-    dataset = TrainImages(train, train_transform(preprocessing, config.augment), preprocessing.resize_size)
-    sampler = EpochSampler(train.labels, config.seed, config.balanced_sampler)
-    drop_last = mixup is not None and len(train) > config.batch_size
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
-                                         drop_last=drop_last, persistent_workers=False)
+    sampler = train.sampler
+    if train.batch_sampler is not None:
+        loader = torch.utils.data.DataLoader(train.dataset, batch_sampler=train.batch_sampler, collate_fn=train.collate,
+                                             num_workers=train.workers)
+    else:
+        batch_size = config.setting("batch_size", train.kind)
+        drop_last = mixup is not None and len(train) > batch_size
+        loader = torch.utils.data.DataLoader(train.dataset, batch_size=batch_size, sampler=sampler,
+                                             collate_fn=train.collate, num_workers=train.workers, drop_last=drop_last)
     loader = accelerator.prepare_data_loader(loader)
     steps_per_epoch = max(1, math.ceil(len(loader) / config.grad_accum))
 
@@ -377,7 +449,7 @@ def train_model(model: "ImageModel", config: RunConfig, strategy: Strategy, trai
         bad_epochs, start_epoch, stopped = saved["bad_epochs"], saved["epoch"], saved["stopped"]
         ckpt.set_rng_state(saved["rng"])
         if main:
-            log(f"resuming after epoch {start_epoch}/{config.epochs} (phase '{saved['phase_name']}')")
+            log(f"resuming after epoch {start_epoch}/{epochs} (phase '{saved['phase_name']}')")
     elif main:
         import shutil
 
@@ -396,12 +468,12 @@ def train_model(model: "ImageModel", config: RunConfig, strategy: Strategy, trai
             val_features = None
             if phase.last_epoch < start_epoch or stopped:
                 continue
-            groups, rows = apply_phase(unwrapped, phase, config, strategy, bn_mode)
+            groups, rows = apply_phase(unwrapped, phase, config, strategy, bn_mode, train.kind)
             trainable_total = max(trainable_total, sum(r.trainable for r in rows))
             if main:
                 print_groups(rows, phase, len(phases))
             optimizer = build_optimizer(groups, config)
-            scheduler = build_schedule(optimizer, config, phase.epochs * steps_per_epoch, steps_per_epoch)
+            scheduler = build_schedule(optimizer, config, phase.epochs * steps_per_epoch, steps_per_epoch, train.kind)
             if saved is not None and saved["phase"] == phase.index and saved["epoch"] > phase.first_epoch:
                 trainable_now = sorted(k for k, p in unwrapped.named_parameters() if p.requires_grad)
                 if trainable_now != saved["trainable"]:
@@ -418,30 +490,33 @@ def train_model(model: "ImageModel", config: RunConfig, strategy: Strategy, trai
                 interrupted_epoch = epoch
                 epoch_start = time.perf_counter()
                 seed_epoch(config.seed, epoch)
-                # accelerate's loader counts its own iterations and passes them to the sampler: set it
-                loader.set_epoch(epoch) if hasattr(loader, "set_epoch") else sampler.set_epoch(epoch)
+                # accelerate's loader counts its own iterations and passes them to the sampler: set both
+                sampler.set_epoch(epoch)
+                if hasattr(loader, "set_epoch"):
+                    loader.set_epoch(epoch)
                 set_train_mode(unwrapped, bn_mode)
                 total_loss, seen = torch.zeros((), device=accelerator.device), 0
-                with progress(len(loader), f"epoch {epoch + 1}/{config.epochs} ({phase.name})", main) as advance:
-                    for step, (images, labels) in enumerate(loader):
+                with progress(len(loader), f"epoch {epoch + 1}/{epochs} ({phase.name})", main) as advance:
+                    for step, (inputs, labels) in enumerate(loader):
                         if kill_at == f"{epoch + 1}:{step + 1}":
                             import signal
 
                             os.kill(os.getpid(), signal.SIGKILL)
-                        images = images.contiguous(memory_format=torch.channels_last)
+                        if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
+                            inputs = inputs.contiguous(memory_format=torch.channels_last)
                         with accelerator.accumulate(wrapped):
-                            if mixup is not None and len(images) % 2 == 0:
-                                images, targets = mixup(images, labels)
+                            if mixup is not None and len(labels) % 2 == 0:
+                                inputs, targets = mixup(inputs, labels)
                             else:
                                 targets = nn.functional.one_hot(labels, n_classes).float()
                                 if config.label_smoothing:
                                     targets = targets * (1 - config.label_smoothing) + config.label_smoothing / n_classes
                             with accelerator.autocast():
                                 if fast_head:
-                                    features = frozen_features(to_uint8_nhwc(images))
+                                    features = frozen_features(to_uint8_nhwc(inputs))
                                     logits = unwrapped.head(torch.from_numpy(features).to(accelerator.device))
                                 else:
-                                    logits = wrapped(images)
+                                    logits = wrapped(inputs)
                             loss = soft_cross_entropy(logits, targets, class_weights)
                             finite = torch.isfinite(loss.detach()).float()
                             if accelerator.num_processes > 1:
@@ -459,8 +534,8 @@ def train_model(model: "ImageModel", config: RunConfig, strategy: Strategy, trai
                             if accelerator.sync_gradients:
                                 scheduler.step()
                             optimizer.zero_grad(set_to_none=True)
-                        total_loss += loss.detach() * len(images)
-                        seen += len(images)
+                        total_loss += loss.detach() * len(labels)
+                        seen += len(labels)
                         advance(1)
                 # -- end of epoch: metrics, best, checkpoint ------------------------------------------------
                 seen_t = accelerator.reduce(torch.tensor(float(seen), device=accelerator.device), "sum")
@@ -477,7 +552,7 @@ def train_model(model: "ImageModel", config: RunConfig, strategy: Strategy, trai
                         with torch.no_grad():
                             proba = torch.softmax(unwrapped.head(val_features).float(), dim=1).numpy()
                     else:
-                        proba = predict_proba(unwrapped, val[0], config.batch_size, accelerator)
+                        proba = predict(unwrapped, val[0], accelerator)
                     m = classification_metrics(val[1], proba, [str(i) for i in range(n_classes)])
                     record.update(val_accuracy=m["accuracy"], val_macro_f1=m["macro_f1"], val_loss=m["log_loss"])
                     value = metric_value(m, config.metric)
@@ -508,7 +583,7 @@ def train_model(model: "ImageModel", config: RunConfig, strategy: Strategy, trai
                     atomic_write_bytes(directory / "metrics.jsonl",
                                        "".join(json.dumps(r) + "\n" for r in history).encode())
                     shown = {k: v for k, v in record.items() if k not in ("epoch", "phase")}
-                    log(f"epoch {epoch + 1}/{config.epochs} ({phase.name}): "
+                    log(f"epoch {epoch + 1}/{epochs} ({phase.name}): "
                         + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
                 accelerator.wait_for_everyone()
                 interrupted_epoch = None
@@ -528,7 +603,7 @@ def train_model(model: "ImageModel", config: RunConfig, strategy: Strategy, trai
     unwrapped = unwrapped.cpu().eval()
     result_val = None
     if val is not None and len(val[1]):
-        result_val = (predict_proba(unwrapped, val[0], config.batch_size), val[1])
+        result_val = (predict(unwrapped, val[0], None), val[1])
     if not trainable_total:
         trainable_total = sum(p.numel() for p in unwrapped.parameters() if p.requires_grad)
     return TrainResult(unwrapped, history, best_epoch, best, trainable_total, result_val, stopped,
