@@ -167,6 +167,53 @@ def test_resume_after_sigkill_matches_uninterrupted_run(data: Path, tmp_path: Pa
     assert rows[0]["val_accuracy"] == rows[1]["val_accuracy"] and rows[0]["trainable_parameters"] > 3_000_000
 
 
+def test_ctrl_c_mid_epoch_writes_a_checkpoint_and_resume_matches(data: Path, tmp_path: Path) -> None:
+    args = ("train", str(data), "--strategy", "finetune", "--epochs", "2", "--seed", "4", *SMALL_ARGS)
+    straight = cli(*args, "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
+    stopped = cli(*args, "--out", str(tmp_path / "stopped"), env={"TRANSFERKIT_INTERRUPT_AT": "1:2"})
+    assert stopped.returncode == 130, stopped.stderr
+    assert "interrupted in epoch 1 after step 2/3" in stopped.stderr and "--resume" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    import torch
+
+    last = torch.load(tmp_path / "stopped" / "checkpoints" / "last.pt", weights_only=False)
+    assert (last["epoch"], last["step"]) == (0, 2)
+    resumed = cli(*args, "--out", str(tmp_path / "stopped"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch 0/2, step 2" in resumed.stderr
+    a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "stopped" / "metrics.json").read_text())
+    assert [r["train_loss"] for r in a["history"]] == pytest.approx([r["train_loss"] for r in b["history"]], rel=1e-5)
+    from transferkit.rundir import read_tensors
+
+    ta = read_tensors(tmp_path / "straight" / "model.safetensors")
+    tb = read_tensors(tmp_path / "stopped" / "model.safetensors")
+    for key in ta:
+        np.testing.assert_allclose(ta[key], tb[key], rtol=1e-5, atol=1e-6)
+
+
+def test_augmentation_depends_on_seed_epoch_and_index_only(data: Path) -> None:
+    import torch
+
+    from transferkit.backbones import resolve_backbone
+    from transferkit.config import RunConfig
+    from transferkit.data import load_image_folder
+    from transferkit.training import image_train_data
+
+    split = load_image_folder(data).train
+    train = image_train_data(split, resolve_backbone("efficientnet_lite0", input_size=32).preprocessing,
+                             RunConfig(seed=1, augment="light", workers=0))
+    train.dataset.set_epoch(3)
+    first = train.dataset[5][0]
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    assert torch.equal(train.dataset[5][0], first)  # the caller's RNG neither decides nor is touched
+    assert torch.equal(torch.get_rng_state(), state)
+    train.dataset.set_epoch(4)
+    assert not torch.equal(train.dataset[5][0], first)
+
+
 def test_resume_refuses_a_changed_config(data: Path, tmp_path: Path) -> None:
     from transferkit.checkpoint import CheckpointError
     from transferkit.classifier import ImageClassifier

@@ -243,3 +243,96 @@ def test_cli_train_predict_evaluate(tmp_path: Path, cache: str) -> None:
     assert report["n"] == 3 and any(m["line"] == 4 and m["predicted"] == "pos" for m in report["misclassified"])
     result = runner.invoke(app, ["evaluate", str(out), str(test)])
     assert result.exit_code == 0 and "misclassified" in result.stdout and "line 4" in result.stdout
+
+
+# -- fine-tuning ----------------------------------------------------------------------------------------------------
+def test_length_grouped_batches_cover_each_text_once_and_pad_little() -> None:
+    from transferkit.text_training import LENGTH_GROUP, LengthGroupedBatches
+    from transferkit.training import EpochSampler
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 80, 1000).tolist()
+    sampler = EpochSampler([0] * 1000, seed=1)
+    batches = LengthGroupedBatches(sampler, lengths, 16)
+    epoch0 = list(batches)
+    assert len(epoch0) == len(batches) == 63
+    assert sorted(i for b in epoch0 for i in b) == list(range(1000))
+    assert list(batches) == epoch0  # the same epoch gives the same batches (resume relies on it)
+    sampler.set_epoch(1)
+    assert list(batches) != epoch0
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in epoch0)
+    shuffled = rng.permutation(1000)
+    random_padded = sum(16 * max(lengths[i] for i in shuffled[s:s + 16]) for s in range(0, 1000, 16))
+    assert padded < 0.7 * random_padded and padded < 1.1 * sum(lengths)
+    assert LENGTH_GROUP > 1
+
+
+def test_transformer_blocks_are_embeddings_then_layers(cache: str) -> None:
+    from transferkit.strategies import backbone_blocks
+
+    encoder = resolve_text_backbone().build().encoder
+    blocks = backbone_blocks(encoder)
+    assert len(blocks) == 1 + encoder.config.num_hidden_layers
+    assert all(n.startswith("embeddings.") for n in blocks[0])
+    assert all(".layer.2." in n for n in blocks[3])
+    assert any(n.startswith("pooler.") for n in blocks[-1]) or "pooler" not in dict(encoder.named_children())
+
+
+def test_gradual_finetune_trains_encoder_saves_and_reloads(tmp_path: Path, cache: str) -> None:
+    path = write_csv(tmp_path / "train.csv", sentiment_rows())
+    clf = make_clf(cache, strategy="gradual", epochs=1, batch_size=8, val_fraction=0.25, lr=1e-4)
+    clf.fit(path, out=tmp_path / "run")
+    history = clf.metrics_["history"]
+    assert [r["phase"] for r in history] == ["all"]  # text: the probe is the head-only phase
+    assert clf.metrics_["probe"]["l2"] > 0 and clf.metrics_["val"]["n"] == 6
+    assert clf.metrics_["trainable_parameters"] > 20_000_000
+    probe_spec = resolve_text_backbone()
+    assert clf.spec_.fingerprint != probe_spec.fingerprint  # tuned weights: new engine and cache entries
+    tuned = dict(clf.net_.state_dict())
+    pretrained = probe_spec.build().state_dict()
+    changed = [k for k in pretrained if not np.allclose(pretrained[k].numpy(), tuned[k].numpy())]
+    assert any(".layer.0." in k for k in changed) and any(".layer.5." in k for k in changed)
+    run = clf.save(tmp_path / "run")
+    assert (run / "checkpoints" / "last.pt").is_file() and (run / "metrics.jsonl").is_file()
+    texts = ["an unexpected little gem", "not worth the ticket"]
+    loaded = TextClassifier.load(run)
+    loaded.verbose = False
+    loaded.config = loaded.config.replace(cache_dir=str(tmp_path / "empty-cache"))  # rebuilt from the run's files
+    np.testing.assert_allclose(loaded.predict_proba(texts), clf.predict_proba(texts), atol=1e-4)
+
+
+def test_text_finetune_resume_after_sigkill_matches(tmp_path: Path, cache: str) -> None:
+    import subprocess
+    import sys
+
+    train = write_csv(tmp_path / "train.csv", sentiment_rows())
+    args = ["train", str(train), "--strategy", "finetune", "--epochs", "2", "--batch-size", "6", "--max-length", "16",
+            "--cache-dir", cache, "--precision", "no", "--seed", "2"]
+
+    def cli(*extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "transferkit", *args, *extra], capture_output=True, text=True,
+                              env={**os.environ, **(env or {})}, timeout=300)
+
+    straight = cli("--out", str(tmp_path / "a"))
+    assert straight.returncode == 0, straight.stderr
+    killed = cli("--out", str(tmp_path / "b"), env={"TRANSFERKIT_KILL_AT": "2:2"})
+    assert killed.returncode == -9
+    resumed = cli("--out", str(tmp_path / "b"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch 1/2" in resumed.stderr
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert [r["train_loss"] for r in a["history"]] == pytest.approx([r["train_loss"] for r in b["history"]], rel=1e-5)
+    assert a["val"]["log_loss"] == pytest.approx(b["val"]["log_loss"], rel=1e-5)
+
+
+def test_precision_auto_uses_bf16_on_cpus_that_have_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transferkit import training
+    from transferkit.config import RunConfig
+
+    monkeypatch.setattr(training.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    assert training.resolve_precision(RunConfig()) == "bf16"
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    assert training.resolve_precision(RunConfig()) == "no"
+    assert training.resolve_precision(RunConfig(precision="bf16")) == "bf16"

@@ -1,7 +1,8 @@
 """Linear probe: multinomial logistic regression on frozen features, its L2 strength chosen on validation.
 
-Full-batch L-BFGS (scipy) on standardised features, warm-started along the regularisation path from strong
-to weak. The standardisation is folded back into the weights so the head is one plain linear layer.
+Full-batch L-BFGS (scipy) on standardised features (or raw ones, for embeddings that are already
+normalised), warm-started along the regularisation path from strong to weak. The standardisation is folded
+back into the weights so the head is one plain linear layer.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # L2 strengths tried (per-sample mean loss + l2/2 ||W||^2); scikit-learn's default C=1 is l2 = 1/n_samples.
-DEFAULT_L2_GRID = (10.0, 3.0, 1.0, 0.3, 0.1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5)
+DEFAULT_L2_GRID = (10.0, 3.0, 1.0, 0.3, 0.1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
 
 
 @dataclass
@@ -80,7 +81,7 @@ def _fit_one(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, sample_wei
 def fit_probe(train_x: np.ndarray, train_y: np.ndarray, n_classes: int, val_x: np.ndarray | None = None,
               val_y: np.ndarray | None = None, l2: float | None = None, grid: tuple[float, ...] = DEFAULT_L2_GRID,
               class_weight: str | None = None, max_iter: int = 500, refit: bool = False,
-              patience: int = 3) -> ProbeHead:
+              patience: int = 3, standardize: bool = True) -> ProbeHead:
     """Fit the head; ``l2=None`` picks it on (val_x, val_y) by accuracy, ties broken by log-loss.
 
     The grid is walked from strong to weak regularisation and left once validation accuracy has fallen
@@ -88,6 +89,8 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, n_classes: int, val_x: n
     the chosen strength is refitted on train + validation, as scikit-learn's ``GridSearchCV(refit=True)``
     does; ``val_proba`` keeps the train-only head's held-out probabilities for honest reporting.
     Without validation data and no ``l2``, scikit-learn's default strength (C=1, i.e. l2 = 1/n) is used.
+    ``standardize=False`` centres the features and scales them all by one number instead of one per feature:
+    better for L2-normalised sentence embeddings, whose directions carry the meaning.
     """
     from threadpoolctl import threadpool_limits
 
@@ -95,19 +98,23 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, n_classes: int, val_x: n
     # between L-BFGS steps than it saves (3.5x slower on 2 cores), so the fit runs single-threaded.
     with threadpool_limits(1, user_api="blas"):
         return _fit_probe(train_x, train_y, n_classes, val_x, val_y, l2, grid, class_weight, max_iter, refit,
-                          patience)
+                          patience, standardize)
 
 
 def _fit_probe(train_x: np.ndarray, train_y: np.ndarray, n_classes: int, val_x: np.ndarray | None,
                val_y: np.ndarray | None, l2: float | None, grid: tuple[float, ...], class_weight: str | None,
-               max_iter: int, refit: bool, patience: int) -> ProbeHead:
+               max_iter: int, refit: bool, patience: int, standardize: bool) -> ProbeHead:
     x = train_x.astype(np.float64)
     y = np.asarray(train_y, dtype=np.int64)
-    mean, std = x.mean(axis=0), x.std(axis=0)
-    # Floor the spread at a tenth of the typical one: a feature that barely varies on a small training set
-    # would otherwise get a huge folded weight (W / std), harmless while the backbone is frozen but explosive
-    # once fine-tuning (gradual / LP-FT starts from this head) moves that feature.
-    std = np.maximum(std, 0.1 * float(np.median(std)) + 1e-6)
+    if standardize:
+        mean, std = x.mean(axis=0), x.std(axis=0)
+        # Floor the spread at a tenth of the typical one: a feature that barely varies on a small training set
+        # would otherwise get a huge folded weight (W / std), harmless while the backbone is frozen but
+        # explosive once fine-tuning (gradual / LP-FT starts from this head) moves that feature.
+        std = np.maximum(std, 0.1 * float(np.median(std)) + 1e-6)
+    else:  # one scale for all features: the grid keeps its meaning and the geometry stays as it is
+        mean = x.mean(axis=0)
+        std = np.full(x.shape[1], float(np.sqrt(x.var(axis=0).mean())) + 1e-12)
     xs = (x - mean) / std
     sample_weight = (class_balance_weights(y, n_classes)[y] if class_weight in ("auto", "balanced")
                      else np.ones(len(y)))

@@ -682,7 +682,7 @@ class TextClassifier:
         # train + validation; the validation metrics below stay those of the train-only head.
         head = fit_probe(train_x, train_y, len(classes), val_x if len(val_texts) else None,
                          val_y if len(val_texts) else None, l2=config.l2, class_weight=config.class_weights,
-                         refit=val_data is None)
+                         refit=val_data is None, standardize=not self.spec_.normalize)
         self.classes_, self.head_ = classes, head
         metrics: dict[str, Any] = {
             "data": describe, "strategy": strategy.name, "backbone": self.spec_.name,
@@ -720,7 +720,7 @@ class TextClassifier:
             embedded = self._embed(list(train[0]) + list(val[0])).features
             head_init = fit_probe(embedded[:len(train[0])], train[1], n_classes,
                                   embedded[len(train[0]):] if len(val[0]) else None, val[1] if len(val[0]) else None,
-                                  l2=config.l2, class_weight=config.class_weights)
+                                  l2=config.l2, class_weight=config.class_weights, standardize=not spec.normalize)
         torch.manual_seed(config.seed)
         features = spec.build(pretrained=strategy.pretrained)
         with tempfile.TemporaryDirectory(prefix="transferkit-train-") as scratch:

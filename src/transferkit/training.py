@@ -48,11 +48,19 @@ class TrainingError(TransferkitError):
 # Data
 # ----------------------------------------------------------------------------------------------------------
 class TrainImages(torch.utils.data.Dataset):
-    """Training images through a PIL transform that yields float CHW tensors in [0, 1]."""
+    """Training images through a PIL transform that yields float CHW tensors in [0, 1].
 
-    def __init__(self, split: Split, transform: Callable, draft_size: int) -> None:
+    Each sample's augmentation draws from RNGs seeded by ``(seed, epoch, index)`` and leaves the caller's
+    RNG untouched, so a batch is the same whichever worker decodes it, with any number of workers, and
+    after a resume that skips the batches an interrupted epoch had already trained on.
+    """
+
+    def __init__(self, split: Split, transform: Callable, draft_size: int, seed: int = 0) -> None:
         self.paths, self.labels = list(split.paths), list(split.labels)
-        self.transform, self.draft_size = transform, draft_size
+        self.transform, self.draft_size, self.seed, self.epoch = transform, draft_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -62,7 +70,17 @@ class TrainImages(torch.utils.data.Dataset):
             image = load_rgb(self.paths[index], draft_size=self.draft_size)
         except Exception as exc:  # noqa: BLE001
             raise DataError(f"{self.paths[index]}: cannot read image during training ({exc})") from None
-        return self.transform(image), self.labels[index]
+        value = (self.seed * 100_003 + self.epoch) * 1_000_003 + index
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):  # timm draws from `random`, torchvision from torch
+            torch.manual_seed(value)
+            random.seed(value)
+            np.random.seed(value % (2**32))
+            try:
+                return self.transform(image), self.labels[index]
+            finally:
+                random.setstate(python_state)
+                np.random.set_state(numpy_state)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -110,7 +128,7 @@ class TrainData:
 
 def image_train_data(split: Split, preprocessing: Preprocessing, config: RunConfig) -> TrainData:
     workers = config.workers if config.workers is not None else min(4, max(1, (torch.get_num_threads() or 2) // 2))
-    dataset = TrainImages(split, train_transform(preprocessing, config.augment), preprocessing.resize_size)
+    dataset = TrainImages(split, train_transform(preprocessing, config.augment), preprocessing.resize_size, config.seed)
     return TrainData(dataset, EpochSampler(split.labels, config.seed, config.balanced_sampler), list(split.labels),
                      workers=workers)
 
@@ -347,6 +365,38 @@ def tensor_fingerprint(state: dict[str, torch.Tensor]) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------------------
+class StopRequest:
+    """Ctrl-C (SIGINT) during training asks the loop to stop at the next step boundary, where the optimiser
+    state is whole and a checkpoint can be written; a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "StopRequest":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log("stopping after this step to save a checkpoint (Ctrl-C again to stop at once)")
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C after writing a checkpoint it can resume from."""
+
 @dataclass
 class TrainResult:
     model: nn.Module  # best (or last) weights, on CPU, eval mode
@@ -398,11 +448,16 @@ def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, train: 
     engine) serves head-only phases that come before any backbone training: the head trains on the same
     augmented batches without torch's far slower forward pass (single process only: under DDP the head's
     gradients must go through the wrapped model to be synchronised).
-    ``$TRANSFERKIT_KILL_AT=EPOCH:STEP`` (1-based) makes the process SIGKILL itself there: a test hook.
+    Ctrl-C stops at the next step boundary and writes a mid-epoch checkpoint; ``--resume`` skips the batches
+    that epoch had trained on (their data is a pure function of seed, epoch and index) and goes on exactly.
+    ``$TRANSFERKIT_KILL_AT=EPOCH:STEP`` (1-based) makes the process SIGKILL itself there, and
+    ``$TRANSFERKIT_INTERRUPT_AT=EPOCH:STEP`` sends it SIGINT: test hooks.
     """
     import os
+    import signal
 
     kill_at = os.environ.get("TRANSFERKIT_KILL_AT")
+    interrupt_at = os.environ.get("TRANSFERKIT_INTERRUPT_AT")
     accelerator = make_accelerator(config)
     main = accelerator.is_main_process
     directory = ckpt.checkpoint_dir(out)
@@ -449,7 +504,8 @@ def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, train: 
         bad_epochs, start_epoch, stopped = saved["bad_epochs"], saved["epoch"], saved["stopped"]
         ckpt.set_rng_state(saved["rng"])
         if main:
-            log(f"resuming after epoch {start_epoch}/{epochs} (phase '{saved['phase_name']}')")
+            within = f", step {saved['step']}" if saved.get("step") else ""
+            log(f"resuming after epoch {start_epoch}/{epochs}{within} (phase '{saved['phase_name']}')")
     elif main:
         import shutil
 
@@ -460,8 +516,27 @@ def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, train: 
     model.to(memory_format=torch.channels_last)
     unwrapped = model
     trainable_total = 0
-    interrupted_epoch = None
-    try:
+    resume_step = saved.get("step", 0) if saved is not None else 0
+
+    def write_last(epoch_done: int, phase: Phase, optimizer: Any, scheduler: Any, step: int = 0,
+                   partial: dict[str, float] | None = None) -> None:
+        """``last.pt`` after ``epoch_done`` whole epochs and ``step`` batches of the next one."""
+        ckpt.atomic_torch_save({
+            "format": ckpt.FORMAT, "config": config_dict, "epoch": epoch_done, "step": step, "partial": partial,
+            "phase": phase.index, "phase_name": phase.name,
+            "trainable": sorted(k for k, p in unwrapped.named_parameters() if p.requires_grad),
+            "model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+            "rng": ckpt.rng_state(), "history": history, "best": best, "best_epoch": best_epoch,
+            "bad_epochs": bad_epochs, "stopped": stopped,
+        }, directory / "last.pt")
+
+    def stop_now() -> bool:
+        flag = torch.tensor(float(stop.requested), device=accelerator.device)
+        return bool(accelerator.reduce(flag, "max")) if accelerator.num_processes > 1 else stop.requested
+
+    resume_hint = f"continue with `transferkit train --config {directory / 'config.yaml'} --resume`"
+    with StopRequest() as stop:
         for phase in phases:
             fast_head = (frozen_features is not None and accelerator.num_processes == 1
                          and all(p.train_blocks == 0 for p in phases[:phase.index + 1]))
@@ -474,7 +549,8 @@ def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, train: 
                 print_groups(rows, phase, len(phases))
             optimizer = build_optimizer(groups, config)
             scheduler = build_schedule(optimizer, config, phase.epochs * steps_per_epoch, steps_per_epoch, train.kind)
-            if saved is not None and saved["phase"] == phase.index and saved["epoch"] > phase.first_epoch:
+            if saved is not None and saved["phase"] == phase.index and (saved["epoch"] > phase.first_epoch
+                                                                         or resume_step):
                 trainable_now = sorted(k for k, p in unwrapped.named_parameters() if p.requires_grad)
                 if trainable_now != saved["trainable"]:
                     raise ckpt.CheckpointError(f"{directory / 'last.pt'}: the checkpoint's trainable parameters do "
@@ -487,21 +563,33 @@ def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, train: 
             optimizer = accelerator.prepare_optimizer(optimizer)
             trainable = [p for p in unwrapped.parameters() if p.requires_grad]
             for epoch in range(max(phase.first_epoch, start_epoch), phase.last_epoch + 1):
-                interrupted_epoch = epoch
                 epoch_start = time.perf_counter()
                 seed_epoch(config.seed, epoch)
                 # accelerate's loader counts its own iterations and passes them to the sampler: set both
                 sampler.set_epoch(epoch)
+                if hasattr(train.dataset, "set_epoch"):
+                    train.dataset.set_epoch(epoch)
                 if hasattr(loader, "set_epoch"):
                     loader.set_epoch(epoch)
                 set_train_mode(unwrapped, bn_mode)
-                total_loss, seen = torch.zeros((), device=accelerator.device), 0
-                with progress(len(loader), f"epoch {epoch + 1}/{epochs} ({phase.name})", main) as advance:
-                    for step, (inputs, labels) in enumerate(loader):
-                        if kill_at == f"{epoch + 1}:{step + 1}":
-                            import signal
+                total_loss, seen, skip = torch.zeros((), device=accelerator.device), 0, 0
+                epoch_loader = loader
+                if resume_step and epoch == start_epoch:  # an epoch interrupted by Ctrl-C: skip what it trained on
+                    from accelerate import skip_first_batches
 
+                    skip, partial = resume_step, saved.get("partial") or {}
+                    epoch_loader = skip_first_batches(loader, skip)
+                    total_loss += partial.get("loss_sum", 0.0)
+                    seen, epoch_start = int(partial.get("seen", 0)), epoch_start - partial.get("seconds", 0.0)
+                with progress(len(loader), f"epoch {epoch + 1}/{epochs} ({phase.name})", main) as advance:
+                    advance(skip)
+                    for step, (inputs, labels) in enumerate(epoch_loader, start=skip):
+                        if skip and step == skip:  # the RNG as it was at the interrupted step (dropout, mixup)
+                            ckpt.set_rng_state(saved["rng"])
+                        if kill_at == f"{epoch + 1}:{step + 1}":
                             os.kill(os.getpid(), signal.SIGKILL)
+                        if interrupt_at == f"{epoch + 1}:{step + 1}":
+                            os.kill(os.getpid(), signal.SIGINT)
                         if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
                             inputs = inputs.contiguous(memory_format=torch.channels_last)
                         with accelerator.accumulate(wrapped):
@@ -537,6 +625,15 @@ def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, train: 
                         total_loss += loss.detach() * len(labels)
                         seen += len(labels)
                         advance(1)
+                        if accelerator.sync_gradients and step + 1 < len(loader) and stop_now():
+                            if main:
+                                partial = {"loss_sum": float(total_loss), "seen": seen,
+                                           "seconds": time.perf_counter() - epoch_start}
+                                write_last(epoch, phase, optimizer, scheduler, step + 1, partial)
+                                log(f"interrupted in epoch {epoch + 1} after step {step + 1}/{len(loader)}: "
+                                    f"checkpoint saved in {directory}; {resume_hint}")
+                            accelerator.wait_for_everyone()
+                            raise Interrupted
                 # -- end of epoch: metrics, best, checkpoint ------------------------------------------------
                 seen_t = accelerator.reduce(torch.tensor(float(seen), device=accelerator.device), "sum")
                 train_loss = float(accelerator.reduce(total_loss, "sum") / seen_t.clamp(min=1))
@@ -565,19 +662,10 @@ def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, train: 
                 record["seconds"] = round(time.perf_counter() - epoch_start, 3)
                 history.append(record)
                 if main:
-                    state = unwrapped.state_dict()
                     if is_best:
-                        ckpt.atomic_torch_save({"format": ckpt.FORMAT + "-best", "epoch": epoch + 1, "model": state},
-                                               directory / "best.pt")
-                    ckpt.atomic_torch_save({
-                        "format": ckpt.FORMAT, "config": config_dict, "epoch": epoch + 1, "phase": phase.index,
-                        "phase_name": phase.name,
-                        "trainable": sorted(k for k, p in unwrapped.named_parameters() if p.requires_grad),
-                        "model": state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-                        "rng": ckpt.rng_state(), "history": history, "best": best, "best_epoch": best_epoch,
-                        "bad_epochs": bad_epochs, "stopped": stopped,
-                    }, directory / "last.pt")
+                        ckpt.atomic_torch_save({"format": ckpt.FORMAT + "-best", "epoch": epoch + 1,
+                                                "model": unwrapped.state_dict()}, directory / "best.pt")
+                    write_last(epoch + 1, phase, optimizer, scheduler)
                     from .cache import atomic_write_bytes
 
                     atomic_write_bytes(directory / "metrics.jsonl",
@@ -586,17 +674,16 @@ def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, train: 
                     log(f"epoch {epoch + 1}/{epochs} ({phase.name}): "
                         + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
                 accelerator.wait_for_everyone()
-                interrupted_epoch = None
+                resume_step = 0
+                if stop_now() and epoch < phases[-1].last_epoch and not stopped:
+                    if main:
+                        log(f"interrupted after epoch {epoch + 1}: checkpoint saved in {directory}; {resume_hint}")
+                    raise Interrupted
                 if stopped:
                     if main:
                         log(f"early stop: no better {config.metric} for {config.early_stop} epoch(s); "
                             f"best was epoch {best_epoch}")
                     break
-    except KeyboardInterrupt:
-        if main and interrupted_epoch is not None:
-            log(f"interrupted in epoch {interrupted_epoch + 1}: the checkpoint after epoch {interrupted_epoch} is "
-                f"kept; continue with `transferkit train --config {directory / 'config.yaml'} --resume`")
-        raise
     accelerator.wait_for_everyone()
     if best_epoch is not None and (directory / "best.pt").is_file():
         unwrapped.load_state_dict(ckpt.load(directory / "best.pt")["model"])
