@@ -26,13 +26,15 @@ PEERS := bench/.venv-peers
 $(PEERS)/.installed: $(STAMP)
 	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
 	printf "%s\n%s\n" "$(abspath $(VENV))/lib/python3.11/site-packages" "$(abspath src)" > $(PEERS)/lib/python3.11/site-packages/transferkit-base.pth
-	$(PEERS)/bin/python -m pip install --quiet fastai==2.8.12
+	$(PEERS)/bin/python -m pip install --quiet fastai==2.8.12 sentence-transformers==5.7.0
 	@touch $@
 
 bench: $(STAMP) $(PEERS)/.installed
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/finetune.py --fastai-python $(PEERS)/bin/python
-	$(BIN)/python bench/text_probe.py
+	$(BIN)/python bench/cifar_strategies.py
+	$(PEERS)/bin/python bench/text_probe.py
+	$(BIN)/python bench/text_finetune.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
