@@ -9,7 +9,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .backbones import DEFAULT_IMAGE_BACKBONE, BackboneSpec, fingerprint_of, resolve_backbone
-from .config import RunConfig
+from .config import ConfiguredEstimator, RunConfig
 from .data import Split, _scan_split, list_image_inputs, load_image_folder
 from .errors import DataError, TransferkitError
 from .engines import open_engine
@@ -24,7 +24,7 @@ __all__ = ["ImageClassifier"]
 Inputs = str | Path | Sequence[str | Path]
 
 
-class ImageClassifier:
+class ImageClassifier(ConfiguredEstimator):
     """A pretrained backbone plus a new head, fitted to an image folder.
 
     >>> clf = ImageClassifier(backbone="efficientnet_lite0", strategy="linear-probe").fit("data")
@@ -34,18 +34,6 @@ class ImageClassifier:
     def __init__(self, backbone: str = DEFAULT_IMAGE_BACKBONE, strategy: str = "linear-probe", **params: Any) -> None:
         self.config = RunConfig(backbone=backbone, strategy=strategy, **params)
         self.verbose = True
-
-    # -- scikit-learn protocol -------------------------------------------------------------------------------
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {k: v for k, v in self.config.to_dict().items() if k != "data"}
-
-    def set_params(self, **params: Any) -> "ImageClassifier":
-        self.config = self.config.replace(**params)
-        return self
-
-    def __repr__(self) -> str:
-        changed = {k: v for k, v in self.get_params().items() if v != RunConfig.__dataclass_fields__[k].default}
-        return f"ImageClassifier({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
     # -- fitting ---------------------------------------------------------------------------------------------
     def fit(self, data: str | Path, out: str | Path | None = None, resume: bool = False) -> "ImageClassifier":

@@ -110,14 +110,16 @@ def train(
         raise TransferkitError(f"{out}: no checkpoint to resume from (expected {out / 'checkpoints' / 'last.pt'})")
     if not resume:
         check_writable(out, overwrite)  # fail before spending time on features
-    if Path(run_config.data).suffix.lower() in (".csv", ".tsv", ".jsonl"):  # text: see text_cli.py
-        from .text_cli import train_text
+    if Path(run_config.data).suffix.lower() in (".csv", ".tsv", ".jsonl"):  # text: see text.py
+        from .text import DEFAULT_TEXT_BACKBONE, TextClassifier as Classifier
 
-        return train_text(run_config, out, overwrite, as_json, backbone_given=bool(backbone or config), resume=resume)
-    from .classifier import ImageClassifier
+        if not (backbone or config):
+            run_config = run_config.replace(backbone=DEFAULT_TEXT_BACKBONE)
+    else:
+        from .classifier import ImageClassifier as Classifier
 
     params = {k: v for k, v in run_config.to_dict().items() if k not in ("data",)}
-    clf = ImageClassifier(**params).fit(run_config.data, out=out, resume=resume)
+    clf = Classifier(**params).fit(run_config.data, out=out, resume=resume)
     if not getattr(clf, "is_main_process_", True):
         return  # other ranks of a multi-process run: rank 0 saves
     clf.save(out, overwrite=overwrite or resume)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from .config import RunConfig
+from .config import ConfiguredEstimator, RunConfig
 from .data import stratified_indices
 from .errors import BackboneError, DataError, RunDirError, TransferkitError
 from .metrics import classification_metrics
@@ -568,8 +568,9 @@ def sort_classes(labels: Sequence[str]) -> list[str]:
 TextInputs = str | Path | Sequence[str]
 
 
-class TextClassifier:
-    """A pretrained text encoder plus a new head (linear probe on cached sentence embeddings).
+class TextClassifier(ConfiguredEstimator):
+    """A pretrained text encoder plus a new head: a linear probe on cached sentence embeddings, or the encoder
+    fine-tuned too (``strategy="gradual" | "finetune" | "scratch"``, see text_training.py).
 
     >>> clf = TextClassifier(max_length=64).fit("train.csv")
     >>> clf.predict(["what a waste of time"]), clf.score("test.csv")
@@ -578,19 +579,6 @@ class TextClassifier:
     def __init__(self, backbone: str = DEFAULT_TEXT_BACKBONE, strategy: str = "linear-probe", **params: Any) -> None:
         self.config = RunConfig(backbone=backbone, strategy=strategy, **params)
         self.verbose = True
-
-    # -- scikit-learn protocol -------------------------------------------------------------------------------
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {k: v for k, v in self.config.to_dict().items() if k != "data"}
-
-    def set_params(self, **params: Any) -> "TextClassifier":
-        self.config = self.config.replace(**params)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = RunConfig.__dataclass_fields__
-        changed = {k: v for k, v in self.get_params().items() if v != defaults[k].default}
-        return f"TextClassifier({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
     # -- embeddings ------------------------------------------------------------------------------------------
     def _spec(self) -> TextBackboneSpec:
@@ -730,7 +718,7 @@ class TextClassifier:
         self.checkpoint_dir_ = None if out is None else Path(out) / "checkpoints"
         state = {k: v.detach() for k, v in self.net_.state_dict().items()}
         tuned = hashlib.blake2b(f"{spec.fingerprint}|tuned|{tensor_fingerprint(state)}".encode(), digest_size=12)
-        self.spec_ = dataclasses.replace(spec, name=f"{spec.name}", fixed_fingerprint=tuned.hexdigest())
+        self.spec_ = dataclasses.replace(spec, fixed_fingerprint=tuned.hexdigest())
         head = result.model.head
         self.head_ = ProbeHead(head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy(), 0.0)
         metrics: dict[str, Any] = {

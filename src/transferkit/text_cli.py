@@ -1,36 +1,10 @@
-"""The text side of ``transferkit train / predict / evaluate`` (cli.py dispatches here for text data and runs)."""
+"""The text side of ``transferkit predict / evaluate`` (cli.py dispatches here for text runs)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .config import RunConfig
-
-
-def train_text(run_config: "RunConfig", out: Path, overwrite: bool, as_json: bool, backbone_given: bool,
-               resume: bool = False) -> None:
-    from rich.console import Console
-
-    from .text import DEFAULT_TEXT_BACKBONE, TextClassifier
-
-    if not backbone_given:
-        run_config = run_config.replace(backbone=DEFAULT_TEXT_BACKBONE)
-    params = {k: v for k, v in run_config.to_dict().items() if k != "data"}
-    clf = TextClassifier(**params).fit(run_config.data, out=out, resume=resume)
-    if not getattr(clf, "is_main_process_", True):
-        return  # other ranks of a multi-process run: rank 0 saves
-    clf.save(out, overwrite=overwrite or resume)
-    if as_json:
-        print(json.dumps(clf.metrics_))
-        return
-    console = Console(highlight=False)
-    if "val" in clf.metrics_:
-        m = clf.metrics_["val"]
-        console.print(f"val: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")
-    console.print(f"saved to {out}  ({clf.metrics_['train_seconds']:.1f} s)")
+from typing import Any
 
 
 def predict_text(run: Path, inputs: list[str], top_k: int, as_json: bool) -> None:

@@ -136,9 +136,7 @@ def finetune_text(features: nn.Module, tokenizer: Any, config: RunConfig, strate
     data = TrainData(TokenDataset(train_ids, labels), sampler, labels, kind="text", collate=PadCollate(pad_id),
                      batch_sampler=LengthGroupedBatches(sampler, [len(x) for x in train_ids],
                                                                 config.setting("batch_size", "text")))
-    with torch.no_grad():
-        probe_dim = features(torch.ones((1, 2), dtype=torch.long), torch.ones((1, 2), dtype=torch.long)).shape[1]
-    model = TextModel(features, int(probe_dim), n_classes)
+    model = TextModel(features, features.encoder.config.hidden_size, n_classes)  # mean / CLS pooling keep the width
     if head_init is not None:
         with torch.no_grad():
             model.head.weight.copy_(torch.from_numpy(head_init.weight))
