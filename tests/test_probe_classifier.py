@@ -23,6 +23,22 @@ def test_probe_picks_l2_on_validation_and_folds_standardisation():
     assert best > 0.9
 
 
+def test_probe_on_correlated_features_matches_scikit_learn():
+    # Four noisy copies of a low-rank signal (like several layers of one encoder): the principal-axis,
+    # preconditioned solve must reach the same optimum as scikit-learn's L-BFGS on the plain problem.
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(2)
+    signal = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 30))
+    x = np.concatenate([signal + rng.normal(scale=s, size=signal.shape) for s in (0.05, 0.1, 0.2, 0.4)], axis=1)
+    y = np.digitize(signal[:, 0] + 0.5 * signal[:, 1], [-1.0, 1.0])
+    l2 = 0.01
+    head = fit_probe(x, y, 3, l2=l2, standardize=False)
+    scaled = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0).mean())
+    reference = LogisticRegression(C=1 / (l2 * len(x)), tol=1e-10, max_iter=10_000).fit(scaled, y)
+    assert np.abs(head.predict_proba(x) - reference.predict_proba(scaled)).max() < 2e-3
+
+
 def test_class_weights_shift_decisions_towards_rare_class():
     rng = np.random.default_rng(1)
     x = np.concatenate([rng.normal(0, 1, (190, 2)), rng.normal(1.0, 1, (10, 2))])

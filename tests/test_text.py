@@ -15,9 +15,10 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+from transferkit.config import RunConfig  # noqa: E402
 from transferkit.errors import BackboneError, DataError  # noqa: E402
 from transferkit.text import (  # noqa: E402
-    TEXT_FORMAT, TextClassifier, embed_texts, is_text_run, length_sorted_batches, read_text_table,
+    TEXT_FORMAT, TextClassifier, embed_texts, feature_layers, is_text_run, length_sorted_batches, read_text_table,
     resolve_text_backbone,
 )
 
@@ -148,6 +149,25 @@ def test_onnx_and_torch_embeddings_agree(cache: str) -> None:
     assert np.abs(alone.features[0] - onnx.features[0]).max() < 1e-5
 
 
+def test_feature_layers_concatenate_pooled_layers_last_first(cache: str) -> None:
+    one, four = resolve_text_backbone(), resolve_text_backbone(layers=4)
+    assert four.fingerprint != one.fingerprint  # other features: other engine and cache entries
+    texts = POS[:3] + NEG[:2]
+    kwargs = dict(max_length=32, use_cache=False, cache_dir=cache, show_progress=False)
+    sentence = embed_texts(one, texts, engine="torch", **kwargs).features
+    onnx = embed_texts(four, texts, engine="onnx", **kwargs).features
+    torch_ = embed_texts(four, texts, engine="torch", **kwargs).features
+    assert onnx.shape == (5, 4 * 384) and np.abs(onnx - torch_).max() < 1e-4
+    assert np.abs(onnx[:, :384] - sentence).max() < 1e-4  # the first block is the model's own embedding
+    assert np.allclose(np.linalg.norm(onnx.reshape(5, 4, 384), axis=2), 1.0, atol=1e-4)  # each block normalised
+    assert np.abs(onnx[:, 384:768] - onnx[:, :384]).max() > 0.1  # and the next one is another layer
+    with pytest.raises(BackboneError) as info:
+        resolve_text_backbone(layers=7).build()
+    assert "only 6 layers" in str(info.value) and "\n" not in str(info.value)
+    assert feature_layers(RunConfig(strategy="linear-probe")) == 4 and feature_layers(RunConfig(strategy="gradual")) == 1
+    assert feature_layers(RunConfig(strategy="gradual", feature_layers=2)) == 2
+
+
 # -- classifier --------------------------------------------------------------------------------------------------
 def test_fit_cache_hit_and_max_length_key(tmp_path: Path) -> None:
     cache = str(tmp_path / "cache")
@@ -172,7 +192,8 @@ def test_fit_predict_save_load_roundtrip(tmp_path: Path, cache: str) -> None:
     assert clf.score(path) >= 0.9
     run = clf.save(tmp_path / "run")
     assert (run / "tokenizer" / "tokenizer.json").is_file() and (run / "encoder" / "config.json").is_file()
-    assert is_text_run(run) and json.loads((run / "preprocessing.json").read_text())["max_length"] == 32
+    preprocessing = json.loads((run / "preprocessing.json").read_text())
+    assert is_text_run(run) and (preprocessing["max_length"], preprocessing["layers"]) == (32, 4)
     loaded = TextClassifier.load(run)
     loaded.verbose = False
     texts = ["an unexpected little gem", "not worth the ticket", "it is a film"]
@@ -328,7 +349,6 @@ def test_text_finetune_resume_after_sigkill_matches(tmp_path: Path, cache: str) 
 
 def test_precision_auto_uses_bf16_on_cpus_that_have_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from transferkit import training
-    from transferkit.config import RunConfig
 
     monkeypatch.setattr(training.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)

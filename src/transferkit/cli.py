@@ -46,6 +46,7 @@ def train(
     label_column: Annotated[Optional[str], typer.Option(help="Text data: the label column (default: label, class, target, ...)", rich_help_panel="Text")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="Text data: tokens per text (default 128)", rich_help_panel="Text")] = None,
     pooling: Annotated[Optional[str], typer.Option(help="Text data: mean | cls (default: the model's own)", rich_help_panel="Text")] = None,
+    feature_layers: Annotated[Optional[int], typer.Option(help="Text data: pool the last N encoder layers and concatenate them (default: 4 for linear-probe, 1 (the sentence embedding) when fine-tuning)", rich_help_panel="Text")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON")] = False,
     # fine-tuning (strategies finetune | last-k:N | gradual | scratch)
@@ -89,6 +90,7 @@ def train(
         "engine": engine, "batch_size": batch_size, "l2": l2, "class_weights": class_weights,
         "cache_dir": str(cache_dir) if cache_dir else None,
         "text_column": text_column, "label_column": label_column, "max_length": max_length, "pooling": pooling,
+        "feature_layers": feature_layers,
         "epochs": epochs, "freeze_epochs": freeze_epochs, "lr": lr, "layer_decay": layer_decay,
         "optimizer": optimizer, "momentum": momentum, "weight_decay": weight_decay, "schedule": schedule,
         "warmup": warmup, "bn": bn, "augment": augment, "label_smoothing": label_smoothing,

@@ -78,6 +78,9 @@ class RunConfig:
     label_column: str | None = None  # null: the first of label, labels, class, target, ...
     max_length: int = 128  # tokens per text (longer texts are truncated)
     pooling: str | None = None  # mean | cls; null: the model's own (1_Pooling/config.json), else mean
+    # the last N encoder layers, each pooled, concatenated; null: 4 for linear-probe, 1 (the sentence embedding)
+    # when the encoder is fine-tuned (see text.py, PROBE_FEATURE_LAYERS)
+    feature_layers: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -116,6 +119,9 @@ class RunConfig:
         check("precision", self.precision in PRECISIONS, " | ".join(PRECISIONS))
         check("max_length", isinstance(self.max_length, int) and 2 <= self.max_length <= 8192, "an integer in [2, 8192]")
         check("pooling", self.pooling in (None, "auto", "mean", "cls"), "mean, cls or null (the model's own)")
+        check("feature_layers", self.feature_layers is None or (isinstance(self.feature_layers, int)
+                                                                and self.feature_layers >= 1),
+              "a positive number of final encoder layers or null")
         from .strategies import parse_strategy
 
         parse_strategy(self.strategy)

@@ -136,7 +136,7 @@ def finetune_text(features: nn.Module, tokenizer: Any, config: RunConfig, strate
     data = TrainData(TokenDataset(train_ids, labels), sampler, labels, kind="text", collate=PadCollate(pad_id),
                      batch_sampler=LengthGroupedBatches(sampler, [len(x) for x in train_ids],
                                                                 config.setting("batch_size", "text")))
-    model = TextModel(features, features.encoder.config.hidden_size, n_classes)  # mean / CLS pooling keep the width
+    model = TextModel(features, features.num_features, n_classes)
     if head_init is not None:
         with torch.no_grad():
             model.head.weight.copy_(torch.from_numpy(head_init.weight))
