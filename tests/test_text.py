@@ -168,6 +168,39 @@ def test_feature_layers_concatenate_pooled_layers_last_first(cache: str) -> None
     assert feature_layers(RunConfig(strategy="gradual", feature_layers=2)) == 2
 
 
+def test_fast_tokenizer_gives_transformers_ids(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from transferkit.text import TextTokenizer
+
+    spec = resolve_text_backbone()
+    ours = TextTokenizer(spec.location)
+    assert ours.fast is not None  # tokenizer.json: no transformers needed
+    reference = AutoTokenizer.from_pretrained(spec.location)
+    texts = POS + NEG + ["Ünïcödé, CAPITALS and   spaces!", "word " * 80, "x"]
+    for max_length in (8, 128):
+        expected = reference(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
+        assert ours.encode(texts, max_length) == expected
+    assert ours.pad_token_id == reference.pad_token_id
+    ours.save(tmp_path / "tok")
+    assert TextTokenizer(str(tmp_path / "tok")).encode(texts, 16) == ours.encode(texts, 16)
+
+
+def test_probe_through_an_exported_engine_never_imports_torch(tmp_path: Path, cache: str) -> None:
+    import subprocess
+    import sys
+
+    make_clf(cache).fit(write_csv(tmp_path / "warm.csv", sentiment_rows()))  # the engine is exported by now
+    path = write_csv(tmp_path / "train.csv", [(t + " indeed", label) for t, label in sentiment_rows()])  # uncached
+    code = (f"import sys\nfrom transferkit import TextClassifier\n"
+            f"clf = TextClassifier(max_length=32, cache_dir={cache!r})\nclf.verbose = False\nclf.fit({str(path)!r})\n"
+            "print(clf.metrics_['embeddings']['extracted'], clf.metrics_['embeddings']['engine'], "
+            "'torch' in sys.modules, 'transformers' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["24", "onnx", "False", "False"]
+
+
 # -- classifier --------------------------------------------------------------------------------------------------
 def test_fit_cache_hit_and_max_length_key(tmp_path: Path) -> None:
     cache = str(tmp_path / "cache")

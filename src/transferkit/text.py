@@ -96,11 +96,9 @@ class TextBackboneSpec:
             digest.update(f"|layers{self.layers}".encode())
         return digest.hexdigest()
 
-    def load_tokenizer(self) -> Any:
-        from transformers import AutoTokenizer
-
+    def load_tokenizer(self) -> "TextTokenizer":
         try:
-            return AutoTokenizer.from_pretrained(self.tokenizer_location or self.location)
+            return TextTokenizer(self.tokenizer_location or self.location)
         except Exception as exc:  # noqa: BLE001 - hub/network/format failures all mean the same to the user
             raise _load_error(self.name, exc) from None
 
@@ -138,6 +136,63 @@ class TextBackboneSpec:
             raise BackboneError(f"feature_layers {self.layers}: text backbone '{self.name}' has only {available} "
                                 f"layers; pass --feature-layers {available} or fewer")
         return pooled_encoder(model, self.pooling, self.normalize, self.layers).eval()
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+
+
+class TextTokenizer:
+    """Token ids with the model's special tokens, truncated to ``max_length``, unpadded.
+
+    A folder with ``tokenizer.json`` is read by the ``tokenizers`` library alone: transformers (which imports
+    torch) costs 4 s of start-up here, and an embedding served from the cache needs neither. Anything else (a
+    hub id, a folder with only a slow tokenizer) goes through ``AutoTokenizer``; both give the same ids (tested).
+    """
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        folder = Path(location)
+        self.fast = None
+        self.auto = None
+        if (folder / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer
+
+            self.fast = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            self.fast.no_padding()  # sentence-transformers folders ask for fixed padding to max_length
+            self.pad_token_id = self._pad_id(folder)
+        else:
+            from transformers import AutoTokenizer
+
+            self.auto = AutoTokenizer.from_pretrained(location)
+            self.pad_token_id = self.auto.pad_token_id if self.auto.pad_token_id is not None else 0
+
+    def _pad_id(self, folder: Path) -> int:
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+            try:
+                token = json.loads((folder / name).read_text()).get("pad_token")
+            except (OSError, ValueError, AttributeError):
+                continue
+            token = token.get("content") if isinstance(token, dict) else token
+            if isinstance(token, str) and self.fast.token_to_id(token) is not None:
+                return int(self.fast.token_to_id(token))
+        return 0
+
+    def encode(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
+        if self.auto is not None:
+            return self.auto(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
+        self.fast.enable_truncation(max_length=max_length)
+        return [e.ids for e in self.fast.encode_batch(list(texts))]
+
+    def save(self, folder: Path) -> None:
+        """The tokenizer's files, as a model folder holds them (``AutoTokenizer`` loads them too)."""
+        if self.auto is not None:
+            self.auto.save_pretrained(str(folder))
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in TOKENIZER_FILES:
+            if (Path(self.location) / name).is_file():
+                shutil.copyfile(Path(self.location) / name, folder / name)
 
 
 def _load_error(name: str, exc: Exception) -> BackboneError:
@@ -418,8 +473,8 @@ def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int
         tokenizer = (get_tokenizer or spec.load_tokenizer)()
         todo = [texts[i] for i in unique.values()]
         todo_keys = list(unique)
-        encoded = tokenizer(todo, truncation=True, max_length=max_length, padding=False)["input_ids"]
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        encoded = tokenizer.encode(todo, max_length)
+        pad_id = tokenizer.pad_token_id
         run = open_text_engine(spec, engine, cache_dir, build_net)
         engine_name = run.name
         with progress(len(todo), f"embeddings ({spec.name}, {run.name})", show_progress) as advance:
@@ -624,7 +679,7 @@ class TextClassifier(ConfiguredEstimator):
             self.spec_ = resolve_text_backbone(self.config.backbone, self.config.pooling, feature_layers(self.config))
         return self.spec_
 
-    def _tokenizer(self) -> Any:
+    def _tokenizer(self) -> TextTokenizer:
         """Loaded on first need only: predictions served from the cache never import transformers."""
         if getattr(self, "tokenizer_", None) is None:
             self.tokenizer_ = self._spec().load_tokenizer()
@@ -878,7 +933,7 @@ class TextClassifier(ConfiguredEstimator):
         preprocessing = {"kind": "text", "max_length": self.config.max_length, "pooling": spec.pooling,
                          "normalize": spec.normalize, "layers": spec.layers, "tokenizer": "tokenizer/", "encoder_config": "encoder/config.json"}
         def add_files(staging: Path) -> None:
-            self._tokenizer().save_pretrained(str(staging / "tokenizer"))
+            self._tokenizer().save(staging / "tokenizer")
             self._save_encoder_config(spec, staging / "encoder")
 
         return write_run(path, config=self.config, classes=self.classes_, preprocessing=preprocessing,

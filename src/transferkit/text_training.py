@@ -128,8 +128,8 @@ def finetune_text(features: nn.Module, tokenizer: Any, config: RunConfig, strate
 
     ``head_init`` (gradual) is the linear-probe solution the head starts from. Checkpoints go to
     ``out/checkpoints``; returns the best epoch's model on CPU."""
-    encode = lambda texts: tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]  # noqa: E731
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encode = lambda texts: tokenizer.encode(texts, config.max_length)  # noqa: E731
+    pad_id = tokenizer.pad_token_id
     train_ids, val_ids = encode(list(train[0])), (encode(list(val[0])) if len(val[0]) else [])
     labels = [int(y) for y in train[1]]
     sampler = EpochSampler(labels, config.seed, config.balanced_sampler)
