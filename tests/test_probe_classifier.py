@@ -33,10 +33,13 @@ def test_probe_on_correlated_features_matches_scikit_learn():
     x = np.concatenate([signal + rng.normal(scale=s, size=signal.shape) for s in (0.05, 0.1, 0.2, 0.4)], axis=1)
     y = np.digitize(signal[:, 0] + 0.5 * signal[:, 1], [-1.0, 1.0])
     l2 = 0.01
-    head = fit_probe(x, y, 3, l2=l2, standardize=False)
-    scaled = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0).mean())
-    reference = LogisticRegression(C=1 / (l2 * len(x)), tol=1e-10, max_iter=10_000).fit(scaled, y)
-    assert np.abs(head.predict_proba(x) - reference.predict_proba(scaled)).max() < 2e-3
+    # within the solver's tolerance (~3e-3 on rows it never saw); an L2 off by 2x differs by 0.07
+    for rows in (300, 60):  # more rows than features (eigen-axes), fewer (the rows' span, thin SVD)
+        head = fit_probe(x[:rows], y[:rows], 3, l2=l2, standardize=False)
+        centre, scale = x[:rows].mean(axis=0), np.sqrt(x[:rows].var(axis=0).mean())
+        reference = LogisticRegression(C=1 / (l2 * rows), tol=1e-10, max_iter=10_000).fit((x[:rows] - centre) / scale,
+                                                                                         y[:rows])
+        assert np.abs(head.predict_proba(x) - reference.predict_proba((x - centre) / scale)).max() < 5e-3
 
 
 def test_class_weights_shift_decisions_towards_rare_class():
