@@ -1,8 +1,9 @@
 """Linear probe: multinomial logistic regression on frozen features, its L2 strength chosen on validation.
 
-Full-batch L-BFGS (scipy) on standardised features (or raw ones, for embeddings that are already
-normalised), warm-started along the regularisation path from strong to weak. The standardisation is folded
-back into the weights so the head is one plain linear layer.
+Full-batch L-BFGS (scipy) on standardised features (or centred ones with one scale, for embeddings that are
+already normalised), rotated onto their principal axes and preconditioned per axis, warm-started along the
+regularisation path from strong to weak. Rotation and standardisation are folded back into the weights, so
+the head is one plain linear layer.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
 
     from .probe import ProbeHead
+    from .text import TextTokenizer
 
 LENGTH_GROUP = 50  # batches per length-sorted chunk: enough to pad little, few enough to keep batches mixed
 
@@ -121,16 +122,16 @@ def predict_text_proba(model: nn.Module, ids: Sequence[Sequence[int]], pad_id: i
     return out if out is not None else np.zeros((0, 0), np.float32)
 
 
-def finetune_text(features: nn.Module, tokenizer: Any, config: RunConfig, strategy: Strategy,
+def finetune_text(features: nn.Module, tokenizer: "TextTokenizer", config: RunConfig, strategy: Strategy,
                   train: tuple[list[str], np.ndarray], val: tuple[list[str], np.ndarray], n_classes: int,
                   out: Path, resume: bool = False, head_init: "ProbeHead | None" = None) -> TrainResult:
     """Train ``features`` (a pooled encoder, see text.pooled_encoder) and a new head on ``(texts, labels)``.
 
     ``head_init`` (gradual) is the linear-probe solution the head starts from. Checkpoints go to
     ``out/checkpoints``; returns the best epoch's model on CPU."""
-    encode = lambda texts: tokenizer.encode(texts, config.max_length)  # noqa: E731
     pad_id = tokenizer.pad_token_id
-    train_ids, val_ids = encode(list(train[0])), (encode(list(val[0])) if len(val[0]) else [])
+    train_ids = tokenizer.encode(list(train[0]), config.max_length)
+    val_ids = tokenizer.encode(list(val[0]), config.max_length) if len(val[0]) else []
     labels = [int(y) for y in train[1]]
     sampler = EpochSampler(labels, config.seed, config.balanced_sampler)
     data = TrainData(TokenDataset(train_ids, labels), sampler, labels, kind="text", collate=PadCollate(pad_id),
