@@ -155,6 +155,11 @@ def test_cli_errors_are_one_line(tmp_path: Path):
     assert "Traceback" not in result.stderr
 
 
+def test_text_only_settings_are_refused_for_images(tiny_folder: Path):
+    with pytest.raises(TransferkitError, match="feature_layers 4: image backbones"):
+        ImageClassifier(feature_layers=4).fit(tiny_folder)
+
+
 def test_cli_backbones_lists_packaged():
     result = runner.invoke(app, ["backbones", "--json"])
     names = [row["name"] for row in json.loads(result.stdout)]

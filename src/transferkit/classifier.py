@@ -44,6 +44,9 @@ class ImageClassifier(ConfiguredEstimator):
         """
         config = self.config.replace(data=str(data))
         strategy = parse_strategy(config.strategy)
+        if config.feature_layers not in (None, 1):
+            raise TransferkitError(f"feature_layers {config.feature_layers}: image backbones give one pooled "
+                                   "feature vector; drop --feature-layers (it is for text encoders)")
         if not strategy.frozen_backbone:
             return self._fit_finetune(config, strategy, out, resume)
         start = time.perf_counter()
