@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from run import BIN, DATA, timed
 
 
 def subset(data: Path, target: Path, per_split: dict[str, tuple[str, int]]) -> Path:
@@ -33,16 +33,10 @@ def subset(data: Path, target: Path, per_split: dict[str, tuple[str, int]]) -> P
 
 
 def run(data: Path, strategy: str, epochs: int, scratch: Path, extra: list[str]) -> dict:
-    cli = str(Path(sys.executable).parent / "transferkit")
-    env = {**os.environ, "TRANSFERKIT_CACHE": str(scratch / f"cache-{strategy}")}
-    start = time.perf_counter()
-    result = subprocess.run([cli, "train", str(data), "--strategy", strategy, "--epochs", str(epochs), "--out",
-                             str(scratch / strategy), "--overwrite", "--json", *extra],
-                            capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    if result.returncode:
-        raise SystemExit(f"{strategy} failed:\n{result.stderr[-2000:]}")
-    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    command = [str(BIN / "transferkit"), "train", str(data), "--strategy", strategy, "--epochs", str(epochs),
+               "--out", str(scratch / strategy), "--overwrite", "--json", *extra]
+    wall, out, _ = timed(command, {"TRANSFERKIT_CACHE": str(scratch / f"cache-{strategy}")})
+    metrics = json.loads(out.strip().splitlines()[-1])
     return {"strategy": strategy, "test": metrics["test"]["accuracy"], "val": metrics["val"]["accuracy"],
             "wall_s": wall, "trainable": metrics.get("trainable_parameters", 0),
             "epoch_s": [r["train_seconds"] for r in metrics.get("history", [])]}
@@ -50,7 +44,7 @@ def run(data: Path, strategy: str, epochs: int, scratch: Path, extra: list[str])
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default="/work/shared/data/cifar10")
+    parser.add_argument("--data", default=str(DATA / "cifar10"))
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--test-per-class", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=3)

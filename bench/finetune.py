@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from run import BIN, DATA, timed
+
 
 def subset_folder(data: Path, per_class: int, target: Path) -> Path:
     for split in ("train", "val"):
@@ -37,15 +39,12 @@ def subset_folder(data: Path, per_class: int, target: Path) -> Path:
 def run_transferkit(data: Path, args: argparse.Namespace, out: Path, epochs: int) -> dict:
     """The CLI as a user runs it, as its own process: start-up, the probe and saving all count."""
     import json
-    import subprocess
 
-    command = [str(Path(sys.executable).parent / "transferkit"), "train", str(data), "--strategy", "gradual",
+    command = [str(BIN / "transferkit"), "train", str(data), "--strategy", "gradual",
                "--epochs", str(epochs), "--batch-size", str(args.batch_size), "--image-size", str(args.image_size),
                "--out", str(out), "--overwrite", "--json"] + (["--workers", str(args.workers)] if args.workers else [])
-    start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    total = time.perf_counter() - start
-    metrics = json.loads(result.stdout)
+    total, out, _ = timed(command)
+    metrics = json.loads(out)
     unfrozen = [r["train_seconds"] for r in metrics["history"] if r["phase"] == "all"]
     return {"name": f"transferkit gradual (1 head + {epochs - 1} all)", "val_accuracy": metrics["val"]["accuracy"],
             "total_s": total, "epoch_s": float(np.mean(unfrozen)) if unfrozen else None}
@@ -100,23 +99,20 @@ def run_eager(data: Path, args: argparse.Namespace) -> dict:
 def run_fastai(data: Path, args: argparse.Namespace) -> dict | None:
     """fastai in its own environment (`make bench` builds bench/.venv-peers), as its own process."""
     import json
-    import subprocess
 
     if not args.fastai_python or not Path(args.fastai_python).exists():
         print("fastai environment not found (run `make bench`): skipping the fastai row", file=sys.stderr)
         return None
-    start = time.perf_counter()
-    result = subprocess.run([args.fastai_python, str(Path(__file__).with_name("peer_fastai.py")), str(data),
-                             str(args.epochs)], capture_output=True, text=True, check=True)
-    total = time.perf_counter() - start
-    row = json.loads(result.stdout.strip().splitlines()[-1])
+    total, out, _ = timed([args.fastai_python, str(Path(__file__).with_name("peer_fastai.py")), str(data),
+                           str(args.epochs)])
+    row = json.loads(out.strip().splitlines()[-1])
     return {"name": f"fastai fine_tune({args.epochs}, freeze_epochs=1)", "val_accuracy": row["val_accuracy"],
             "total_s": total, "epoch_s": None}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/hymenoptera_data"))
+    parser.add_argument("--data", type=Path, default=DATA / "hymenoptera_data")
     parser.add_argument("--epochs", type=int, default=2, help="epochs after the head-only epoch")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=224)

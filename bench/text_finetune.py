@@ -20,11 +20,11 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from run import BIN, DATA, timed
 
 TARGET_ACCURACY = 0.82
 
@@ -75,36 +75,27 @@ def limited(src: Path, dst: Path, per_class: int) -> Path:
 
 
 def run_peer(train: Path, test: Path, scratch: Path) -> dict:
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", PEER, str(train), str(test), str(scratch / "hf")],
-                            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if result.returncode:
-        raise SystemExit(f"HF Trainer peer failed:\n{result.stderr[-2000:]}")
-    row = json.loads(result.stdout.strip().splitlines()[-1])
-    row["wall_s"] = time.perf_counter() - start
-    return row
+    wall, out, _ = timed([sys.executable, "-c", PEER, str(train), str(test), str(scratch / "hf")],
+                         {"HF_HUB_OFFLINE": "1"})
+    return {**json.loads(out.strip().splitlines()[-1]), "wall_s": wall}
 
 
 def run_transferkit(train: Path, test: Path, scratch: Path, epochs: int) -> dict:
-    cli = str(Path(sys.executable).parent / "transferkit")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFERKIT_CACHE": str(scratch / "cache")}
-    out = scratch / "tk"
-    start = time.perf_counter()
-    result = subprocess.run([cli, "train", str(train), "--strategy", "gradual", "--epochs", str(epochs), "--out",
-                             str(out), "--overwrite", "--json"], capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    if result.returncode:
-        raise SystemExit(f"transferkit train failed:\n{result.stderr[-2000:]}")
-    metrics = json.loads(result.stdout.strip().splitlines()[-1])
-    report = subprocess.run([cli, "evaluate", str(out), str(test), "--json"], capture_output=True, text=True, env=env)
-    accuracy = json.loads(report.stdout.strip().splitlines()[-1])["accuracy"]
+    cli = str(BIN / "transferkit")
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFERKIT_CACHE": str(scratch / "cache")}
+    run_dir = scratch / "tk"
+    wall, out, _ = timed([cli, "train", str(train), "--strategy", "gradual", "--epochs", str(epochs), "--out",
+                          str(run_dir), "--overwrite", "--json"], env)
+    metrics = json.loads(out.strip().splitlines()[-1])
+    _, report, _ = timed([cli, "evaluate", str(run_dir), str(test), "--json"], env)
+    accuracy = json.loads(report.strip().splitlines()[-1])["accuracy"]
     epoch_s = sum(r["train_seconds"] for r in metrics["history"])
     return {"accuracy": accuracy, "wall_s": wall, "epoch_s": epoch_s, "val": metrics["val"]["accuracy"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default="/work/shared/data/rt_polarity")
+    parser.add_argument("--data", default=str(DATA / "rt_polarity"))
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--skip-peer", action="store_true")

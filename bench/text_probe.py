@@ -18,11 +18,11 @@ import csv
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from run import DATA, timed as run_timed
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -68,19 +68,14 @@ def export(cache: str) -> dict:
 
 def timed(role: str, train: Path, test: Path, cache: str) -> dict:
     """Run one contender in a fresh interpreter (start-up and imports count for everyone), timed from outside."""
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, __file__, "--child", role, str(train), str(test), cache],
-                            capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if result.returncode:
-        raise SystemExit(f"{role} failed:\n{result.stderr[-2000:]}")
-    return {**json.loads(result.stdout.strip().splitlines()[-1]), "seconds": seconds}
+    seconds, out, _ = run_timed([sys.executable, __file__, "--child", role, str(train), str(test), cache])
+    return {**json.loads(out.strip().splitlines()[-1]), "seconds": seconds}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--datasets", nargs="+", default=["rt_polarity", "trec"])
-    parser.add_argument("--data-root", default="/work/shared/data")
+    parser.add_argument("--data-root", default=str(DATA))
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument("--child", nargs=4, metavar=("ROLE", "TRAIN", "TEST", "CACHE"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -9,6 +9,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .backbones import DEFAULT_IMAGE_BACKBONE, BackboneSpec, fingerprint_of, resolve_backbone
+from .checkpoint import checkpoint_dir
 from .config import ConfiguredEstimator, RunConfig
 from .data import Split, _scan_split, list_image_inputs, load_image_folder
 from .errors import DataError, TransferkitError
@@ -132,7 +133,7 @@ class ImageClassifier(ConfiguredEstimator):
                                result.model.head.bias.detach().numpy().copy(), 0.0)
         self.preprocessing_ = spec.preprocessing
         self.trained_tensors_ = {k: v.numpy() for k, v in weights.items()}
-        self.checkpoint_dir_ = None if out is None else Path(out) / "checkpoints"
+        self.checkpoint_dir_ = None if out is None else checkpoint_dir(out)
         metrics: dict[str, Any] = {"data": dataset.describe(), "strategy": config.strategy,
                                    "epochs_run": len(result.history), "best_epoch": result.best_epoch,
                                    "stopped_early": result.stopped_early, "history": result.history}

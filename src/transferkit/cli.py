@@ -72,16 +72,17 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out (or the --config's run)", rich_help_panel="Fine-tuning")] = False,
 ) -> None:
     """Fit a model to DATA and save it as a run folder."""
+    from .checkpoint import CHECKPOINT_DIR, checkpoint_dir
     from .config import RunConfig
     from .rundir import check_writable
 
     if resume:  # the run folder: --out, else the one the --config belongs to (<out>/config.yaml or checkpoints/)
         if out is None and config is not None:
-            out = config.parent.parent if config.parent.name == "checkpoints" else config.parent
+            out = config.parent.parent if config.parent.name == CHECKPOINT_DIR else config.parent
         if out is None:
             raise TransferkitError("--resume needs --out (the run folder) or --config <out>/config.yaml")
         if config is None or not config.is_file():
-            config = out / "checkpoints" / "config.yaml"
+            config = checkpoint_dir(out) / "config.yaml"
     base = RunConfig.from_yaml(config) if config else RunConfig()
     overrides: dict[str, Any] = {
         "data": str(data) if data else None, "backbone": backbone, "weights": str(weights) if weights else None,
@@ -96,23 +97,21 @@ def train(
         "warmup": warmup, "bn": bn, "augment": augment, "label_smoothing": label_smoothing,
         "early_stop": early_stop, "metric": metric, "grad_clip": grad_clip, "grad_accum": grad_accum,
         "precision": precision, "workers": workers,
+        # flags only ever switch their setting on (off for the cache); unset, the --config's value stays
+        "cache": False if no_cache else None, "strict": strict or None, "balanced_sampler": balanced_sampler or None,
     }
     run_config = base.replace(**{k: v for k, v in overrides.items() if v is not None})
-    if no_cache:
-        run_config = run_config.replace(cache=False)
-    if strict:
-        run_config = run_config.replace(strict=True)
-    if balanced_sampler:
-        run_config = run_config.replace(balanced_sampler=True)
     if not run_config.data:
         raise TransferkitError("no data given: pass a DATA folder or a --config that names one")
     if out is None:
         raise TransferkitError("--out is required: the run folder to write the model to")
-    if resume and not (out / "checkpoints" / "last.pt").is_file():
-        raise TransferkitError(f"{out}: no checkpoint to resume from (expected {out / 'checkpoints' / 'last.pt'})")
+    if resume and not (checkpoint_dir(out) / "last.pt").is_file():
+        raise TransferkitError(f"{out}: no checkpoint to resume from (expected {checkpoint_dir(out) / 'last.pt'})")
     if not resume:
         check_writable(out, overwrite)  # fail before spending time on features
-    if Path(run_config.data).suffix.lower() in (".csv", ".tsv", ".jsonl"):  # text: see text.py
+    from .text import is_text_data
+
+    if is_text_data(run_config.data):  # text: see text.py
         from .text import DEFAULT_TEXT_BACKBONE, TextClassifier as Classifier
 
         if not (backbone or config):

@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import uuid
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
@@ -73,24 +74,30 @@ class TorchEngine:
             return self.net(batch).float().cpu().numpy()
 
 
+def export_atomically(path: Path, export: Callable[[str], None]) -> None:
+    """Run ``export(tmp_path)`` quietly (the exporters print pages of diagnostics), then rename the file into
+    place: concurrent exporters never see half a model."""
+    buffer = io.StringIO()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp.onnx")
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            warnings.simplefilter("ignore")
+            export(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def export_onnx(net: "nn.Module", input_size: int, path: Path) -> None:
     """Export ``net`` (uint8 NHWC -> features) with a dynamic batch dimension, atomically."""
     import torch
 
     example = torch.zeros((2, input_size, input_size, 3), dtype=torch.uint8)
-    buffer = io.StringIO()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.onnx")
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                net.eval(), (example,), str(tmp), dynamo=True, external_data=False,
-                input_names=["images"], output_names=["features"],
-                dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}},
-            )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    export_atomically(path, lambda tmp: torch.onnx.export(
+        net.eval(), (example,), tmp, dynamo=True, external_data=False,
+        input_names=["images"], output_names=["features"],
+        dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}},
+    ))
 
 
 def engine_dir(fingerprint: str, cache_dir: str | Path | None = None) -> Path:

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .checkpoint import CHECKPOINT_DIR
 from .config import RunConfig
 from .errors import RunDirError
 from .preprocessing import Preprocessing
@@ -54,7 +55,7 @@ def check_writable(path: str | Path, overwrite: bool, ignore: tuple[str, ...] = 
         raise RunDirError(f"{path}: exists and is not a folder; choose another --out")
     if path.is_dir() and not overwrite:
         entries = [p.name for p in path.iterdir() if p.name not in ignore]
-        if entries == ["checkpoints"]:
+        if entries == [CHECKPOINT_DIR]:
             raise RunDirError(f"{path}: holds an unfinished training run; pass --resume to continue it, "
                               "--overwrite to start again, or choose another --out")
         if entries:
@@ -143,8 +144,6 @@ def training_files(target: str | Path, checkpoints: Path | None,
                    history: list[dict[str, Any]]) -> tuple[tuple[str, ...], dict[str, bytes]]:
     """(``keep``, ``extra_files``) for :func:`write_run` of a fine-tuned model: saved into its own training
     folder, the checkpoints stay with it; elsewhere, the per-epoch history goes along as ``metrics.jsonl``."""
-    import json
-
     if checkpoints is not None and Path(target).resolve() == checkpoints.parent.resolve():
         extra = {}
         if (checkpoints / "metrics.jsonl").is_file():

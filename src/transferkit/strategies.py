@@ -64,12 +64,6 @@ class Strategy:
             return [Phase(0, f"last-{self.last_k}", 0, epochs, self.last_k, True)]
         return [Phase(0, "all", 0, epochs, None, True)]
 
-    def phase_at(self, epoch: int, epochs: int, freeze_epochs: int = 1) -> Phase:
-        for phase in self.phases(epochs, freeze_epochs):
-            if phase.first_epoch <= epoch <= phase.last_epoch:
-                return phase
-        raise ValueError(f"epoch {epoch} is outside the {epochs} planned epochs")
-
 
 def parse_strategy(text: str) -> Strategy:
     if text == "linear-probe":

@@ -35,15 +35,17 @@ import json
 import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from .backbones import _file_digest
+from .checkpoint import checkpoint_dir
 from .config import ConfiguredEstimator, RunConfig
 from .data import stratified_indices
+from .engines import OnnxEngine, TorchEngine, cached_onnx_engine, engine_dir, export_atomically, gpu_present
 from .errors import BackboneError, DataError, RunDirError, TransferkitError
 from .metrics import classification_metrics
 from .progress import log, progress
@@ -217,11 +219,7 @@ def _folder_digest(folder: Path) -> str:
         stat = path.stat()
         key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
         if key not in _DIGESTS:
-            file_digest = hashlib.blake2b(digest_size=16)
-            with open(path, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    file_digest.update(chunk)
-            _DIGESTS[key] = file_digest.hexdigest()
+            _DIGESTS[key] = _file_digest(path)
         digest.update(f"{name}:{_DIGESTS[key]}|".encode())
     if not found:
         raise BackboneError(f"{folder}: no model weights (model.safetensors or pytorch_model.bin) in this folder; "
@@ -335,30 +333,15 @@ def pooled_encoder(model: Any, pooling: str, normalize: bool, layers: int = 1) -
 # ----------------------------------------------------------------------------------------------------------
 # Engines: ONNX Runtime on CPU, torch on GPU (or when forced)
 # ----------------------------------------------------------------------------------------------------------
-class TextOnnxEngine:
-    name = "onnx"
-
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+class TextOnnxEngine(OnnxEngine):
+    """The image engine's session, fed token ids and an attention mask."""
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
 
 
-class TextTorchEngine:
-    name = "torch"
-
-    def __init__(self, net: "nn.Module") -> None:
-        import torch
-
-        self.torch = torch
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.net = net.eval().to(self.device)
+class TextTorchEngine(TorchEngine):
+    """The image engine's network on its device, fed token ids; fp32 (no autocast), as the ONNX engine."""
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         torch = self.torch
@@ -370,32 +353,19 @@ class TextTorchEngine:
 
 def export_text_onnx(net: "nn.Module", path: Path) -> None:
     """Export encoder + pooling with dynamic batch and sequence axes, atomically."""
-    import contextlib
-    import warnings
-
     import torch
 
     example = (torch.ones((2, 8), dtype=torch.long), torch.ones((2, 8), dtype=torch.long))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp.onnx")
-    buffer = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                net.eval(), example, str(tmp), dynamo=False, opset_version=17,
-                input_names=["input_ids", "attention_mask"], output_names=["embeddings"],
-                dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-                              "embeddings": {0: "batch"}},
-            )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    export_atomically(path, lambda tmp: torch.onnx.export(
+        net.eval(), example, tmp, dynamo=False, opset_version=17,
+        input_names=["input_ids", "attention_mask"], output_names=["embeddings"],
+        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+                      "embeddings": {0: "batch"}},
+    ))
 
 
 def open_text_engine(spec: TextBackboneSpec, engine: str = "auto", cache_dir: str | Path | None = None,
                      build_net: Callable[[], "nn.Module"] | None = None) -> TextOnnxEngine | TextTorchEngine:
-    from .engines import cached_onnx_engine, engine_dir, gpu_present
-
     if engine not in ("auto", "onnx", "torch"):
         raise TransferkitError(f"engine must be auto, onnx or torch, got {engine!r}")
     build_net = build_net or spec.build
@@ -766,7 +736,7 @@ class TextClassifier(ConfiguredEstimator):
         head = fit_probe(train_x, train_y, len(classes), val_x if len(val_texts) else None,
                          val_y if len(val_texts) else None, l2=config.l2, class_weight=config.class_weights,
                          refit=val_data is None, standardize=not self.spec_.normalize)
-        self.classes_, self.head_ = classes, head
+        self.head_ = head
         metrics: dict[str, Any] = {
             "data": describe, "strategy": strategy.name, "backbone": self.spec_.name,
             "text_column": table.text_column, "label_column": table.label_column,
@@ -810,9 +780,9 @@ class TextClassifier(ConfiguredEstimator):
             result = finetune_text(features, self._tokenizer(), config, strategy, train, val, n_classes,
                                    Path(out) if out is not None else Path(scratch), resume, head_init)
         self.net_ = result.model.features.eval()
-        self.checkpoint_dir_ = None if out is None else Path(out) / "checkpoints"
-        state = {k: v.detach() for k, v in self.net_.state_dict().items()}
-        tuned = hashlib.blake2b(f"{spec.fingerprint}|tuned|{tensor_fingerprint(state)}".encode(), digest_size=12)
+        self.checkpoint_dir_ = None if out is None else checkpoint_dir(out)
+        tuned = hashlib.blake2b(f"{spec.fingerprint}|tuned|{tensor_fingerprint(self.net_.state_dict())}".encode(),
+                                digest_size=12)
         self.spec_ = dataclasses.replace(spec, fixed_fingerprint=tuned.hexdigest())
         head = result.model.head
         self.head_ = ProbeHead(head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy(), 0.0)
@@ -834,10 +804,9 @@ class TextClassifier(ConfiguredEstimator):
         self.is_main_process_ = result.is_main
         return self
 
-    def _table(self, data: Any, labels: Sequence[Any] | None, config: RunConfig,
-               require_labels: bool = True) -> TextTable:
+    def _table(self, data: Any, labels: Sequence[Any] | None, config: RunConfig) -> TextTable:
         if isinstance(data, (str, Path)) and labels is None:
-            return read_text_table(data, config.text_column, config.label_column, require_labels, config.strict)
+            return read_text_table(data, config.text_column, config.label_column, strict=config.strict)
         texts = [data] if isinstance(data, str) else list(data)
         if labels is None:
             table = TextTable("<texts>", ["text"], "text", None)

@@ -25,7 +25,8 @@ from torch import nn
 
 from .config import RunConfig
 from .strategies import Strategy
-from .training import EpochSampler, TrainData, TrainResult, train_model
+from .text import pad_batch
+from .training import EpochSampler, TrainData, TrainResult, epoch_seed, train_model
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -70,8 +71,6 @@ class PadCollate:
         self.pad_id = pad_id
 
     def __call__(self, items: list[tuple[Sequence[int], int]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        from .text import pad_batch
-
         input_ids, mask = pad_batch([ids for ids, _ in items], self.pad_id)
         inputs = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
         return inputs, torch.tensor([label for _, label in items], dtype=torch.long)
@@ -96,7 +95,7 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
         for start in range(0, len(order), chunk):
             part = sorted(order[start:start + chunk], key=lambda i: -self.lengths[i])
             batches.extend(part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size))
-        generator = torch.Generator().manual_seed(self.sampler.seed * 100_003 + self.sampler.epoch + 1)
+        generator = torch.Generator().manual_seed(epoch_seed(self.sampler.seed, self.sampler.epoch) + 1)
         return iter([batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()])
 
 

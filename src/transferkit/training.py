@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
+from .cache import atomic_write_bytes
 from .config import RunConfig
 from .data import Split
 from .errors import DataError, TransferkitError
@@ -70,7 +71,7 @@ class TrainImages(torch.utils.data.Dataset):
             image = load_rgb(self.paths[index], draft_size=self.draft_size)
         except Exception as exc:  # noqa: BLE001
             raise DataError(f"{self.paths[index]}: cannot read image during training ({exc})") from None
-        value = (self.seed * 100_003 + self.epoch) * 1_000_003 + index
+        value = epoch_seed(self.seed, self.epoch) * 1_000_003 + index
         python_state, numpy_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):  # timm draws from `random`, torchvision from torch
             torch.manual_seed(value)
@@ -96,7 +97,7 @@ class EpochSampler(torch.utils.data.Sampler):
         return len(self.labels)
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         if self.balanced:
             counts = np.bincount(self.labels)
             weights = torch.as_tensor(1.0 / counts[self.labels], dtype=torch.float64)
@@ -180,14 +181,6 @@ class GroupInfo:
     bn: str
 
 
-def head_epochs(config: RunConfig, kind: str) -> int:
-    """gradual's head-only epochs after the probe: images 1 (the head meets augmented views), text 0 (no
-    augmentation, so the probe's head is already that phase's optimum)."""
-    if config.freeze_epochs is not None:
-        return config.freeze_epochs
-    return 1 if kind == "image" else 0
-
-
 def resolve_bn(config: RunConfig, strategy: Strategy, n_train: int) -> str:
     if config.bn != "auto":
         return config.bn
@@ -228,7 +221,6 @@ def apply_phase(model: nn.Module, phase: Phase, config: RunConfig, strategy: Str
                     groups.append({"params": plist, "lr": lr, "weight_decay": wd, "name": name})
 
     for i, (names, train) in enumerate(zip(blocks, flags)):
-        first = names[0].split(".")
         label = f"block {i} ({block_label(names)})"
         add(label, [(k, params[k]) for k in names], train, decay ** (len(blocks) - i))
     add("head", list(model.head.named_parameters()), True, 1.0)
@@ -343,18 +335,19 @@ def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
     return images.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def metric_value(metrics: dict[str, Any], name: str) -> float:
-    return {"val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"], "val_loss": metrics["log_loss"]}[name]
-
-
 def improved(value: float, best: float | None, name: str) -> bool:
     if best is None:
         return True
     return value < best if name == "val_loss" else value > best
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """One number per (run seed, epoch): sampler order, augmentation and the global RNGs all derive from it."""
+    return seed * 100_003 + epoch
+
+
 def seed_epoch(seed: int, epoch: int) -> None:
-    value = seed * 100_003 + epoch
+    value = epoch_seed(seed, epoch)
     random.seed(value)
     np.random.seed(value % (2**32))
     torch.manual_seed(value)
@@ -469,7 +462,7 @@ def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, train: 
     directory = ckpt.checkpoint_dir(out)
     start_time = time.perf_counter()
     epochs = config.setting("epochs", train.kind)
-    phases = strategy.phases(epochs, head_epochs(config, train.kind))
+    phases = strategy.phases(epochs, config.setting("freeze_epochs", train.kind))
     bn_mode = resolve_bn(config, strategy, len(train))
     if predict is None:
         def predict(net: nn.Module, inputs: Any, acc: "Accelerator | None") -> np.ndarray:
@@ -592,10 +585,12 @@ def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, train: 
                     for step, (inputs, labels) in enumerate(epoch_loader, start=skip):
                         if skip and step == skip:  # the RNG as it was at the interrupted step (dropout, mixup)
                             ckpt.set_rng_state(saved["rng"])
-                        if kill_at == f"{epoch + 1}:{step + 1}":
-                            os.kill(os.getpid(), signal.SIGKILL)
-                        if interrupt_at == f"{epoch + 1}:{step + 1}":
-                            os.kill(os.getpid(), signal.SIGINT)
+                        if kill_at or interrupt_at:  # test hooks (see the docstring)
+                            here = f"{epoch + 1}:{step + 1}"
+                            if kill_at == here:
+                                os.kill(os.getpid(), signal.SIGKILL)
+                            if interrupt_at == here:
+                                os.kill(os.getpid(), signal.SIGINT)
                         if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
                             inputs = inputs.contiguous(memory_format=torch.channels_last)
                         with accelerator.accumulate(wrapped):
@@ -646,7 +641,7 @@ def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, train: 
                 train_seconds = time.perf_counter() - epoch_start  # before validation and checkpointing
                 record: dict[str, Any] = {"epoch": epoch + 1, "phase": phase.name, "train_loss": round(train_loss, 6),
                                           "train_seconds": round(train_seconds, 3),
-                                          "lr": [round(g["lr"], 8) for g in optimizer.param_groups][-1]}
+                                          "lr": round(optimizer.param_groups[-1]["lr"], 8)}
                 is_best = False
                 if val is not None and len(val[1]):
                     if fast_head:
@@ -658,7 +653,7 @@ def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, train: 
                         proba = predict(unwrapped, val[0], accelerator)
                     m = classification_metrics(val[1], proba, [str(i) for i in range(n_classes)])
                     record.update(val_accuracy=m["accuracy"], val_macro_f1=m["macro_f1"], val_loss=m["log_loss"])
-                    value = metric_value(m, config.metric)
+                    value = record[config.metric]
                     if improved(value, best, config.metric):
                         best, best_epoch, bad_epochs, is_best = value, epoch + 1, 0, True
                     else:
@@ -672,8 +667,6 @@ def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, train: 
                         ckpt.atomic_torch_save({"format": ckpt.FORMAT + "-best", "epoch": epoch + 1,
                                                 "model": unwrapped.state_dict()}, directory / "best.pt")
                     write_last(epoch + 1, phase, optimizer, scheduler)
-                    from .cache import atomic_write_bytes
-
                     atomic_write_bytes(directory / "metrics.jsonl",
                                        "".join(json.dumps(r) + "\n" for r in history).encode())
                     shown = {k: v for k, v in record.items() if k not in ("epoch", "phase")}
