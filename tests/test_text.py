@@ -239,6 +239,11 @@ def test_fit_predict_save_load_roundtrip(tmp_path: Path, cache: str) -> None:
         clf.save(run)
 
 
+def test_fit_on_texts_without_labels_is_a_clear_error(cache: str) -> None:
+    with pytest.raises(DataError, match="no labels to learn from"):
+        make_clf(cache).fit(POS + NEG)
+
+
 def test_multiclass_jsonl_class_weights_and_evaluate(tmp_path: Path, cache: str) -> None:
     train = tmp_path / "train.jsonl"
     rows = [{"sentence": t, "topic": c} for c, texts in TOPICS.items() for t in texts[:5]]

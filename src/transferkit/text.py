@@ -702,6 +702,9 @@ class TextClassifier(ConfiguredEstimator):
             log(f"warning: skipped {len(table.skipped)} row(s) of {table.path}: line {first['line']} "
                 f"({first['reason']}){' ...' if len(table.skipped) > 1 else ''} (use --strict to stop instead)")
         classes = sort_classes(table.labels)
+        if not classes:
+            raise DataError(f"{table.path}: no labels to learn from; pass labels=[...] with the texts, or a file "
+                            "with a label column")
         if len(classes) < 2:
             raise DataError(f"{table.path}: only one label ('{classes[0]}') found; a classifier needs at least 2")
         index = {c: i for i, c in enumerate(classes)}

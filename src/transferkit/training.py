@@ -332,7 +332,7 @@ def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int, acceler
 
 def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
     """Float NCHW in [0, 1] (the training transform's output) back to the engines' uint8 NHWC input."""
-    return images.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    return images.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 def improved(value: float, best: float | None, name: str) -> bool:
@@ -646,9 +646,9 @@ def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, train: 
                 if val is not None and len(val[1]):
                     if fast_head:
                         if val_features is None:  # the backbone is frozen in this phase: embed val once
-                            val_features = torch.from_numpy(frozen_features(val[0]))
+                            val_features = torch.from_numpy(frozen_features(val[0])).to(accelerator.device)
                         with torch.no_grad():
-                            proba = torch.softmax(unwrapped.head(val_features).float(), dim=1).numpy()
+                            proba = torch.softmax(unwrapped.head(val_features).float(), dim=1).cpu().numpy()
                     else:
                         proba = predict(unwrapped, val[0], accelerator)
                     m = classification_metrics(val[1], proba, [str(i) for i in range(n_classes)])
