@@ -53,9 +53,10 @@ def run_transferkit(data: Path, args: argparse.Namespace, out: Path, epochs: int
 def make_loaders(data: Path, args: argparse.Namespace):
     import torch
 
-    from transferkit.backbones import resolve_backbone
-    from transferkit.data import load_image_folder
-    from transferkit.training import EpochSampler, TrainImages, decode_split, default_workers, train_transform
+    from transferkit.modalities.image.backbones import resolve_backbone
+    from transferkit.modalities.image.folders import load_image_folder
+    from transferkit.modalities.image.training import TrainImages, decode_split, train_transform
+    from transferkit.train.data import EpochSampler, loader_workers as default_workers
 
     spec = resolve_backbone("efficientnet_lite0", input_size=args.image_size)
     folder = load_image_folder(data)
@@ -71,7 +72,7 @@ def run_eager(data: Path, args: argparse.Namespace) -> dict:
     """The same model and data through a textbook loop: NCHW float, AdamW, all parameters, no accelerate."""
     import torch
 
-    from transferkit.modeling import ImageModel
+    from transferkit.modalities.image.model import ImageModel
 
     spec, folder, loader, val_images, val_labels = make_loaders(data, args)
     backbone = spec.build()

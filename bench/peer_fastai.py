@@ -17,8 +17,8 @@ START = time.perf_counter()
 import torch  # noqa: E402
 from fastai.vision.all import ImageDataLoaders, Learner, Resize, accuracy  # noqa: E402
 
-from transferkit.backbones import resolve_backbone  # noqa: E402
-from transferkit.modeling import ImageModel  # noqa: E402
+from transferkit.modalities.image.backbones import resolve_backbone  # noqa: E402
+from transferkit.modalities.image.model import ImageModel  # noqa: E402
 
 
 def main(root: str, epochs: int) -> None:

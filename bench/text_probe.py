@@ -60,7 +60,8 @@ def ours(train: Path, test: Path, cache: str) -> dict:
 
 def export(cache: str) -> dict:
     """The once-per-encoder ONNX export into ``cache`` (of the encoder a default TextClassifier reads)."""
-    from transferkit.text import TextClassifier, open_text_engine
+    from transferkit.estimators.text import TextClassifier
+    from transferkit.modalities.text.encoder import open_text_engine
 
     open_text_engine(TextClassifier()._spec(), "onnx", cache)
     return {}

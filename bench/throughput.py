@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from transferkit.backbones import resolve_backbone
-from transferkit.features import FeatureSource, extract_features
-from transferkit.modeling import FeatureNet
-from transferkit.pipeline import decode_batches
+from transferkit.modalities.image.backbones import resolve_backbone
+from transferkit.modalities.image.features import FeatureSource, extract_features
+from transferkit.modalities.image.model import FeatureNet
+from transferkit.modalities.image.pipeline import decode_batches
 
 
 def main(folder: str, limit: int) -> dict[str, float]:

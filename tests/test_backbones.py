@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from transferkit.backbones import PACKAGED, list_backbones, load_weights, read_state_dict, resolve_backbone
+from transferkit.modalities.image.backbones import PACKAGED, list_backbones, load_weights, read_state_dict, resolve_backbone
 from transferkit.errors import BackboneError
 
 

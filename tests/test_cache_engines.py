@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from conftest import make_folder, make_image
-from transferkit.backbones import resolve_backbone
-from transferkit.cache import FeatureStore, cache_clear, cache_info
-from transferkit.engines import OnnxEngine, TorchEngine, open_engine
-from transferkit.features import FeatureSource, extract_features
+from transferkit.modalities.image.backbones import resolve_backbone
+from transferkit.features.cache import FeatureStore, cache_clear, cache_info
+from transferkit.features.engines import OnnxEngine, TorchEngine, open_engine
+from transferkit.modalities.image.features import FeatureSource, extract_features
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_concurrent_writers_do_not_corrupt(tmp_path: Path):
 
 def test_onnx_and_torch_engines_agree(tmp_path: Path, source: FeatureSource):
     root = make_folder(tmp_path / "d", {"": 2})
-    from transferkit.pipeline import decode_batches
+    from transferkit.modalities.image.pipeline import decode_batches
 
     batch = next(decode_batches(files_of(root), source.preprocessing, batch_size=8))
     onnx = open_engine(source.fingerprint, 64, source.build_net, "onnx", label="t")
@@ -87,7 +87,7 @@ def test_onnx_and_torch_engines_agree(tmp_path: Path, source: FeatureSource):
 
 
 def test_export_failure_falls_back_to_torch(tmp_path: Path, source: FeatureSource, monkeypatch, capsys):
-    import transferkit.engines as engines
+    import transferkit.features.engines as engines
 
     def broken(*args, **kwargs):
         raise RuntimeError("unsupported operator for this test")

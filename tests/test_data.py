@@ -5,9 +5,9 @@ import pytest
 from PIL import Image
 
 from conftest import COLOURS, FAST, make_folder, make_image
-from transferkit.data import load_image_folder
+from transferkit.modalities.image.folders import load_image_folder
 from transferkit.errors import DataError
-from transferkit.images import load_rgb
+from transferkit.modalities.image.images import load_rgb
 
 
 def test_split_layout_and_auto_stratified_split(tmp_path: Path):
@@ -69,7 +69,7 @@ def test_exif_orientation_is_honoured(tmp_path: Path):
 
 
 def test_decompression_bomb_is_rejected(tmp_path: Path, monkeypatch):
-    import transferkit.images as images
+    import transferkit.modalities.image.images as images
 
     make_image(tmp_path / "big.png", (0, 0, 0), size=64)
     monkeypatch.setattr(images.Image, "MAX_IMAGE_PIXELS", 1000)

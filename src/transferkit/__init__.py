@@ -10,7 +10,7 @@ from typing import Any
 __version__ = "0.1.0"
 __all__ = ["ImageClassifier", "RunConfig", "TextClassifier"]
 
-_LAZY = {"ImageClassifier": "classifier", "RunConfig": "config", "TextClassifier": "text"}
+_LAZY = {"ImageClassifier": "estimators.image", "RunConfig": "config", "TextClassifier": "estimators.text"}
 
 
 def __getattr__(name: str) -> Any:

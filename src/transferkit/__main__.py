@@ -1,3 +1,3 @@
-from .cli import main
+from transferkit.cli import main
 
 main()

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import TransferkitError
+from transferkit.errors import TransferkitError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "multistep", "cosine", "one-cycle")
@@ -123,7 +123,7 @@ class RunConfig:
         check("feature_layers", self.feature_layers is None or (isinstance(self.feature_layers, int)
                                                                 and self.feature_layers >= 1),
               "a positive number of final encoder layers or null")
-        from .strategies import parse_strategy
+        from transferkit.train.strategies import parse_strategy
 
         parse_strategy(self.strategy)
 
@@ -157,7 +157,7 @@ class RunConfig:
 
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
-            from .cache import atomic_write_bytes
+            from transferkit.atomic import atomic_write_bytes
 
             atomic_write_bytes(Path(path), text.encode())
         return text
@@ -179,20 +179,3 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
-
-
-class ConfiguredEstimator:
-    """scikit-learn's parameter protocol over a :class:`RunConfig` (shared by the image and text classifiers)."""
-
-    config: RunConfig
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {k: v for k, v in self.config.to_dict().items() if k != "data"}
-
-    def set_params(self, **params: Any) -> "ConfiguredEstimator":
-        self.config = self.config.replace(**params)
-        return self
-
-    def __repr__(self) -> str:
-        changed = {k: v for k, v in self.get_params().items() if v != RunConfig.__dataclass_fields__[k].default}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .progress import log
+from transferkit.progress import log
 
 
 RAW = "raw-pixel logistic regression"
@@ -49,9 +49,9 @@ def run_demo(per_class: int = 10, seed: int = 0, workdir: Path | None = None) ->
     from rich.console import Console
     from rich.table import Table
 
-    from .classifier import ImageClassifier
-    from .data import load_image_folder
-    from .probe import fit_probe
+    from transferkit.estimators.image import ImageClassifier
+    from transferkit.modalities.image.folders import load_image_folder
+    from transferkit.heads.probe import fit_probe
 
     console = Console(highlight=False)
     temporary = workdir is None

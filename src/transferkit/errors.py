@@ -17,3 +17,11 @@ class BackboneError(TransferkitError):
 
 class RunDirError(TransferkitError):
     """A run directory is missing, incomplete, or would be overwritten."""
+
+
+class TrainingError(TransferkitError):
+    """Training cannot go on (non-finite loss, nothing to train)."""
+
+
+class CheckpointError(TransferkitError):
+    """A checkpoint is missing, damaged, or does not belong to the run being resumed."""

@@ -1,0 +1,35 @@
+"""One way to write a file so a kill at any moment leaves either the old file or the whole new one.
+
+Every writer (run files, checkpoints, cached features and engines) writes to a temporary sibling and renames
+it into place with ``os.replace``; readers therefore never see half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Callable
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
+    """Call ``write(tmp_path)``, then rename the temporary file to ``path`` (``suffix`` keeps the extension
+    some writers insist on, such as ``.onnx``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    atomic_write(path, write)

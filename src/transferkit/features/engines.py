@@ -1,0 +1,173 @@
+"""Inference engines for a frozen feature network: ONNX Runtime on CPU, torch on GPU (or when forced).
+
+Both take ``uint8`` NHWC batches and return float32 features, so the decoder and the cache never care
+which one runs. Exported ONNX graphs are cached per model fingerprint and input size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import uuid
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Protocol
+
+import numpy as np
+
+from transferkit.atomic import atomic_write_bytes
+
+from transferkit.features.cache import cache_root
+from transferkit.progress import log
+
+if TYPE_CHECKING:
+    from torch import nn
+
+ENGINES = ("auto", "onnx", "torch")
+
+
+class Engine(Protocol):
+    name: str
+
+    def __call__(self, images: np.ndarray) -> np.ndarray: ...
+
+
+def gpu_present() -> bool:
+    """Cheap check that avoids importing torch on machines without an NVIDIA device."""
+    if not os.path.exists("/dev/nvidiactl"):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class OnnxEngine:
+    name = "onnx"
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(images)})[0]
+
+
+class TorchEngine:
+    name = "torch"
+
+    def __init__(self, net: "nn.Module", device: str | None = None) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.net = net.eval().to(self.device, memory_format=torch.channels_last)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        batch = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+            return self.net(batch).float().cpu().numpy()
+
+
+def export_atomically(path: Path, export: Callable[[str], None]) -> None:
+    """Run ``export(tmp_path)`` quietly (the exporters print pages of diagnostics), then rename the file into
+    place: concurrent exporters never see half a model."""
+    buffer = io.StringIO()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp.onnx")
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            warnings.simplefilter("ignore")
+            export(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def export_onnx(net: "nn.Module", input_size: int, path: Path) -> None:
+    """Export ``net`` (uint8 NHWC -> features) with a dynamic batch dimension, atomically."""
+    import torch
+
+    example = torch.zeros((2, input_size, input_size, 3), dtype=torch.uint8)
+    export_atomically(path, lambda tmp: torch.onnx.export(
+        net.eval(), (example,), tmp, dynamo=True, external_data=False,
+        input_names=["images"], output_names=["features"],
+        dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}},
+    ))
+
+
+def engine_dir(fingerprint: str, cache_dir: str | Path | None = None) -> Path:
+    return cache_root(cache_dir) / "engines" / fingerprint
+
+
+def open_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.Module"], engine: str = "auto",
+                cache_dir: str | Path | None = None, label: str = "") -> Engine:
+    """The engine to extract features with; ``build_net`` is only called when a network must be built.
+
+    ``auto`` picks torch on a GPU and ONNX Runtime on CPU. When the ONNX export fails for an architecture,
+    it falls back to torch with a one-line notice.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "auto":
+        engine = "torch" if gpu_present() else "onnx"
+    if engine == "torch":
+        return TorchEngine(build_net())
+    path = engine_dir(fingerprint, cache_dir) / f"features-{input_size}.onnx"
+    return cached_onnx_engine(path, build_net, lambda net, target: export_onnx(net, input_size, target),
+                              {"backbone": label, "input_size": input_size}, label, OnnxEngine, TorchEngine)
+
+
+def cached_onnx_engine(path: Path, build_net: Callable[[], "nn.Module"],
+                       export: Callable[["nn.Module", Path], None], meta: dict, label: str,
+                       onnx_engine: Callable[[Path], Engine], torch_engine: Callable[["nn.Module"], Engine]) -> Engine:
+    """``onnx_engine(path)``, exporting ``build_net()`` there first if needed (with its tensors and ``meta``).
+
+    When the export fails for an architecture, falls back to ``torch_engine`` with a one-line notice.
+    """
+    if not path.exists():
+        log(f"exporting {label or 'backbone'} to ONNX once (cached in {path.parent})")
+        net = build_net()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            export(net, path)
+            _store_net_tensors(net, path.parent / "features.safetensors")
+            atomic_write_bytes(path.parent / "meta.json", json.dumps(meta).encode())
+        except Exception as exc:  # noqa: BLE001 - any exporter failure: fall back, say so in one line
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            log(f"notice: ONNX export failed for {label or 'this backbone'} ({reason}); using torch instead")
+            return torch_engine(net)
+    return onnx_engine(path)
+
+
+def net_tensors(fingerprint: str, build_net: Callable[[], "nn.Module"], cache_dir: str | Path | None = None,
+                use_cache: bool = True) -> dict[str, np.ndarray]:
+    """The feature network's state dict as numpy arrays, cached beside its engine.
+
+    Saving a probe run then needs no torch: the frozen backbone's tensors are read back from the cache.
+    """
+    from safetensors.numpy import load_file
+
+    path = engine_dir(fingerprint, cache_dir) / "features.safetensors"
+    if use_cache and path.exists():
+        return load_file(str(path))
+    net = build_net()
+    if use_cache:
+        _store_net_tensors(net, path)
+    return {k: v.detach().cpu().contiguous().numpy() for k, v in net.state_dict().items()}
+
+
+def _store_net_tensors(net: "nn.Module", path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    tensors = {k: v.detach().cpu().contiguous().numpy() for k, v in net.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path)

@@ -1,0 +1,87 @@
+"""Image files -> backbone features, through the feature cache and the fastest available engine."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from transferkit.features.cache import FeatureStore, file_key
+from transferkit.features.engines import open_engine
+from transferkit.modalities.image.pipeline import decode_batches
+from transferkit.modalities.image.preprocessing import Preprocessing
+from transferkit.progress import progress
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from transferkit.modalities.image.backbones import BackboneSpec
+
+
+@dataclass
+class FeatureSource:
+    """A frozen feature network as the extractor sees it: its identity, input, and how to build it."""
+
+    fingerprint: str
+    preprocessing: Preprocessing
+    build_net: Callable[[], "nn.Module"]  # uint8 NHWC -> features; called only if no cached engine fits
+    label: str = ""
+
+    @classmethod
+    def from_spec(cls, spec: "BackboneSpec") -> "FeatureSource":
+        def build() -> "nn.Module":
+            from transferkit.modalities.image.model import FeatureNet
+
+            return FeatureNet(spec.build(), spec.preprocessing).eval()
+
+        return cls(spec.fingerprint, spec.preprocessing, build, spec.name)
+
+
+@dataclass
+class FeatureResult:
+    features: np.ndarray  # float32 [n_ok, d], rows in input order of the files that decoded
+    ok: np.ndarray  # bool [n]: which input files have a row
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    cached: int = 0
+    extracted: int = 0
+    seconds: float = 0.0
+
+
+def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engine: str = "auto",
+                     batch_size: int = 64, workers: int | None = None, use_cache: bool = True,
+                     cache_dir: str | Path | None = None, cache_dtype: str = "float32",
+                     show_progress: bool = True) -> FeatureResult:
+    """Features for ``paths``; only files the cache does not hold (new or changed) go through the network."""
+    start = time.perf_counter()
+    paths = [str(p) for p in paths]
+    keys = [file_key(p) for p in paths]
+    meta = {"backbone": source.label, "input_size": source.preprocessing.input_size}
+    store = FeatureStore.open(source.fingerprint, cache_dir, cache_dtype, meta) if use_cache else None
+    missing = [i for i, key in enumerate(keys) if store is None or key not in store]
+    new_rows: dict[int, np.ndarray] = {}
+    failed: list[tuple[str, str]] = []
+    if missing:
+        run = open_engine(source.fingerprint, source.preprocessing.input_size, source.build_net, engine,
+                          cache_dir, source.label)
+        with progress(len(missing), f"features ({source.label}, {run.name})", show_progress) as advance:
+            todo = [paths[i] for i in missing]
+            for batch in decode_batches(todo, source.preprocessing, batch_size, workers):
+                failed.extend((todo[j], reason) for j, reason in batch.failed)
+                if len(batch.indices):
+                    for j, row in zip(batch.indices, run(batch.images)):
+                        new_rows[missing[j]] = row
+                advance(len(batch.indices) + len(batch.failed))
+        if store is not None:
+            order = sorted(new_rows)
+            store.put([keys[i] for i in order], np.stack([new_rows[i] for i in order]) if order else np.zeros((0, 0)))
+    ok = np.array([i in new_rows or (store is not None and keys[i] in store) for i in range(len(paths))], dtype=bool)
+    rows = []
+    cached_positions = [i for i in range(len(paths)) if ok[i] and i not in new_rows]
+    cached_rows = dict(zip(cached_positions, store.get([keys[i] for i in cached_positions]))) if cached_positions else {}
+    for i in np.flatnonzero(ok):
+        rows.append(new_rows[i] if i in new_rows else cached_rows[i])
+    features = np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, 0), dtype=np.float32)
+    return FeatureResult(features, ok, failed, len(cached_positions), len(new_rows), time.perf_counter() - start)

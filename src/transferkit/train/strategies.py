@@ -1,0 +1,137 @@
+"""Transfer strategies by name: small objects that decide, per phase, which parameters train, at which LR.
+
+    linear-probe   frozen backbone, a logistic-regression head on cached features (no training loop)
+    finetune       everything trains from the first epoch
+    last-k:N       the last N backbone blocks + the head train; the rest stays frozen (and in eval mode)
+    gradual        phase 1: the head only, initialised from the linear-probe solution; phase 2: everything,
+                   with discriminative (layer-decayed) learning rates (LP-FT, fastai's ``fine_tune``)
+    scratch        the same architecture, randomly initialised, everything trains
+
+"Blocks" are the backbone's coarse parameter groups in output order (timm's ``group_matcher(coarse=True)``:
+stem, then one group per stage; transformers encoders: embeddings, one group per layer, then the rest
+(pooler); other models: the top-level child modules).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from transferkit.errors import TransferkitError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+STRATEGY_NAMES = ("linear-probe", "finetune", "last-k:N", "gradual", "scratch")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of epochs with one set of trainable parameters (one optimiser and schedule)."""
+
+    index: int
+    name: str
+    first_epoch: int  # 0-based, inclusive
+    epochs: int
+    train_blocks: int | None  # backbone blocks that train, counted from the output end; None = all, 0 = none
+    layer_decay: bool  # discriminative LRs over the blocks in this phase
+
+    @property
+    def last_epoch(self) -> int:
+        return self.first_epoch + self.epochs - 1
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    frozen_backbone: bool  # True only for the feature-cache linear probe (no training loop)
+    last_k: int | None = None
+    pretrained: bool = True
+    init_head_from_probe: bool = False
+
+    def phases(self, epochs: int, freeze_epochs: int = 1) -> list[Phase]:
+        """The phases covering ``epochs`` epochs in total."""
+        if self.frozen_backbone:
+            return []
+        if self.name == "gradual":  # freeze_epochs 0: the probe's head is the whole head-only phase (LP-FT)
+            head = min(freeze_epochs, epochs)
+            phases = [Phase(0, "head", 0, head, 0, False)] if head else []
+            if epochs > head:
+                phases.append(Phase(len(phases), "all", head, epochs - head, None, True))
+            return phases
+        if self.name == "last-k":
+            return [Phase(0, f"last-{self.last_k}", 0, epochs, self.last_k, True)]
+        return [Phase(0, "all", 0, epochs, None, True)]
+
+
+def parse_strategy(text: str) -> Strategy:
+    if text == "linear-probe":
+        return Strategy("linear-probe", frozen_backbone=True)
+    if text == "finetune":
+        return Strategy("finetune", frozen_backbone=False)
+    if text == "gradual":
+        return Strategy("gradual", frozen_backbone=False, init_head_from_probe=True)
+    if text == "scratch":
+        return Strategy("scratch", frozen_backbone=False, pretrained=False)
+    if text.startswith("last-k:"):
+        count = text.partition(":")[2]
+        if not count.isdigit() or int(count) < 1:
+            raise TransferkitError(f"strategy '{text}': expected last-k:N with N a positive integer, e.g. last-k:2")
+        return Strategy("last-k", frozen_backbone=False, last_k=int(count))
+    raise TransferkitError(f"strategy '{text}' is not known; choose one of: {', '.join(STRATEGY_NAMES)}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Blocks of a backbone (torch needed from here on)
+# ----------------------------------------------------------------------------------------------------------
+def backbone_blocks(backbone: "nn.Module") -> list[list[str]]:
+    """Parameter names of the backbone grouped into blocks, input end first."""
+    names = [n for n, _ in backbone.named_parameters()]
+    if hasattr(backbone, "group_matcher"):
+        from timm.models import group_parameters
+
+        grouped = group_parameters(backbone, backbone.group_matcher(coarse=True))
+        blocks = [list(grouped[k]) for k in sorted(grouped)]
+    elif any(LAYER_INDEX.search(n) for n in names):
+        blocks = layer_blocks(names)
+    else:
+        order: dict[str, list[str]] = {}
+        for name in names:
+            order.setdefault(name.split(".")[0], []).append(name)
+        blocks = list(order.values())
+    blocks = [b for b in blocks if b]
+    covered = {n for b in blocks for n in b}
+    missing = [n for n in names if n not in covered]
+    if missing:  # anything the matcher left out belongs with the stem
+        blocks[0] = missing + blocks[0]
+    return blocks
+
+
+LAYER_INDEX = re.compile(r"(?:^|\.)(?:layer|layers|block|blocks|h)\.(\d+)\.")
+
+
+def layer_blocks(names: list[str]) -> list[list[str]]:
+    """Transformer-style names (``encoder.layer.3.attention...``): what precedes the first layer (embeddings),
+    one block per layer index, and what follows the last layer (pooler, final norm) with the last layer."""
+    before: list[str] = []
+    layers: dict[int, list[str]] = {}
+    after: list[str] = []
+    for name in names:
+        match = LAYER_INDEX.search(name)
+        if match:
+            layers.setdefault(int(match.group(1)), []).append(name)
+        elif layers:
+            after.append(name)
+        else:
+            before.append(name)
+    blocks = [before] + [layers[i] for i in sorted(layers)]
+    blocks[-1] = blocks[-1] + after
+    return blocks
+
+
+def trainable_blocks(n_blocks: int, train_blocks: int | None) -> list[bool]:
+    """Which of ``n_blocks`` blocks train when the last ``train_blocks`` do (None = all)."""
+    if train_blocks is None:
+        return [True] * n_blocks
+    return [i >= n_blocks - train_blocks for i in range(n_blocks)]
