@@ -203,7 +203,7 @@ def test_augmentation_depends_on_seed_epoch_and_index_only(data: Path) -> None:
 
     split = load_image_folder(data).train
     train = image_train_data(split, resolve_backbone("efficientnet_lite0", input_size=32).preprocessing,
-                             RunConfig(seed=1, augment="light", workers=0))
+                             RunConfig(seed=1, augment="light", workers=0), 2)
     train.dataset.set_epoch(3)
     first = train.dataset[5][0]
     torch.manual_seed(123)
