@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import faults
 from transferkit.errors import TransferkitError
 
 SMALL = dict(image_size=32, batch_size=4, workers=0, engine="torch")
@@ -36,9 +37,10 @@ def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return make_folder(tmp_path / "data")
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "transferkit", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+def cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess; ``fault`` runs it with the test's fault-injection callback (tests/faults.py)."""
+    argv = faults.command(*args, "--callback", f"fault:{fault}") if fault else [sys.executable, "-m", "transferkit", *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ), timeout=300)
 
 
 SMALL_ARGS = ("--image-size", "32", "--batch-size", "4", "--workers", "0", "--engine", "torch")
@@ -97,7 +99,7 @@ def test_gradual_fit_save_load_predict(data: Path, tmp_path: Path) -> None:
     assert clf.source_.fingerprint != pretrained_fp  # cached features of the pretrained backbone never reused
     clf.save(out)
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
-    assert (out / "checkpoints" / "last.pt").is_file() and (out / "checkpoints" / "best.pt").is_file()
+    assert (out / "checkpoints" / "last.safetensors").is_file() and (out / "checkpoints" / "best.safetensors").is_file()
     loaded = ImageClassifier.load(out)
     loaded.config = loaded.config.replace(engine="torch")
     assert loaded.source_.fingerprint == clf.source_.fingerprint
@@ -115,33 +117,37 @@ def test_early_stop_and_metrics(data: Path, tmp_path: Path) -> None:
     assert clf.metrics_["best_epoch"] == 1
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data: Path, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data: Path, tmp_path: Path) -> None:
     import torch
 
-    from transferkit.train import loop as training
-    from transferkit.train.state import load
+    from transferkit.errors import TrainingError
     from transferkit.estimators.image import ImageClassifier
+    from transferkit.train.losses import LossTerm
+    from transferkit.train.registries import LOSS_TERMS
+    from transferkit.train.state import load
 
-    real = training.soft_cross_entropy
-    calls = {"n": 0}
+    class Poison(LossTerm):  # a loss term that turns NaN after 3 steps (= epoch 1)
+        name = "poison"
+        calls = 0
 
-    def poisoned(logits, targets, weights):
-        calls["n"] += 1
-        loss = real(logits, targets, weights)
-        return loss * torch.tensor(float("nan")) if calls["n"] > 3 else loss  # 3 steps = epoch 1
+        def forward(self, batch, outputs):
+            Poison.calls += 1
+            return outputs.logits.sum() * (torch.tensor(float("nan")) if Poison.calls > 3 else 0.0)
 
-    monkeypatch.setattr(training, "soft_cross_entropy", poisoned)
-    with pytest.raises(training.TrainingError, match=r"loss became nan at epoch 2, step 1.*last good checkpoint \(epoch 1\)"):
-        ImageClassifier(strategy="finetune", epochs=3, **SMALL).fit(data, out=tmp_path / "run")
-    assert load(tmp_path / "run" / "checkpoints" / "last.pt")["epoch"] == 1
+    LOSS_TERMS.register("poison", Poison, replace=True)
+    try:
+        with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, step 1.*last good checkpoint \(epoch 1\)"):
+            ImageClassifier(strategy="finetune", epochs=3, methods=["poison"], **SMALL).fit(data, out=tmp_path / "run")
+    finally:
+        LOSS_TERMS.unregister("poison")
+    assert load(tmp_path / "run" / "checkpoints" / "last.safetensors")["state"]["epoch"] == 1
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(data: Path, tmp_path: Path) -> None:
     args = ("train", str(data), "--strategy", "gradual", "--epochs", "3", "--seed", "3", *SMALL_ARGS)
     straight = cli(*args, "--out", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
-    killed = cli(*args, "--out", str(tmp_path / "killed"), env={"TRANSFERKIT_KILL_AT": "3:2"})
+    killed = cli(*args, "--out", str(tmp_path / "killed"), fault="at=3:2")
     assert killed.returncode == -9  # SIGKILL in the middle of epoch 3 (phase 'all')
     assert not (tmp_path / "killed" / "model.safetensors").exists()
     again = cli(*args, "--out", str(tmp_path / "killed"))
@@ -171,13 +177,13 @@ def test_ctrl_c_mid_epoch_writes_a_checkpoint_and_resume_matches(data: Path, tmp
     args = ("train", str(data), "--strategy", "finetune", "--epochs", "2", "--seed", "4", *SMALL_ARGS)
     straight = cli(*args, "--out", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
-    stopped = cli(*args, "--out", str(tmp_path / "stopped"), env={"TRANSFERKIT_INTERRUPT_AT": "1:2"})
+    stopped = cli(*args, "--out", str(tmp_path / "stopped"), fault="at=1:2,action=interrupt")
     assert stopped.returncode == 130, stopped.stderr
     assert "interrupted in epoch 1 after step 2/3" in stopped.stderr and "--resume" in stopped.stderr
     assert "Traceback" not in stopped.stderr
-    import torch
+    from transferkit.train.state import load
 
-    last = torch.load(tmp_path / "stopped" / "checkpoints" / "last.pt", weights_only=False)
+    last = load(tmp_path / "stopped" / "checkpoints" / "last.safetensors")["state"]
     assert (last["epoch"], last["step"]) == (0, 2)
     resumed = cli(*args, "--out", str(tmp_path / "stopped"), "--resume")
     assert resumed.returncode == 0, resumed.stderr

@@ -327,7 +327,7 @@ def test_length_grouped_batches_cover_each_text_once_and_pad_little() -> None:
 
 
 def test_transformer_blocks_are_embeddings_then_layers(cache: str) -> None:
-    from transferkit.train.strategies import backbone_blocks
+    from transferkit.train.blocks import backbone_blocks
 
     encoder = resolve_text_backbone().build().encoder
     blocks = backbone_blocks(encoder)
@@ -352,7 +352,7 @@ def test_gradual_finetune_trains_encoder_saves_and_reloads(tmp_path: Path, cache
     changed = [k for k in pretrained if not np.allclose(pretrained[k].numpy(), tuned[k].numpy())]
     assert any(".layer.0." in k for k in changed) and any(".layer.5." in k for k in changed)
     run = clf.save(tmp_path / "run")
-    assert (run / "checkpoints" / "last.pt").is_file() and (run / "metrics.jsonl").is_file()
+    assert (run / "checkpoints" / "last.safetensors").is_file() and (run / "metrics.jsonl").is_file()
     texts = ["an unexpected little gem", "not worth the ticket"]
     loaded = TextClassifier.load(run)
     loaded.verbose = False
@@ -364,17 +364,20 @@ def test_text_finetune_resume_after_sigkill_matches(tmp_path: Path, cache: str) 
     import subprocess
     import sys
 
+    import faults
+
     train = write_csv(tmp_path / "train.csv", sentiment_rows())
     args = ["train", str(train), "--strategy", "finetune", "--epochs", "2", "--batch-size", "6", "--max-length", "16",
             "--cache-dir", cache, "--precision", "no", "--seed", "2"]
 
-    def cli(*extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "transferkit", *args, *extra], capture_output=True, text=True,
-                              env={**os.environ, **(env or {})}, timeout=300)
+    def cli(*extra: str, fault: str | None = None) -> subprocess.CompletedProcess:
+        argv = (faults.command(*args, *extra, "--callback", f"fault:{fault}") if fault
+                else [sys.executable, "-m", "transferkit", *args, *extra])
+        return subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ), timeout=300)
 
     straight = cli("--out", str(tmp_path / "a"))
     assert straight.returncode == 0, straight.stderr
-    killed = cli("--out", str(tmp_path / "b"), env={"TRANSFERKIT_KILL_AT": "2:2"})
+    killed = cli("--out", str(tmp_path / "b"), fault="at=2:2")
     assert killed.returncode == -9
     resumed = cli("--out", str(tmp_path / "b"), "--resume")
     assert resumed.returncode == 0, resumed.stderr

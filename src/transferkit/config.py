@@ -1,21 +1,39 @@
-"""One object describes a run; it round-trips to YAML, and re-running a saved ``config.yaml`` reproduces it."""
+"""One object describes a run; it round-trips to YAML, and re-running a saved ``config.yaml`` reproduces it.
+
+Each field is declared once: its type (a ``Literal`` lists the allowed values), default, help text, the
+``--help`` panel it shows in and, where the type alone does not say it, which values are valid. Validation
+and the ``transferkit train`` options are both generated from these declarations (see cli/train.py).
+This module stays torch-free: the CLI imports it to build ``--help``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Literal
 
+from transferkit.atomic import atomic_write_bytes
 from transferkit.errors import TransferkitError
+from transferkit.registry import Registry
+from transferkit.train.registries import ADAPTERS, CALLBACKS, LOSS_TERMS
+from transferkit.train.strategies import STRATEGY_NAMES, parse_strategy
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "step", "multistep", "cosine", "one-cycle")
-BN_MODES = ("auto", "frozen", "train")
-AUGMENTS = ("none", "light", "strong")
-METRICS = ("val_accuracy", "val_macro_f1", "val_loss")
-PRECISIONS = ("auto", "no", "bf16", "fp16")
+Optimizer = Literal["sgd", "adam", "adamw"]
+Schedule = Literal["constant", "step", "multistep", "cosine", "one-cycle"]
+BnMode = Literal["auto", "frozen", "train"]
+Augment = Literal["none", "light", "strong"]
+Metric = Literal["val_accuracy", "val_macro_f1", "val_loss"]
+Precision = Literal["auto", "no", "bf16", "fp16"]
+Engine = Literal["auto", "onnx", "torch"]
+CacheDtype = Literal["float32", "float16"]
+ClassWeights = Literal["auto", "none"]
+Pooling = Literal["auto", "mean", "cls"]
 
+# --help panels (train's own options show under "Options")
+MODEL, DATA, FEATURES, HEAD, FINE_TUNING, TEXT = "Model", "Data", "Features", "Head", "Fine-tuning", "Text"
 
 # Fine-tuning defaults that differ between images and text; the matching config fields stay null until set.
 # Text: rt_polarity / MiniLM-L6, one gradual epoch: batch 32 beat 64 (test 0.835 vs 0.816), LR 2e-4 with
@@ -30,102 +48,127 @@ SGD_LR = 1e-2
 INFERENCE_BATCH = 64
 
 
+def declare(default: Any, help: str, panel: str, valid: Callable[[Any], bool] | None = None,
+            expected: str | None = None, option: str | None = None) -> Any:
+    """A config field. ``valid`` checks a value of the right type (it may raise its own one-line error);
+    ``expected`` describes the valid values in error messages (default: from the type); ``option`` names the
+    CLI option when it is not the field name (a list field's option is singular and repeatable)."""
+    metadata = {"help": help, "panel": panel, "valid": valid, "expected": expected, "option": option}
+    if isinstance(default, list):  # a mutable default is made afresh per instance
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def positive(value: float) -> bool:
+    return value > 0
+
+
+def at_least(low: float) -> Callable[[float], bool]:
+    return lambda value: value >= low
+
+
+def below_one(value: float) -> bool:
+    return 0 <= value < 1
+
+
+def check_specs(registry: Registry) -> Callable[[list[str]], bool]:
+    """Every spec names a registered part (the registry raises a one-line error naming close matches)."""
+    return lambda specs: all(registry.check(spec) for spec in specs)
+
+
+def registered(registry: Registry) -> str:
+    return ", ".join(registry.names()) or "none registered yet"
+
+
 @dataclass
 class RunConfig:
     """Everything that decides what a run computes. Field names are the CLI's option names."""
 
-    data: str | None = None
-    backbone: str = "efficientnet_lite0"
-    weights: str | None = None
-    pretrained: bool = True
-    strategy: str = "linear-probe"
-    seed: int = 0
-    val_fraction: float = 0.2
-    strict: bool = False
-    image_size: int | None = None
-    crop_pct: float | None = None  # centre-crop share; None = the backbone's (1.0 keeps the whole image)
-    # feature path
-    engine: str = "auto"
-    batch_size: int | None = None  # null: training 64 (images) / 32 (text); feature extraction 64
-    workers: int | None = None
-    cache: bool = True
-    cache_dir: str | None = None
-    cache_dtype: str = "float32"
-    # head
-    l2: float | None = None
-    class_weights: str | None = None
-    # fine-tuning (strategies other than linear-probe; see training.py)
-    epochs: int | None = None  # null: 10 (images) / 2 (text)
-    freeze_epochs: int | None = None  # gradual: head-only epochs after the probe; null: 1 (images), 0 (text)
-    lr: float | None = None  # head LR; null: sgd 1e-2, adam/adamw 3e-4 (images) / 2e-4 (text)
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 0.01
-    schedule: str = "cosine"
-    warmup: float | None = None  # epochs of linear warm-up; null: 0 (images) / 0.1 (text)
-    layer_decay: float | None = None  # LR factor per block towards the input; null: gradual 0.7 (images) / 0.8 (text), else 1
-    bn: str = "auto"
-    augment: str = "light"
-    label_smoothing: float = 0.0
-    balanced_sampler: bool = False
-    early_stop: int = 0  # patience in epochs on `metric`; 0: off
-    metric: str = "val_accuracy"
-    grad_clip: float | None = None
-    grad_accum: int = 1
-    precision: str = "auto"
-    # text (TextClassifier; see text.py)
-    text_column: str | None = None  # null: the first of text, sentence, review, ...
-    label_column: str | None = None  # null: the first of label, labels, class, target, ...
-    max_length: int = 128  # tokens per text (longer texts are truncated)
-    pooling: str | None = None  # mean | cls; null: the model's own (1_Pooling/config.json), else mean
-    # the last N encoder layers, each pooled, concatenated; null: 4 for linear-probe, 1 (the sentence embedding)
-    # when the encoder is fine-tuned (see text.py, PROBE_FEATURE_LAYERS)
-    feature_layers: int | None = None
+    data: str | None = declare(None, "Image folder: train/<class>/* (+ val/, test/) or <class>/*; or a text "
+                                     ".csv/.tsv/.jsonl", DATA)
+    backbone: str = declare("efficientnet_lite0", "efficientnet_lite0/1/2, timm:<arch>, torchvision:<arch>; "
+                                                   "for text a Hugging Face encoder (all-MiniLM-L6-v2)", MODEL)
+    weights: str | None = declare(None, "Local .safetensors/.pth weights for the backbone", MODEL)
+    pretrained: bool = declare(True, "Start from the backbone's pretrained weights", MODEL)
+    strategy: str = declare("linear-probe", f"How the backbone trains: {', '.join(STRATEGY_NAMES)}", MODEL,
+                            valid=lambda name: bool(parse_strategy(name)))
+    seed: int = declare(0, "Seed of the split, initialisation and augmentation", DATA)
+    val_fraction: float = declare(0.2, "Validation share of train when there is no val/", DATA, below_one,
+                                  "a number in [0, 1)")
+    strict: bool = declare(False, "Unreadable images (or text rows) are an error, not a warning", DATA)
+    image_size: int | None = declare(None, "Input size (default: the backbone's)", DATA, at_least(16),
+                                     "null (the backbone's) or >= 16")
+    crop_pct: float | None = declare(None, "Centre-crop share; 1.0 keeps the whole image (default: the "
+                                           "backbone's)", DATA,
+                                     lambda v: 0.3 <= v <= 1.0, "null (the backbone's) or in [0.3, 1]")
+    engine: Engine = declare("auto", "Feature engine for the frozen backbone", FEATURES)
+    batch_size: int | None = declare(None, "Training batch (default 64 images, 32 text); feature extraction 64",
+                                     FEATURES, positive, "a positive integer or null")
+    workers: int | None = declare(None, "Decoding workers", FEATURES, at_least(0), "an integer >= 0 or null")
+    cache: bool = declare(True, "Read and write the feature cache", FEATURES)
+    cache_dir: str | None = declare(None, "Feature/engine cache (default: user cache dir)", FEATURES)
+    cache_dtype: CacheDtype = declare("float32", "Precision of cached features", FEATURES)
+    l2: float | None = declare(None, "Head L2 strength (default: chosen on validation)", HEAD, positive,
+                               "a positive number or null (chosen on validation)")
+    class_weights: ClassWeights | None = declare(None, "auto: inverse class frequency", HEAD)
+    epochs: int | None = declare(None, "Epochs in total (default 10 images, 2 text)", FINE_TUNING, positive,
+                                 "a positive integer or null")
+    freeze_epochs: int | None = declare(None, "gradual: head-only epochs after the probe (default 1 images, 0 text)",
+                                        FINE_TUNING, at_least(0), "an integer >= 0 or null")
+    lr: float | None = declare(None, "Base learning rate (head); default sgd 1e-2, adam(w) 3e-4 images / 2e-4 text",
+                               FINE_TUNING, positive, "a positive number or null (the optimizer's default)")
+    optimizer: Optimizer = declare("adamw", "Optimiser", FINE_TUNING)
+    momentum: float = declare(0.9, "SGD momentum", FINE_TUNING, below_one, "a number in [0, 1)")
+    nesterov: bool = declare(True, "SGD with Nesterov momentum", FINE_TUNING)
+    weight_decay: float = declare(0.01, "Decoupled weight decay (adamw) or L2 (sgd, adam)", FINE_TUNING,
+                                  at_least(0), "a number >= 0")
+    schedule: Schedule = declare("cosine", "Learning-rate schedule after warm-up", FINE_TUNING)
+    warmup: float | None = declare(None, "Epochs of linear LR warm-up (default 0 images, 0.1 text)", FINE_TUNING,
+                                   at_least(0), "a number of epochs >= 0 or null")
+    layer_decay: float | None = declare(None, "LR factor per block towards the input (gradual: 0.7 images, 0.8 "
+                                              "text; else 1)", FINE_TUNING, lambda v: 0 < v <= 1,
+                                        "a number in (0, 1] or null")
+    bn: BnMode = declare("auto", "BatchNorm statistics", FINE_TUNING)
+    augment: Augment = declare("light", "Augmentation (strong: RandAugment + mixup/cutmix)", FINE_TUNING)
+    label_smoothing: float = declare(0.0, "Cross-entropy label smoothing", FINE_TUNING, below_one,
+                                     "a number in [0, 1)")
+    balanced_sampler: bool = declare(False, "Sample classes equally", FINE_TUNING)
+    early_stop: int = declare(0, "Stop after N epochs without a better --metric (0: off)", FINE_TUNING,
+                              at_least(0), "an integer >= 0 (0: off)")
+    metric: Metric = declare("val_accuracy", "Validation metric that picks the saved epoch", FINE_TUNING)
+    grad_clip: float | None = declare(None, "Clip the gradient norm", FINE_TUNING, positive,
+                                      "a positive number or null")
+    grad_accum: int = declare(1, "Accumulate gradients over N batches", FINE_TUNING, positive, "a positive integer")
+    precision: Precision = declare("auto", "auto: bf16 where the hardware has it, else fp32; fp16 on a GPU",
+                                   FINE_TUNING)
+    adapter: str = declare("full", f"Which parameters exist and train: {registered(ADAPTERS)}", FINE_TUNING,
+                           ADAPTERS.check)
+    methods: list[str] = declare([], f"Extra loss term name:key=value,... (repeatable): {registered(LOSS_TERMS)}",
+                                 FINE_TUNING, check_specs(LOSS_TERMS), option="--method")
+    callbacks: list[str] = declare([], f"Training callback name:key=value,... (repeatable): "
+                                       f"{registered(CALLBACKS)}", FINE_TUNING, check_specs(CALLBACKS),
+                                   option="--callback")
+    text_column: str | None = declare(None, "The text column (default: text, sentence, review, ...)", TEXT)
+    label_column: str | None = declare(None, "The label column (default: label, class, target, ...)", TEXT)
+    max_length: int = declare(128, "Tokens per text (longer texts are truncated)", TEXT,
+                              lambda v: 2 <= v <= 8192, "an integer in [2, 8192]")
+    pooling: Pooling | None = declare(None, "How token vectors become one (default: the model's own, "
+                                            "1_Pooling/config.json, else mean)", TEXT)
+    # the text probe's default, PROBE_FEATURE_LAYERS, lives with the text estimator
+    feature_layers: int | None = declare(None, "Pool the last N encoder layers and concatenate them (default: 4 "
+                                               "for linear-probe, 1 (the sentence embedding) when fine-tuning)",
+                                         TEXT, positive, "a positive number of final encoder layers or null")
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        def check(name: str, ok: bool, expected: str) -> None:
-            if not ok:
-                raise TransferkitError(f"config field '{name}' = {getattr(self, name)!r}: expected {expected}")
-
-        check("val_fraction", 0 <= self.val_fraction < 1, "a number in [0, 1)")
-        check("engine", self.engine in ("auto", "onnx", "torch"), "auto, onnx or torch")
-        check("cache_dtype", self.cache_dtype in ("float32", "float16"), "float32 or float16")
-        check("batch_size", self.batch_size is None or self.batch_size >= 1, "a positive integer or null")
-        check("class_weights", self.class_weights in (None, "auto", "none"), "auto or none")
-        check("l2", self.l2 is None or self.l2 > 0, "a positive number or null (chosen on validation)")
-        check("image_size", self.image_size is None or self.image_size >= 16, "null (the backbone's) or >= 16")
-        check("crop_pct", self.crop_pct is None or 0.3 <= self.crop_pct <= 1.0, "null (the backbone's) or in [0.3, 1]")
-        check("epochs", self.epochs is None or (isinstance(self.epochs, int) and self.epochs >= 1),
-              "a positive integer or null")
-        check("freeze_epochs", self.freeze_epochs is None or (isinstance(self.freeze_epochs, int)
-                                                              and self.freeze_epochs >= 0), "an integer >= 0 or null")
-        check("lr", self.lr is None or self.lr > 0, "a positive number or null (the optimizer's default)")
-        check("optimizer", self.optimizer in OPTIMIZERS, " | ".join(OPTIMIZERS))
-        check("momentum", 0 <= self.momentum < 1, "a number in [0, 1)")
-        check("weight_decay", self.weight_decay >= 0, "a number >= 0")
-        check("schedule", self.schedule in SCHEDULES, " | ".join(SCHEDULES))
-        check("warmup", self.warmup is None or 0 <= self.warmup, "a number of epochs >= 0 or null")
-        check("layer_decay", self.layer_decay is None or 0 < self.layer_decay <= 1, "a number in (0, 1] or null")
-        check("bn", self.bn in BN_MODES, " | ".join(BN_MODES))
-        check("augment", self.augment in AUGMENTS, " | ".join(AUGMENTS))
-        check("label_smoothing", 0 <= self.label_smoothing < 1, "a number in [0, 1)")
-        check("early_stop", isinstance(self.early_stop, int) and self.early_stop >= 0, "an integer >= 0 (0: off)")
-        check("metric", self.metric in METRICS, " | ".join(METRICS))
-        check("grad_clip", self.grad_clip is None or self.grad_clip > 0, "a positive number or null")
-        check("grad_accum", isinstance(self.grad_accum, int) and self.grad_accum >= 1, "a positive integer")
-        check("precision", self.precision in PRECISIONS, " | ".join(PRECISIONS))
-        check("max_length", isinstance(self.max_length, int) and 2 <= self.max_length <= 8192, "an integer in [2, 8192]")
-        check("pooling", self.pooling in (None, "auto", "mean", "cls"), "mean, cls or null (the model's own)")
-        check("feature_layers", self.feature_layers is None or (isinstance(self.feature_layers, int)
-                                                                and self.feature_layers >= 1),
-              "a positive number of final encoder layers or null")
-        from transferkit.train.strategies import parse_strategy
-
-        parse_strategy(self.strategy)
+        """Raise a one-line :class:`TransferkitError` for the first field of the wrong type or value."""
+        for f in fields(self):
+            value, hint, valid = getattr(self, f.name), FIELD_TYPES[f.name], f.metadata["valid"]
+            if not conforms(value, hint) or (value is not None and valid is not None and not valid(value)):
+                expected = f.metadata["expected"] or describe(hint)
+                raise TransferkitError(f"config field '{f.name}' = {value!r}: expected {expected}")
 
     def setting(self, name: str, kind: str = "image") -> Any:
         """A fine-tuning field, or its default for this data kind (``image`` | ``text``) when null."""
@@ -153,18 +196,18 @@ class RunConfig:
         return cls(**data)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
-        import yaml
+        import yaml  # lazy: PyYAML adds to every CLI start-up, and only runs that read or write configs need it
 
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
-            from transferkit.atomic import atomic_write_bytes
-
             atomic_write_bytes(Path(path), text.encode())
         return text
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "RunConfig":
-        import yaml
+    def from_yaml(cls, path: str | Path, **changes: Any) -> "RunConfig":
+        """The config a file holds, with ``changes`` applied before validation: a value they replace (a
+        callback only the interrupted process had registered, say) is never checked."""
+        import yaml  # lazy: see to_yaml
 
         path = Path(path)
         if not path.is_file():
@@ -175,7 +218,47 @@ class RunConfig:
             raise TransferkitError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(data, dict):
             raise TransferkitError(f"{path}: expected a mapping of config fields")
-        return cls.from_dict(data, str(path))
+        return cls.from_dict({**data, **changes}, str(path))
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
+
+
+FIELD_TYPES: dict[str, Any] = typing.get_type_hints(RunConfig)
+
+
+def choices(hint: Any) -> tuple[str, ...]:
+    """The values a ``Literal`` field allows (under ``X | None`` too); empty for other types."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    return tuple(value for arg in typing.get_args(hint) if arg is not type(None) for value in choices(arg))
+
+
+def conforms(value: Any, hint: Any) -> bool:
+    """Whether ``value`` has the declared type (YAML gives int for ``1``: an int is a valid float)."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(value, arg) for arg in typing.get_args(hint))
+    if origin is list:
+        return isinstance(value, list) and all(conforms(item, typing.get_args(hint)[0]) for item in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def describe(hint: Any) -> str:
+    """What a value of this type looks like, for error messages."""
+    allowed = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(describe(arg) for arg in allowed) + " or null"
+    if typing.get_origin(hint) is Literal:
+        return " | ".join(allowed)
+    if typing.get_origin(hint) is list:
+        return "a list of name:key=value strings"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))

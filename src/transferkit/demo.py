@@ -72,9 +72,9 @@ def run_demo(per_class: int = 10, seed: int = 0, workdir: Path | None = None) ->
         def raw(paths: list[str]) -> np.ndarray:
             return np.stack([np.asarray(Image.open(p), dtype=np.float32).ravel() / 255 for p in paths])
 
-        head = fit_probe(raw(dataset.train.paths), np.array(dataset.train.labels), 10,
-                         raw(dataset.val.paths), np.array(dataset.val.labels))
-        accuracy = float((head.predict_proba(raw(dataset.test.paths)).argmax(1) == np.array(dataset.test.labels)).mean())
+        head = fit_probe(raw(dataset.train.items), np.array(dataset.train.labels), 10,
+                         raw(dataset.val.items), np.array(dataset.val.labels))
+        accuracy = float((head.predict_proba(raw(dataset.test.items)).argmax(1) == np.array(dataset.test.labels)).mean())
         results[RAW] = {"accuracy": accuracy, "seconds": time.perf_counter() - start}
 
         # The probe on pretrained and on randomly initialised EfficientNet-Lite0, then the network trained:

@@ -63,7 +63,8 @@ class Registry:
         if name not in self._entries:
             close = difflib.get_close_matches(name, self.names(), n=3)
             hint = f"did you mean {' or '.join(close)}? " if close else ""
-            raise TransferkitError(f"{self.kind} '{name}' is not known; {hint}choose one of: {', '.join(self.names())}")
+            known = f"choose one of: {', '.join(self.names())}" if self.names() else f"no {self.kind} is registered yet"
+            raise TransferkitError(f"{self.kind} '{name}' is not known; {hint}{known}")
         return name, options
 
     def factory(self, name: str) -> Callable[..., Any]:

@@ -20,5 +20,6 @@ class ConfiguredEstimator:
         return self
 
     def __repr__(self) -> str:
-        changed = {k: v for k, v in self.get_params().items() if v != RunConfig.__dataclass_fields__[k].default}
+        defaults = RunConfig().to_dict()
+        changed = {k: v for k, v in self.get_params().items() if v != defaults[k]}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"

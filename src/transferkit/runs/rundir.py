@@ -23,19 +23,25 @@ from typing import Any, Callable
 
 import numpy as np
 
-from transferkit.train.state import CHECKPOINT_DIR
 from transferkit.config import RunConfig
 from transferkit.errors import RunDirError
-from transferkit.modalities.image.preprocessing import Preprocessing
 
 FILES = ("config.yaml", "classes.json", "preprocessing.json", "model.safetensors", "metrics.json")
+# A fine-tuning run's checkpoints live in <run>/checkpoints (train.state writes them). The name is spelled
+# here too so that checking and writing a probe's run folder never imports the training code (and torch).
+CHECKPOINT_DIR = "checkpoints"  # a fine-tuning run's checkpoints (see train/state.py), inside its run folder
+LAST_CHECKPOINT = "last.safetensors"
+
+
+def checkpoint_dir(out: str | Path) -> Path:
+    return Path(out) / CHECKPOINT_DIR
 
 
 @dataclass
 class RunFiles:
     config: RunConfig
     classes: list[str]
-    preprocessing: Preprocessing
+    preprocessing: dict[str, Any]  # as the modality wrote it (images: Preprocessing.to_dict())
     model_meta: dict[str, str]
     metrics: dict[str, Any]
     path: Path
@@ -62,7 +68,7 @@ def check_writable(path: str | Path, overwrite: bool, ignore: tuple[str, ...] = 
             raise RunDirError(f"{path}: already holds a run; pass --overwrite to replace it, or choose another --out")
 
 
-def write_run(path: str | Path, *, config: RunConfig, classes: list[str], preprocessing: Preprocessing | dict[str, Any],
+def write_run(path: str | Path, *, config: RunConfig, classes: list[str], preprocessing: dict[str, Any],
               tensors: dict[str, np.ndarray], model_meta: dict[str, str], metrics: dict[str, Any],
               overwrite: bool = False, keep: tuple[str, ...] = (), extra_files: dict[str, bytes] | None = None,
               add_files: Callable[[Path], None] | None = None) -> Path:
@@ -81,8 +87,7 @@ def write_run(path: str | Path, *, config: RunConfig, classes: list[str], prepro
     try:
         config.to_yaml(staging / "config.yaml")
         (staging / "classes.json").write_text(json.dumps(classes, indent=1))
-        preprocessing_dict = preprocessing if isinstance(preprocessing, dict) else preprocessing.to_dict()
-        (staging / "preprocessing.json").write_text(json.dumps(preprocessing_dict, indent=1))
+        (staging / "preprocessing.json").write_text(json.dumps(preprocessing, indent=1))
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(staging / "model.safetensors"),
                   metadata={k: str(v) for k, v in model_meta.items()})
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -108,28 +113,42 @@ def write_run(path: str | Path, *, config: RunConfig, classes: list[str], prepro
     return path
 
 
-def read_run(path: str | Path) -> RunFiles:
-    from safetensors import safe_open
-
+def read_run(path: str | Path, required: tuple[str, ...] = ()) -> RunFiles:
+    """The common files of a run folder; ``required`` names what else must be there (a text run's tokenizer)."""
     path = Path(path)
     if not path.is_dir():
         raise RunDirError(f"{path}: run folder not found; pass the --out folder of `transferkit train`")
     missing = [name for name in FILES if not (path / name).is_file()]
+    missing += [name for name in required if not (path / name).exists()]
     if missing:
         raise RunDirError(f"{path}: not a complete run (missing {', '.join(missing)}); train again into it")
     try:
-        with safe_open(str(path / "model.safetensors"), framework="numpy") as handle:
-            model_meta = dict(handle.metadata() or {})
         return RunFiles(
             config=RunConfig.from_yaml(path / "config.yaml"),
             classes=json.loads((path / "classes.json").read_text()),
-            preprocessing=Preprocessing.from_dict(json.loads((path / "preprocessing.json").read_text())),
-            model_meta=model_meta,
+            preprocessing=json.loads((path / "preprocessing.json").read_text()),
+            model_meta=read_model_meta(path / "model.safetensors"),
             metrics=json.loads((path / "metrics.json").read_text()),
             path=path,
         )
     except (ValueError, OSError) as exc:
         raise RunDirError(f"{path}: run files are damaged ({str(exc).splitlines()[0][:120]})") from None
+
+
+def read_model_meta(model: str | Path) -> dict[str, str]:
+    """The metadata of a ``model.safetensors`` (format, backbone, fingerprint, ...), without torch."""
+    from safetensors import safe_open
+
+    with safe_open(str(model), framework="numpy") as handle:
+        return dict(handle.metadata() or {})
+
+
+def run_format(path: str | Path) -> str:
+    """The ``format`` a run folder's model was saved in ("" when there is no readable model)."""
+    try:
+        return read_model_meta(Path(path) / "model.safetensors").get("format", "")
+    except Exception:  # noqa: BLE001 - missing, truncated or not safetensors: no format
+        return ""
 
 
 def read_tensors(path: str | Path, prefix: str = "") -> dict[str, np.ndarray]:

@@ -1,18 +1,21 @@
 """The fine-tuning loop: strategies' phases on ``accelerate`` (devices, DDP, mixed precision, accumulation).
 
-One call, :func:`train_model`, trains a model with a ``backbone`` and a ``head`` (images: :class:`~transferkit.
-modeling.ImageModel`; text: :class:`~transferkit.text_training.TextModel`) for the configured epochs:
-per phase it sets which parameters train (and BatchNorm's mode), builds the optimiser and schedule, runs the
-epochs with checkpoints after each one, tracks the best epoch on the validation metric, stops early, and
-returns the best weights. Every epoch reseeds the RNGs from ``(seed, epoch)``, so an epoch computes the same
-thing whether it runs straight through or after a resume.
+:func:`train_model` trains a model with ``features``, ``backbone`` and ``head`` (images:
+:class:`~transferkit.modalities.image.model.ImageModel`; text: :class:`~transferkit.modalities.text.training.
+TextModel`) through the strategy's phases and returns the best epoch's weights. The loop itself only
+sequences phases, epochs and steps; everything else plugs in through three seams (train/registries.py):
+
+* the **adapter** picks which parameters exist and train (train/adapters.py),
+* **loss terms** make up the objective (train/losses.py),
+* **callbacks** react to events: checkpoints, early stop, Ctrl-C, logging (train/callbacks.py).
+
+Every epoch reseeds the RNGs from ``(seed, epoch)``, so an epoch computes the same thing whether it runs
+straight through or after a resume; a Ctrl-C'd epoch resumes after exactly the batches it trained on.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,92 +25,34 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferkit.train import state as ckpt
-from transferkit.atomic import atomic_write_bytes
 from transferkit.config import RunConfig
-from transferkit.errors import TrainingError
 from transferkit.metrics import classification_metrics
 from transferkit.progress import log, progress
+from transferkit.train import state as ckpt
+from transferkit.train.batches import BatchStream
+from transferkit.train.callbacks import Callback, Callbacks, Context, default_callbacks
 from transferkit.train.data import TrainData, seed_epoch
+from transferkit.train.frozen import FrozenForward
+from transferkit.train.losses import Batch, LossTerm, Outputs, TermSetup, build_terms
 from transferkit.train.optim import build_optimizer, build_schedule
 from transferkit.train.phases import apply_phase, print_groups, resolve_bn, set_train_mode
 from transferkit.train.precision import make_accelerator
-from transferkit.modalities.image.training import predict_proba, to_uint8_nhwc
+from transferkit.train.registries import ADAPTERS, CALLBACKS
 from transferkit.train.strategies import Phase, Strategy
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-SMALL_DATASET = 10_000  # below this many training images, --bn auto freezes BatchNorm statistics
-
-
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Data
-# ----------------------------------------------------------------------------------------------------------
-# ----------------------------------------------------------------------------------------------------------
-# Loss and evaluation
-# ----------------------------------------------------------------------------------------------------------
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None) -> torch.Tensor:
-    log_p = torch.log_softmax(logits.float(), dim=1)
-    if class_weights is not None:
-        log_p = log_p * class_weights
-    return -(targets * log_p).sum(dim=1).mean()
-
-
-def improved(value: float, best: float | None, name: str) -> bool:
-    if best is None:
-        return True
-    return value < best if name == "val_loss" else value > best
-
-
-def tensor_fingerprint(state: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.blake2b(digest_size=12)
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The loop
-# ----------------------------------------------------------------------------------------------------------
-class StopRequest:
-    """Ctrl-C (SIGINT) during training asks the loop to stop at the next step boundary, where the optimiser
-    state is whole and a checkpoint can be written; a second Ctrl-C interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __enter__(self) -> "StopRequest":
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        log("stopping after this step to save a checkpoint (Ctrl-C again to stop at once)")
-
-    def __exit__(self, *exc: Any) -> None:
-        import signal
-
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+Predict = Callable[[nn.Module, Any, "Accelerator | None"], np.ndarray]
 
 
 class Interrupted(KeyboardInterrupt):
     """Training stopped on Ctrl-C after writing a checkpoint it can resume from."""
 
+
 @dataclass
 class TrainResult:
-    model: nn.Module  # best (or last) weights, on CPU, eval mode
+    model: nn.Module  # best (or last) weights, on CPU, eval mode, adapters merged
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int | None = None
     best_metric: float | None = None
@@ -118,266 +63,270 @@ class TrainResult:
     is_main: bool = True
 
 
-def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, train: TrainData,
-                val: tuple[Any, np.ndarray] | None, n_classes: int, out: Path, resume: bool = False,
-                frozen_features: Callable[[np.ndarray], np.ndarray] | None = None,
-                predict: Callable[[nn.Module, Any, "Accelerator | None"], np.ndarray] | None = None) -> TrainResult:
-    """Train ``model`` (``backbone`` + ``head``; called on a batch's inputs) in place through the strategy's
-    phases; checkpoints in ``out/checkpoints``.
+def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, data: TrainData,
+                val: tuple[Any, np.ndarray] | None, n_classes: int, out: Path, *, resume: bool = False,
+                frozen: Callable[[Any], np.ndarray] | None = None, predict: Predict,
+                terms: list[LossTerm] | None = None, callbacks: list[Callback] | None = None) -> TrainResult:
+    """Train ``model`` through the strategy's phases; checkpoints in ``out/checkpoints``.
 
-    ``val`` is (inputs, labels) and ``predict(model, inputs, accelerator)`` turns the inputs into class
-    probabilities (default: uint8 NHWC images through :func:`predict_proba`).
-
-    ``frozen_features`` (uint8 NHWC -> features of the untouched pretrained backbone, e.g. the cached ONNX
-    engine) serves head-only phases that come before any backbone training: the head trains on the same
-    augmented batches without torch's far slower forward pass (single process only: under DDP the head's
-    gradients must go through the wrapped model to be synchronised).
-    Ctrl-C stops at the next step boundary and writes a mid-epoch checkpoint; ``--resume`` skips the batches
-    that epoch had trained on (their data is a pure function of seed, epoch and index) and goes on exactly.
-    ``$TRANSFERKIT_KILL_AT=EPOCH:STEP`` (1-based) makes the process SIGKILL itself there, and
-    ``$TRANSFERKIT_INTERRUPT_AT=EPOCH:STEP`` sends it SIGINT: test hooks.
+    ``val`` is (inputs, labels) and ``predict(model, inputs, accelerator)`` turns inputs into probabilities.
+    ``frozen`` (a batch's inputs -> features of the untouched pretrained backbone, e.g. the cached ONNX
+    engine) serves head-only phases before any backbone training, and loss terms that ask for it. ``terms``
+    and ``callbacks`` add to those the config names (Python API; the CLI goes through the registries).
     """
-    import os
-    import signal
+    return Trainer(model, config, strategy, data, val, n_classes, Path(out), frozen, predict, terms or [],
+                   callbacks or []).fit(resume)
 
-    kill_at = os.environ.get("TRANSFERKIT_KILL_AT")
-    interrupt_at = os.environ.get("TRANSFERKIT_INTERRUPT_AT")
-    accelerator = make_accelerator(config)
-    main = accelerator.is_main_process
-    directory = ckpt.checkpoint_dir(out)
-    start_time = time.perf_counter()
-    epochs = config.setting("epochs", train.kind)
-    phases = strategy.phases(epochs, config.setting("freeze_epochs", train.kind))
-    bn_mode = resolve_bn(config, strategy, len(train))
-    if predict is None:
-        def predict(net: nn.Module, inputs: Any, acc: "Accelerator | None") -> np.ndarray:
-            return predict_proba(net, inputs, config.inference_batch, acc)
-    mixup = None
-    if config.augment == "strong" and train.kind == "image":
-        from timm.data import Mixup
 
-        mixup = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=config.label_smoothing, num_classes=n_classes)
-    class_weights = None
-    if config.class_weights == "auto":
-        from transferkit.heads.probe import class_balance_weights
+class Trainer:
+    """One training run's moving parts; built by :func:`train_model`."""
 
-        class_weights = torch.as_tensor(class_balance_weights(np.asarray(train.labels), n_classes), dtype=torch.float32)
-        class_weights = class_weights.to(accelerator.device)
-    sampler = train.sampler
-    if train.batch_sampler is not None:
-        loader = torch.utils.data.DataLoader(train.dataset, batch_sampler=train.batch_sampler, collate_fn=train.collate,
-                                             num_workers=train.workers)
-    else:
-        batch_size = config.setting("batch_size", train.kind)
-        drop_last = mixup is not None and len(train) > batch_size
-        loader = torch.utils.data.DataLoader(train.dataset, batch_size=batch_size, sampler=sampler,
-                                             collate_fn=train.collate, num_workers=train.workers, drop_last=drop_last)
-    loader = accelerator.prepare_data_loader(loader)
-    steps_per_epoch = max(1, math.ceil(len(loader) / config.grad_accum))
+    def __init__(self, model: nn.Module, config: RunConfig, strategy: Strategy, data: TrainData,
+                 val: tuple[Any, np.ndarray] | None, n_classes: int, out: Path, frozen: Callable | None,
+                 predict: Predict, terms: list[LossTerm], callbacks: list[Callback]) -> None:
+        self.config, self.strategy, self.data, self.n_classes, self.predict = config, strategy, data, n_classes, predict
+        self.val = val if val is not None and len(val[1]) else None
+        self.accelerator = accelerator = make_accelerator(config)
+        self.adapter = ADAPTERS.create(config.adapter)
+        self.model = self.adapter.attach(model)
+        self.terms = build_terms(config) + terms
+        self.callbacks = Callbacks(default_callbacks(config) + [CALLBACKS.create(s) for s in config.callbacks]
+                                   + callbacks)
+        self.frozen = FrozenForward(frozen, data.deterministic) if frozen is not None else None
+        self.epochs = config.setting("epochs", data.kind)
+        self.phases = strategy.phases(self.epochs, config.setting("freeze_epochs", data.kind))
+        self.bn_mode = resolve_bn(config, strategy, len(data))
+        self.stream = BatchStream(data, config.setting("batch_size", data.kind), accelerator)
+        self.steps_per_epoch = max(1, -(-len(self.stream) // config.grad_accum))
+        self.context = Context(config, ckpt.checkpoint_dir(out), accelerator, self.model, ckpt.TrainState(),
+                               self.epochs, snapshot=self.snapshot)
+        self.wrapped: nn.Module | None = None
+        self.optimizer = self.scheduler = None
+        self.saved: dict[str, Any] | None = None
+        self.trainable_total = 0
 
-    # -- state: fresh or resumed ----------------------------------------------------------------------------
-    history: list[dict[str, Any]] = []
-    best, best_epoch, bad_epochs, start_epoch, stopped = None, None, 0, 0, False
-    saved: dict[str, Any] | None = None
-    config_dict = config.to_dict()
-    if resume:
-        saved = ckpt.load(directory / "last.pt")
-        ckpt.check_resumable(saved["config"], config_dict, directory / "last.pt")
-        model.load_state_dict(saved["model"])
-        history, best, best_epoch = saved["history"], saved["best"], saved["best_epoch"]
-        bad_epochs, start_epoch, stopped = saved["bad_epochs"], saved["epoch"], saved["stopped"]
+    # -- the run ---------------------------------------------------------------------------------------------
+    def fit(self, resume: bool) -> TrainResult:
+        start = time.perf_counter()
+        for term in self.terms:
+            term.to(self.accelerator.device)
+            term.setup(TermSetup(self.model, self.config, self.data, self.n_classes, self.accelerator.device,
+                                 self.frozen))
+        self.restore() if resume else self.start_fresh()
+        self.accelerator.wait_for_everyone()
+        self.model.to(memory_format=torch.channels_last)
+        self.callbacks.fire("fit_start", self.context)
+        try:
+            for phase in self.phases:
+                if phase.last_epoch >= self.context.state.epoch and not self.context.state.stopped:
+                    self.run_phase(phase)
+        finally:
+            self.callbacks.fire("fit_end", self.context)
+        return self.finish(time.perf_counter() - start)
+
+    def start_fresh(self) -> None:
+        if self.accelerator.is_main_process:
+            shutil.rmtree(self.context.directory, ignore_errors=True)
+            self.context.directory.mkdir(parents=True, exist_ok=True)
+
+    def restore(self) -> None:
+        path = self.context.directory / ckpt.LAST
+        saved = self.saved = ckpt.load(path)
+        ckpt.check_resumable(saved["config"], self.config.to_dict(), path)
+        self.model.load_state_dict(saved["model"])
+        for term in self.terms:
+            term.load_state_dict(saved["terms"][term.name])
+        self.context.state = ckpt.TrainState(**saved["state"])
         ckpt.set_rng_state(saved["rng"])
-        if main:
-            within = f", step {saved['step']}" if saved.get("step") else ""
-            log(f"resuming after epoch {start_epoch}/{epochs}{within} (phase '{saved['phase_name']}')")
-    elif main:
-        import shutil
+        if self.accelerator.is_main_process:
+            state = self.context.state
+            within = f", step {state.step}" if state.step else ""
+            log(f"resuming after epoch {state.epoch}/{self.epochs}{within} (phase '{saved['phase_name']}')")
 
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True, exist_ok=True)
-        config.to_yaml(directory / "config.yaml")
-    accelerator.wait_for_everyone()
-    model.to(memory_format=torch.channels_last)
-    unwrapped, wrapped = model, None
-    trainable_total = 0
-    resume_step = saved.get("step", 0) if saved is not None else 0
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a resumed run needs (see train/state.py)."""
+        scaler = self.accelerator.scaler
+        return {"config": self.config.to_dict(), "state": self.context.state.to_dict(),
+                "phase": self.context.phase.index, "phase_name": self.context.phase.name,
+                "trainable": sorted(k for k, p in self.model.named_parameters() if p.requires_grad),
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+                "rng": ckpt.rng_state(), "terms": {t.name: t.state_dict() for t in self.terms}}
 
-    def write_last(epoch_done: int, phase: Phase, optimizer: Any, scheduler: Any, step: int = 0,
-                   partial: dict[str, float] | None = None) -> None:
-        """``last.pt`` after ``epoch_done`` whole epochs and ``step`` batches of the next one."""
-        ckpt.atomic_torch_save({
-            "format": ckpt.FORMAT, "config": config_dict, "epoch": epoch_done, "step": step, "partial": partial,
-            "phase": phase.index, "phase_name": phase.name,
-            "trainable": sorted(k for k, p in unwrapped.named_parameters() if p.requires_grad),
-            "model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-            "rng": ckpt.rng_state(), "history": history, "best": best, "best_epoch": best_epoch,
-            "bad_epochs": bad_epochs, "stopped": stopped,
-        }, directory / "last.pt")
+    # -- phases ----------------------------------------------------------------------------------------------
+    def run_phase(self, phase: Phase) -> None:
+        self.context.phase = phase
+        extra = {t.name: list(t.parameters()) for t in self.terms if any(True for _ in t.parameters())}
+        groups, rows = apply_phase(self.model, phase, self.config, self.strategy, self.adapter, self.bn_mode,
+                                   self.data.kind, extra)
+        self.trainable_total = max(self.trainable_total, sum(r.trainable for r in rows))
+        if self.accelerator.is_main_process:
+            print_groups(rows, phase, len(self.phases))
+        self.optimizer = build_optimizer(groups, self.config)
+        self.scheduler = build_schedule(self.optimizer, self.config, phase.epochs * self.steps_per_epoch,
+                                        self.steps_per_epoch, self.data.kind)
+        self.restore_optimizer(phase)
+        self.wrapped = self.accelerator.prepare_model(self.model)
+        self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)
+        # Head-only phases before any backbone training run on the frozen engine's features (single process:
+        # under DDP the head's gradients must pass through the wrapped model to be synchronised).
+        fast_head = (self.frozen is not None and self.accelerator.num_processes == 1
+                     and all(p.train_blocks == 0 for p in self.phases[:phase.index + 1]))
+        val_features = None
+        for epoch in range(max(phase.first_epoch, self.context.state.epoch), phase.last_epoch + 1):
+            self.run_epoch(epoch, phase, fast_head)
+            if fast_head and self.val is not None and val_features is None:
+                val_features = self.val_features()
+            self.end_epoch(epoch, phase, fast_head, val_features)
+            if self.context.state.stopped:
+                break
 
-    def stop_now() -> bool:
-        flag = torch.tensor(float(stop.requested), device=accelerator.device)
-        return bool(accelerator.reduce(flag, "max")) if accelerator.num_processes > 1 else stop.requested
+    def restore_optimizer(self, phase: Phase) -> None:
+        saved = self.saved
+        state = self.context.state
+        if saved is None or saved["phase"] != phase.index or not (state.epoch > phase.first_epoch or state.step):
+            return
+        trainable = sorted(k for k, p in self.model.named_parameters() if p.requires_grad)
+        if trainable != saved["trainable"]:
+            raise ckpt.CheckpointError(f"{self.context.directory / ckpt.LAST}: the checkpoint's trainable parameters "
+                                       f"do not match phase '{phase.name}'; it belongs to another run")
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if self.accelerator.scaler is not None and saved.get("scaler"):
+            self.accelerator.scaler.load_state_dict(saved["scaler"])
 
-    resume_hint = f"continue with `transferkit train --config {directory / 'config.yaml'} --resume`"
-    with StopRequest() as stop:
-        for phase in phases:
-            fast_head = (frozen_features is not None and accelerator.num_processes == 1
-                         and all(p.train_blocks == 0 for p in phases[:phase.index + 1]))
-            val_features = None
-            if phase.last_epoch < start_epoch or stopped:
-                continue
-            groups, rows = apply_phase(unwrapped, phase, config, strategy, bn_mode, train.kind)
-            trainable_total = max(trainable_total, sum(r.trainable for r in rows))
-            if main:
-                print_groups(rows, phase, len(phases))
-            optimizer = build_optimizer(groups, config)
-            scheduler = build_schedule(optimizer, config, phase.epochs * steps_per_epoch, steps_per_epoch, train.kind)
-            if saved is not None and saved["phase"] == phase.index and (saved["epoch"] > phase.first_epoch
-                                                                         or resume_step):
-                trainable_now = sorted(k for k, p in unwrapped.named_parameters() if p.requires_grad)
-                if trainable_now != saved["trainable"]:
-                    raise ckpt.CheckpointError(f"{directory / 'last.pt'}: the checkpoint's trainable parameters do "
-                                               f"not match phase '{phase.name}'; it belongs to another run")
-                optimizer.load_state_dict(saved["optimizer"])
-                scheduler.load_state_dict(saved["scheduler"])
-                if accelerator.scaler is not None and saved.get("scaler"):
-                    accelerator.scaler.load_state_dict(saved["scaler"])
-            wrapped = accelerator.prepare_model(unwrapped)
-            optimizer = accelerator.prepare_optimizer(optimizer)
-            trainable = [p for p in unwrapped.parameters() if p.requires_grad]
-            for epoch in range(max(phase.first_epoch, start_epoch), phase.last_epoch + 1):
-                epoch_start = time.perf_counter()
-                seed_epoch(config.seed, epoch)
-                # accelerate's loader counts its own iterations and passes them to the sampler: set both
-                sampler.set_epoch(epoch)
-                if hasattr(train.dataset, "set_epoch"):
-                    train.dataset.set_epoch(epoch)
-                if hasattr(loader, "set_epoch"):
-                    loader.set_epoch(epoch)
-                set_train_mode(unwrapped, bn_mode)
-                total_loss, seen, skip = torch.zeros((), device=accelerator.device), 0, 0
-                epoch_loader = loader
-                if resume_step and epoch == start_epoch:  # an epoch interrupted by Ctrl-C: skip what it trained on
-                    from accelerate import skip_first_batches
+    # -- epochs and steps ------------------------------------------------------------------------------------
+    def run_epoch(self, epoch: int, phase: Phase, fast_head: bool) -> None:
+        context, state = self.context, self.context.state
+        context.epoch, context.steps_in_epoch = epoch, len(self.stream)
+        self.epoch_start = time.perf_counter() - state.partial.get("seconds", 0.0)
+        seed_epoch(self.config.seed, epoch)
+        set_train_mode(self.model, self.bn_mode)
+        skip = state.step
+        self.sums = {name: torch.zeros((), device=self.accelerator.device)
+                     for name in ["loss"] + [f"loss_{t.name}" for t in self.terms]}
+        for name, value in state.partial.get("sums", {}).items():
+            self.sums[name] += value
+        self.seen = int(state.partial.get("seen", 0))
+        self.callbacks.fire("epoch_start", context)
+        with progress(len(self.stream), f"epoch {epoch + 1}/{self.epochs} ({phase.name})", context.is_main) as advance:
+            advance(skip)
+            for step, batch in enumerate(self.stream.epoch(epoch, skip), start=skip):
+                if skip and step == skip:  # the RNG as it was at the interrupted step (dropout, mixup)
+                    ckpt.set_rng_state(self.saved["rng"])
+                context.step = step
+                self.train_step(self.stream.transform(batch), fast_head)
+                advance(1)
+                if self.accelerator.sync_gradients and step + 1 < len(self.stream) and self.stop_requested("signal"):
+                    self.interrupt_mid_epoch(step)
+        state.step, state.partial = 0, {}
 
-                    skip, partial = resume_step, saved.get("partial") or {}
-                    epoch_loader = skip_first_batches(loader, skip)
-                    total_loss += partial.get("loss_sum", 0.0)
-                    seen, epoch_start = int(partial.get("seen", 0)), epoch_start - partial.get("seconds", 0.0)
-                with progress(len(loader), f"epoch {epoch + 1}/{epochs} ({phase.name})", main) as advance:
-                    advance(skip)
-                    for step, (inputs, labels) in enumerate(epoch_loader, start=skip):
-                        if skip and step == skip:  # the RNG as it was at the interrupted step (dropout, mixup)
-                            ckpt.set_rng_state(saved["rng"])
-                        if kill_at or interrupt_at:  # test hooks (see the docstring)
-                            here = f"{epoch + 1}:{step + 1}"
-                            if kill_at == here:
-                                os.kill(os.getpid(), signal.SIGKILL)
-                            if interrupt_at == here:
-                                os.kill(os.getpid(), signal.SIGINT)
-                        if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
-                            inputs = inputs.contiguous(memory_format=torch.channels_last)
-                        with accelerator.accumulate(wrapped):
-                            if mixup is not None and len(labels) % 2 == 0:
-                                inputs, targets = mixup(inputs, labels)
-                            else:
-                                targets = nn.functional.one_hot(labels, n_classes).float()
-                                if config.label_smoothing:
-                                    targets = targets * (1 - config.label_smoothing) + config.label_smoothing / n_classes
-                            with accelerator.autocast():
-                                if fast_head:
-                                    features = frozen_features(to_uint8_nhwc(inputs))
-                                    logits = unwrapped.head(torch.from_numpy(features).to(accelerator.device))
-                                else:
-                                    logits = wrapped(inputs)
-                            loss = soft_cross_entropy(logits, targets, class_weights)
-                            finite = torch.isfinite(loss.detach()).float()
-                            if accelerator.num_processes > 1:
-                                finite = accelerator.reduce(finite, "min")
-                            if not bool(finite):
-                                where = f"epoch {epoch + 1}, step {step + 1}"
-                                kept = (f"the last good checkpoint (epoch {start_epoch if not history else history[-1]['epoch']}) "
-                                        f"is kept in {directory}")
-                                raise TrainingError(f"loss became {loss.item()} at {where} (phase '{phase.name}'); "
-                                                    f"{kept}; lower --lr or add --grad-clip")
-                            accelerator.backward(loss)
-                            if accelerator.sync_gradients and config.grad_clip:
-                                accelerator.clip_grad_norm_(trainable, config.grad_clip)
-                            optimizer.step()
-                            if accelerator.sync_gradients:
-                                scheduler.step()
-                            optimizer.zero_grad(set_to_none=True)
-                        total_loss += loss.detach() * len(labels)
-                        seen += len(labels)
-                        advance(1)
-                        if accelerator.sync_gradients and step + 1 < len(loader) and stop_now():
-                            if main:
-                                partial = {"loss_sum": float(total_loss), "seen": seen,
-                                           "seconds": time.perf_counter() - epoch_start}
-                                write_last(epoch, phase, optimizer, scheduler, step + 1, partial)
-                                log(f"interrupted in epoch {epoch + 1} after step {step + 1}/{len(loader)}: "
-                                    f"checkpoint saved in {directory}; {resume_hint}")
-                            accelerator.wait_for_everyone()
-                            raise Interrupted
-                # -- end of epoch: metrics, best, checkpoint ------------------------------------------------
-                seen_t = accelerator.reduce(torch.tensor(float(seen), device=accelerator.device), "sum")
-                train_loss = float(accelerator.reduce(total_loss, "sum") / seen_t.clamp(min=1))
-                train_seconds = time.perf_counter() - epoch_start  # before validation and checkpointing
-                record: dict[str, Any] = {"epoch": epoch + 1, "phase": phase.name, "train_loss": round(train_loss, 6),
-                                          "train_seconds": round(train_seconds, 3),
-                                          "lr": round(optimizer.param_groups[-1]["lr"], 8)}
-                is_best = False
-                if val is not None and len(val[1]):
-                    if fast_head:
-                        if val_features is None:  # the backbone is frozen in this phase: embed val once
-                            val_features = torch.from_numpy(frozen_features(val[0])).to(accelerator.device)
-                        with torch.no_grad():
-                            proba = torch.softmax(unwrapped.head(val_features).float(), dim=1).cpu().numpy()
-                    else:
-                        proba = predict(unwrapped, val[0], accelerator)
-                    m = classification_metrics(val[1], proba, [str(i) for i in range(n_classes)])
-                    record.update(val_accuracy=m["accuracy"], val_macro_f1=m["macro_f1"], val_loss=m["log_loss"])
-                    value = record[config.metric]
-                    if improved(value, best, config.metric):
-                        best, best_epoch, bad_epochs, is_best = value, epoch + 1, 0, True
-                    else:
-                        bad_epochs += 1
-                    if config.early_stop and bad_epochs >= config.early_stop:
-                        stopped = True
-                record["seconds"] = round(time.perf_counter() - epoch_start, 3)
-                history.append(record)
-                if main:
-                    if is_best:
-                        ckpt.atomic_torch_save({"format": ckpt.FORMAT + "-best", "epoch": epoch + 1,
-                                                "model": unwrapped.state_dict()}, directory / "best.pt")
-                    write_last(epoch + 1, phase, optimizer, scheduler)
-                    atomic_write_bytes(directory / "metrics.jsonl",
-                                       "".join(json.dumps(r) + "\n" for r in history).encode())
-                    shown = {k: v for k, v in record.items() if k not in ("epoch", "phase")}
-                    log(f"epoch {epoch + 1}/{epochs} ({phase.name}): "
-                        + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
-                accelerator.wait_for_everyone()
-                resume_step = 0
-                if stop_now() and epoch < phases[-1].last_epoch and not stopped:
-                    if main:
-                        log(f"interrupted after epoch {epoch + 1}: checkpoint saved in {directory}; {resume_hint}")
-                    raise Interrupted
-                if stopped:
-                    if main:
-                        log(f"early stop: no better {config.metric} for {config.early_stop} epoch(s); "
-                            f"best was epoch {best_epoch}")
-                    break
-    accelerator.wait_for_everyone()
-    if wrapped is not None:  # drops DDP and the autocast accelerate patched into forward: fp32 from here on
-        unwrapped = accelerator.unwrap_model(wrapped, keep_fp32_wrapper=False)
-    if best_epoch is not None and (directory / "best.pt").is_file():
-        unwrapped.load_state_dict(ckpt.load(directory / "best.pt")["model"])
-    unwrapped = unwrapped.cpu().eval()
-    result_val = None
-    if val is not None and len(val[1]):
-        result_val = (predict(unwrapped, val[0], None), val[1])
-    if not trainable_total:
-        trainable_total = sum(p.numel() for p in unwrapped.parameters() if p.requires_grad)
-    return TrainResult(unwrapped, history, best_epoch, best, trainable_total, result_val, stopped,
-                       time.perf_counter() - start_time, main)
+    def train_step(self, batch: Batch, fast_head: bool) -> None:
+        context = self.context
+        self.callbacks.fire("batch_start", context)
+        with self.accelerator.accumulate(self.wrapped):
+            with self.accelerator.autocast():
+                outputs = self.forward(batch, fast_head)
+                values = {term.name: term(batch, outputs) for term in self.terms}
+                loss = sum(term.weight * values[term.name] for term in self.terms)
+            context.loss = loss
+            self.callbacks.fire("after_loss", context)
+            self.accelerator.backward(loss)
+            self.callbacks.fire("before_step", context)
+            if self.accelerator.sync_gradients and self.config.grad_clip:
+                self.accelerator.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                                 self.config.grad_clip)
+            self.optimizer.step()
+            if self.accelerator.sync_gradients:
+                self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.sums["loss"] += loss.detach() * len(batch)
+        for name, value in values.items():
+            self.sums[f"loss_{name}"] += value.detach() * len(batch)
+        self.seen += len(batch)
+        self.callbacks.fire("batch_end", context)
+
+    def forward(self, batch: Batch, fast_head: bool) -> Outputs:
+        if fast_head:
+            features = self.frozen(batch.inputs, batch.index, self.accelerator.device)
+            return Outputs(features, self.model.head(features))
+        features, logits = self.wrapped(batch.inputs, with_features=True)
+        return Outputs(features, logits)
+
+    def stop_requested(self, reason: str) -> bool:
+        """Whether any process was asked to stop for ``reason`` (they must all stop at the same step)."""
+        flag = self.context.stop_reason == reason
+        if self.accelerator.num_processes > 1:
+            flag = bool(self.accelerator.reduce(torch.tensor(float(flag), device=self.accelerator.device), "max"))
+        return flag
+
+    def interrupt_mid_epoch(self, step: int) -> None:
+        state = self.context.state
+        state.step = step + 1
+        state.partial = {"sums": {k: float(v) for k, v in self.sums.items()}, "seen": self.seen,
+                         "seconds": time.perf_counter() - self.epoch_start}
+        self.context.is_best = False
+        self.callbacks.fire("save", self.context)
+        if self.context.is_main:
+            log(f"interrupted in epoch {self.context.epoch + 1} after step {step + 1}/{len(self.stream)}: checkpoint "
+                f"saved in {self.context.directory}; {self.resume_hint()}")
+        self.accelerator.wait_for_everyone()
+        raise Interrupted
+
+    def resume_hint(self) -> str:
+        return f"continue with `transferkit train --config {self.context.directory / 'config.yaml'} --resume`"
+
+    # -- end of epoch ----------------------------------------------------------------------------------------
+    def end_epoch(self, epoch: int, phase: Phase, fast_head: bool, val_features: torch.Tensor | None) -> None:
+        context, state, acc = self.context, self.context.state, self.accelerator
+        seen = acc.reduce(torch.tensor(float(self.seen), device=acc.device), "sum").clamp(min=1)
+        losses = {name: round(float(acc.reduce(total, "sum") / seen), 6) for name, total in self.sums.items()}
+        record: dict[str, Any] = {"epoch": epoch + 1, "phase": phase.name, "train_loss": losses.pop("loss"),
+                                  **(losses if len(self.terms) > 1 else {}),
+                                  "train_seconds": round(time.perf_counter() - self.epoch_start, 3),
+                                  "lr": round(self.optimizer.param_groups[-1]["lr"], 8)}
+        context.is_best = False
+        if self.val is not None:
+            proba = self.head_proba(val_features) if fast_head else self.predict(self.model, self.val[0], acc)
+            m = classification_metrics(self.val[1], proba, [str(i) for i in range(self.n_classes)])
+            record.update(val_accuracy=m["accuracy"], val_macro_f1=m["macro_f1"], val_loss=m["log_loss"])
+            context.is_best = state.observe(record[self.config.metric], epoch + 1, self.config.metric == "val_loss")
+        record["seconds"] = round(time.perf_counter() - self.epoch_start, 3)
+        state.history.append(record)
+        state.epoch, context.record = epoch + 1, record
+        self.callbacks.fire("epoch_end", context)
+        state.stopped = self.stop_requested("early")
+        self.callbacks.fire("save", context)
+        acc.wait_for_everyone()
+        if state.stopped and context.is_main:
+            log(f"early stop: no better {self.config.metric} for {self.config.early_stop} epoch(s); "
+                f"best was epoch {state.best_epoch}")
+        if not state.stopped and epoch < self.phases[-1].last_epoch and self.stop_requested("signal"):
+            if context.is_main:
+                log(f"interrupted after epoch {epoch + 1}: checkpoint saved in {context.directory}; {self.resume_hint()}")
+            raise Interrupted
+
+    def val_features(self) -> torch.Tensor:
+        """The validation inputs through the frozen engine, once per head-only phase."""
+        features = self.frozen.compute(self.val[0])
+        return torch.from_numpy(features).to(self.accelerator.device)
+
+    @torch.no_grad()
+    def head_proba(self, features: torch.Tensor) -> np.ndarray:
+        return torch.softmax(self.model.head(features).float(), dim=1).cpu().numpy()
+
+    # -- result ----------------------------------------------------------------------------------------------
+    def finish(self, seconds: float) -> TrainResult:
+        acc, state = self.accelerator, self.context.state
+        acc.wait_for_everyone()
+        model = self.model
+        if self.wrapped is not None:  # drops DDP and the autocast accelerate patched into forward: fp32 from here
+            model = acc.unwrap_model(self.wrapped, keep_fp32_wrapper=False)
+        best = self.context.directory / ckpt.BEST
+        if state.best_epoch is not None and best.is_file():
+            model.load_state_dict(ckpt.load(best)["model"])
+        model = self.adapter.merge(model).cpu().eval()
+        result_val = (self.predict(model, self.val[0], None), self.val[1]) if self.val is not None else None
+        trainable = self.trainable_total or sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return TrainResult(model, state.history, state.best_epoch, state.best, trainable, result_val, state.stopped,
+                           seconds, acc.is_main_process)

@@ -10,7 +10,9 @@ from torch import nn
 from transferkit.config import RunConfig
 from transferkit.errors import TrainingError
 from transferkit.progress import console
-from transferkit.train.strategies import Phase, Strategy, backbone_blocks, trainable_blocks
+from transferkit.train.adapters import Adapter
+from transferkit.train.blocks import backbone_blocks, trainable_blocks
+from transferkit.train.strategies import Phase, Strategy
 
 SMALL_DATASET = 10_000  # below this many training images, --bn auto freezes BatchNorm statistics
 
@@ -31,44 +33,61 @@ def resolve_bn(config: RunConfig, strategy: Strategy, n_train: int) -> str:
     return "frozen" if n_train < SMALL_DATASET else "train"
 
 
-def apply_phase(model: nn.Module, phase: Phase, config: RunConfig, strategy: Strategy, bn_mode: str,
-                kind: str = "image") -> tuple[list[dict[str, Any]], list[GroupInfo]]:
+def layer_decay(config: RunConfig, strategy: Strategy, phase: Phase, kind: str) -> float:
+    """The LR factor per block towards the input in this phase (1: no discriminative LRs)."""
+    if not phase.layer_decay:
+        return 1.0
+    if config.layer_decay is not None:
+        return config.layer_decay
+    return config.setting("layer_decay", kind) if strategy.layer_decay_by_default else 1.0
+
+
+def apply_phase(model: nn.Module, phase: Phase, config: RunConfig, strategy: Strategy, adapter: Adapter,
+                bn_mode: str, kind: str, extra: dict[str, list[nn.Parameter]] | None = None,
+                ) -> tuple[list[dict[str, Any]], list[GroupInfo]]:
     """Set ``requires_grad`` for ``phase``; return the optimiser's parameter groups and a row per block.
 
-    ``model`` has a ``backbone`` (the blocks; see strategies.backbone_blocks) and a ``head``."""
+    ``model`` has a ``backbone`` (the blocks; see blocks.backbone_blocks) and a ``head``. In a block the phase
+    trains, ``adapter`` picks the parameters that do; the head always trains, and so do ``extra`` groups
+    (loss terms' own modules), at the base LR."""
     backbone = model.backbone
     blocks = backbone_blocks(backbone)
     flags = trainable_blocks(len(blocks), phase.train_blocks)
-    decay = config.layer_decay if config.layer_decay is not None else (
-        config.setting("layer_decay", kind) if strategy.name == "gradual" else 1.0)
-    decay = decay if phase.layer_decay else 1.0
+    decay = layer_decay(config, strategy, phase, kind)
     base = config.setting("lr", kind)
     params = dict(backbone.named_parameters())
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
         bn_mode = "-"  # nothing to set (transformers use LayerNorm)
     groups: list[dict[str, Any]] = []
     rows: list[GroupInfo] = []
-
-    def add(name: str, named: list[tuple[str, nn.Parameter]], train: bool, scale: float) -> None:
-        for _, p in named:
-            p.requires_grad_(train)
-        n = sum(p.numel() for _, p in named)
-        lr = base * scale if train else None
-        rows.append(GroupInfo(name, len(named), n if train else 0, lr, bn_mode if train or bn_mode == "-" else "frozen"))
-        if train:
-            with_wd = [p for k, p in named if p.ndim > 1]
-            without = [p for k, p in named if p.ndim <= 1]
-            for plist, wd in ((with_wd, config.weight_decay), (without, 0.0)):
-                if plist:
-                    groups.append({"params": plist, "lr": lr, "weight_decay": wd, "name": name})
-
     for i, (names, train) in enumerate(zip(blocks, flags)):
-        label = f"block {i} ({block_label(names)})"
-        add(label, [(k, params[k]) for k in names], train, decay ** (len(blocks) - i))
-    add("head", list(model.head.named_parameters()), True, 1.0)
+        named = [(k, params[k], train and adapter.trains(k, params[k])) for k in names]
+        rows.append(add_group(groups, f"block {i} ({block_label(names)})", named, base * decay ** (len(blocks) - i),
+                              config.weight_decay, bn_mode))
+    rows.append(add_group(groups, "head", [(k, p, True) for k, p in model.head.named_parameters()], base,
+                          config.weight_decay, bn_mode))
+    for name, term_params in (extra or {}).items():
+        rows.append(add_group(groups, f"term {name}", [(str(i), p, True) for i, p in enumerate(term_params)], base,
+                              config.weight_decay, "-"))
     if not any(r.trainable for r in rows):
-        raise TrainingError(f"strategy '{config.strategy}' leaves nothing trainable in phase '{phase.name}'")
+        raise TrainingError(f"strategy '{config.strategy}' with adapter '{adapter.name}' leaves nothing trainable "
+                            f"in phase '{phase.name}'")
     return groups, rows
+
+
+def add_group(groups: list[dict[str, Any]], name: str, named: list[tuple[str, nn.Parameter, bool]], lr: float,
+              weight_decay: float, bn_mode: str) -> GroupInfo:
+    """Set ``requires_grad`` per parameter, append optimiser groups (weight decay on matrices only) for those
+    that train, and return the block's row for the table."""
+    for _, p, train in named:
+        p.requires_grad_(train)
+    training = [(k, p) for k, p, train in named if train]
+    for plist, wd in (([p for _, p in training if p.ndim > 1], weight_decay), ([p for _, p in training if p.ndim <= 1], 0.0)):
+        if plist:
+            groups.append({"params": plist, "lr": lr, "weight_decay": wd, "name": name})
+    trainable = sum(p.numel() for _, p in training)
+    return GroupInfo(name, len(named), trainable, lr if training else None,
+                     bn_mode if training or bn_mode == "-" else "frozen")
 
 
 def block_label(names: list[str]) -> str:

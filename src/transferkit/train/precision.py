@@ -28,9 +28,15 @@ def resolve_precision(config: RunConfig) -> str:
 
 def make_accelerator(config: RunConfig) -> "Accelerator":
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     cuda = torch.cuda.is_available()
     precision = resolve_precision(config)
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != precision:
+        # accelerate keeps one process-wide state and refuses a second precision in the same process; a
+        # second fit() with other settings (a notebook, the tests) resets the mixed-precision part of it.
+        AcceleratorState._reset_state()
     return Accelerator(cpu=not cuda, mixed_precision=precision, gradient_accumulation_steps=config.grad_accum,
                        step_scheduler_with_optimizer=False)
 

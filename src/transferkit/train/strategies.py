@@ -14,14 +14,9 @@ stem, then one group per stage; transformers encoders: embeddings, one group per
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from transferkit.errors import TransferkitError
-
-if TYPE_CHECKING:
-    from torch import nn
 
 STRATEGY_NAMES = ("linear-probe", "finetune", "last-k:N", "gradual", "scratch")
 
@@ -49,6 +44,7 @@ class Strategy:
     last_k: int | None = None
     pretrained: bool = True
     init_head_from_probe: bool = False
+    layer_decay_by_default: bool = False  # discriminative LRs unless --layer-decay says otherwise
 
     def phases(self, epochs: int, freeze_epochs: int = 1) -> list[Phase]:
         """The phases covering ``epochs`` epochs in total."""
@@ -71,7 +67,7 @@ def parse_strategy(text: str) -> Strategy:
     if text == "finetune":
         return Strategy("finetune", frozen_backbone=False)
     if text == "gradual":
-        return Strategy("gradual", frozen_backbone=False, init_head_from_probe=True)
+        return Strategy("gradual", frozen_backbone=False, init_head_from_probe=True, layer_decay_by_default=True)
     if text == "scratch":
         return Strategy("scratch", frozen_backbone=False, pretrained=False)
     if text.startswith("last-k:"):
@@ -80,58 +76,3 @@ def parse_strategy(text: str) -> Strategy:
             raise TransferkitError(f"strategy '{text}': expected last-k:N with N a positive integer, e.g. last-k:2")
         return Strategy("last-k", frozen_backbone=False, last_k=int(count))
     raise TransferkitError(f"strategy '{text}' is not known; choose one of: {', '.join(STRATEGY_NAMES)}")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Blocks of a backbone (torch needed from here on)
-# ----------------------------------------------------------------------------------------------------------
-def backbone_blocks(backbone: "nn.Module") -> list[list[str]]:
-    """Parameter names of the backbone grouped into blocks, input end first."""
-    names = [n for n, _ in backbone.named_parameters()]
-    if hasattr(backbone, "group_matcher"):
-        from timm.models import group_parameters
-
-        grouped = group_parameters(backbone, backbone.group_matcher(coarse=True))
-        blocks = [list(grouped[k]) for k in sorted(grouped)]
-    elif any(LAYER_INDEX.search(n) for n in names):
-        blocks = layer_blocks(names)
-    else:
-        order: dict[str, list[str]] = {}
-        for name in names:
-            order.setdefault(name.split(".")[0], []).append(name)
-        blocks = list(order.values())
-    blocks = [b for b in blocks if b]
-    covered = {n for b in blocks for n in b}
-    missing = [n for n in names if n not in covered]
-    if missing:  # anything the matcher left out belongs with the stem
-        blocks[0] = missing + blocks[0]
-    return blocks
-
-
-LAYER_INDEX = re.compile(r"(?:^|\.)(?:layer|layers|block|blocks|h)\.(\d+)\.")
-
-
-def layer_blocks(names: list[str]) -> list[list[str]]:
-    """Transformer-style names (``encoder.layer.3.attention...``): what precedes the first layer (embeddings),
-    one block per layer index, and what follows the last layer (pooler, final norm) with the last layer."""
-    before: list[str] = []
-    layers: dict[int, list[str]] = {}
-    after: list[str] = []
-    for name in names:
-        match = LAYER_INDEX.search(name)
-        if match:
-            layers.setdefault(int(match.group(1)), []).append(name)
-        elif layers:
-            after.append(name)
-        else:
-            before.append(name)
-    blocks = [before] + [layers[i] for i in sorted(layers)]
-    blocks[-1] = blocks[-1] + after
-    return blocks
-
-
-def trainable_blocks(n_blocks: int, train_blocks: int | None) -> list[bool]:
-    """Which of ``n_blocks`` blocks train when the last ``train_blocks`` do (None = all)."""
-    if train_blocks is None:
-        return [True] * n_blocks
-    return [i >= n_blocks - train_blocks for i in range(n_blocks)]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from transferkit.digests import file_digest
 from transferkit.errors import BackboneError
 from transferkit.modalities.image.preprocessing import Preprocessing
+from transferkit.runs.rundir import read_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -73,10 +74,14 @@ class BackboneSpec:
     preprocessing: Preprocessing
     weights: str | None = None  # local weights file (packaged file or --weights)
     pretrained: bool = True
+    run_model: str | None = None  # a run's model.safetensors: build() loads its ``features.backbone.*``
+    fixed_fingerprint: str | None = None  # a fine-tuned or saved network keeps the fingerprint it was given
 
     @property
     def fingerprint(self) -> str:
         """Identity of the weights and preprocessing: the key of exported engines and cached features."""
+        if self.fixed_fingerprint:
+            return self.fixed_fingerprint
         if not self.pretrained:
             weights_id = "random-init"
         elif self.weights:
@@ -85,14 +90,29 @@ class BackboneSpec:
             weights_id = f"{self.source}-hub-default"
         return fingerprint_of(self.arch, self.preprocessing, weights_id)
 
+    def pinned(self, fingerprint: str) -> "BackboneSpec":
+        return dataclasses.replace(self, fixed_fingerprint=fingerprint)
+
     def build(self) -> "nn.Module":
         """The feature network (images -> pooled features), weights loaded. Imports torch and timm."""
+        if self.run_model:
+            return self._build_from_run()
         if self.source == "torchvision":
             model, _ = _torchvision_model(self.name, self.arch, self.pretrained and not self.weights)
         else:
             model = _timm_model(self.name, self.arch, self.source == "timm" and self.pretrained and not self.weights)
         if self.weights and self.pretrained:
             load_weights(model, read_state_dict(self.weights), self.weights)
+        return model.eval()
+
+    def _build_from_run(self) -> "nn.Module":
+        """The architecture, randomly initialised (nothing downloaded), then the run's saved backbone."""
+        import torch
+
+        plain = dataclasses.replace(self, run_model=None, pretrained=False, weights=None)
+        model = plain.build()
+        state = {k: torch.from_numpy(v) for k, v in read_tensors(self.run_model, "features.backbone.").items()}
+        model.load_state_dict(state)
         return model.eval()
 
 

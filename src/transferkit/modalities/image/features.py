@@ -44,10 +44,11 @@ class FeatureSource:
 class FeatureResult:
     features: np.ndarray  # float32 [n_ok, d], rows in input order of the files that decoded
     ok: np.ndarray  # bool [n]: which input files have a row
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), in input order
     cached: int = 0
     extracted: int = 0
     seconds: float = 0.0
+    engine: str = "cache"  # the engine that extracted the missing rows ("cache": none were missing)
 
 
 def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engine: str = "auto",
@@ -63,9 +64,11 @@ def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engi
     missing = [i for i, key in enumerate(keys) if store is None or key not in store]
     new_rows: dict[int, np.ndarray] = {}
     failed: list[tuple[str, str]] = []
+    engine_name = "cache"
     if missing:
         run = open_engine(source.fingerprint, source.preprocessing.input_size, source.build_net, engine,
                           cache_dir, source.label)
+        engine_name = run.name
         with progress(len(missing), f"features ({source.label}, {run.name})", show_progress) as advance:
             todo = [paths[i] for i in missing]
             for batch in decode_batches(todo, source.preprocessing, batch_size, workers):
@@ -84,4 +87,5 @@ def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engi
     for i in np.flatnonzero(ok):
         rows.append(new_rows[i] if i in new_rows else cached_rows[i])
     features = np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, 0), dtype=np.float32)
-    return FeatureResult(features, ok, failed, len(cached_positions), len(new_rows), time.perf_counter() - start)
+    return FeatureResult(features, ok, failed, len(cached_positions), len(new_rows), time.perf_counter() - start,
+                         engine_name)

@@ -3,47 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from transferkit.errors import DataError
+from transferkit.modalities.base import LabelledData, Split, stratified_indices
 from transferkit.modalities.image.images import is_image_file
 
 VAL_NAMES = ("val", "valid", "validation")
 TEST_NAMES = ("test",)
-
-
-@dataclass
-class Split:
-    """Files and integer labels of one split."""
-
-    paths: list[str] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def subset(self, keep: Iterable[bool]) -> "Split":
-        pairs = [(p, y) for (p, y), k in zip(zip(self.paths, self.labels), keep) if k]
-        return Split([p for p, _ in pairs], [y for _, y in pairs])
-
-
-@dataclass
-class ImageFolderData:
-    root: str
-    classes: list[str]
-    train: Split
-    val: Split
-    test: Split
-    val_source: str  # "folder" or "split <fraction> of train (seed <seed>)"
-    ignored: list[str] = field(default_factory=list)  # files skipped for their extension
-
-    def describe(self) -> str:
-        parts = [f"{len(self.classes)} classes", f"train {len(self.train)}", f"val {len(self.val)} ({self.val_source})"]
-        if len(self.test):
-            parts.append(f"test {len(self.test)}")
-        return ", ".join(parts)
 
 
 def _class_dirs(folder: Path) -> list[Path]:
@@ -73,7 +41,7 @@ def find_split_dir(root: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
-def load_image_folder(root: str | Path, val_fraction: float = 0.2, seed: int = 0) -> ImageFolderData:
+def load_image_folder(root: str | Path, val_fraction: float = 0.2, seed: int = 0) -> LabelledData:
     """Scan and validate an image folder; split train/val (stratified, seeded) when there is no val folder."""
     root = Path(root)
     if not root.is_dir():
@@ -89,7 +57,7 @@ def load_image_folder(root: str | Path, val_fraction: float = 0.2, seed: int = 0
     if len(classes) < 2:
         raise DataError(f"{layout_root}: only one class ('{classes[0]}') found; a classifier needs at least 2")
     index = {name: i for i, name in enumerate(classes)}
-    train = Split([p for c in classes for p in train_files[c]], [index[c] for c in classes for _ in train_files[c]])
+    train = _labelled(train_files, index)
 
     def other(names: tuple[str, ...]) -> Split:
         folder = find_split_dir(root, names) if train_dir else None
@@ -100,7 +68,7 @@ def load_image_folder(root: str | Path, val_fraction: float = 0.2, seed: int = 0
         if unknown:
             raise DataError(f"{folder / unknown[0]}: class '{unknown[0]}' is in {folder.name}/ but not in train/; "
                             "add training images for it or remove the folder")
-        return Split([p for c in sorted(files) for p in files[c]], [index[c] for c in sorted(files) for _ in files[c]])
+        return _labelled(files, index)
 
     val, test = other(VAL_NAMES), other(TEST_NAMES)
     val_source = "folder"
@@ -109,7 +77,7 @@ def load_image_folder(root: str | Path, val_fraction: float = 0.2, seed: int = 0
         val_source = f"{val_fraction:g} of train, stratified, seed {seed}"
     elif not len(val):
         val_source = "none"
-    return ImageFolderData(str(root), classes, train, val, test, val_source, ignored)
+    return LabelledData(classes, train, val, test, val_source, held_out=val_source == "folder", ignored=ignored)
 
 
 def stratified_split(split: Split, classes: list[str], fraction: float, seed: int) -> tuple[Split, Split]:
@@ -121,25 +89,7 @@ def stratified_split(split: Split, classes: list[str], fraction: float, seed: in
         raise DataError(f"class '{too_small[0]}' has {counts[classes.index(too_small[0])]} image; a stratified "
                         "validation split needs at least 2 per class (or give a val/ folder)")
     train_idx, val_idx = stratified_indices(split.labels, fraction, seed)
-    pick = lambda idx: Split([split.paths[i] for i in idx], [split.labels[i] for i in idx])  # noqa: E731
-    return pick(train_idx), pick(val_idx)
-
-
-def stratified_indices(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Train / validation row indices, stratified; classes with fewer than 2 rows stay in train."""
-    from sklearn.model_selection import train_test_split
-
-    counts = Counter(labels)
-    eligible = [i for i, y in enumerate(labels) if counts[y] >= 2]
-    rare = [i for i, y in enumerate(labels) if counts[y] < 2]
-    n_classes = len({labels[i] for i in eligible})
-    n_val = max(n_classes, round(len(labels) * fraction))
-    if n_val >= len(eligible) - n_classes + 1 or not eligible:
-        raise DataError(f"--val-fraction {fraction} leaves too few training rows ({len(labels)} in all); "
-                        "lower it, add rows, or give validation data")
-    train, val = train_test_split(eligible, test_size=n_val, random_state=seed,
-                                  stratify=[labels[i] for i in eligible])
-    return sorted(list(train) + rare), sorted(val)
+    return split.take(train_idx), split.take(val_idx)
 
 
 def list_image_inputs(inputs: Iterable[str | Path]) -> list[str]:
@@ -156,3 +106,23 @@ def list_image_inputs(inputs: Iterable[str | Path]) -> list[str]:
     if not files:
         raise DataError(f"no image files found in {', '.join(map(str, inputs))}")
     return files
+
+
+def labelled_split(folder: str | Path, classes: list[str]) -> Split:
+    """A ``<class>/*`` folder as a split labelled by the fitted class order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found; pass a folder with one sub-folder per class")
+    files = _scan_split(folder, [])
+    unknown = [c for c in files if c not in classes and files[c]]
+    if unknown:
+        raise DataError(f"{folder / unknown[0]}: class '{unknown[0]}' is not one the model knows ({', '.join(classes)})")
+    split = _labelled(files, {c: i for i, c in enumerate(classes)})
+    if not len(split):
+        raise DataError(f"{folder}: no image files found")
+    return split
+
+
+def _labelled(files: dict[str, list[str]], index: dict[str, int]) -> Split:
+    """The files of a scanned split folder, class by class in name order, labelled by ``index``."""
+    return Split([p for c in sorted(files) for p in files[c]], [index[c] for c in sorted(files) for _ in files[c]])

@@ -11,7 +11,7 @@ from torch import nn
 
 from transferkit.config import RunConfig
 from transferkit.errors import DataError
-from transferkit.modalities.image.folders import Split
+from transferkit.modalities.base import Split
 from transferkit.modalities.image.images import load_rgb
 from transferkit.modalities.image.pipeline import decode_batches
 from transferkit.modalities.image.preprocessing import Preprocessing
@@ -29,7 +29,7 @@ class TrainImages(torch.utils.data.Dataset):
     """
 
     def __init__(self, split: Split, transform: Callable, draft_size: int, seed: int = 0) -> None:
-        self.paths, self.labels = list(split.paths), list(split.labels)
+        self.paths, self.labels = list(split.items), list(split.labels)
         self.transform, self.draft_size, self.seed, self.epoch = transform, draft_size, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -100,10 +100,10 @@ def decode_split(split: Split, preprocessing: Preprocessing, batch_size: int,
                  workers: int | None) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
     """A split decoded once with the evaluation transform (uint8 NHWC), as prediction sees it."""
     images, keep, failed = [], [], []
-    for batch in decode_batches(split.paths, preprocessing, batch_size, workers):
+    for batch in decode_batches(split.items, preprocessing, batch_size, workers):
         images.append(batch.images)
         keep.extend(batch.indices)
-        failed.extend((split.paths[i], reason) for i, reason in batch.failed)
+        failed.extend((split.items[i], reason) for i, reason in batch.failed)
     size = preprocessing.input_size
     array = np.concatenate(images) if images else np.zeros((0, size, size, 3), np.uint8)
     return array, np.asarray(split.labels, dtype=np.int64)[keep], failed
@@ -129,4 +129,18 @@ def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
     """Float NCHW in [0, 1] (the training transform's output) back to the engines' uint8 NHWC input."""
     return images.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
+
+class FrozenEngine:
+    """The untouched pretrained backbone on the cached feature engine, for head-only phases.
+
+    Takes a training batch (float NCHW in [0, 1]) or decoded images (uint8 NHWC, as validation is held);
+    the engine is opened on the first call, so a run without a head-only phase never exports one."""
+
+    def __init__(self, open_engine: Callable[[], Callable[[np.ndarray], np.ndarray]]) -> None:
+        self.open_engine, self.engine = open_engine, None
+
+    def __call__(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
+        if self.engine is None:
+            self.engine = self.open_engine()
+        return self.engine(images if isinstance(images, np.ndarray) else to_uint8_nhwc(images))
 

@@ -6,6 +6,7 @@ weights, pooling, normalisation and layer count; only :meth:`TextBackboneSpec.bu
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from transferkit.digests import file_digest
 from transferkit.errors import BackboneError, TransferkitError
-from transferkit.modalities.text.encoder import pooled_encoder
+from transferkit.modalities.text.pooling import pooled_encoder
 from transferkit.modalities.text.tokenizer import TextTokenizer
+from transferkit.runs.rundir import read_tensors
 
 if TYPE_CHECKING:
     from torch import nn
@@ -46,7 +48,8 @@ class TextBackboneSpec:
     layers: int = 1  # the last N encoder layers, each pooled (and normalised), concatenated: last layer first
     tokenizer_location: str = ""
     run_model: str | None = None  # a run's model.safetensors, for source == "run"
-    fixed_fingerprint: str | None = None  # a loaded run keeps the fingerprint it was trained under
+    fixed_fingerprint: str | None = None  # a fine-tuned or loaded encoder keeps the fingerprint it was given
+    pretrained: bool = True  # False: the same architecture, randomly initialised (the scratch baseline)
 
     @property
     def fingerprint(self) -> str:
@@ -56,7 +59,12 @@ class TextBackboneSpec:
         digest.update(f"text-encoder|{self.weights_id}|{self.pooling}|{int(self.normalize)}".encode())
         if self.layers != 1:  # one layer keeps the fingerprint it had before layers existed (caches stay valid)
             digest.update(f"|layers{self.layers}".encode())
+        if not self.pretrained:
+            digest.update(b"|random-init")
         return digest.hexdigest()
+
+    def pinned(self, fingerprint: str) -> "TextBackboneSpec":
+        return dataclasses.replace(self, fixed_fingerprint=fingerprint)
 
     def load_tokenizer(self) -> "TextTokenizer":
         try:
@@ -64,21 +72,17 @@ class TextBackboneSpec:
         except Exception as exc:  # noqa: BLE001 - hub/network/format failures all mean the same to the user
             raise _load_error(self.name, exc) from None
 
-    def build(self, pretrained: bool = True) -> "nn.Module":
+    def build(self) -> "nn.Module":
         """encoder + pooling (+ normalisation): (input_ids, attention_mask) int64 -> float32 features
-        (``layers`` x hidden size wide).
-
-        ``pretrained=False``: the same architecture, randomly initialised (the scratch baseline)."""
+        (``layers`` x hidden size wide)."""
         from transformers import AutoConfig, AutoModel
 
         try:
-            if not pretrained:
+            if not self.pretrained:
                 model = AutoModel.from_config(AutoConfig.from_pretrained(self.location))
                 return self._pooled(model)
             if self.source == "run":
                 import torch
-
-                from transferkit.runs.rundir import read_tensors
 
                 model = AutoModel.from_config(AutoConfig.from_pretrained(self.location))
                 net = self._pooled(model)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from transferkit.features.cache import FeatureStore
 from transferkit.modalities.text.backbone import TextBackboneSpec
 from transferkit.modalities.text.encoder import open_text_engine
 from transferkit.progress import progress
@@ -66,8 +67,6 @@ def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int
     """One embedding per text; only texts missing from the cache are tokenised and encoded.
 
     ``build_net`` (default ``spec.build``) makes the network when no engine for ``spec.fingerprint`` is cached."""
-    from transferkit.features.cache import FeatureStore
-
     start = time.perf_counter()
     keys = [text_key(t, max_length) for t in texts]
     meta = {"backbone": spec.name, "input_size": None, "kind": "text", "pooling": spec.pooling}

@@ -164,3 +164,30 @@ def sort_classes(labels: Sequence[str]) -> list[str]:
         return sorted(names)
 
 
+
+
+def texts_table(texts: str | Sequence[Any], labels: Sequence[Any] | None = None, strict: bool = False) -> TextTable:
+    """Texts given in memory (with labels, or without for prediction) as a table; item ``i`` is "line" ``i``."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if labels is None:
+        table = TextTable("<texts>", ["text"], "text", None)
+        table.texts, table.lines = [str(t) for t in texts], list(range(1, len(texts) + 1))
+        return table
+    labels = list(labels)
+    if len(labels) != len(texts):
+        raise DataError(f"got {len(texts)} texts but {len(labels)} labels")
+    table = TextTable("<texts>", ["text", "label"], "text", "label")
+    for i, (text, label) in enumerate(zip(texts, labels), 1):
+        label = as_text(label)
+        if not isinstance(text, str) or not text.strip() or label is None or not label.strip():
+            reason = "empty text" if not isinstance(text, str) or not text.strip() else "missing label"
+            if strict:
+                raise DataError(f"item {i}: {reason}")
+            table.skipped.append({"line": i, "reason": reason})
+            continue
+        table.texts.append(text)
+        table.labels.append(label.strip())
+        table.lines.append(i)
+    if not table.texts:
+        raise DataError("no usable texts (all empty or unlabelled)")
+    return table

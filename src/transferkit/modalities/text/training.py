@@ -1,8 +1,9 @@
 """Text fine-tuning: a Hugging Face encoder + a new head, trained by the same engine as images.
 
-:func:`finetune_text` hands :func:`~transferkit.training.train_model` a :class:`TextModel` and token batches;
-strategies, layer-wise LR decay (blocks = embeddings, one per transformer layer), checkpoints, resume,
-early stopping and accelerate (DDP, bf16) are shared with images. What is particular to text:
+:class:`~transferkit.modalities.text.modality.TextModality` hands the training loop a :class:`TextModel` and
+token batches (:func:`text_train_data`); strategies, layer-wise LR decay (blocks = embeddings, one per
+transformer layer), checkpoints, resume, early stopping and accelerate (DDP, bf16) are shared with images.
+What is particular to text:
 
 * batches group texts of similar length: each epoch's shuffled order is cut into chunks of
   ``LENGTH_GROUP`` batches, each chunk is sorted by length and split into batches, and the batches are
@@ -16,23 +17,20 @@ early stopping and accelerate (DDP, bf16) are shared with images. What is partic
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from transferkit.config import RunConfig
-from transferkit.train.strategies import Strategy
-from transferkit.modalities.text.embed import pad_batch
+from transferkit.modalities.base import Split
+from transferkit.modalities.text.embed import length_sorted_batches, pad_batch
 from transferkit.train.data import EpochSampler, TrainData, epoch_seed
-from transferkit.train.loop import TrainResult, train_model
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-    from transferkit.heads.probe import ProbeHead
     from transferkit.modalities.text.tokenizer import TextTokenizer
 
 LENGTH_GROUP = 50  # batches per length-sorted chunk: enough to pad little, few enough to keep batches mixed
@@ -108,8 +106,6 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
 def predict_text_proba(model: nn.Module, ids: Sequence[Sequence[int]], pad_id: int, batch_size: int,
                        accelerator: "Accelerator | None" = None) -> np.ndarray:
     """Softmax outputs for tokenised texts, in length-sorted batches, returned in input order."""
-    from transferkit.modalities.text.embed import length_sorted_batches, pad_batch
-
     was_training = model.training
     model.eval()
     device = accelerator.device if accelerator is not None else torch.device("cpu")
@@ -126,29 +122,10 @@ def predict_text_proba(model: nn.Module, ids: Sequence[Sequence[int]], pad_id: i
     return out if out is not None else np.zeros((0, 0), np.float32)
 
 
-def finetune_text(features: nn.Module, tokenizer: "TextTokenizer", config: RunConfig, strategy: Strategy,
-                  train: tuple[list[str], np.ndarray], val: tuple[list[str], np.ndarray], n_classes: int,
-                  out: Path, resume: bool = False, head_init: "ProbeHead | None" = None) -> TrainResult:
-    """Train ``features`` (a pooled encoder, see text.pooled_encoder) and a new head on ``(texts, labels)``.
-
-    ``head_init`` (gradual) is the linear-probe solution the head starts from. Checkpoints go to
-    ``out/checkpoints``; returns the best epoch's model on CPU."""
-    pad_id = tokenizer.pad_token_id
-    train_ids = tokenizer.encode(list(train[0]), config.max_length)
-    val_ids = tokenizer.encode(list(val[0]), config.max_length) if len(val[0]) else []
-    labels = [int(y) for y in train[1]]
+def text_train_data(split: Split, tokenizer: "TextTokenizer", config: RunConfig, kind: str = "text") -> TrainData:
+    """Tokenised training texts in length-grouped batches (see the module docstring), padded per batch."""
+    ids = tokenizer.encode(list(split.items), config.max_length)
+    labels = [int(y) for y in split.labels]
     sampler = EpochSampler(labels, config.seed, config.balanced_sampler)
-    data = TrainData(TokenDataset(train_ids, labels), sampler, labels, kind="text", collate=PadCollate(pad_id),
-                     batch_sampler=LengthGroupedBatches(sampler, [len(x) for x in train_ids],
-                                                                config.setting("batch_size", "text")))
-    model = TextModel(features, features.num_features, n_classes)
-    if head_init is not None:
-        with torch.no_grad():
-            model.head.weight.copy_(torch.from_numpy(head_init.weight))
-            model.head.bias.copy_(torch.from_numpy(head_init.bias))
-
-    def predict(net: nn.Module, ids: Any, accelerator: "Accelerator | None") -> np.ndarray:
-        return predict_text_proba(net, ids, pad_id, config.inference_batch, accelerator)
-
-    return train_model(model, config, strategy, data, (val_ids, np.asarray(val[1])) if len(val_ids) else None,
-                       n_classes, out, resume=resume, predict=predict)
+    return TrainData(TokenDataset(ids, labels), sampler, labels, kind=kind, collate=PadCollate(tokenizer.pad_token_id),
+                     batch_sampler=LengthGroupedBatches(sampler, [len(x) for x in ids], config.setting("batch_size", kind)))

@@ -1,0 +1,149 @@
+"""``transferkit train``. Its config options are generated from :class:`RunConfig`'s fields (type, help,
+panel, choices), so a new field is a new option without an edit here; an option left unset keeps the value
+of ``--config`` (or the field's default)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from transferkit.cli.output import console, print_json
+from transferkit.config import FIELD_TYPES, RunConfig, choices
+from transferkit.errors import TransferkitError
+
+CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def option_name(field: dataclasses.Field) -> str:
+    """``--val-fraction``; ``--no-cache`` for a flag that is on by default; a list field names its repeatable
+    option in its metadata (``--method``)."""
+    if field.metadata["option"]:
+        return field.metadata["option"]
+    name = field.name.replace("_", "-")
+    return f"--no-{name}" if field.default is True else f"--{name}"
+
+
+def option_help(field: dataclasses.Field) -> str:
+    values = choices(FIELD_TYPES[field.name])
+    text = field.metadata["help"] + (f"; one of: {', '.join(values)}" if values else "")
+    if isinstance(field.default, bool):
+        return f"{text} (default: {'on' if field.default else 'off'})"
+    if field.default not in (None, dataclasses.MISSING):  # null defaults say what they mean in the help
+        return f"{text} (default: {field.default})"
+    return text
+
+
+def cli_type(hint: Any) -> Any:
+    """The option's type: the field's type without ``None`` (unset is ``None`` for every option)."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        (hint,) = (arg for arg in args if arg is not type(None))
+    return Optional[hint]
+
+
+def config_option(field: dataclasses.Field) -> inspect.Parameter:
+    hint, name = FIELD_TYPES[field.name], option_name(field)
+    info: dict[str, Any] = {"help": option_help(field), "rich_help_panel": field.metadata["panel"],
+                            "show_default": False}
+    if hint is bool and field.default is True:
+        info["callback"] = switch_off
+    elif choices(hint):  # the choices are in the help, where they wrap between words
+        info["metavar"] = "<choice>"
+    elif typing.get_origin(hint) is list:
+        info["metavar"] = "<spec>"
+    # Typer's older spelling (the option as the default) builds faster than Annotated[...], ~50 of them per start
+    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(None, name, **info),
+                             annotation=cli_type(hint))
+
+
+def switch_off(given: bool | None) -> bool | None:
+    """``--no-cache`` given sets ``cache`` to False; not given, the field keeps --config's value."""
+    return False if given else None
+
+
+def with_config_options(command: Any) -> Any:
+    """Give ``command`` (which takes ``**settings``) one keyword option per RunConfig field; Typer reads
+    the options from ``__signature__``."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+           if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    generated = [config_option(f) for name, f in CONFIG_FIELDS.items() if name != "data"]  # data: an argument
+    command.__signature__ = inspect.Signature([*own, *generated], return_annotation=None)
+    return command
+
+
+@with_config_options
+def train(
+    data: Annotated[Optional[Path], typer.Argument(help=CONFIG_FIELDS["data"].metadata["help"],
+                                                   show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder to write")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Re-run a saved config.yaml (options given here "
+                                                        "override it)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out (or the "
+                                                          "--config's run); its callbacks are not carried "
+                                                          "over")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON")] = False,
+    **settings: Any,
+) -> None:
+    """Fit a model to DATA and save it as a run folder."""
+    if resume:
+        out, config = resume_paths(out, config)
+    chosen = {name: value for name, value in settings.items() if value is not None}
+    if data is not None:
+        chosen["data"] = str(data)
+    if resume:  # callbacks belong to a process, not to the run: the interrupted one's (a fault injector) stay behind
+        chosen.setdefault("callbacks", [])
+    run_config = RunConfig.from_yaml(config, **chosen) if config else RunConfig(**chosen)
+    if not run_config.data:
+        raise TransferkitError("no data given: pass a DATA folder or a --config that names one")
+    if out is None:
+        raise TransferkitError("--out is required: the run folder to write the model to")
+    # lazy: the run folder and estimator modules import numpy and torch; --help must not pay for them
+    from transferkit.estimators import classifier_for_data
+    from transferkit.runs.rundir import check_writable
+
+    if not resume:
+        check_writable(out, overwrite)  # fail before spending time on features
+    params = {k: v for k, v in run_config.to_dict().items() if k != "data"}
+    if config is None and "backbone" not in chosen:
+        del params["backbone"]  # the estimator's default suits the data: an image network or a text encoder
+    clf = classifier_for_data(run_config.data)(**params).fit(run_config.data, out=out, resume=resume)
+    if not getattr(clf, "is_main_process_", True):
+        return  # other ranks of a multi-process run: rank 0 saves
+    clf.save(out, overwrite=overwrite or resume)
+    if as_json:
+        print_json(clf.metrics_)
+        return
+    print_summary(clf.metrics_, out)
+
+
+def resume_paths(out: Path | None, config: Path | None) -> tuple[Path, Path]:
+    """The run folder to resume (``--out``, else the one ``--config`` belongs to: ``<out>/config.yaml`` or
+    ``<out>/checkpoints/config.yaml``) and the config to resume with."""
+    # lazy: checkpoints are torch's; a resumed run imports it anyway
+    from transferkit.train.state import CHECKPOINT_DIR, LAST, checkpoint_dir
+
+    if out is None and config is not None:
+        out = config.parent.parent if config.parent.name == CHECKPOINT_DIR else config.parent
+    if out is None:
+        raise TransferkitError("--resume needs --out (the run folder) or --config <out>/config.yaml")
+    if not (checkpoint_dir(out) / LAST).is_file():
+        raise TransferkitError(f"{out}: no checkpoint to resume from (expected {checkpoint_dir(out) / LAST})")
+    if config is None or not config.is_file():
+        config = checkpoint_dir(out) / "config.yaml"
+    return out, config
+
+
+def print_summary(metrics: dict[str, Any], out: Path) -> None:
+    screen = console()
+    for split in ("val", "test"):
+        if split in metrics:
+            m = metrics[split]
+            screen.print(f"{split}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")
+    screen.print(f"saved to {out}  ({metrics['train_seconds']:.1f} s)")
+

@@ -1,0 +1,312 @@
+"""``TransferClassifier``: fit / predict / evaluate / save / load, written once for every modality.
+
+A pretrained backbone plus a new head. ``linear-probe`` fits the head on cached features (numpy only when the
+engine and features are cached); other strategies train the backbone too, through the shared training loop,
+and the trained network then serves prediction, evaluation and saving exactly as a probe's does: features
+through the engines and the cache (under a fingerprint of the trained weights), the head in numpy.
+Everything that depends on what the items are (images, texts) is asked of the class's :attr:`modality`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from transferkit.config import RunConfig
+from transferkit.digests import tensor_fingerprint
+from transferkit.errors import DataError, RunDirError, TransferkitError
+from transferkit.estimators.params import ConfiguredEstimator
+from transferkit.features.engines import net_tensors
+from transferkit.heads.linear import load_probe_into, probe_from_linear
+from transferkit.heads.probe import ProbeHead, fit_probe
+from transferkit.metrics import classification_metrics
+from transferkit.modalities.base import Featurized, Inputs, LabelledData, Modality, Split
+from transferkit.progress import log
+from transferkit.runs.rundir import (check_writable, checkpoint_dir, read_run, read_tensors, run_format, training_files,
+                                     write_run)
+from transferkit.train.strategies import Strategy, parse_strategy
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def tuned_fingerprint(base: str, state: Mapping[str, Any]) -> str:
+    """The cache identity of a fine-tuned feature network: its starting point's and its weights' (one scheme
+    for every modality), so a tuned network never reads the pretrained one's cached features or engine."""
+    return hashlib.blake2b(f"{base}|tuned|{tensor_fingerprint(state)}".encode(), digest_size=12).hexdigest()
+
+
+def absolute_paths(config: RunConfig) -> RunConfig:
+    """``data``, ``weights`` and ``cache_dir`` made absolute: a saved config.yaml re-runs from any directory."""
+    return config.replace(**{name: str(Path(value).expanduser().resolve())
+                             for name in ("data", "weights", "cache_dir") if (value := getattr(config, name))})
+
+
+class TransferClassifier(ConfiguredEstimator):
+    """A pretrained backbone plus a new head, fitted to labelled data of the class's modality.
+
+    Fitted attributes: ``classes_``, ``head_`` (numpy), ``spec_`` (the backbone; a fine-tuned one under its own
+    fingerprint), ``net_`` (the fine-tuned feature network, None for a probe or a loaded run), ``metrics_``.
+    """
+
+    modality: ClassVar[Modality]
+
+    def __init__(self, backbone: str | None = None, strategy: str = "linear-probe", **params: Any) -> None:
+        self.config = RunConfig(backbone=backbone or self.modality.default_backbone, strategy=strategy, **params)
+        self.verbose = True
+
+    # -- fitting ---------------------------------------------------------------------------------------------
+    def fit(self, data: Any, labels: Sequence[Any] | None = None, val_data: Any = None,
+            out: str | Path | None = None, resume: bool = False) -> "TransferClassifier":
+        """Fit on ``data`` (an image folder, a .csv/.tsv/.jsonl file, or texts with ``labels``); validation is
+        ``val_data``, the data's own val split, or split off train (``val_fraction``). Strategies other than
+        ``linear-probe`` train the backbone, with checkpoints in ``out/checkpoints`` (a temporary folder
+        without ``out``); ``resume=True`` continues from the last one."""
+        start = time.perf_counter()
+        config = absolute_paths(self.config.replace(data=str(data) if isinstance(data, (str, Path)) else None))
+        strategy = parse_strategy(config.strategy)
+        self.modality.check(config, strategy)
+        dataset = self.modality.read_training(data, labels, val_data, config)
+        log(f"data: {dataset.describe()}")
+        self.config, self.classes_, self.net_, self.checkpoint_dir_ = config, list(dataset.classes), None, None
+        self.spec_ = self.modality.resolve(config, strategy)
+        metrics: dict[str, Any] = {"data": dataset.describe(), "strategy": config.strategy, **dataset.details,
+                                   **self.modality.run_details(self.spec_, config)}
+        if strategy.frozen_backbone:
+            self._fit_probe(dataset, metrics)
+        else:
+            self._fit_finetune(dataset, strategy, metrics, out, resume)
+        metrics["train_seconds"] = round(time.perf_counter() - start, 3)
+        self.metrics_ = metrics
+        return self
+
+    def _fit_probe(self, dataset: LabelledData, metrics: dict[str, Any]) -> None:
+        train, val, test = self._featurize_splits(dataset, dataset.train, dataset.val, dataset.test)
+        # A validation split carved out of the training data only chooses the L2 strength: the head is then
+        # refitted on both. The user's own held-out set stays out of training.
+        head = self._probe(train, val, refit=not dataset.held_out)
+        self.head_, self.is_main_process_ = head, True
+        metrics["probe"] = {"l2": head.l2, "path": head.path, "refit_on_train_and_val": head.refit}
+        metrics["embeddings"] = train[0].stats
+        if len(val[1]):
+            metrics["val"] = classification_metrics(
+                val[1], head.val_proba if head.val_proba is not None else self._proba(val[0].features), self.classes_)
+        if len(dataset.test):
+            metrics["test"] = classification_metrics(test[1], self._proba(test[0].features), self.classes_)
+        failed = train[0].failed + val[0].failed + test[0].failed
+        metrics[self.modality.skipped_key] = dataset.skipped + [self._failure(item, why) for item, why in failed]
+        metrics["trainable_parameters"] = int(head.weight.size + head.bias.size)
+
+    def _featurize_splits(self, dataset: LabelledData, *splits: Split) -> list[tuple[Featurized, np.ndarray]]:
+        """(features, labels of the items read) per split, through one pass over the cache and the engine."""
+        result = self._featurize([item for split in splits for item in split.items])
+        parts, start = [], 0
+        for name, split in zip(("train", "val", "test"), splits):
+            part = result.part(start, start + len(split))
+            self._check_read(part.failed, name)
+            parts.append((part, np.asarray(split.labels, dtype=np.int64)[part.ok]))
+            start += len(split)
+        readable = set(parts[0][1].tolist())
+        missing = [c for i, c in enumerate(dataset.classes) if i not in readable]
+        if missing:
+            raise DataError(f"class '{missing[0]}' has no readable training items")
+        return parts
+
+    def _probe(self, train: tuple[Featurized, np.ndarray], val: tuple[Featurized, np.ndarray],
+               refit: bool) -> ProbeHead:
+        have_val = len(val[1]) > 0
+        return fit_probe(train[0].features, train[1], len(self.classes_), val[0].features if have_val else None,
+                         val[1] if have_val else None, l2=self.config.l2, class_weight=self.config.class_weights,
+                         refit=refit, standardize=not train[0].normalized)
+
+    def _fit_finetune(self, dataset: LabelledData, strategy: Strategy, metrics: dict[str, Any],
+                      out: str | Path | None, resume: bool) -> None:
+        """Train the backbone too; afterwards the trained network serves predict / save like a probe's."""
+        import torch  # the training modules import torch: loaded only when a backbone trains
+
+        from transferkit.train.loop import train_model
+
+        modality, config, spec, n_classes = self.modality, self.config, self.spec_, len(self.classes_)
+        head_init = None
+        if strategy.init_head_from_probe:  # LP-FT: the head starts from the probe on the pretrained features
+            train, val, _ = self._featurize_splits(dataset, dataset.train, dataset.val, Split())
+            head_init = self._probe(train, val, refit=False)
+            metrics["probe"] = {"l2": head_init.l2, "path": head_init.path}
+        val_inputs, val_labels, failed = modality.eval_inputs(spec, dataset.val, config)
+        torch.manual_seed(config.seed)
+        model = modality.build_model(spec, n_classes)
+        if head_init is not None:
+            load_probe_into(model.head, head_init)
+        predict = modality.predictor(spec, config)
+        with tempfile.TemporaryDirectory(prefix="transferkit-train-") as scratch:
+            result = train_model(model, config, strategy, modality.train_data(spec, dataset.train, config, n_classes),
+                                 (val_inputs, val_labels) if len(val_labels) else None, n_classes,
+                                 Path(out) if out is not None else Path(scratch), resume=resume,
+                                 frozen=modality.frozen_forward(spec, config), predict=predict)
+        self.net_ = result.model.features.eval()
+        self.spec_ = spec.pinned(tuned_fingerprint(spec.fingerprint, self.net_.state_dict()))
+        self.head_, self.is_main_process_ = probe_from_linear(result.model.head), result.is_main
+        self.checkpoint_dir_ = None if out is None else checkpoint_dir(out)
+        metrics.update(epochs_run=len(result.history), best_epoch=result.best_epoch,
+                       stopped_early=result.stopped_early, history=result.history)
+        if result.val is not None:
+            metrics["val"] = classification_metrics(result.val[1], result.val[0], self.classes_)
+        if len(dataset.test):
+            test_inputs, test_labels, failed_test = modality.eval_inputs(spec, dataset.test, config)
+            metrics["test"] = classification_metrics(test_labels, predict(result.model, test_inputs, None),
+                                                     self.classes_)
+            failed = failed + failed_test
+        metrics[modality.skipped_key] = dataset.skipped + [self._failure(item, why) for item, why in failed]
+        metrics["trainable_parameters"] = int(result.trainable_parameters)
+
+    # -- features --------------------------------------------------------------------------------------------
+    def feature_net(self) -> "nn.Module":
+        """The feature network: the fine-tuned one held in memory after fit, else the backbone's (or run's)."""
+        return self.net_.eval() if getattr(self, "net_", None) is not None else self.modality.build_net(self.spec_)
+
+    def features(self, items: Sequence[str]) -> np.ndarray:
+        """What the head reads, for ``items`` (image paths, texts), through the cache."""
+        return self._featurize(list(items)).features
+
+    @property
+    def trained_tensors_(self) -> dict[str, np.ndarray] | None:
+        """The fine-tuned feature network's tensors (None for a probe or a loaded run)."""
+        if getattr(self, "net_", None) is None:
+            return None
+        return {k: v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
+
+    def _featurize(self, items: list[str]) -> Featurized:
+        result = self.modality.featurize(self.spec_, items, self.config, self.feature_net, self.verbose)
+        self.embed_stats_ = result.stats
+        return result
+
+    def _check_read(self, failed: list[tuple[str, str]], where: str) -> None:
+        if not failed:
+            return
+        listing = "; ".join(f"{item} ({why})" for item, why in failed[:5])
+        if self.config.strict:
+            raise DataError(f"{len(failed)} unreadable file(s) in {where}: {listing}")
+        log(f"warning: skipped {len(failed)} unreadable file(s) in {where}: {listing}"
+            f"{' ...' if len(failed) > 5 else ''} (use --strict to stop instead)")
+
+    def _failure(self, item: str, reason: str) -> dict[str, Any]:
+        # "item" for every modality, and the modality's own name for it ("path"), as reports had it before
+        return {"item": item, self.modality.item_key: item, "reason": reason}
+
+    # -- inference -------------------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "head_"):
+            name = type(self).__name__
+            raise TransferkitError(f"this {name} is not fitted yet; call fit() or {name}.load()")
+
+    def _proba(self, features: np.ndarray) -> np.ndarray:
+        if not len(features):
+            return np.zeros((0, len(self.classes_)), np.float32)
+        return self.head_.predict_proba(features)
+
+    def predict_proba(self, inputs: Inputs) -> np.ndarray:
+        """Class probabilities, one row per item (folders expanded to their images, data files to their rows)."""
+        self._check_fitted()
+        result = self._featurize([r["input"] for r in self.modality.predict_inputs(inputs, self.config)])
+        if result.failed:
+            raise DataError(f"{result.failed[0][0]}: cannot read it ({result.failed[0][1]})")
+        return self._proba(result.features)
+
+    def predict(self, inputs: Inputs) -> list[str]:
+        return [self.classes_[i] for i in self.predict_proba(inputs).argmax(axis=1)]
+
+    def predict_records(self, inputs: Inputs, top_k: int = 1) -> list[dict[str, Any]]:
+        """One record per item: ``{"input", "predictions": [{"label", "probability"}, ...]}`` (top ``top_k``),
+        or ``{"input", "error"}`` for an item that cannot be read; rows of a text file add ``file`` and ``line``.
+        The item is also under the modality's own name for it (``path``, ``text``)."""
+        self._check_fitted()
+        records = self.modality.predict_inputs(inputs, self.config)
+        result = self._featurize([r["input"] for r in records])
+        rows, reasons = iter(self._proba(result.features)), dict(result.failed)
+        k = max(1, min(top_k, len(self.classes_)))
+        for record, ok in zip(records, result.ok):
+            record[self.modality.item_key] = record["input"]
+            if not ok:
+                record["error"] = reasons[record["input"]]
+                continue
+            proba = next(rows)
+            record["predictions"] = [{"label": self.classes_[i], "probability": round(float(proba[i]), 6)}
+                                     for i in np.argsort(-proba)[:k]]
+        return records
+
+    def evaluate(self, data: Any, labels: Sequence[Any] | None = None) -> dict[str, Any]:
+        """:func:`~transferkit.metrics.classification_metrics` on labelled data (labels among the fitted classes),
+        plus ``misclassified`` rows (item, line for text rows, label, predicted, probability) and ``skipped``
+        (unreadable items, rows left out: item or line, reason)."""
+        self._check_fitted()
+        split, skipped = self.modality.read_labelled(data, labels, self.classes_, self.config)
+        result = self._featurize(split.items)
+        if result.failed and self.config.strict:
+            raise DataError(f"{result.failed[0][0]}: cannot read it ({result.failed[0][1]})")
+        kept = np.flatnonzero(result.ok)
+        truth = np.asarray(split.labels, dtype=np.int64)[kept]
+        proba = self._proba(result.features)
+        report = classification_metrics(truth, proba, self.classes_)
+        predicted = proba.argmax(axis=1)
+        report["misclassified"] = [self._row(split, int(kept[j]), int(predicted[j]), float(proba[j, predicted[j]]))
+                                   for j in np.flatnonzero(predicted != truth)]
+        report["skipped"] = skipped + [self._failure(item, why) for item, why in result.failed]
+        return report
+
+    def _row(self, split: Split, index: int, predicted: int, probability: float) -> dict[str, Any]:
+        item = split.items[index]
+        row: dict[str, Any] = {"item": item, self.modality.item_key: item}
+        if split.lines is not None:
+            row["line"] = split.lines[index]
+        row.update(label=self.classes_[split.labels[index]], predicted=self.classes_[predicted],
+                   probability=round(probability, 6))
+        return row
+
+    def score(self, data: Any, labels: Sequence[Any] | None = None) -> float:
+        return self.evaluate(data, labels)["accuracy"]
+
+    # -- persistence -----------------------------------------------------------------------------------------
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """A run folder: config.yaml, classes.json, preprocessing.json, model.safetensors (``features.*`` +
+        ``head.*``, its metadata naming format, backbone and fingerprint), metrics.json, and what the
+        modality adds; a fine-tuned model saved into its training folder keeps ``checkpoints/`` there."""
+        self._check_fitted()
+        path, spec, modality = Path(path), self.spec_, self.modality
+        keep, extra = (), {}
+        if self.net_ is not None:
+            keep, extra = training_files(path, self.checkpoint_dir_, self.metrics_.get("history", []))
+        check_writable(path, overwrite, ignore=keep)  # before the tensors are gathered
+        if self.net_ is not None:
+            features = self.trained_tensors_
+        else:  # a frozen backbone's tensors come from beside its cached engine: no torch needed
+            features = net_tensors(spec.fingerprint, self.feature_net, self.config.cache_dir, self.config.cache)
+        tensors = {f"features.{k}": v for k, v in features.items()}
+        tensors["head.weight"], tensors["head.bias"] = self.head_.weight, self.head_.bias
+        parts = modality.run_parts(spec, self.config)
+        meta = {"format": modality.run_format, "backbone": spec.name, "source": spec.source,
+                "fingerprint": spec.fingerprint, **parts.meta, "num_features": str(self.head_.weight.shape[1]),
+                "num_classes": str(len(self.classes_))}
+        return write_run(path, config=self.config, classes=self.classes_, preprocessing=parts.preprocessing,
+                         tensors=tensors, model_meta=meta, metrics=self.metrics_, overwrite=overwrite, keep=keep,
+                         extra_files=extra, add_files=parts.add_files)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TransferClassifier":
+        """A saved run of this class's modality (any modality's: ``transferkit.estimators.load_classifier``)."""
+        modality = cls.modality
+        found = run_format(path)
+        if found and found != modality.run_format:
+            raise RunDirError(f"{path}: its model has format {found!r}, which {cls.__name__} does not read "
+                              f"({modality.run_format}); load it with transferkit.estimators.load_classifier")
+        run = read_run(path, modality.run_files)
+        clf = cls.__new__(cls)
+        clf.config, clf.verbose, clf.classes_, clf.metrics_ = run.config, True, run.classes, run.metrics
+        head = read_tensors(run.model_path, "head.")
+        clf.head_ = ProbeHead(head["weight"], head["bias"], float(run.metrics.get("probe", {}).get("l2") or 0))
+        clf.spec_, clf.net_, clf.checkpoint_dir_ = modality.spec_from_run(run), None, None
+        return clf

@@ -1,0 +1,197 @@
+"""What every modality shares: splits, labelled data, featurised results, and the :class:`Modality` protocol.
+
+A modality (images, text, ...) owns everything that depends on what the items are: how labelled data is
+read, how items become features through the cache and the engines, which network and head train, what a
+run folder holds besides the common files. :class:`~transferkit.estimators.core.TransferClassifier` holds
+fit / predict / evaluate / save / load once and asks its modality for those parts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from transferkit.config import RunConfig
+from transferkit.errors import DataError
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from torch import nn
+
+    from transferkit.runs.rundir import RunFiles
+    from transferkit.train.data import TrainData
+    from transferkit.train.strategies import Strategy
+
+# what predict_proba / predict_records take: a path, a text, or a list of them
+Inputs = str | Path | Sequence[str | Path]
+# (model, inputs as eval_inputs made them, accelerator or None) -> class probabilities
+Predictor = Callable[["nn.Module", Any, "Accelerator | None"], np.ndarray]
+
+
+@dataclass
+class Split:
+    """Items and integer labels of one split: image paths, or texts with their line in the file."""
+
+    items: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    lines: list[int] | None = None  # text rows: the 1-based line of each item in its file
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def paths(self) -> list[str]:
+        """The items under the name image splits had before both modalities shared this class (read-only)."""
+        return self.items
+
+    def take(self, indices: Sequence[int]) -> "Split":
+        lines = None if self.lines is None else [self.lines[i] for i in indices]
+        return Split([self.items[i] for i in indices], [self.labels[i] for i in indices], lines)
+
+
+@dataclass
+class LabelledData:
+    """Training data as a modality read it: classes, splits, and what was left out while reading."""
+
+    classes: list[str]
+    train: Split
+    val: Split
+    test: Split = field(default_factory=Split)
+    val_source: str = "none"  # "folder", a file name, "<fraction> of train, stratified, seed <seed>" or "none"
+    held_out: bool = False  # True: val is the user's own held-out set, so the probe never refits on it
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # rows left out while reading ({"line", "reason"})
+    ignored: list[str] = field(default_factory=list)  # files passed over for their extension
+    details: dict[str, Any] = field(default_factory=dict)  # what the run's metrics keep about the data
+
+    def describe(self) -> str:
+        parts = [f"{len(self.classes)} classes", f"train {len(self.train)}", f"val {len(self.val)} ({self.val_source})"]
+        if len(self.test):
+            parts.append(f"test {len(self.test)}")
+        if self.skipped:
+            parts.append(f"skipped {len(self.skipped)}")
+        return ", ".join(parts)
+
+
+@dataclass
+class Featurized:
+    """Features of the items that could be read, in input order, and why the others could not."""
+
+    features: np.ndarray  # float32 [n_ok, d]
+    ok: np.ndarray  # bool [n]: which items have a row
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (item, reason), in input order
+    stats: dict[str, Any] = field(default_factory=dict)  # cached, extracted, seconds, engine
+    normalized: bool = False  # rows are L2-normalised: the probe keeps their geometry (one scale, not per feature)
+
+    def part(self, start: int, stop: int) -> "Featurized":
+        """The result for items ``start:stop`` of the input (``failed`` is in input order, like the rows)."""
+        rows_before, failed_before = int(self.ok[:start].sum()), int((~self.ok[:start]).sum())
+        ok = self.ok[start:stop]
+        return Featurized(self.features[rows_before:rows_before + int(ok.sum())], ok,
+                          self.failed[failed_before:failed_before + int((~ok).sum())], self.stats, self.normalized)
+
+
+class Spec(Protocol):
+    """A torch-free backbone description: what its features are called in the caches."""
+
+    name: str
+    source: str
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def pinned(self, fingerprint: str) -> "Spec":
+        """The same backbone under a fixed fingerprint (a fine-tuned or saved network)."""
+
+
+@dataclass
+class RunParts:
+    """What a modality adds to a run folder: model metadata, preprocessing.json, extra files."""
+
+    meta: dict[str, str]
+    preprocessing: dict[str, Any]
+    add_files: Callable[[Path], None] | None = None  # writes into the run's staging folder
+
+
+class Modality(Protocol):
+    """The parts of transfer learning that depend on what the items are (see the module docstring)."""
+
+    name: str  # "image" | "text": the config's defaults per kind (RunConfig.setting), messages
+    default_backbone: str
+    run_format: str  # model.safetensors metadata "format" of its runs
+    run_files: tuple[str, ...]  # entries its run folders hold besides the common files
+    item_key: str  # what its items are called in reports and records ("path", "text")
+    skipped_key: str  # the metrics key listing what fit left out ("skipped_files", "skipped_rows")
+    data_hint: str  # the data it reads, for messages
+
+    def accepts(self, data: Any) -> bool:
+        """Whether ``data`` (given to fit) is this modality's."""
+
+    def check(self, config: RunConfig, strategy: "Strategy") -> None:
+        """Refuse settings and strategies this modality has no use for (one-line TransferkitError)."""
+
+    def read_training(self, data: Any, labels: Sequence[Any] | None, val_data: Any,
+                      config: RunConfig) -> LabelledData:
+        """Classes and train / val (/ test) splits."""
+
+    def read_labelled(self, data: Any, labels: Sequence[Any] | None, classes: list[str],
+                      config: RunConfig) -> tuple[Split, list[dict[str, Any]]]:
+        """A labelled set for evaluate, labels indexed by ``classes``; and the rows left out."""
+
+    def predict_inputs(self, inputs: Inputs, config: RunConfig) -> list[dict[str, Any]]:
+        """One record per item to predict: ``{"input": item}`` plus where it came from (a file's line)."""
+
+    def resolve(self, config: RunConfig, strategy: "Strategy") -> Spec:
+        """The backbone the config names (pretrained unless the config or strategy says not)."""
+
+    def spec_from_run(self, run: "RunFiles") -> Spec:
+        """The backbone of a saved run, built from the run's own files when nothing is cached."""
+
+    def build_net(self, spec: Spec) -> "nn.Module":
+        """The feature network (items' tensors -> features) engines export and runs save as ``features.*``."""
+
+    def featurize(self, spec: Spec, items: list[str], config: RunConfig, build_net: Callable[[], "nn.Module"],
+                  show_progress: bool) -> Featurized:
+        """Features through the cache; ``build_net`` is called only when no cached engine fits."""
+
+    def build_model(self, spec: Spec, n_classes: int) -> "nn.Module":
+        """Backbone + new ``head`` (nn.Linear) for the training loop: ``.features``, ``.backbone``, ``.head``."""
+
+    def train_data(self, spec: Spec, split: Split, config: RunConfig, n_classes: int) -> "TrainData":
+        """What the loop draws training batches from."""
+
+    def eval_inputs(self, spec: Spec, split: Split,
+                    config: RunConfig) -> tuple[Any, np.ndarray, list[tuple[str, str]]]:
+        """(inputs for :meth:`predictor`, labels of the items read, (item, reason) of the others)."""
+
+    def predictor(self, spec: Spec, config: RunConfig) -> Predictor:
+        """Class probabilities from a torch model on :meth:`eval_inputs`' inputs."""
+
+    def frozen_forward(self, spec: Spec, config: RunConfig) -> Callable[[Any], np.ndarray] | None:
+        """A training batch's inputs -> the untouched backbone's features, for head-only phases (or None)."""
+
+    def run_details(self, spec: Spec, config: RunConfig) -> dict[str, Any]:
+        """What the run's metrics keep about the backbone beyond its name in config.yaml."""
+
+    def run_parts(self, spec: Spec, config: RunConfig) -> RunParts:
+        """Metadata, preprocessing.json and extra files of a run folder."""
+
+
+def stratified_indices(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Train / validation row indices, stratified; classes with fewer than 2 rows stay in train."""
+    from sklearn.model_selection import train_test_split
+
+    counts = Counter(labels)
+    eligible = [i for i, y in enumerate(labels) if counts[y] >= 2]
+    rare = [i for i, y in enumerate(labels) if counts[y] < 2]
+    n_classes = len({labels[i] for i in eligible})
+    n_val = max(n_classes, round(len(labels) * fraction))
+    if n_val >= len(eligible) - n_classes + 1 or not eligible:
+        raise DataError(f"--val-fraction {fraction} leaves too few training rows ({len(labels)} in all); "
+                        "lower it, add rows, or give validation data")
+    train, val = train_test_split(eligible, test_size=n_val, random_state=seed,
+                                  stratify=[labels[i] for i in eligible])
+    return sorted(list(train) + rare), sorted(val)

@@ -1,0 +1,212 @@
+"""Text: CSV / TSV / JSONL rows in, pooled encoder layers through the ONNX engine and the per-text cache.
+
+Names: ``all-MiniLM-L6-v2`` (the packaged copy, the offline default), a local model folder, or a Hugging
+Face hub id. A probe reads the last four encoder layers, each pooled and normalised as the model does,
+concatenated; fine-tuning reads the sentence embedding (:func:`feature_layers`). Run folders add
+``tokenizer/`` and ``encoder/config.json``, so a run is rebuilt from its own files when nothing is cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from transferkit.config import RunConfig
+from transferkit.errors import DataError, TransferkitError
+from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Predictor, RunParts, Split,
+                                         stratified_indices)
+from transferkit.modalities.text.backbone import DEFAULT_TEXT_BACKBONE, TextBackboneSpec, resolve_text_backbone
+from transferkit.modalities.text.embed import embed_texts
+from transferkit.modalities.text.table import (TEXT_SUFFIXES, TextTable, is_text_data, read_text_table, sort_classes,
+                                               texts_table)
+from transferkit.progress import log
+from transferkit.train.strategies import parse_strategy
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from transferkit.runs.rundir import RunFiles
+    from transferkit.train.data import TrainData
+    from transferkit.train.strategies import Strategy
+
+TEXT_FORMAT = "transferkit-text-1"
+# A probe reads the last four layers (see pooled_encoder); fine-tuning reads the sentence embedding, which
+# did better there: rt_polarity, gradual, one epoch: test 0.835 with 1 layer against 0.815 with 4.
+PROBE_FEATURE_LAYERS = 4
+
+
+def feature_layers(config: RunConfig) -> int:
+    """How many final encoder layers the run's features concatenate (``config.feature_layers`` or its default)."""
+    if config.feature_layers is not None:
+        return config.feature_layers
+    return PROBE_FEATURE_LAYERS if parse_strategy(config.strategy).frozen_backbone else 1
+
+
+class TextModality:
+    """Labelled text files (or texts + labels in memory) and Hugging Face encoders."""
+
+    name = "text"
+    default_backbone = DEFAULT_TEXT_BACKBONE
+    run_format = TEXT_FORMAT
+    run_files = ("tokenizer", "encoder/config.json")
+    item_key = "text"
+    skipped_key = "skipped_rows"
+    data_hint = f"a {', '.join(TEXT_SUFFIXES)} file"
+
+    def accepts(self, data: Any) -> bool:
+        if isinstance(data, (str, Path)):
+            return is_text_data(data)
+        return isinstance(data, Sequence) and all(isinstance(t, str) for t in data)
+
+    def check(self, config: RunConfig, strategy: "Strategy") -> None:
+        if strategy.last_k is not None:  # an encoder's blocks are layers of one kind: train them all or none
+            raise TransferkitError(f"strategy '{config.strategy}' is for image backbones; for text use "
+                                   "linear-probe, finetune, gradual or scratch")
+
+    # -- data --------------------------------------------------------------------------------------------------
+    def table(self, data: Any, labels: Sequence[Any] | None, config: RunConfig) -> TextTable:
+        """A labelled file (labels None), or texts with their labels."""
+        if isinstance(data, (str, Path)) and labels is None:
+            return read_text_table(data, config.text_column, config.label_column, strict=config.strict)
+        return texts_table(data, labels, config.strict)
+
+    def read_training(self, data: Any, labels: Sequence[Any] | None, val_data: Any,
+                      config: RunConfig) -> LabelledData:
+        table = self.table(data, labels, config)
+        if table.skipped:
+            first = table.skipped[0]
+            log(f"warning: skipped {len(table.skipped)} row(s) of {table.path}: line {first['line']} "
+                f"({first['reason']}){' ...' if len(table.skipped) > 1 else ''} (use --strict to stop instead)")
+        classes = sort_classes(table.labels)
+        if not classes:
+            raise DataError(f"{table.path}: no labels to learn from; pass labels=[...] with the texts, or a file "
+                            "with a label column")
+        if len(classes) < 2:
+            raise DataError(f"{table.path}: only one label ('{classes[0]}') found; a classifier needs at least 2")
+        train = labelled(table, classes, "is not in the training data")
+        dataset = LabelledData(classes, train, Split(lines=[]), skipped=table.skipped,
+                               details={"text_column": table.text_column, "label_column": table.label_column})
+        if val_data is not None:
+            dataset.val = labelled(self.table(val_data, None, config), classes, "is not in the training data")
+            dataset.val_source, dataset.held_out = str(val_data), True
+        elif config.val_fraction > 0:
+            train_idx, val_idx = stratified_indices(train.labels, config.val_fraction, config.seed)
+            dataset.train, dataset.val = train.take(train_idx), train.take(val_idx)
+            dataset.val_source = f"{config.val_fraction:g} of train, stratified, seed {config.seed}"
+        return dataset
+
+    def read_labelled(self, data: Any, labels: Sequence[Any] | None, classes: list[str],
+                      config: RunConfig) -> tuple[Split, list[dict[str, Any]]]:
+        table = self.table(data, labels, config)
+        return labelled(table, classes, f"is not one the model knows ({', '.join(classes)})"), table.skipped
+
+    def predict_inputs(self, inputs: Inputs, config: RunConfig) -> list[dict[str, Any]]:
+        """A .csv / .tsv / .jsonl file (a Path, or a string naming an existing one) gives one record per row;
+        any other string is one text."""
+        records: list[dict[str, Any]] = []
+        for item in [inputs] if isinstance(inputs, (str, Path)) else inputs:
+            if isinstance(item, Path) or (is_text_data(item) and Path(item).is_file()):
+                table = read_text_table(item, config.text_column, config.label_column, require_labels=False,
+                                        strict=config.strict)
+                records.extend({"input": text, "file": str(item), "line": line}
+                               for line, text in zip(table.lines, table.texts))
+            else:
+                records.append({"input": str(item)})
+        return records
+
+    # -- backbone and features -------------------------------------------------------------------------------
+    def resolve(self, config: RunConfig, strategy: "Strategy") -> TextBackboneSpec:
+        spec = resolve_text_backbone(config.backbone, config.pooling, feature_layers(config))
+        return spec if config.pretrained and strategy.pretrained else dataclasses.replace(spec, pretrained=False)
+
+    def spec_from_run(self, run: "RunFiles") -> TextBackboneSpec:
+        # The fingerprint names the cached ONNX engine and embeddings; the encoder is rebuilt from the run
+        # (encoder/config.json + features.* tensors) only when neither is cached on this machine.
+        meta, path = run.model_meta, run.path
+        return TextBackboneSpec(meta.get("backbone", run.config.backbone), str(path / "encoder"), "run",
+                                meta.get("pooling", "mean"), meta.get("normalize") == "true", "",
+                                int(meta.get("layers", "1")), tokenizer_location=str(path / "tokenizer"),
+                                run_model=str(run.model_path), fixed_fingerprint=meta.get("fingerprint"))
+
+    def build_net(self, spec: TextBackboneSpec) -> "nn.Module":
+        return spec.build()
+
+    def featurize(self, spec: TextBackboneSpec, items: list[str], config: RunConfig,
+                  build_net: Callable[[], "nn.Module"], show_progress: bool) -> Featurized:
+        result = embed_texts(spec, items, max_length=config.max_length, engine=config.engine,
+                             batch_size=config.inference_batch, use_cache=config.cache, cache_dir=config.cache_dir,
+                             cache_dtype=config.cache_dtype, show_progress=show_progress, build_net=build_net)
+        stats = {"cached": result.cached, "extracted": result.extracted, "seconds": round(result.seconds, 3),
+                 "engine": result.engine}
+        return Featurized(result.features, np.ones(len(items), dtype=bool), [], stats, normalized=spec.normalize)
+
+    # -- fine-tuning (torch from here on) ----------------------------------------------------------------------
+    def build_model(self, spec: TextBackboneSpec, n_classes: int) -> "nn.Module":
+        from transferkit.modalities.text.training import TextModel
+
+        features = spec.build()
+        return TextModel(features, features.num_features, n_classes)
+
+    def train_data(self, spec: TextBackboneSpec, split: Split, config: RunConfig, n_classes: int) -> "TrainData":
+        from transferkit.modalities.text.training import text_train_data
+
+        return text_train_data(split, spec.load_tokenizer(), config, self.name)
+
+    def eval_inputs(self, spec: TextBackboneSpec, split: Split,
+                    config: RunConfig) -> tuple[list[list[int]], np.ndarray, list[tuple[str, str]]]:
+        ids = spec.load_tokenizer().encode(split.items, config.max_length) if len(split) else []
+        return ids, np.asarray(split.labels, dtype=np.int64), []
+
+    def predictor(self, spec: TextBackboneSpec, config: RunConfig) -> Predictor:
+        from transferkit.modalities.text.training import predict_text_proba
+
+        pad_id = spec.load_tokenizer().pad_token_id
+        return lambda model, ids, accelerator: predict_text_proba(model, ids, pad_id, config.inference_batch,
+                                                                 accelerator)
+
+    def frozen_forward(self, spec: TextBackboneSpec, config: RunConfig) -> Callable[[Any], np.ndarray] | None:
+        # The probe's head is already the optimum of a head-only phase on cached embeddings (no augmentation),
+        # so gradual goes straight to training everything; a head-only epoch, if asked for, runs in torch.
+        return None
+
+    # -- run folder --------------------------------------------------------------------------------------------
+    def run_details(self, spec: TextBackboneSpec, config: RunConfig) -> dict[str, Any]:
+        return {"backbone": spec.name, "pooling": spec.pooling, "max_length": config.max_length}
+
+    def run_parts(self, spec: TextBackboneSpec, config: RunConfig) -> RunParts:
+        meta = {"pooling": spec.pooling, "normalize": str(spec.normalize).lower(), "layers": str(spec.layers),
+                "max_length": str(config.max_length)}
+        preprocessing = {"kind": "text", "max_length": config.max_length, "pooling": spec.pooling,
+                         "normalize": spec.normalize, "layers": spec.layers, "tokenizer": "tokenizer/",
+                         "encoder_config": "encoder/config.json"}
+
+        def add_files(staging: Path) -> None:
+            spec.load_tokenizer().save(staging / "tokenizer")
+            save_encoder_config(spec, staging / "encoder")
+
+        return RunParts(meta, preprocessing, add_files)
+
+
+def labelled(table: TextTable, classes: list[str], unknown_says: str) -> Split:
+    """The table's rows with labels indexed by ``classes``; a label outside them is an error."""
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(table.labels) - set(index))
+    if unknown:
+        raise DataError(f"{table.path}: label '{unknown[0]}' {unknown_says}")
+    return Split(list(table.texts), [index[label] for label in table.labels], list(table.lines))
+
+
+def save_encoder_config(spec: TextBackboneSpec, folder: Path) -> None:
+    """The encoder's config.json, which rebuilds the architecture the run's tensors load into."""
+    folder.mkdir(parents=True, exist_ok=True)
+    local = Path(spec.location) / "config.json"
+    if spec.source != "hub" and local.is_file():
+        shutil.copyfile(local, folder / "config.json")
+        return
+    from transformers import AutoConfig
+
+    AutoConfig.from_pretrained(spec.location).save_pretrained(str(folder))
