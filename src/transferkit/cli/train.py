@@ -125,15 +125,15 @@ def train(
 def resume_paths(out: Path | None, config: Path | None) -> tuple[Path, Path]:
     """The run folder to resume (``--out``, else the one ``--config`` belongs to: ``<out>/config.yaml`` or
     ``<out>/checkpoints/config.yaml``) and the config to resume with."""
-    # lazy: checkpoints are torch's; a resumed run imports it anyway
-    from transferkit.train.state import CHECKPOINT_DIR, LAST, checkpoint_dir
+    from transferkit.runs.rundir import CHECKPOINT_DIR, LAST_CHECKPOINT, PICKLED_CHECKPOINT, checkpoint_dir  # lazy: numpy
 
     if out is None and config is not None:
         out = config.parent.parent if config.parent.name == CHECKPOINT_DIR else config.parent
     if out is None:
         raise TransferkitError("--resume needs --out (the run folder) or --config <out>/config.yaml")
-    if not (checkpoint_dir(out) / LAST).is_file():
-        raise TransferkitError(f"{out}: no checkpoint to resume from (expected {checkpoint_dir(out) / LAST})")
+    found = [(checkpoint_dir(out) / name).is_file() for name in (LAST_CHECKPOINT, PICKLED_CHECKPOINT)]
+    if not any(found):  # an old pickled checkpoint goes on to the loader, which says why it is refused
+        raise TransferkitError(f"{out}: no checkpoint to resume from (expected {checkpoint_dir(out) / LAST_CHECKPOINT})")
     if config is None or not config.is_file():
         config = checkpoint_dir(out) / "config.yaml"
     return out, config

@@ -31,6 +31,7 @@ FILES = ("config.yaml", "classes.json", "preprocessing.json", "model.safetensors
 # here too so that checking and writing a probe's run folder never imports the training code (and torch).
 CHECKPOINT_DIR = "checkpoints"  # a fine-tuning run's checkpoints (see train/state.py), inside its run folder
 LAST_CHECKPOINT = "last.safetensors"
+PICKLED_CHECKPOINT = "last.pt"  # transferkit 0.1's pickled checkpoints: never loaded, since they could run code
 
 
 def checkpoint_dir(out: str | Path) -> Path:

@@ -26,13 +26,12 @@ import torch
 
 from transferkit.atomic import atomic_write
 from transferkit.errors import CheckpointError
-from transferkit.runs.rundir import CHECKPOINT_DIR, LAST_CHECKPOINT as LAST, checkpoint_dir
+from transferkit.runs.rundir import CHECKPOINT_DIR, LAST_CHECKPOINT as LAST, PICKLED_CHECKPOINT as PICKLED_V1, checkpoint_dir
 
 __all__ = ["CHECKPOINT_DIR", "LAST", "BEST", "checkpoint_dir", "TrainState", "save", "load"]
 
 FORMAT = "transferkit-checkpoint-2"
 BEST = "best.safetensors"
-PICKLED_V1 = "last.pt"  # transferkit 0.1 wrote pickles; they are never loaded (they could run code)
 # Config fields that may differ between the interrupted and the resumed run (they do not change results).
 RESUME_FREE_FIELDS = ("data", "cache", "cache_dir", "workers", "engine", "strict", "callbacks")
 
