@@ -194,3 +194,36 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, regist
     resumed = train(tmp_path / "killed", resume=True, methods=["center"])
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
     assert resumed.best_metric == full.best_metric
+
+
+def test_options_that_would_do_nothing_are_refused(tmp_path: Path) -> None:
+    from transferkit.errors import TrainingError, TransferkitError
+
+    with pytest.raises(TrainingError, match=r"last-k:99: this backbone has only 2 blocks; use last-k:2"):
+        train(tmp_path / "k", strategy="last-k:99")
+    with pytest.raises(TransferkitError, match=r"gradual with epochs 1 and freeze_epochs 1: every epoch would train "
+                                                r"the head only"):
+        parse_strategy("gradual").phases(1, freeze_epochs=1)
+    assert [p.name for p in parse_strategy("gradual").phases(1, freeze_epochs=0)] == ["all"]
+
+
+def test_resuming_a_finished_run_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    from transferkit.errors import TrainingError
+
+    train(tmp_path / "done", epochs=1)
+    last = tmp_path / "done" / "checkpoints" / ckpt.LAST
+    before = last.read_bytes()
+    with pytest.raises(TrainingError, match=r"already finished \(epoch 1/1\); nothing to resume"):
+        train(tmp_path / "done", resume=True, epochs=1)
+    assert last.read_bytes() == before
+
+
+def test_progress_rate_after_a_resume_counts_only_new_items(capsys, monkeypatch) -> None:
+    from transferkit import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "interactive", lambda: False)
+    clock = iter([0.0, 10.0])  # start, then 10 s later for the one report
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: next(clock))
+    with progress_module.progress(100, "epoch", done=90) as advance:
+        advance(10)
+    assert "epoch: 100/100 (1.00 s each)" in capsys.readouterr().err  # 10 new items in 10 s, not 100

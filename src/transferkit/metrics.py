@@ -43,7 +43,7 @@ def classification_metrics(labels: np.ndarray, proba: np.ndarray, classes: list[
         "log_loss": float(nll),
         "ece": expected_calibration_error(proba, labels) if len(labels) else 0.0,
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+            str(name): {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                    "support": int(support[i])}
             for i, name in enumerate(classes)
         },

@@ -20,7 +20,7 @@ import numpy as np
 from transferkit.config import RunConfig
 from transferkit.digests import tensor_fingerprint
 from transferkit.errors import DataError, RunDirError, TransferkitError
-from transferkit.estimators.params import ConfiguredEstimator
+from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
 from transferkit.features.engines import net_tensors
 from transferkit.heads.linear import load_probe_into, probe_from_linear
 from transferkit.heads.probe import ProbeHead, fit_probe
@@ -57,6 +57,7 @@ class TransferClassifier(ConfiguredEstimator):
     modality: ClassVar[Modality]
 
     def __init__(self, backbone: str | None = None, strategy: str = "linear-probe", **params: Any) -> None:
+        check_parameters(list(params), type(self).__name__)
         self.config = RunConfig(backbone=backbone or self.modality.default_backbone, strategy=strategy, **params)
         self.verbose = True
 
@@ -73,7 +74,8 @@ class TransferClassifier(ConfiguredEstimator):
         self.modality.check(config, strategy)
         dataset = self.modality.read_training(data, labels, val_data, config)
         log(f"data: {dataset.describe()}")
-        self.config, self.classes_, self.net_, self.checkpoint_dir_ = config, list(dataset.classes), None, None
+        self.config, self.net_, self.checkpoint_dir_ = config, None, None
+        self.classes_ = typed_classes(dataset.classes, labels)
         self.spec_ = self.modality.resolve(config, strategy)
         metrics: dict[str, Any] = {"data": dataset.describe(), "strategy": config.strategy, **dataset.details,
                                    **self.modality.run_details(self.spec_, config)}
@@ -217,7 +219,7 @@ class TransferClassifier(ConfiguredEstimator):
             raise DataError(f"{result.failed[0][0]}: cannot read it ({result.failed[0][1]})")
         return self._proba(result.features)
 
-    def predict(self, inputs: Inputs) -> list[str]:
+    def predict(self, inputs: Inputs) -> list[Any]:
         return [self.classes_[i] for i in self.predict_proba(inputs).argmax(axis=1)]
 
     def predict_records(self, inputs: Inputs, top_k: int = 1) -> list[dict[str, Any]]:
@@ -244,7 +246,9 @@ class TransferClassifier(ConfiguredEstimator):
         plus ``misclassified`` rows (item, line for text rows, label, predicted, probability) and ``skipped``
         (unreadable items, rows left out: item or line, reason)."""
         self._check_fitted()
-        split, skipped = self.modality.read_labelled(data, labels, self.classes_, self.config)
+        names = [str(c) for c in self.classes_]  # the modality reads labels as text; classes_ keeps y's types
+        split, skipped = self.modality.read_labelled(data, None if labels is None else [str(y) for y in labels], names,
+                                                     self.config)
         result = self._featurize(split.items)
         if result.failed and self.config.strict:
             raise DataError(f"{result.failed[0][0]}: cannot read it ({result.failed[0][1]})")

@@ -7,6 +7,8 @@ import re
 
 from torch import nn
 
+from transferkit.errors import TrainingError
+
 
 def backbone_blocks(backbone: "nn.Module") -> list[list[str]]:
     """Parameter names of the backbone grouped into blocks, input end first."""
@@ -57,4 +59,7 @@ def trainable_blocks(n_blocks: int, train_blocks: int | None) -> list[bool]:
     """Which of ``n_blocks`` blocks train when the last ``train_blocks`` do (None = all)."""
     if train_blocks is None:
         return [True] * n_blocks
+    if train_blocks > n_blocks:
+        raise TrainingError(f"strategy last-k:{train_blocks}: this backbone has only {n_blocks} blocks; use "
+                            f"last-k:{n_blocks} or fewer (last-k:{n_blocks} trains them all, as finetune does)")
     return [i >= n_blocks - train_blocks for i in range(n_blocks)]

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from transferkit.config import RunConfig
+from transferkit.errors import TrainingError
 from transferkit.metrics import classification_metrics
 from transferkit.progress import log, progress
 from transferkit.train import state as ckpt
@@ -136,10 +137,13 @@ class Trainer:
         self.model.load_state_dict(saved["model"])
         for term in self.terms:
             term.load_state_dict(saved["terms"][term.name])
-        self.context.state = ckpt.TrainState(**saved["state"])
+        state = self.context.state = ckpt.TrainState(**saved["state"])
+        if state.stopped or (state.epoch >= self.epochs and not state.step):
+            raise TrainingError(f"{self.context.directory.parent}: this run already finished (epoch {state.epoch}/"
+                                f"{self.epochs}{', stopped early' if state.stopped else ''}); nothing to resume. "
+                                "Train into a new --out, or start it again with --overwrite")
         ckpt.set_rng_state(saved["rng"])
         if self.accelerator.is_main_process:
-            state = self.context.state
             within = f", step {state.step}" if state.step else ""
             log(f"resuming after epoch {state.epoch}/{self.epochs}{within} (phase '{saved['phase_name']}')")
 
@@ -209,8 +213,8 @@ class Trainer:
             self.sums[name] += value
         self.seen = int(state.partial.get("seen", 0))
         self.callbacks.fire("epoch_start", context)
-        with progress(len(self.stream), f"epoch {epoch + 1}/{self.epochs} ({phase.name})", context.is_main) as advance:
-            advance(skip)
+        with progress(len(self.stream), f"epoch {epoch + 1}/{self.epochs} ({phase.name})", context.is_main,
+                      done=skip) as advance:
             for step, batch in enumerate(self.stream.epoch(epoch, skip), start=skip):
                 if skip and step == skip:  # the RNG as it was at the interrupted step (dropout, mixup)
                     ckpt.set_rng_state(self.saved["rng"])

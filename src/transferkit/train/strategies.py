@@ -51,7 +51,12 @@ class Strategy:
         if self.frozen_backbone:
             return []
         if self.name == "gradual":  # freeze_epochs 0: the probe's head is the whole head-only phase (LP-FT)
-            head = min(freeze_epochs, epochs)
+            if 0 < epochs <= freeze_epochs:
+                raise TransferkitError(
+                    f"strategy gradual with epochs {epochs} and freeze_epochs {freeze_epochs}: every epoch would train "
+                    f"the head only; pass epochs {freeze_epochs + 1} or more, or freeze_epochs 0 (the probe's head is "
+                    "then the head-only phase)")
+            head = freeze_epochs
             phases = [Phase(0, "head", 0, head, 0, False)] if head else []
             if epochs > head:
                 phases.append(Phase(len(phases), "all", head, epochs - head, None, True))
