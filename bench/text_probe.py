@@ -60,10 +60,13 @@ def ours(train: Path, test: Path, cache: str) -> dict:
 
 def export(cache: str) -> dict:
     """The once-per-encoder ONNX export into ``cache`` (of the encoder a default TextClassifier reads)."""
-    from transferkit.estimators.text import TextClassifier
+    from transferkit.config import RunConfig
     from transferkit.modalities.text.encoder import open_text_engine
+    from transferkit.modalities import TEXT
+    from transferkit.train.strategies import parse_strategy
 
-    open_text_engine(TextClassifier()._spec(), "onnx", cache)
+    config = RunConfig(backbone=TEXT.default_backbone)
+    open_text_engine(TEXT.resolve(config, parse_strategy(config.strategy)), "onnx", cache)
     return {}
 
 

@@ -212,7 +212,7 @@ class NumbersModality:
         classes = sorted(set(data[1]))
         return LabelledData(classes, self.read_labelled(data, None, classes, config)[0], Split())
 
-    def predict_inputs(self, inputs, config):
+    def predict_inputs(self, inputs, config, text=False):
         return [{"input": item} for item in inputs]
 
     def resolve(self, config, strategy):

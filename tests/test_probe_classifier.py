@@ -91,11 +91,16 @@ def test_existing_run_is_never_overwritten(tiny_folder: Path, tmp_path: Path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(RunDirError, match="--overwrite"):
-        clf.save(out)
+    for overwrite in (False, True):  # a folder of the user's own files is never replaced, even when asked
+        with pytest.raises(RunDirError, match="not a transferkit run"):
+            clf.save(out, overwrite=overwrite)
     assert (out / "notes.txt").read_text() == "mine"
-    clf.save(out, overwrite=True)
-    assert (out / "model.safetensors").exists()
+    run = tmp_path / "run2"
+    clf.save(run)
+    with pytest.raises(RunDirError, match=r"overwrite=True"):  # the API names its own argument
+        clf.save(run)
+    clf.save(run, overwrite=True)
+    assert (run / "model.safetensors").exists()
 
 
 def test_config_round_trips_and_rejects_unknown_fields(tmp_path: Path):

@@ -69,3 +69,25 @@ def test_cross_val_score_grid_search_and_pipeline(clf: TextClassifier) -> None:
     pipeline = Pipeline([("lower", FunctionTransformer(lambda texts: [t.lower() for t in texts])), ("clf", clf)])
     pipeline.fit([t.upper() for t in TEXTS], LABELS)
     assert pipeline.predict(["WHAT A GREAT FILM"]) == [1]
+
+
+def test_images_fit_on_paths_and_labels_and_predict_arrays_and_pil(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from conftest import FAST, make_folder
+
+    root = make_folder(tmp_path / "data", {"": 6})
+    paths = sorted(str(p) for p in root.rglob("*.png"))
+    y = [0 if "/red/" in p else 1 for p in paths]
+    clf = ImageClassifier(**FAST)
+    clf.verbose = False
+    clf.fit(paths, y)
+    assert clf.classes_ == [0, 1]
+    assert clf.score(paths, y) == 1.0 and cross_val_score(clone(clf), paths, y, cv=2).min() == 1.0
+    red_path, blue_path = next(p for p in paths if "/red/" in p), next(p for p in paths if "/blue/" in p)
+    red, blue = np.asarray(Image.open(red_path)), np.asarray(Image.open(blue_path))
+    assert clf.predict([red, Image.fromarray(blue)]) == [0, 1]
+    np.testing.assert_allclose(clf.predict_proba([red, blue]), clf.predict_proba([red_path, blue_path]), atol=1e-5)
+    assert clf.predict(np.stack([blue, red])) == [1, 0]  # a 4-d array is a batch
+    with pytest.raises(TransferkitError, match="3 image files but 2 labels"):
+        ImageClassifier(**FAST).fit(paths[:3], y[:2])

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from transferkit.atomic import atomic_write_bytes
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, arg, shown
 from transferkit.registry import Registry
 from transferkit.train.registries import ADAPTERS, CALLBACKS, LOSS_TERMS
 from transferkit.train.strategies import STRATEGY_NAMES, parse_strategy
@@ -46,6 +46,10 @@ KIND_DEFAULTS: dict[str, dict[str, float]] = {
 }
 SGD_LR = 1e-2
 INFERENCE_BATCH = 64
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB; anything near this is not one
+# Fine-tuning fields a linear probe may carry at non-default values without a word: loss terms and callbacks
+# are plug-ins a probe does not run, but a config that names them is still a valid probe (see validate).
+PROBE_TOLERATED = ("methods", "callbacks")
 
 
 def declare(default: Any, help: str, panel: str, valid: Callable[[Any], bool] | None = None,
@@ -86,6 +90,10 @@ class RunConfig:
 
     data: str | None = declare(None, "Image folder: train/<class>/* (+ val/, test/) or <class>/*; or a text "
                                      ".csv/.tsv/.jsonl", DATA)
+    val_data: str | None = declare(None, "Validation data, in the form of DATA (default: its val/, else split off "
+                                         "train by --val-fraction)", DATA)
+    test_data: str | None = declare(None, "Test data, in the form of DATA, scored after training (default: its "
+                                          "test/)", DATA)
     backbone: str = declare("efficientnet_lite0", "efficientnet_lite0/1/2, timm:<arch>, torchvision:<arch>; "
                                                    "for text a Hugging Face encoder (all-MiniLM-L6-v2)", MODEL)
     weights: str | None = declare(None, "Local .safetensors/.pth weights for the backbone", MODEL)
@@ -160,15 +168,30 @@ class RunConfig:
                                          TEXT, positive, "a positive number of final encoder layers or null")
 
     def __post_init__(self) -> None:
-        self.validate()
+        self.check_fields()
 
-    def validate(self) -> None:
+    def check_fields(self) -> None:
         """Raise a one-line :class:`TransferkitError` for the first field of the wrong type or value."""
         for f in fields(self):
             value, hint, valid = getattr(self, f.name), FIELD_TYPES[f.name], f.metadata["valid"]
-            if not conforms(value, hint) or (value is not None and valid is not None and not valid(value)):
+            ok = conforms(value, hint)
+            if ok and value is not None and valid is not None:
+                try:
+                    ok = valid(value)
+                except TransferkitError as exc:  # a validator's own message quotes the value: bound it
+                    raise type(exc)(clip_values(str(exc), value)) from None
+            if not ok:
                 expected = f.metadata["expected"] or describe(hint)
-                raise TransferkitError(f"config field '{f.name}' = {value!r}: expected {expected}")
+                raise TransferkitError(f"config field '{f.name}' = {shown(value)}: expected {expected}")
+
+    def validate(self) -> None:
+        """Everything a run checks before it starts: each field, then settings that contradict each other.
+
+        Construction checks the fields only, so that a config is built one parameter at a time
+        (scikit-learn's ``set_params``, ``clone``) and a saved run loads whatever it was trained with.
+        """
+        self.check_fields()
+        check_consistency(self)
 
     def setting(self, name: str, kind: str = "image") -> Any:
         """A fine-tuning field, or its default for this data kind (``image`` | ``text``) when null."""
@@ -190,9 +213,13 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "RunConfig":
         known = {f.name for f in fields(cls)}
+        odd = [key for key in data if not isinstance(key, str)]
+        if odd:
+            raise TransferkitError(f"{source}: field names are words, not {shown(odd[0])}")
         unknown = sorted(set(data) - known)
         if unknown:
-            raise TransferkitError(f"{source}: unknown field '{unknown[0]}'; valid fields: {', '.join(sorted(known))}")
+            raise TransferkitError(f"{source}: unknown field {shown(unknown[0])}; valid fields: "
+                                   f"{', '.join(sorted(known))}")
         return cls(**data)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
@@ -207,17 +234,8 @@ class RunConfig:
     def from_yaml(cls, path: str | Path, **changes: Any) -> "RunConfig":
         """The config a file holds, with ``changes`` applied before validation: a value they replace (a
         callback only the interrupted process had registered, say) is never checked."""
-        import yaml  # lazy: see to_yaml
-
         path = Path(path)
-        if not path.is_file():
-            raise TransferkitError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise TransferkitError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise TransferkitError(f"{path}: expected a mapping of config fields")
+        data = read_config_file(path)
         return cls.from_dict({**data, **changes}, str(path))
 
     def replace(self, **changes: Any) -> "RunConfig":
@@ -225,6 +243,80 @@ class RunConfig:
 
 
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(RunConfig)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping a config.yaml holds. Untrusted: at most MAX_CONFIG_BYTES, plain YAML (no tags, no anchors
+    or aliases, which can expand a small file into gigabytes), and every failure is one line naming it."""
+    import yaml  # lazy: PyYAML adds to every CLI start-up, and only runs that read or write configs need it
+
+    if not path.exists():
+        raise TransferkitError(f"{path}: config file not found")
+    if not path.is_file():
+        raise TransferkitError(f"{path}: not a file; pass a config.yaml")
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise TransferkitError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise TransferkitError(f"{path}: larger than {MAX_CONFIG_BYTES >> 10} kB, which no config is; pass the "
+                               "config.yaml of a run")
+    try:
+        data = yaml.load(raw.decode("utf-8"), Loader=plain_yaml_loader()) or {}
+    except UnicodeDecodeError:
+        raise TransferkitError(f"{path}: not UTF-8 text; pass a config.yaml") from None
+    except yaml.YAMLError as exc:
+        reason = str(exc).strip().splitlines()[0][:160]
+        raise TransferkitError(f"{path}: not valid YAML ({reason})") from None
+    except RecursionError:
+        raise TransferkitError(f"{path}: nested too deeply to be a config") from None
+    if not isinstance(data, dict):
+        raise TransferkitError(f"{path}: expected a mapping of config fields, found {type(data).__name__}")
+    return data
+
+
+def plain_yaml_loader() -> type:
+    """PyYAML's safe loader, refusing anchors and aliases (a billion-laughs file is a few hundred bytes)."""
+    import yaml
+
+    class PlainLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise yaml.composer.ComposerError(
+                    None, None, "anchors and aliases (&name, *name) are not allowed in a config", event.start_mark)
+            return super().compose_node(parent, index)
+
+    return PlainLoader
+
+
+def clip_values(message: str, value: Any) -> str:
+    """``message`` with each long string of ``value`` (a string, or a list's items) cut as :func:`shown` cuts."""
+    for text in [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]:
+        if len(text) > 80:
+            message = message.replace(text, shown(text, quote=False))
+    return message
+
+
+def field_default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def check_consistency(config: RunConfig) -> None:
+    """Settings that are each valid but do nothing together: fine-tuning fields set (away from their defaults)
+    for a strategy that does not train, which a user who set them expects to apply."""
+    if not parse_strategy(config.strategy).frozen_backbone:
+        return
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.metadata["panel"] == FINE_TUNING and f.name not in PROBE_TOLERATED and value != field_default(f):
+            given, strategy = arg(f.name, value, f.metadata["option"]), arg("strategy", config.strategy)
+            raise TransferkitError(
+                f"{given} is ignored by {strategy}, which fits a head on frozen features and trains nothing else; "
+                "drop it, or choose a strategy that trains (finetune, gradual, last-k:N, scratch)")
 
 
 def choices(hint: Any) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from transferkit.cli.demo import demo
 from transferkit.cli.evaluate import evaluate
 from transferkit.cli.predict import predict
 from transferkit.cli.train import train
-from transferkit.errors import TransferkitError
+from transferkit.errors import FRONT_END, TransferkitError
 
 app = typer.Typer(name="transferkit", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 for command in (train, evaluate, predict, compare, backbones, demo):
@@ -31,9 +31,13 @@ def show_version(value: bool) -> None:
 
 
 @app.callback()
-def root(version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
+def root(ctx: typer.Context,
+         version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
                                                help="Print the version and exit")] = False) -> None:
     """Turn a pretrained model into a model for your data."""
+    # messages raised while a command runs name options (--overwrite), not Python arguments (overwrite=True)
+    token = FRONT_END.set("cli")
+    ctx.call_on_close(lambda: FRONT_END.reset(token))
 
 
 def main() -> None:
@@ -42,6 +46,10 @@ def main() -> None:
         app()
     except TransferkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:  # a full disk or a folder without permission, met where no check could foresee it
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,10 +1,11 @@
-"""``transferkit backbones``: what can be used, offline or not."""
+"""``transferkit backbones``: what can be used, offline or not, for every modality."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from transferkit.cli.output import console, print_json
@@ -12,17 +13,21 @@ from transferkit.cli.output import console, print_json
 
 def backbones(as_json: Annotated[bool, typer.Option("--json", help="One JSON list, a row per backbone")] = False,
               ) -> None:
-    """Backbones that can be used, which work offline, their input size and feature dimension."""
-    from transferkit.modalities.image.backbones import list_backbones  # lazy: numpy
+    """Backbones that can be used (image networks and text encoders), which work offline, their input size
+    and feature dimension."""
+    from transferkit.modalities import all_backbones  # lazy: numpy
 
-    rows = list_backbones()
+    rows = all_backbones()
     if as_json:
         print_json(rows)
         return
-    table = Table()
-    for column in ("name", "source", "offline", "input size", "features"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row["name"], row["source"], "yes" if row["offline"] else "no (needs network or --weights)",
-                      str(row["input_size"] or "model's"), str(row["num_features"] or "model's"))
-    console().print(table)
+    for modality in dict.fromkeys(row["modality"] for row in rows):
+        table = Table(title=f"{modality} backbones", title_justify="left", box=box.SIMPLE_HEAD)
+        for column in ("name", "offline", "input", "features", "source"):
+            table.add_column(column, no_wrap=column == "name")  # what to pass to --backbone: never cut
+        for row in (r for r in rows if r["modality"] == modality):
+            offline = "yes" if row["offline"] else "no"
+            needs = f"; needs {row['needs']}" if not row["offline"] and row.get("needs") else ""
+            size = str(row["input_size"] or "model's") if modality == "image" else "tokens"
+            table.add_row(row["name"], offline, size, str(row["num_features"] or "model's"), row["source"] + needs)
+        console().print(table)

@@ -9,11 +9,12 @@ import typer
 from rich import box
 from rich.table import Table
 
-from transferkit.cli.output import console, print_json
+from transferkit.cli.output import cell, console, print_json
 
-NAME_WIDTH = 24  # a longer run path shows as its last parts, so the table fits 80 columns
-# two-line headers keep the metric columns as narrow as their numbers
-COLUMNS = ("run", "strategy", "backbone", "epochs", "val\nacc", "val\nF1", "test\nacc", "test\nF1", "time", "params")
+NAME_WIDTH = 20  # a longer run path shows as its last parts (or its end), so the table fits 80 columns
+# two-line headers keep the metric columns as narrow as their numbers; runs on different backbones show theirs
+# under the run's name, where a column of its own would not fit
+COLUMNS = ("run", "strategy", "epochs", "val\nacc", "val\nF1", "test\nacc", "test\nF1", "time", "params")
 
 
 def compare(
@@ -29,10 +30,11 @@ def compare(
         m = run.metrics
         rows.append({
             "run": str(path), "strategy": run.config.strategy, "backbone": run.config.backbone,
-            "epochs": m.get("epochs_run"),
-            **{f"{split}_{key}": m[split][key] if split in m else None
+            "epochs": number(m.get("epochs_run")),
+            **{f"{split}_{key}": number(m[split].get(key)) if isinstance(m.get(split), dict) else None
                for split in ("val", "test") for key in ("accuracy", "macro_f1")},
-            "train_seconds": m.get("train_seconds"), "trainable_parameters": m.get("trainable_parameters"),
+            "train_seconds": number(m.get("train_seconds")),
+            "trainable_parameters": number(m.get("trainable_parameters")),
         })
     if as_json:
         print_json(rows)
@@ -41,27 +43,36 @@ def compare(
 
 
 def runs_table(rows: list[dict[str, Any]], names: list[str]) -> Table:
-    """Compact enough for 80 columns: no vertical rules, 3 decimals (``--json`` has them all), the backbone
-    in the title when the runs share it."""
+    """Compact enough for 80 columns: no rules between columns, one space between them, 3 decimals (``--json``
+    has them all), the backbone in the title when the runs share it, else under each run's name."""
     backbones = {r["backbone"] for r in rows}
     shared = len(backbones) == 1
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+    table = Table(box=box.SIMPLE_HEAD, padding=0, show_edge=False,
                   title=f"backbone {next(iter(backbones))}" if shared else None)
-    columns = [c for c in COLUMNS if not (shared and c == "backbone")]
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("run", "strategy", "backbone") else "right",
-                         no_wrap=True)
+    for column in COLUMNS:
+        header = column if shared or column != "run" else "run\nbackbone"
+        table.add_column(header, justify="left" if column in ("run", "strategy") else "right", no_wrap=True)
     for name, r in zip(names, rows):
-        cells = {"run": name, "strategy": r["strategy"], "backbone": r["backbone"], "epochs": num(r["epochs"], "d"),
+        backbone = str(r["backbone"])
+        backbone = Path(backbone).name if "/" in backbone else backbone  # a local folder: its name
+        run = name if shared else f"{name}\n{fit(backbone, NAME_WIDTH)}"
+        cells = {"run": run, "strategy": r["strategy"], "epochs": num(r["epochs"], "d"),
                  "time": num(r["train_seconds"], ".1f", " s"), "params": count(r["trainable_parameters"]),
                  **{f"{split}\n{short}": num(r[f"{split}_{key}"], ".3f")
                     for split in ("val", "test") for key, short in (("accuracy", "acc"), ("macro_f1", "F1"))}}
-        table.add_row(*(cells[c] for c in columns))
+        table.add_row(*(cell(cells[c]) for c in COLUMNS))
     return table
 
 
+def number(value: Any) -> int | float | None:
+    """A metric as a number, or None where metrics.json has none (or something else: an edited file)."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def num(value: Any, fmt: str, unit: str = "") -> str:
-    return "-" if value is None else format(value, fmt) + unit
+    if value is None:
+        return "-"
+    return (format(value, fmt) if not (fmt == "d" and isinstance(value, float)) else f"{value:g}") + unit
 
 
 def count(value: int | None) -> str:
@@ -74,11 +85,17 @@ def count(value: int | None) -> str:
     return str(value)
 
 
+def fit(text: str, width: int) -> str:
+    """``text``, or its end after "..." when it is longer than ``width``."""
+    return text if len(text) <= width else "..." + text[-(width - 3):]
+
+
 def short_names(paths: list[Path], width: int = NAME_WIDTH) -> list[str]:
     """Each path as given, or when longer than ``width`` its last parts: as few as keep the names distinct."""
     for keep in range(1, max(len(p.parts) for p in paths) + 1):
         names = [str(p) if len(str(p)) <= width or len(p.parts) <= keep else ".../" + "/".join(p.parts[-keep:])
                  for p in paths]
         if len(set(names)) == len(names):
-            return names
+            tails = [fit(name, width) for name in names]
+            return tails if len(set(tails)) == len(tails) else names  # a long last part keeps its distinct end
     return [str(p) for p in paths]

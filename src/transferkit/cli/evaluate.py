@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from transferkit.cli.output import print_json
 from transferkit.cli.report import print_report
 
+if TYPE_CHECKING:
+    from transferkit.estimators import TransferClassifier
+
 RUN_HELP = "Run folder written by `transferkit train`"
+CacheDir = Annotated[Optional[Path], typer.Option(help="Feature/engine cache (default: the run's, when it can be "
+                                                       "written here, else $TRANSFERKIT_CACHE or the user cache dir)")]
 
 
 def evaluate(
@@ -20,13 +25,26 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: accuracy, macro_f1, per_class, "
                                                          "misclassified, ...")] = False,
     show_errors: Annotated[int, typer.Option(help="List up to N misclassified items")] = 10,
+    cache_dir: CacheDir = None,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, the confusion matrix and the misclassified items of RUN on DATA."""
-    from transferkit.estimators import load_classifier  # lazy: numpy, onnxruntime, maybe torch
-
-    clf = load_classifier(run)
+    clf = load_run(run, cache_dir)
     report = clf.evaluate(data)
     if as_json:
         print_json(report)
         return
     print_report(report, list(clf.classes_), show_errors)
+
+
+def load_run(run: Path, cache_dir: Path | None) -> "TransferClassifier":
+    """The run's classifier, with its features cached in ``cache_dir`` when one is given (checked first)."""
+    # lazy: numpy, onnxruntime, maybe torch
+    from transferkit.estimators import load_classifier
+    from transferkit.features.cache import check_cache_writable
+
+    if cache_dir is not None:
+        check_cache_writable(cache_dir)
+    clf = load_classifier(run)
+    if cache_dir is not None:
+        clf.config = clf.config.replace(cache_dir=str(cache_dir.expanduser().resolve()))
+    return clf

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from transferkit.cli.output import console
+from transferkit.cli.output import cell, console, printable
 
 TEXT_WIDTH = 60  # a misclassified text is cut to this many characters in the table
 
@@ -20,19 +20,21 @@ def print_report(report: dict[str, Any], classes: list[str], show_errors: int = 
     for column in ("class", "precision", "recall", "f1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, row in report["per_class"].items():
-        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+        table.add_row(cell(name), f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
+                      str(row["support"]))
     screen.print(table)
     matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
     matrix.add_column("")
     for name in classes:
-        matrix.add_column(name, justify="right")
+        matrix.add_column(cell(name), justify="right")
     for name, row in zip(classes, report["confusion_matrix"]):
-        matrix.add_row(name, *map(str, row))
+        matrix.add_row(cell(name), *map(str, row))
     screen.print(matrix)
     skipped = report.get("skipped") or []
     if skipped:
-        screen.print(f"skipped {len(skipped)}: " + "; ".join(f"{where(s)} ({s['reason']})" for s in skipped[:5])
-                     + (" ..." if len(skipped) > 5 else ""), markup=False)
+        listing = "; ".join(f"{where(s)} ({s['reason']})" for s in skipped[:5])
+        screen.print(printable(f"skipped {len(skipped)}: {listing}" + (" ..." if len(skipped) > 5 else "")),
+                     markup=False)
     wrong = report.get("misclassified") or []
     if wrong and show_errors > 0:
         screen.print(misclassified_table(wrong[:show_errors], len(wrong)))
@@ -54,7 +56,7 @@ def misclassified_table(rows: list[dict[str, Any]], total: int) -> Table:
     for column in ("label", "predicted", "probability"):
         table.add_column(column, justify="right" if column == "probability" else "left")
     for row in rows:
-        item = str(row["item"])
+        item = printable(str(row["item"]))
         cells = [where(row), item if len(item) <= TEXT_WIDTH else item[:TEXT_WIDTH - 3] + "..."] if text else [item]
-        table.add_row(*cells, str(row["label"]), str(row["predicted"]), f"{row['probability']:.2f}")
+        table.add_row(*map(cell, cells), cell(row["label"]), cell(row["predicted"]), f"{row['probability']:.2f}")
     return table

@@ -80,19 +80,23 @@ def with_config_options(command: Any) -> Any:
 def train(
     data: Annotated[Optional[Path], typer.Argument(help=CONFIG_FIELDS["data"].metadata["help"],
                                                    show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder to write")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Run folder to write")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Re-run a saved config.yaml (options given here "
                                                         "override it)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out (or the "
                                                           "--config's run); its callbacks are not carried "
                                                           "over")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder (never a folder "
+                                                                "that is not a run)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON")] = False,
     **settings: Any,
 ) -> None:
     """Fit a model to DATA and save it as a run folder."""
+    if out is not None and not out.strip():
+        raise TransferkitError("--out is empty: name the run folder to write (e.g. --out runs/NAME)")
+    out_path = Path(out) if out is not None else None
     if resume:
-        out, config = resume_paths(out, config)
+        out_path, config = resume_paths(out_path, config)
     chosen = {name: value for name, value in settings.items() if value is not None}
     if data is not None:
         chosen["data"] = str(data)
@@ -101,25 +105,41 @@ def train(
     run_config = RunConfig.from_yaml(config, **chosen) if config else RunConfig(**chosen)
     if not run_config.data:
         raise TransferkitError("no data given: pass a DATA folder or a --config that names one")
-    if out is None:
+    if out_path is None:
         raise TransferkitError("--out is required: the run folder to write the model to")
-    # lazy: the run folder and estimator modules import numpy and torch; --help must not pay for them
-    from transferkit.estimators import classifier_for_data
-    from transferkit.runs.rundir import check_writable
+    check_before_work(out_path, run_config, overwrite, resume)
+    from transferkit.estimators import classifier_for_data  # lazy: numpy and torch; --help must not pay for them
 
-    if not resume:
-        check_writable(out, overwrite)  # fail before spending time on features
     params = {k: v for k, v in run_config.to_dict().items() if k != "data"}
     if config is None and "backbone" not in chosen:
         del params["backbone"]  # the estimator's default suits the data: an image network or a text encoder
-    clf = classifier_for_data(run_config.data)(**params).fit(run_config.data, out=out, resume=resume)
+    clf = classifier_for_data(run_config.data)(**params).fit(run_config.data, out=out_path, resume=resume)
     if not getattr(clf, "is_main_process_", True):
         return  # other ranks of a multi-process run: rank 0 saves
-    clf.save(out, overwrite=overwrite or resume)
+    clf.save(out_path, overwrite=overwrite or resume)
     if as_json:
         print_json(clf.metrics_)
         return
-    print_summary(clf.metrics_, out)
+    print_summary(clf.metrics_, out_path)
+
+
+def check_before_work(out: Path, config: RunConfig, overwrite: bool, resume: bool) -> None:
+    """Everything that would otherwise fail after the features are extracted (or an epoch is trained): the
+    settings, the run folder (new or a run, never the data, writable) and the cache folder."""
+    # lazy: the run folder and cache modules import numpy; --help must not pay for them
+    from transferkit.features.cache import check_cache_writable
+    from transferkit.features.engines import check_precision_device
+    from transferkit.runs.rundir import check_out_vs_data, check_writable
+
+    config.validate()
+    check_out_vs_data(out, config.data, config.val_data, config.test_data)
+    if not resume:
+        check_writable(out, overwrite)
+    else:  # the folder holds the checkpoints being resumed: it must stay writable, nothing else is asked
+        check_writable(out, overwrite=True, ignore=tuple(p.name for p in out.iterdir()))
+    check_precision_device(config.precision)
+    if config.cache:
+        check_cache_writable(config.cache_dir, " or --no-cache")
 
 
 def resume_paths(out: Path | None, config: Path | None) -> tuple[Path, Path]:

@@ -21,14 +21,14 @@ from transferkit.config import RunConfig
 from transferkit.digests import tensor_fingerprint
 from transferkit.errors import DataError, RunDirError, TransferkitError
 from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
-from transferkit.features.engines import net_tensors
+from transferkit.features.engines import check_precision_device, net_tensors
 from transferkit.heads.linear import load_probe_into, probe_from_linear
 from transferkit.heads.probe import ProbeHead, fit_probe
 from transferkit.metrics import classification_metrics
 from transferkit.modalities.base import Featurized, Inputs, LabelledData, Modality, Split
 from transferkit.progress import log
-from transferkit.runs.rundir import (check_writable, checkpoint_dir, read_run, read_tensors, run_format, training_files,
-                                     write_run)
+from transferkit.runs.rundir import (check_out_vs_data, check_writable, checkpoint_dir, read_run, read_tensors,
+                                     run_format, training_files, write_run)
 from transferkit.train.strategies import Strategy, parse_strategy
 
 if TYPE_CHECKING:
@@ -41,10 +41,19 @@ def tuned_fingerprint(base: str, state: Mapping[str, Any]) -> str:
     return hashlib.blake2b(f"{base}|tuned|{tensor_fingerprint(state)}".encode(), digest_size=12).hexdigest()
 
 
+def empty_split_error(name: str, size: int, failed: list[tuple[str, str]]) -> DataError:
+    """Validation data none of which could be read: the L2 strength, early stopping and the val metrics all
+    come from it, so training on without it would silently be another model."""
+    first = f" ({failed[0][0]}: {failed[0][1]})" if failed else ""
+    return DataError(f"{name}: none of its {size} item(s) could be read{first}; fix or remove them, or give no "
+                     "validation data (val_fraction then splits it off train)")
+
+
 def absolute_paths(config: RunConfig) -> RunConfig:
-    """``data``, ``weights`` and ``cache_dir`` made absolute: a saved config.yaml re-runs from any directory."""
+    """Paths in the config made absolute: a saved config.yaml re-runs from any directory."""
     return config.replace(**{name: str(Path(value).expanduser().resolve())
-                             for name in ("data", "weights", "cache_dir") if (value := getattr(config, name))})
+                             for name in ("data", "val_data", "test_data", "weights", "cache_dir")
+                             if (value := getattr(config, name))})
 
 
 class TransferClassifier(ConfiguredEstimator):
@@ -65,14 +74,19 @@ class TransferClassifier(ConfiguredEstimator):
     def fit(self, data: Any, labels: Sequence[Any] | None = None, val_data: Any = None,
             out: str | Path | None = None, resume: bool = False) -> "TransferClassifier":
         """Fit on ``data`` (an image folder, a .csv/.tsv/.jsonl file, or texts with ``labels``); validation is
-        ``val_data``, the data's own val split, or split off train (``val_fraction``). Strategies other than
-        ``linear-probe`` train the backbone, with checkpoints in ``out/checkpoints`` (a temporary folder
-        without ``out``); ``resume=True`` continues from the last one."""
+        ``val_data`` (or ``config.val_data``), the data's own val split, or split off train (``val_fraction``);
+        ``config.test_data`` adds a test split. Strategies other than ``linear-probe`` train the backbone, with
+        checkpoints in ``out/checkpoints`` (a temporary folder without ``out``); ``resume=True`` continues."""
         start = time.perf_counter()
         config = absolute_paths(self.config.replace(data=str(data) if isinstance(data, (str, Path)) else None))
+        config.validate()
         strategy = parse_strategy(config.strategy)
         self.modality.check(config, strategy)
-        dataset = self.modality.read_training(data, labels, val_data, config)
+        if not strategy.frozen_backbone:
+            check_precision_device(config.precision)
+        if out is not None:
+            check_out_vs_data(out, config.data, config.val_data, config.test_data)
+        dataset = self.read_data(data, labels, val_data if val_data is not None else config.val_data, config)
         log(f"data: {dataset.describe()}")
         self.config, self.net_, self.checkpoint_dir_ = config, None, None
         self.classes_ = typed_classes(dataset.classes, labels)
@@ -86,6 +100,14 @@ class TransferClassifier(ConfiguredEstimator):
         metrics["train_seconds"] = round(time.perf_counter() - start, 3)
         self.metrics_ = metrics
         return self
+
+    def read_data(self, data: Any, labels: Sequence[Any] | None, val_data: Any, config: RunConfig) -> LabelledData:
+        """The modality's training data, with ``config.test_data`` read as the test split when given."""
+        dataset = self.modality.read_training(data, labels, val_data, config)
+        if config.test_data:
+            dataset.test, skipped = self.modality.read_labelled(config.test_data, None, dataset.classes, config)
+            dataset.skipped = dataset.skipped + skipped
+        return dataset
 
     def _fit_probe(self, dataset: LabelledData, metrics: dict[str, Any]) -> None:
         train, val, test = self._featurize_splits(dataset, dataset.train, dataset.val, dataset.test)
@@ -111,6 +133,8 @@ class TransferClassifier(ConfiguredEstimator):
         for name, split in zip(("train", "val", "test"), splits):
             part = result.part(start, start + len(split))
             self._check_read(part.failed, name)
+            if name == "val" and len(split) and not part.ok.any():
+                raise empty_split_error(name, len(split), part.failed)
             parts.append((part, np.asarray(split.labels, dtype=np.int64)[part.ok]))
             start += len(split)
         readable = set(parts[0][1].tolist())
@@ -140,6 +164,8 @@ class TransferClassifier(ConfiguredEstimator):
             head_init = self._probe(train, val, refit=False)
             metrics["probe"] = {"l2": head_init.l2, "path": head_init.path}
         val_inputs, val_labels, failed = modality.eval_inputs(spec, dataset.val, config)
+        if len(dataset.val) and not len(val_labels):
+            raise empty_split_error("val", len(dataset.val), failed)
         torch.manual_seed(config.seed)
         model = modality.build_model(spec, n_classes)
         if head_init is not None:
@@ -211,23 +237,26 @@ class TransferClassifier(ConfiguredEstimator):
             return np.zeros((0, len(self.classes_)), np.float32)
         return self.head_.predict_proba(features)
 
-    def predict_proba(self, inputs: Inputs) -> np.ndarray:
+    def predict_proba(self, inputs: Inputs, text: bool = False) -> np.ndarray:
         """Class probabilities, one row per item (folders expanded to their images, data files to their rows)."""
         self._check_fitted()
-        result = self._featurize([r["input"] for r in self.modality.predict_inputs(inputs, self.config)])
+        records = self.modality.predict_inputs(inputs, self.config, text=text)
+        result = self._featurize([r["input"] for r in records])
         if result.failed:
             raise DataError(f"{result.failed[0][0]}: cannot read it ({result.failed[0][1]})")
         return self._proba(result.features)
 
-    def predict(self, inputs: Inputs) -> list[Any]:
-        return [self.classes_[i] for i in self.predict_proba(inputs).argmax(axis=1)]
+    def predict(self, inputs: Inputs, text: bool = False) -> list[Any]:
+        """The most probable label per item; ``text=True`` takes every input as a text (a text run), even one
+        that looks like a file name."""
+        return [self.classes_[i] for i in self.predict_proba(inputs, text=text).argmax(axis=1)]
 
-    def predict_records(self, inputs: Inputs, top_k: int = 1) -> list[dict[str, Any]]:
+    def predict_records(self, inputs: Inputs, top_k: int = 1, text: bool = False) -> list[dict[str, Any]]:
         """One record per item: ``{"input", "predictions": [{"label", "probability"}, ...]}`` (top ``top_k``),
         or ``{"input", "error"}`` for an item that cannot be read; rows of a text file add ``file`` and ``line``.
         The item is also under the modality's own name for it (``path``, ``text``)."""
         self._check_fitted()
-        records = self.modality.predict_inputs(inputs, self.config)
+        records = self.modality.predict_inputs(inputs, self.config, text=text)
         result = self._featurize([r["input"] for r in records])
         rows, reasons = iter(self._proba(result.features)), dict(result.failed)
         k = max(1, min(top_k, len(self.classes_)))
@@ -284,6 +313,7 @@ class TransferClassifier(ConfiguredEstimator):
         keep, extra = (), {}
         if self.net_ is not None:
             keep, extra = training_files(path, self.checkpoint_dir_, self.metrics_.get("history", []))
+        check_out_vs_data(path, self.config.data, self.config.val_data, self.config.test_data)
         check_writable(path, overwrite, ignore=keep)  # before the tensors are gathered
         if self.net_ is not None:
             features = self.trained_tensors_

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Callable, Protocol
 import numpy as np
 
 from transferkit.atomic import atomic_write_bytes
-
-from transferkit.features.cache import cache_root
+from transferkit.errors import TransferkitError, arg
+from transferkit.features.cache import cache_root, claim_root
 from transferkit.progress import log
+from transferkit.runs.folders import reason
 
 if TYPE_CHECKING:
     from torch import nn
@@ -102,8 +103,16 @@ def export_onnx(net: "nn.Module", input_size: int, path: Path) -> None:
     ))
 
 
+def check_precision_device(precision: str) -> None:
+    """fp16 autocast needs a CUDA GPU: without one, accelerate would fail late or train in another precision."""
+    if precision == "fp16" and not gpu_present():
+        raise TransferkitError(f"{arg('precision', 'fp16')}: fp16 autocast needs a CUDA GPU and there is none; use "
+                               f"{arg('precision', 'bf16')} or {arg('precision', 'no')} (fp32)")
+
+
 def engine_dir(fingerprint: str, cache_dir: str | Path | None = None) -> Path:
-    return cache_root(cache_dir) / "engines" / fingerprint
+    """Where a fingerprint's engines live; asking for it creates (and marks) the cache root if needed."""
+    return claim_root(cache_root(cache_dir)) / "engines" / fingerprint
 
 
 def open_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.Module"], engine: str = "auto",
@@ -129,21 +138,30 @@ def cached_onnx_engine(path: Path, build_net: Callable[[], "nn.Module"],
                        onnx_engine: Callable[[Path], Engine], torch_engine: Callable[["nn.Module"], Engine]) -> Engine:
     """``onnx_engine(path)``, exporting ``build_net()`` there first if needed (with its tensors and ``meta``).
 
-    When the export fails for an architecture, falls back to ``torch_engine`` with a one-line notice.
+    When the export fails for an architecture, falls back to ``torch_engine`` with a one-line notice; a
+    cached graph that no longer loads (a copy cut short) is exported again.
     """
-    if not path.exists():
-        log(f"exporting {label or 'backbone'} to ONNX once (cached in {path.parent})")
-        net = build_net()
+    if path.exists():
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            export(net, path)
-            _store_net_tensors(net, path.parent / "features.safetensors")
-            atomic_write_bytes(path.parent / "meta.json", json.dumps(meta).encode())
-        except Exception as exc:  # noqa: BLE001 - any exporter failure: fall back, say so in one line
-            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            log(f"notice: ONNX export failed for {label or 'this backbone'} ({reason}); using torch instead")
-            return torch_engine(net)
+            return onnx_engine(path)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors for a damaged graph have no common type
+            log(f"notice: the cached engine {path} does not load ({first_line(exc)}); exporting it again")
+            path.unlink(missing_ok=True)
+    log(f"exporting {label or 'backbone'} to ONNX once (cached in {path.parent})")
+    net = build_net()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export(net, path)
+        _store_net_tensors(net, path.parent / "features.safetensors")
+        atomic_write_bytes(path.parent / "meta.json", json.dumps(meta).encode())
+    except Exception as exc:  # noqa: BLE001 - any exporter failure: fall back, say so in one line
+        log(f"notice: ONNX export failed for {label or 'this backbone'} ({first_line(exc)}); using torch instead")
+        return torch_engine(net)
     return onnx_engine(path)
+
+
+def first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
 
 
 def net_tensors(fingerprint: str, build_net: Callable[[], "nn.Module"], cache_dir: str | Path | None = None,
@@ -152,14 +170,21 @@ def net_tensors(fingerprint: str, build_net: Callable[[], "nn.Module"], cache_di
 
     Saving a probe run then needs no torch: the frozen backbone's tensors are read back from the cache.
     """
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    path = engine_dir(fingerprint, cache_dir) / "features.safetensors"
-    if use_cache and path.exists():
-        return load_file(str(path))
+    path = engine_dir(fingerprint, cache_dir) / "features.safetensors" if use_cache else None
+    if path is not None and path.exists():
+        try:
+            return load_file(str(path))
+        except (OSError, SafetensorError) as exc:  # damaged: built again below, and stored anew
+            log(f"notice: {path} is damaged ({reason(exc)}); rebuilding it")
     net = build_net()
-    if use_cache:
-        _store_net_tensors(net, path)
+    if path is not None:
+        try:
+            _store_net_tensors(net, path)
+        except (OSError, SafetensorError) as exc:
+            log(f"warning: cannot write to the cache {path.parent} ({reason(exc)}); going on without it")
     return {k: v.detach().cpu().contiguous().numpy() for k, v in net.state_dict().items()}
 
 
@@ -169,5 +194,8 @@ def _store_net_tensors(net: "nn.Module", path: Path) -> None:
     tensors = {k: v.detach().cpu().contiguous().numpy() for k, v in net.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ import numpy as np
 
 from transferkit.config import RunConfig
 from transferkit.errors import DataError
+from transferkit.progress import log
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -141,8 +142,13 @@ class Modality(Protocol):
                       config: RunConfig) -> tuple[Split, list[dict[str, Any]]]:
         """A labelled set for evaluate, labels indexed by ``classes``; and the rows left out."""
 
-    def predict_inputs(self, inputs: Inputs, config: RunConfig) -> list[dict[str, Any]]:
-        """One record per item to predict: ``{"input": item}`` plus where it came from (a file's line)."""
+    def predict_inputs(self, inputs: Inputs, config: RunConfig, text: bool = False) -> list[dict[str, Any]]:
+        """One record per item to predict: ``{"input": item}`` plus where it came from (a file's line).
+        ``text=True``: every input is a text, even one that looks like a file name (text modalities only)."""
+
+    def backbones(self) -> list[dict[str, Any]]:
+        """What ``transferkit backbones`` lists: a row per backbone or kind of backbone name (name, source,
+        offline, needs, input_size, num_features)."""
 
     def resolve(self, config: RunConfig, strategy: "Strategy") -> Spec:
         """The backbone the config names (pretrained unless the config or strategy says not)."""
@@ -195,3 +201,27 @@ def stratified_indices(labels: Sequence[int], fraction: float, seed: int) -> tup
     train, val = train_test_split(eligible, test_size=n_val, random_state=seed,
                                   stratify=[labels[i] for i in eligible])
     return sorted(list(train) + rare), sorted(val)
+
+
+def warn_single_examples(split: Split, classes: list[str], source: str, consequence: str) -> None:
+    """Warn about the classes with one example in ``split``, naming where it is (its line, or the item)."""
+    counts = Counter(split.labels)
+    single = sorted(label for label, n in counts.items() if n == 1)
+    if not single:
+        return
+    named = []
+    for label in single[:5]:
+        at = split.labels.index(label)
+        where = f"line {split.lines[at]}" if split.lines is not None else split.items[at]
+        named.append(f"'{classes[label]}' ({where})")
+    log(f"warning: {len(single)} class(es) have a single example in {source}, which {consequence}: "
+        f"{', '.join(named)}{' ...' if len(single) > 5 else ''}; add examples")
+
+
+def sort_classes(labels: Sequence[str]) -> list[str]:
+    """Distinct labels in order: numerically when they all read as numbers ("2" before "10"), else by name."""
+    names = set(labels)
+    try:
+        return sorted(names, key=lambda s: (float(s), s))
+    except ValueError:
+        return sorted(names)

@@ -7,8 +7,13 @@
                          its metadata names the architecture and the backbone fingerprint
     metrics.json         validation (and test) metrics, timings, what was skipped
 
+A text run adds ``tokenizer/`` and ``encoder/config.json``; a fine-tuned run ``metrics.jsonl`` and, saved
+where it trained, ``checkpoints/`` (last.safetensors, best.safetensors, config.yaml, metrics.jsonl).
+
 Runs are written to a temporary sibling folder and renamed into place, so an interrupted save never leaves
-a half-written run, and an existing run is only replaced with ``overwrite=True``.
+a half-written run, and an existing run is only replaced with ``overwrite=True`` (a folder that is not a run
+never is: see runs/folders.py). Reading a run checks every file, so a damaged one is a :class:`RunDirError`
+naming it, never a traceback from a parser.
 """
 
 from __future__ import annotations
@@ -17,31 +22,32 @@ import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from transferkit.config import RunConfig
-from transferkit.errors import RunDirError
+from transferkit.config import RunConfig, read_config_file
+from transferkit.errors import RunDirError, TransferkitError
+from transferkit.features.cache import usable_cache_dir
+from transferkit.runs.folders import (CHECKPOINT_DIR, FILES, LAST_CHECKPOINT, PICKLED_CHECKPOINT, another_out,
+                                      check_out_vs_data, check_writable, checkpoint_dir, reason)
 
-FILES = ("config.yaml", "classes.json", "preprocessing.json", "model.safetensors", "metrics.json")
-# A fine-tuning run's checkpoints live in <run>/checkpoints (train.state writes them). The name is spelled
-# here too so that checking and writing a probe's run folder never imports the training code (and torch).
-CHECKPOINT_DIR = "checkpoints"  # a fine-tuning run's checkpoints (see train/state.py), inside its run folder
-LAST_CHECKPOINT = "last.safetensors"
-PICKLED_CHECKPOINT = "last.pt"  # transferkit 0.1's pickled checkpoints: never loaded, since they could run code
-
-
-def checkpoint_dir(out: str | Path) -> Path:
-    return Path(out) / CHECKPOINT_DIR
+# names that callers import from here, where they have always been
+__all__ = ["CHECKPOINT_DIR", "FILES", "LAST_CHECKPOINT", "PICKLED_CHECKPOINT", "RunFiles", "check_out_vs_data",
+           "check_writable", "checkpoint_dir", "read_model_meta", "read_run", "read_tensors", "run_format",
+           "training_files", "write_run"]
+HEAD = ("head.weight", "head.bias")
+RUN_CONFIG_KEYS = {"data", "backbone", "strategy", "seed"}  # in every run's config.yaml since the first
+LABEL_TYPES = (str, int, float, bool)  # class names as saved: strings, or the user's own int labels
 
 
 @dataclass
 class RunFiles:
     config: RunConfig
-    classes: list[str]
+    classes: list[Any]
     preprocessing: dict[str, Any]  # as the modality wrote it (images: Preprocessing.to_dict())
     model_meta: dict[str, str]
     metrics: dict[str, Any]
@@ -52,70 +58,81 @@ class RunFiles:
         return self.path / "model.safetensors"
 
 
-def check_writable(path: str | Path, overwrite: bool, ignore: tuple[str, ...] = ()) -> None:
-    """Fail before any work is done if ``path`` holds something and ``overwrite`` is not set.
-
-    Entries named in ``ignore`` (a fine-tuning run's ``checkpoints``) do not count.
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"{path}: exists and is not a folder; choose another --out")
-    if path.is_dir() and not overwrite:
-        entries = [p.name for p in path.iterdir() if p.name not in ignore]
-        if entries == [CHECKPOINT_DIR]:
-            raise RunDirError(f"{path}: holds an unfinished training run; pass --resume to continue it, "
-                              "--overwrite to start again, or choose another --out")
-        if entries:
-            raise RunDirError(f"{path}: already holds a run; pass --overwrite to replace it, or choose another --out")
-
-
-def write_run(path: str | Path, *, config: RunConfig, classes: list[str], preprocessing: dict[str, Any],
+def write_run(path: str | Path, *, config: RunConfig, classes: list[Any], preprocessing: dict[str, Any],
               tensors: dict[str, np.ndarray], model_meta: dict[str, str], metrics: dict[str, Any],
               overwrite: bool = False, keep: tuple[str, ...] = (), extra_files: dict[str, bytes] | None = None,
               add_files: Callable[[Path], None] | None = None) -> Path:
     """Write the run atomically; entries named in ``keep`` move over from the existing folder (checkpoints).
 
     ``add_files(staging_folder)`` writes anything else the run needs (a text run's tokenizer) before the
-    folder is renamed into place.
+    folder is renamed into place. A failure to write (a full disk, a folder made read-only meanwhile) is a
+    :class:`RunDirError` naming the folder, and leaves the folder as it was.
     """
-    from safetensors.numpy import save_file
+    from safetensors import SafetensorError
 
     path = Path(path)
     check_writable(path, overwrite, ignore=keep)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    staging.mkdir()
+    target = Path(os.path.abspath(path))  # "runs/x/.." has no name to put a staging folder beside
+    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        config.to_yaml(staging / "config.yaml")
-        (staging / "classes.json").write_text(json.dumps(classes, indent=1))
-        (staging / "preprocessing.json").write_text(json.dumps(preprocessing, indent=1))
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(staging / "model.safetensors"),
-                  metadata={k: str(v) for k, v in model_meta.items()})
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        for name, data in (extra_files or {}).items():
-            (staging / name).write_bytes(data)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        write_files(staging, config, classes, preprocessing, tensors, model_meta, metrics, extra_files or {})
         if add_files is not None:
             add_files(staging)
         for name in keep:
-            if (path / name).exists():
-                os.replace(path / name, staging / name)
-        if path.exists():
-            old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
-            os.replace(path, old)
-            os.replace(staging, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, path)
+            if (target / name).exists():
+                os.replace(target / name, staging / name)
+        swap_into_place(staging, target)
+    except (OSError, SafetensorError) as exc:
+        raise RunDirError(f"{path}: cannot write the run ({reason(exc)}); free some space, or choose "
+                          f"{another_out()}") from None
     finally:
         for name in keep:  # a failed save must not take the checkpoints with it
-            if (staging / name).exists() and path.is_dir() and not (path / name).exists():
-                os.replace(staging / name, path / name)
+            if (staging / name).exists() and target.is_dir() and not (target / name).exists():
+                os.replace(staging / name, target / name)
         shutil.rmtree(staging, ignore_errors=True)
     return path
 
 
+def write_files(folder: Path, config: RunConfig, classes: list[Any], preprocessing: dict[str, Any],
+                tensors: dict[str, np.ndarray], model_meta: dict[str, str], metrics: dict[str, Any],
+                extra_files: dict[str, bytes]) -> None:
+    from safetensors.numpy import save_file
+
+    config.to_yaml(folder / "config.yaml")
+    (folder / "classes.json").write_text(json.dumps(classes, indent=1))
+    (folder / "preprocessing.json").write_text(json.dumps(preprocessing, indent=1))
+    model = folder / "model.safetensors"
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(model),
+              metadata={k: str(v) for k, v in model_meta.items()})
+    # safetensors creates its file 0600; the model is shared exactly as the other run files are
+    os.chmod(model, (folder / "classes.json").stat().st_mode & 0o777)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    for name, data in extra_files.items():
+        (folder / name).write_bytes(data)
+
+
+def swap_into_place(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``; an existing ``target`` is moved aside first and removed only once
+    the new run is in place (if that rename fails, the old run is put back)."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
+    os.replace(target, old)
+    try:
+        os.replace(staging, target)
+    except OSError:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def read_run(path: str | Path, required: tuple[str, ...] = ()) -> RunFiles:
-    """The common files of a run folder; ``required`` names what else must be there (a text run's tokenizer)."""
+    """The common files of a run folder, each checked; ``required`` names what else must be there (a text run's
+    tokenizer). A config whose ``cache_dir`` cannot be used here (a run copied from another machine) reads as
+    the default cache."""
     path = Path(path)
     if not path.is_dir():
         raise RunDirError(f"{path}: run folder not found; pass the --out folder of `transferkit train`")
@@ -123,32 +140,76 @@ def read_run(path: str | Path, required: tuple[str, ...] = ()) -> RunFiles:
     missing += [name for name in required if not (path / name).exists()]
     if missing:
         raise RunDirError(f"{path}: not a complete run (missing {', '.join(missing)}); train again into it")
+    config = read_run_config(path / "config.yaml")
+    classes = read_json(path / "classes.json", list, "a list of class names")
+    if not classes or not all(isinstance(c, LABEL_TYPES) for c in classes) or len(set(classes)) < len(classes):
+        raise RunDirError(f"{path / 'classes.json'}: damaged (expected a list of distinct class names); train the "
+                          "run again")
+    run = RunFiles(config=config.replace(cache_dir=usable_cache_dir(config.cache_dir)), classes=classes,
+                   preprocessing=read_json(path / "preprocessing.json", dict, "an object"),
+                   model_meta=read_model_meta(path / "model.safetensors"),
+                   metrics=read_json(path / "metrics.json", dict, "an object"), path=path)
+    check_head(run)
+    return run
+
+
+def read_run_config(source: Path) -> RunConfig:
+    """A run's config.yaml: one transferkit wrote names every field (older versions: all but the newest)."""
     try:
-        return RunFiles(
-            config=RunConfig.from_yaml(path / "config.yaml"),
-            classes=json.loads((path / "classes.json").read_text()),
-            preprocessing=json.loads((path / "preprocessing.json").read_text()),
-            model_meta=read_model_meta(path / "model.safetensors"),
-            metrics=json.loads((path / "metrics.json").read_text()),
-            path=path,
-        )
-    except (ValueError, OSError) as exc:
-        raise RunDirError(f"{path}: run files are damaged ({str(exc).splitlines()[0][:120]})") from None
+        data = read_config_file(source)
+        if not RUN_CONFIG_KEYS <= set(data):
+            raise TransferkitError(f"{source}: lacks {', '.join(sorted(RUN_CONFIG_KEYS - set(data)))}")
+        return RunConfig.from_dict(data, str(source))
+    except TransferkitError as exc:
+        raise RunDirError(f"{source}: damaged ({str(exc).removeprefix(f'{source}: ')}); train the run "
+                          "again") from None
+
+
+def read_json(path: Path, kind: type, expected: str) -> Any:
+    try:
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise RunDirError(f"{path}: damaged ({reason(exc)}); train the run again") from None
+    if not isinstance(value, kind):
+        raise RunDirError(f"{path}: damaged (expected {expected}); train the run again")
+    return value
+
+
+def check_head(run: RunFiles) -> None:
+    """The model has a head, and it has one output per class in classes.json."""
+    shapes = tensor_shapes(run.model_path)
+    weight, bias = (shapes.get(name) for name in HEAD)
+    if weight is None or bias is None or len(weight) != 2 or list(bias) != weight[:1]:
+        raise RunDirError(f"{run.model_path}: damaged (no head.weight/head.bias of matching shapes); train the "
+                          "run again")
+    if weight[0] != len(run.classes):
+        raise RunDirError(f"{run.path}: model.safetensors has {weight[0]} outputs but classes.json lists "
+                          f"{len(run.classes)} classes; the files come from different runs: train it again")
 
 
 def read_model_meta(model: str | Path) -> dict[str, str]:
     """The metadata of a ``model.safetensors`` (format, backbone, fingerprint, ...), without torch."""
     from safetensors import safe_open
 
-    with safe_open(str(model), framework="numpy") as handle:
-        return dict(handle.metadata() or {})
+    with opened(model):
+        with safe_open(str(model), framework="numpy") as handle:
+            return dict(handle.metadata() or {})
+
+
+def tensor_shapes(model: str | Path) -> dict[str, list[int]]:
+    """Each tensor's shape, from the header alone."""
+    from safetensors import safe_open
+
+    with opened(model):
+        with safe_open(str(model), framework="numpy") as handle:
+            return {k: list(handle.get_slice(k).get_shape()) for k in handle.keys()}
 
 
 def run_format(path: str | Path) -> str:
     """The ``format`` a run folder's model was saved in ("" when there is no readable model)."""
     try:
         return read_model_meta(Path(path) / "model.safetensors").get("format", "")
-    except Exception:  # noqa: BLE001 - missing, truncated or not safetensors: no format
+    except RunDirError:  # missing, truncated or not safetensors: no format
         return ""
 
 
@@ -156,8 +217,21 @@ def read_tensors(path: str | Path, prefix: str = "") -> dict[str, np.ndarray]:
     """Tensors whose name starts with ``prefix`` (prefix removed), without importing torch."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="numpy") as handle:
-        return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
+    with opened(path):
+        with safe_open(str(path), framework="numpy") as handle:
+            return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
+
+
+@contextmanager
+def opened(path: str | Path) -> Iterator[None]:
+    """Turns any failure to read a safetensors file into one :class:`RunDirError` naming it."""
+    try:
+        yield
+    except TransferkitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the parser's errors (SafetensorError, OSError, ...) mean damage
+        raise RunDirError(f"{path}: damaged or not a safetensors file ({reason(exc)}); train the run "
+                          "again") from None
 
 
 def training_files(target: str | Path, checkpoints: Path | None,

@@ -112,7 +112,11 @@ def save(payload: dict[str, Any], path: Path) -> None:
 
     tensors: dict[str, torch.Tensor] = {}
     tree = flatten(payload, tensors)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT, "tree": json.dumps(tree)}))
+    try:
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT, "tree": json.dumps(tree)}))
+    except OSError as exc:  # a full or read-only disk: say where, not a traceback
+        raise CheckpointError(f"{path.parent}: cannot write the checkpoint ({exc.strerror or exc}); free space or "
+                              "choose another --out") from None
 
 
 def load(path: Path) -> dict[str, Any]:

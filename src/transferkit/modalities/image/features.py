@@ -40,6 +40,17 @@ class FeatureSource:
         return cls(spec.fingerprint, spec.preprocessing, build, spec.name)
 
 
+def cache_keys(paths: Sequence[str]) -> list[str | None]:
+    """The cache key of each file, or None for a file that cannot be keyed: it is extracted, not cached."""
+    keys: list[str | None] = []
+    for path in paths:
+        try:
+            keys.append(file_key(path))
+        except OSError:  # gone or unreadable since it was listed: decoding it reports why
+            keys.append(None)
+    return keys
+
+
 @dataclass
 class FeatureResult:
     features: np.ndarray  # float32 [n_ok, d], rows in input order of the files that decoded
@@ -58,10 +69,14 @@ def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engi
     """Features for ``paths``; only files the cache does not hold (new or changed) go through the network."""
     start = time.perf_counter()
     paths = [str(p) for p in paths]
-    keys = [file_key(p) for p in paths]
+    keys = cache_keys(paths) if use_cache else [None] * len(paths)
     meta = {"backbone": source.label, "input_size": source.preprocessing.input_size}
     store = FeatureStore.open(source.fingerprint, cache_dir, cache_dtype, meta) if use_cache else None
-    missing = [i for i, key in enumerate(keys) if store is None or key not in store]
+
+    def cached(i: int) -> bool:
+        return store is not None and keys[i] is not None and keys[i] in store
+
+    missing = [i for i in range(len(paths)) if not cached(i)]
     new_rows: dict[int, np.ndarray] = {}
     failed: list[tuple[str, str]] = []
     engine_name = "cache"
@@ -78,9 +93,9 @@ def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engi
                         new_rows[missing[j]] = row
                 advance(len(batch.indices) + len(batch.failed))
         if store is not None:
-            order = sorted(new_rows)
+            order = [i for i in sorted(new_rows) if keys[i] is not None]
             store.put([keys[i] for i in order], np.stack([new_rows[i] for i in order]) if order else np.zeros((0, 0)))
-    ok = np.array([i in new_rows or (store is not None and keys[i] in store) for i in range(len(paths))], dtype=bool)
+    ok = np.array([i in new_rows or cached(i) for i in range(len(paths))], dtype=bool)
     rows = []
     cached_positions = [i for i in range(len(paths)) if ok[i] and i not in new_rows]
     cached_rows = dict(zip(cached_positions, store.get([keys[i] for i in cached_positions]))) if cached_positions else {}

@@ -8,14 +8,16 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from transferkit.config import RunConfig
-from transferkit.errors import DataError, TransferkitError
+from transferkit.errors import DataError, RunDirError, TransferkitError
 from transferkit.features.engines import open_engine
-from transferkit.modalities.base import Featurized, Inputs, LabelledData, Predictor, RunParts, Split
-from transferkit.modalities.image.backbones import DEFAULT_IMAGE_BACKBONE, BackboneSpec, resolve_backbone
+from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Predictor, RunParts, Split,
+                                         warn_single_examples)
+from transferkit.modalities.image.backbones import (DEFAULT_IMAGE_BACKBONE, BackboneSpec, list_backbones,
+                                                   resolve_backbone)
 from transferkit.modalities.image.features import FeatureSource, extract_features
-from transferkit.modalities.image.folders import labelled_split, list_image_inputs, load_image_folder
+from transferkit.modalities.image.arrays import as_items, featurize_images, is_in_memory
+from transferkit.modalities.image.folders import labelled_files, stratified_split, labelled_split, list_image_inputs, load_image_folder
 from transferkit.modalities.image.preprocessing import Preprocessing
-from transferkit.progress import log
 
 if TYPE_CHECKING:
     from torch import nn
@@ -50,33 +52,60 @@ class ImageModality:
     def read_training(self, data: Any, labels: Sequence[Any] | None, val_data: Any,
                       config: RunConfig) -> LabelledData:
         if labels is not None:
-            raise DataError("labels=... is for texts; an image's label is the name of its class folder")
+            return self.read_files(data, labels, val_data, config)
         dataset = load_image_folder(data, 0.0 if val_data is not None else config.val_fraction, config.seed)
         if val_data is not None:  # the user's own held-out folder, labelled by the training classes
-            dataset.val = labelled_split(val_data, dataset.classes)
+            dataset.val, skipped = labelled_split(val_data, dataset.classes)
             dataset.val_source, dataset.held_out = str(val_data), True
-        if dataset.ignored:
-            log(f"warning: ignored {len(dataset.ignored)} file(s) that are not images by extension: "
-                f"{', '.join(dataset.ignored[:5])}{' ...' if len(dataset.ignored) > 5 else ''}")
+            dataset.skipped += skipped
+        # a split carved off train needs two per class (an error then); a val folder leaves one possible
+        warn_single_examples(dataset.train, dataset.classes, "train", "is too few to learn a class from")
         return dataset
 
     def read_labelled(self, data: Any, labels: Sequence[Any] | None, classes: list[str],
                       config: RunConfig) -> tuple[Split, list[dict[str, Any]]]:
         if labels is not None:
-            raise DataError("labels=... is for texts; pass a folder with one sub-folder per class")
-        return labelled_split(data, classes), []
+            return labelled_files(data, labels, classes)[0], []
+        return labelled_split(data, classes)
 
-    def predict_inputs(self, inputs: Inputs, config: RunConfig) -> list[dict[str, Any]]:
-        files = list_image_inputs([inputs] if isinstance(inputs, (str, Path)) else inputs)
-        return [{"input": path} for path in files]
+    def read_files(self, paths: Sequence[Any], labels: Sequence[Any], val_data: Any,
+                   config: RunConfig) -> LabelledData:
+        """Image files with labels (scikit-learn's ``fit(X, y)``); validation is split off them unless given."""
+        train, classes = labelled_files(paths, labels)
+        if len(classes) < 2:
+            raise DataError(f"only one label ('{classes[0]}') found; a classifier needs at least 2")
+        val, source = Split(), "none"
+        if val_data is not None:
+            val, source = labelled_split(val_data, classes)[0], str(val_data)
+        elif config.val_fraction > 0:
+            train, val = stratified_split(train, classes, config.val_fraction, config.seed)
+            source = f"{config.val_fraction:g} of train, stratified, seed {config.seed}"
+        warn_single_examples(train, classes, "train", "is too few to learn a class from")
+        return LabelledData(classes, train, val, val_source=source, held_out=val_data is not None)
+
+    def predict_inputs(self, inputs: Inputs, config: RunConfig, text: bool = False) -> list[dict[str, Any]]:
+        if text:
+            raise DataError("--text (text=True) is for text runs; this run classifies images: pass image files "
+                            "or folders")
+        items = as_items(inputs) if not isinstance(inputs, (str, Path)) else [inputs]
+        if items and all(is_in_memory(item) for item in items):  # PIL images or arrays (scikit-learn style)
+            return [{"input": item} for item in items]
+        return [{"input": path} for path in list_image_inputs(items)]
 
     # -- backbone and features -------------------------------------------------------------------------------
+    def backbones(self) -> list[dict[str, Any]]:
+        return list_backbones()
+
     def resolve(self, config: RunConfig, strategy: "Strategy") -> BackboneSpec:
         return resolve_backbone(config.backbone, config.weights, config.pretrained and strategy.pretrained,
                                 config.image_size, config.crop_pct)
 
     def spec_from_run(self, run: "RunFiles") -> BackboneSpec:
         meta = run.model_meta
+        missing = [key for key in ("arch", "fingerprint") if not meta.get(key)]
+        if missing:
+            raise RunDirError(f"{run.model_path}: its metadata lacks '{missing[0]}' (not written by transferkit, or "
+                              "damaged); train the run again")
         return BackboneSpec(meta.get("backbone", run.config.backbone), meta["arch"], meta.get("source", "timm"),
                             Preprocessing.from_dict(run.preprocessing), None, pretrained=False,
                             run_model=str(run.model_path), fixed_fingerprint=meta["fingerprint"])
@@ -87,6 +116,8 @@ class ImageModality:
     def featurize(self, spec: BackboneSpec, items: list[str], config: RunConfig,
                   build_net: Callable[[], "nn.Module"], show_progress: bool) -> Featurized:
         source = FeatureSource(spec.fingerprint, spec.preprocessing, build_net, spec.name)
+        if items and is_in_memory(items[0]):
+            return featurize_images(source, items, config.engine, config.inference_batch, config.cache_dir)
         result = extract_features(source, items, engine=config.engine, batch_size=config.inference_batch,
                                   workers=config.workers, use_cache=config.cache, cache_dir=config.cache_dir,
                                   cache_dtype=config.cache_dtype, show_progress=show_progress)

@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from transferkit.modalities.image.images import load_rgb
+from transferkit.modalities.image.images import ImageRefused, load_rgb
 from transferkit.modalities.image.preprocessing import Preprocessing
 
 
@@ -32,6 +32,8 @@ def decode_one(path: str | Path, preprocessing: Preprocessing) -> np.ndarray:
 def _safe_decode(path: str | Path, preprocessing: Preprocessing) -> np.ndarray | str:
     try:
         return decode_one(path, preprocessing)
+    except ImageRefused as exc:  # our own reason, whole: it says what to do
+        return f"refused: {exc}"
     except Exception as exc:  # noqa: BLE001 - any decoding failure means "unreadable file"
         return f"{type(exc).__name__}: {str(exc).strip()[:120]}"
 

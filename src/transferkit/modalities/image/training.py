@@ -20,6 +20,7 @@ from transferkit.train.data import EpochSampler, TrainData, epoch_seed, loader_w
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
+
 class TrainImages(torch.utils.data.Dataset):
     """Training images through a PIL transform that yields float CHW tensors in [0, 1].
 
@@ -56,7 +57,6 @@ class TrainImages(torch.utils.data.Dataset):
                 np.random.set_state(numpy_state)
 
 
-
 def image_train_data(split: Split, preprocessing: Preprocessing, config: RunConfig, n_classes: int) -> TrainData:
     workers = config.workers if config.workers is not None else loader_workers()
     dataset = TrainImages(split, train_transform(preprocessing, config.augment), preprocessing.resize_size, config.seed)
@@ -84,7 +84,8 @@ def train_transform(preprocessing: Preprocessing, augment: str) -> Callable:
     """PIL image -> float CHW in [0, 1]; normalisation stays inside the model."""
     if augment == "none":
         def plain(image):
-            return torch.from_numpy(preprocessing.resize_and_crop(image)).permute(2, 0, 1).float().div(255.0)
+            # torch.tensor copies: the array is a read-only view of Pillow's buffer, which from_numpy warns about
+            return torch.tensor(preprocessing.resize_and_crop(image)).permute(2, 0, 1).float().div(255.0)
 
         return plain
     from timm.data import create_transform

