@@ -33,7 +33,8 @@ def subset(data: Path, target: Path, per_split: dict[str, tuple[str, int]]) -> P
 
 
 def run(data: Path, strategy: str, epochs: int, scratch: Path, extra: list[str]) -> dict:
-    command = [str(BIN / "transferkit"), "train", str(data), "--strategy", strategy, "--epochs", str(epochs),
+    trains = [] if strategy == "linear-probe" else ["--epochs", str(epochs)]  # a probe trains no epochs
+    command = [str(BIN / "transferkit"), "train", str(data), "--strategy", strategy, *trains,
                "--out", str(scratch / strategy), "--overwrite", "--json", *extra]
     wall, out, _ = timed(command, {"TRANSFERKIT_CACHE": str(scratch / f"cache-{strategy}")})
     metrics = json.loads(out.strip().splitlines()[-1])

@@ -105,6 +105,9 @@ class Trainer:
         self.optimizer = self.scheduler = None
         self.saved: dict[str, Any] | None = None
         self.trainable_total = 0
+        # the running epoch's clock and loss sums (see run_epoch)
+        self.epoch_start, self.train_seconds, self.seen = 0.0, 0.0, 0
+        self.sums: dict[str, torch.Tensor] = {}
 
     # -- the run ---------------------------------------------------------------------------------------------
     def fit(self, resume: bool) -> TrainResult:
@@ -224,6 +227,7 @@ class Trainer:
                 if self.accelerator.sync_gradients and step + 1 < len(self.stream) and self.stop_requested("signal"):
                     self.interrupt_mid_epoch(step)
         state.step, state.partial = 0, {}
+        self.train_seconds = time.perf_counter() - self.epoch_start  # before validation and checkpointing
 
     def train_step(self, batch: Batch, fast_head: bool) -> None:
         context = self.context
@@ -287,7 +291,7 @@ class Trainer:
         losses = {name: round(float(acc.reduce(total, "sum") / seen), 6) for name, total in self.sums.items()}
         record: dict[str, Any] = {"epoch": epoch + 1, "phase": phase.name, "train_loss": losses.pop("loss"),
                                   **(losses if len(self.terms) > 1 else {}),
-                                  "train_seconds": round(time.perf_counter() - self.epoch_start, 3),
+                                  "train_seconds": round(self.train_seconds, 3),
                                   "lr": round(self.optimizer.param_groups[-1]["lr"], 8)}
         context.is_best = False
         if self.val is not None:
