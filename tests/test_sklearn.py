@@ -19,14 +19,8 @@ from sklearn.preprocessing import FunctionTransformer  # noqa: E402
 from transferkit import ImageClassifier, TextClassifier  # noqa: E402
 from transferkit.errors import TransferkitError  # noqa: E402
 
-GOOD = ["a wonderful, moving film", "great acting and a smart script", "i loved every minute of it",
-        "funny and heartfelt", "a delight from start to finish", "brilliant and beautiful work",
-        "superb performances all round", "charming, witty and warm", "the best film this year",
-        "an absolute joy to watch", "clever, fresh and exciting", "a triumph of storytelling"]
-BAD = ["a dull, tedious mess", "boring and far too long", "i hated every minute of it",
-       "the plot makes no sense at all", "a complete waste of time", "clumsy and lifeless",
-       "awful dialogue throughout", "painfully bad acting", "the worst film this year",
-       "tiresome, flat and forgettable", "an ugly, joyless slog", "a disaster from start to finish"]
+from test_text import NEG as BAD, POS as GOOD  # noqa: E402
+
 TEXTS = [t for pair in zip(GOOD, BAD) for t in pair]
 LABELS = np.array([1, 0] * len(GOOD))
 

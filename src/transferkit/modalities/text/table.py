@@ -9,7 +9,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from transferkit.errors import DataError
 
@@ -170,30 +170,38 @@ def read_text_table(path: str | Path, text_column: str | None = None, label_colu
             raise DataError(f"{path}:1: column '{name}' appears more than once in the header; rename or remove "
                             "the duplicate")
     table = TextTable(str(path), columns, text_col, label_col)
-    raw_labels = []
-    entries = sorted([(line, row, None) for line, row in rows] + [(line, {}, why) for line, why in problems],
-                     key=lambda entry: entry[0])
-    for line, row, reason in entries:
-        text = as_text(row.get(text_col))
-        label = as_text(row.get(label_col)) if label_col else None
-        if reason is None and (text is None or not text.strip()):
-            reason = f"empty text in column '{text_col}'"
-        elif reason is None and label_col and (label is None or not label.strip()):
-            reason = f"missing label in column '{label_col}'"
-        if reason:
-            if strict:
-                raise DataError(f"{path}:{line}: {reason} (without --strict such rows are skipped)")
-            table.skipped.append({"line": line, "reason": reason})
-            continue
-        table.texts.append(text)
-        table.lines.append(line)
-        if label_col:
-            raw_labels.append(label)
+    entries = sorted([(line, row.get(text_col), row.get(label_col) if label_col else None, None) for line, row in rows]
+                     + [(line, None, None, why) for line, why in problems], key=lambda entry: entry[0])
+    raw_labels = fill_table(table, entries, strict, lambda line: f"{path}:{line}")
     if not table.texts:
         first = f"; line {table.skipped[0]['line']}: {table.skipped[0]['reason']}" if table.skipped else ""
         raise DataError(f"{path}: no usable rows ({len(table.skipped)} skipped{first})")
     table.labels, table.merged = merge_spellings(raw_labels)
     return table
+
+
+def fill_table(table: TextTable, entries: list[tuple[int, Any, Any, str | None]], strict: bool,
+               where: Callable[[int], str]) -> list[str]:
+    """Keep each ``(line, text, label, problem)`` that has a text (and a label, when the table has a label
+    column) and no problem; skip the others with their reason (``--strict``: stop at the first). Returns the
+    kept labels as written, for :func:`merge_spellings`."""
+    raw_labels = []
+    for line, text, label, reason in entries:
+        text, label = as_text(text), as_text(label)
+        if reason is None and (text is None or not text.strip()):
+            reason = f"empty text in column '{table.text_column}'"
+        elif reason is None and table.label_column and (label is None or not label.strip()):
+            reason = f"missing label in column '{table.label_column}'"
+        if reason:
+            if strict:
+                raise DataError(f"{where(line)}: {reason} (without --strict such rows are skipped)")
+            table.skipped.append({"line": line, "reason": reason})
+            continue
+        table.texts.append(text)
+        table.lines.append(line)
+        if table.label_column:
+            raw_labels.append(label)
+    return raw_labels
 
 
 def merge_spellings(labels: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -233,18 +241,10 @@ def texts_table(texts: str | Sequence[Any], labels: Sequence[Any] | None = None,
     if len(labels) != len(texts):
         raise DataError(f"got {len(texts)} texts but {len(labels)} labels")
     table = TextTable("<texts>", ["text", "label"], "text", "label")
-    for i, (text, label) in enumerate(zip(texts, labels), 1):
-        label = as_text(label)
-        if not isinstance(text, str) or not text.strip() or label is None or not label.strip():
-            reason = "empty text" if not isinstance(text, str) or not text.strip() else "missing label"
-            if strict:
-                raise DataError(f"item {i}: {reason}")
-            table.skipped.append({"line": i, "reason": reason})
-            continue
-        table.texts.append(text)
-        table.labels.append(label)
-        table.lines.append(i)
+    entries = [(i, text if isinstance(text, str) else None, label, None)
+               for i, (text, label) in enumerate(zip(texts, labels), 1)]
+    raw_labels = fill_table(table, entries, strict, lambda line: f"item {line}")
     if not table.texts:
         raise DataError("no usable texts (all empty or unlabelled)")
-    table.labels, table.merged = merge_spellings(table.labels)
+    table.labels, table.merged = merge_spellings(raw_labels)
     return table
