@@ -187,3 +187,12 @@ def test_metrics_match_scikit_learn():
     assert [report["per_class"][c]["f1"] for c in "abcd"] == pytest.approx(f1)
     assert [report["per_class"][c]["precision"] for c in "abcd"] == pytest.approx(precision)
     assert report["macro_f1"] == pytest.approx(f1_score(labels, predicted, average="macro", zero_division=0))
+
+
+def test_a_probe_reports_its_one_off_export_apart(tiny_folder: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "fresh-cache"))  # no engine yet: this fit exports
+    first = ImageClassifier(**FAST).fit(tiny_folder)
+    assert first.metrics_["export_seconds"] > 0
+    again = ImageClassifier(**FAST, cache=False).fit(tiny_folder)  # engine cached now; features recomputed
+    assert "export_seconds" not in again.metrics_
+    assert again.metrics_["train_seconds"] < first.metrics_["train_seconds"] + first.metrics_["export_seconds"]

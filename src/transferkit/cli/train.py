@@ -165,5 +165,6 @@ def print_summary(metrics: dict[str, Any], out: Path) -> None:
         if split in metrics:
             m = metrics[split]
             screen.print(f"{split}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")
-    screen.print(f"saved to {out}  ({metrics['train_seconds']:.1f} s)")
+    export = f", plus {metrics['export_seconds']:.1f} s for the one-off ONNX export" if metrics.get("export_seconds") else ""
+    screen.print(f"saved to {out}  ({metrics['train_seconds']:.1f} s{export})")
 

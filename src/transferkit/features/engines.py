@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -46,6 +47,7 @@ def gpu_present() -> bool:
 
 class OnnxEngine:
     name = "onnx"
+    export_seconds = 0.0  # the one-off ONNX export that made this engine (0: it was cached)
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -62,6 +64,7 @@ class OnnxEngine:
 
 class TorchEngine:
     name = "torch"
+    export_seconds = 0.0
 
     def __init__(self, net: "nn.Module", device: str | None = None) -> None:
         import torch
@@ -148,6 +151,7 @@ def cached_onnx_engine(path: Path, build_net: Callable[[], "nn.Module"],
             log(f"notice: the cached engine {path} does not load ({first_line(exc)}); exporting it again")
             path.unlink(missing_ok=True)
     log(f"exporting {label or 'backbone'} to ONNX once (cached in {path.parent})")
+    start = time.perf_counter()
     net = build_net()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +161,9 @@ def cached_onnx_engine(path: Path, build_net: Callable[[], "nn.Module"],
     except Exception as exc:  # noqa: BLE001 - any exporter failure: fall back, say so in one line
         log(f"notice: ONNX export failed for {label or 'this backbone'} ({first_line(exc)}); using torch instead")
         return torch_engine(net)
-    return onnx_engine(path)
+    engine = onnx_engine(path)
+    engine.export_seconds = time.perf_counter() - start  # reported apart: a run's own time excludes it
+    return engine
 
 
 def first_line(exc: BaseException) -> str:

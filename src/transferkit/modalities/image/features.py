@@ -60,6 +60,7 @@ class FeatureResult:
     extracted: int = 0
     seconds: float = 0.0
     engine: str = "cache"  # the engine that extracted the missing rows ("cache": none were missing)
+    export_seconds: float = 0.0  # a one-off ONNX export included in ``seconds``
 
 
 def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engine: str = "auto",
@@ -79,11 +80,11 @@ def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engi
     missing = [i for i in range(len(paths)) if not cached(i)]
     new_rows: dict[int, np.ndarray] = {}
     failed: list[tuple[str, str]] = []
-    engine_name = "cache"
+    engine_name, export_seconds = "cache", 0.0
     if missing:
         run = open_engine(source.fingerprint, source.preprocessing.input_size, source.build_net, engine,
                           cache_dir, source.label)
-        engine_name = run.name
+        engine_name, export_seconds = run.name, run.export_seconds
         with progress(len(missing), f"features ({source.label}, {run.name})", show_progress) as advance:
             todo = [paths[i] for i in missing]
             for batch in decode_batches(todo, source.preprocessing, batch_size, workers):
@@ -103,4 +104,4 @@ def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engi
         rows.append(new_rows[i] if i in new_rows else cached_rows[i])
     features = np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, 0), dtype=np.float32)
     return FeatureResult(features, ok, failed, len(cached_positions), len(new_rows), time.perf_counter() - start,
-                         engine_name)
+                         engine_name, export_seconds)

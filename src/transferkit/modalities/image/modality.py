@@ -122,7 +122,7 @@ class ImageModality:
                                   workers=config.workers, use_cache=config.cache, cache_dir=config.cache_dir,
                                   cache_dtype=config.cache_dtype, show_progress=show_progress)
         stats = {"cached": result.cached, "extracted": result.extracted, "seconds": round(result.seconds, 3),
-                 "engine": result.engine}
+                 "engine": result.engine, "export_seconds": round(result.export_seconds, 3)}
         return Featurized(result.features, result.ok, result.failed, stats)
 
     # -- fine-tuning (torch from here on) ----------------------------------------------------------------------

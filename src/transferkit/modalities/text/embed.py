@@ -28,6 +28,7 @@ class EmbedResult:
     extracted: int = 0
     seconds: float = 0.0
     engine: str = "cache"
+    export_seconds: float = 0.0  # a one-off ONNX export included in ``seconds``
 
 
 def text_key(text: str, max_length: int) -> str:
@@ -76,7 +77,7 @@ def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int
         if key not in unique and (store is None or key not in store):
             unique[key] = i
     new_rows: dict[str, np.ndarray] = {}
-    engine_name = "cache"
+    engine_name, export_seconds = "cache", 0.0
     if unique:
         tokenizer = (get_tokenizer or spec.load_tokenizer)()
         todo = [texts[i] for i in unique.values()]
@@ -84,7 +85,7 @@ def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int
         encoded = tokenizer.encode(todo, max_length)
         pad_id = tokenizer.pad_token_id
         run = open_text_engine(spec, engine, cache_dir, build_net)
-        engine_name = run.name
+        engine_name, export_seconds = run.name, run.export_seconds
         with progress(len(todo), f"embeddings ({spec.name}, {run.name})", show_progress) as advance:
             for batch in length_sorted_batches([len(x) for x in encoded], batch_size):
                 input_ids, mask = pad_batch([encoded[j] for j in batch], pad_id)
@@ -99,6 +100,7 @@ def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int
         rows.update(zip(cached_keys, store.get(cached_keys)))
     features = (np.stack([rows[k] for k in keys]).astype(np.float32, copy=False) if keys
                 else np.zeros((0, 0), np.float32))
-    return EmbedResult(features, len(cached_keys), len(new_rows), time.perf_counter() - start, engine_name)
+    return EmbedResult(features, len(cached_keys), len(new_rows), time.perf_counter() - start, engine_name,
+                       export_seconds)
 
 

@@ -140,7 +140,7 @@ class TextModality:
                              batch_size=config.inference_batch, use_cache=config.cache, cache_dir=config.cache_dir,
                              cache_dtype=config.cache_dtype, show_progress=show_progress, build_net=build_net)
         stats = {"cached": result.cached, "extracted": result.extracted, "seconds": round(result.seconds, 3),
-                 "engine": result.engine}
+                 "engine": result.engine, "export_seconds": round(result.export_seconds, 3)}
         return Featurized(result.features, np.ones(len(items), dtype=bool), [], stats, normalized=spec.normalize)
 
     # -- fine-tuning (torch from here on) ----------------------------------------------------------------------
