@@ -15,9 +15,9 @@ def test_split_layout_and_auto_stratified_split(tmp_path: Path):
     assert data.classes == ["blue", "red"] and len(data.train) == 10 and len(data.val) == 4
     flat = make_folder(tmp_path / "b", {"": 10})
     first, second = load_image_folder(flat, 0.2, seed=1), load_image_folder(flat, 0.2, seed=1)
-    assert first.val.paths == second.val.paths and len(first.val) == 4
+    assert first.val.items == second.val.items and len(first.val) == 4
     assert sorted(first.val.labels) == [0, 0, 1, 1]  # stratified: 2 per class
-    assert not set(first.val.paths) & set(first.train.paths)
+    assert not set(first.val.items) & set(first.train.items)
 
 
 def test_empty_class_single_class_and_unknown_val_class(tmp_path: Path):
@@ -41,7 +41,7 @@ def test_non_image_extensions_are_listed_not_loaded(tmp_path: Path):
     (root / "train" / "red" / "imageNotFound.gif").write_bytes(b"GIF89a")
     data = load_image_folder(root)
     assert any(p.endswith("imageNotFound.gif") for p in data.ignored)
-    assert not any(p.endswith(".gif") for p in data.train.paths)
+    assert not any(p.endswith(".gif") for p in data.train.items)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "CMYK", "LA"])

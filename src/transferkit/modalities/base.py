@@ -44,11 +44,6 @@ class Split:
     def __len__(self) -> int:
         return len(self.items)
 
-    @property
-    def paths(self) -> list[str]:
-        """The items under the name image splits had before both modalities shared this class (read-only)."""
-        return self.items
-
     def take(self, indices: Sequence[int]) -> "Split":
         lines = None if self.lines is None else [self.lines[i] for i in indices]
         return Split([self.items[i] for i in indices], [self.labels[i] for i in indices], lines)

@@ -17,7 +17,7 @@ from transferkit.digests import file_digest
 from transferkit.errors import BackboneError, TransferkitError
 from transferkit.modalities.hub import offline_reason, quiet_hub
 from transferkit.modalities.text.pooling import pooled_encoder
-from transferkit.modalities.text.tokenizer import TextTokenizer
+from transferkit.modalities.text.tokenizer import TextTokenizer, load_text_tokenizer
 from transferkit.runs.rundir import read_tensors
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class TextBackboneSpec:
         location = self.tokenizer_location or self.location
         try:
             with quiet_hub():
-                return TextTokenizer(location)
+                return load_text_tokenizer(location)
         except Exception as exc:  # noqa: BLE001 - hub/network/format failures all mean the same to the user
             if Path(location).is_dir():  # a local folder (a run's tokenizer/): name the file that is damaged
                 raise _damaged_folder_error(Path(location), exc) from None

@@ -6,7 +6,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -63,7 +63,6 @@ def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np
 def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int = 128, engine: str = "auto",
                 batch_size: int = 64, use_cache: bool = True, cache_dir: str | Path | None = None,
                 cache_dtype: str = "float32", show_progress: bool = True,
-                get_tokenizer: Callable[[], Any] | None = None,
                 build_net: Callable[[], "nn.Module"] | None = None) -> EmbedResult:
     """One embedding per text; only texts missing from the cache are tokenised and encoded.
 
@@ -79,7 +78,7 @@ def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int
     new_rows: dict[str, np.ndarray] = {}
     engine_name, export_seconds = "cache", 0.0
     if unique:
-        tokenizer = (get_tokenizer or spec.load_tokenizer)()
+        tokenizer = spec.load_tokenizer()
         todo = [texts[i] for i in unique.values()]
         todo_keys = list(unique)
         encoded = tokenizer.encode(todo, max_length)

@@ -64,3 +64,14 @@ class TextTokenizer:
                 shutil.copyfile(Path(self.location) / name, folder / name)
 
 
+_LOADED: dict[tuple[str, int], TextTokenizer] = {}
+
+
+def load_text_tokenizer(location: str) -> TextTokenizer:
+    """One tokenizer per folder (and version of its ``tokenizer.json``) per process: a fit needs it for the
+    training, validation and test texts, the predictor and the saved run, and each load parses the files."""
+    file = Path(location) / "tokenizer.json"
+    key = (location, file.stat().st_mtime_ns if file.is_file() else 0)
+    if key not in _LOADED:
+        _LOADED[key] = TextTokenizer(location)
+    return _LOADED[key]
