@@ -62,6 +62,7 @@ class TrainResult:
     stopped_early: bool = False
     seconds: float = 0.0
     is_main: bool = True
+    artifacts: dict[str, nn.Module] = field(default_factory=dict)  # what loss terms keep (LossTerm.artifacts)
 
 
 def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, data: TrainData,
@@ -90,7 +91,7 @@ class Trainer:
         self.accelerator = accelerator = make_accelerator(config)
         self.adapter = ADAPTERS.create(config.adapter)
         self.model = self.adapter.attach(model)
-        self.terms = build_terms(config) + terms
+        self.terms = build_terms(config, terms)
         self.callbacks = Callbacks(default_callbacks(config) + [CALLBACKS.create(s) for s in config.callbacks]
                                    + callbacks)
         self.frozen = FrozenForward(frozen, data.deterministic) if frozen is not None else None
@@ -215,13 +216,17 @@ class Trainer:
         for name, value in state.partial.get("sums", {}).items():
             self.sums[name] += value
         self.seen = int(state.partial.get("seen", 0))
+        for term in self.terms:
+            term.start_epoch(epoch)
         self.callbacks.fire("epoch_start", context)
+        total_steps = max(1, self.epochs * len(self.stream))
         with progress(len(self.stream), f"epoch {epoch + 1}/{self.epochs} ({phase.name})", context.is_main,
                       done=skip) as advance:
             for step, batch in enumerate(self.stream.epoch(epoch, skip), start=skip):
                 if skip and step == skip:  # the RNG as it was at the interrupted step (dropout, mixup)
                     ckpt.set_rng_state(self.saved["rng"])
                 context.step = step
+                batch.progress = (epoch * len(self.stream) + step) / total_steps
                 self.train_step(self.stream.transform(batch), fast_head)
                 advance(1)
                 if self.accelerator.sync_gradients and step + 1 < len(self.stream) and self.stop_requested("signal"):
@@ -255,11 +260,24 @@ class Trainer:
         self.callbacks.fire("batch_end", context)
 
     def forward(self, batch: Batch, fast_head: bool) -> Outputs:
+        """Features and logits of the labelled batch and, when there is one, of its unlabelled stream: in one
+        call when both are image tensors (BatchNorm then sees both domains in one batch, as DANN trains)."""
         if fast_head:
             features = self.frozen(batch.inputs, batch.index, self.accelerator.device)
-            return Outputs(features, self.model.head(features))
-        features, logits = self.wrapped(batch.inputs, with_features=True)
-        return Outputs(features, logits)
+            outputs = Outputs(features, self.model.head(features))
+            if batch.unlabelled is not None:
+                other = torch.from_numpy(self.frozen.compute(batch.unlabelled)).to(self.accelerator.device)
+                outputs.unlabelled = Outputs(other, self.model.head(other))
+            return outputs
+        inputs, other = batch.inputs, batch.unlabelled
+        if isinstance(inputs, torch.Tensor) and isinstance(other, torch.Tensor) and inputs.shape[1:] == other.shape[1:]:
+            features, logits = self.wrapped(torch.cat([inputs, other.to(inputs.device)]), with_features=True)
+            n = len(inputs)
+            return Outputs(features[:n], logits[:n], Outputs(features[n:], logits[n:]))
+        outputs = Outputs(*self.wrapped(inputs, with_features=True))
+        if other is not None:
+            outputs.unlabelled = Outputs(*self.wrapped(other, with_features=True))
+        return outputs
 
     def stop_requested(self, reason: str) -> bool:
         """Whether any process was asked to stop for ``reason`` (they must all stop at the same step)."""
@@ -336,5 +354,6 @@ class Trainer:
         model = self.adapter.merge(model).cpu().eval()
         result_val = (self.predict(model, self.val[0], None), self.val[1]) if self.val is not None else None
         trainable = self.trainable_total or sum(p.numel() for p in model.parameters() if p.requires_grad)
+        artifacts = {name: module.cpu().eval() for term in self.terms for name, module in term.artifacts().items()}
         return TrainResult(model, state.history, state.best_epoch, state.best, trainable, result_val, state.stopped,
-                           seconds, acc.is_main_process)
+                           seconds, acc.is_main_process, artifacts)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from transferkit.config import RunConfig
+from transferkit.errors import TransferkitError
 from transferkit.heads.probe import class_balance_weights
 from transferkit.train.registries import LOSS_TERMS
 
@@ -37,6 +38,7 @@ class Batch:
     index: torch.Tensor  # each sample's position in the training set (stable across epochs)
     targets: torch.Tensor | None = None
     unlabelled: Any = None  # inputs of the second, unlabelled stream, when the data has one
+    progress: float = 0.0  # the fraction of all training steps done before this one (ramps, schedules)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -46,6 +48,7 @@ class Batch:
 class Outputs:
     features: torch.Tensor  # pooled backbone features, before the head
     logits: torch.Tensor
+    unlabelled: "Outputs | None" = None  # the same for the batch's unlabelled stream, when it has one
 
 
 @dataclass
@@ -61,9 +64,13 @@ class TermSetup:
 
 
 class LossTerm(nn.Module):
-    """A named part of the objective. Subclasses set ``name`` and implement :meth:`forward`."""
+    """A named part of the objective. Subclasses set ``name`` and implement :meth:`forward`.
+
+    ``target_share`` scales the target task's cross-entropy: a mixed loss ``alpha * L_term + (1 - alpha) *
+    L_target`` sets ``weight = alpha`` and ``target_share = 1 - alpha`` (shares of several terms multiply)."""
 
     name = "term"
+    target_share = 1.0
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
@@ -71,6 +78,14 @@ class LossTerm(nn.Module):
 
     def setup(self, setup: TermSetup) -> None:
         """Called once before training (and before a resumed run restores the term's state)."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before each epoch's first batch, after a resumed run restored the term's state (so state
+        chosen at an epoch's start and checkpointed, such as pseudo-labels, must not be chosen again)."""
+
+    def artifacts(self) -> dict[str, nn.Module]:
+        """Modules the run keeps after training (LwF's tuned source head), by name."""
+        return {}
 
     def forward(self, batch: Batch, outputs: Outputs) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -102,6 +117,11 @@ class CrossEntropy(LossTerm):
         return -(targets * log_p).sum(dim=1).mean()
 
 
-def build_terms(config: RunConfig) -> list[LossTerm]:
-    """Cross-entropy, then each ``config.methods`` term by name."""
-    return [CrossEntropy()] + [LOSS_TERMS.create(spec) for spec in config.methods]
+def build_terms(config: RunConfig, extra: list[LossTerm] = ()) -> list[LossTerm]:
+    """Cross-entropy, then each ``config.methods`` term by name, then ``extra``; cross-entropy's weight is the
+    product of the others' ``target_share``."""
+    others = [LOSS_TERMS.create(spec) for spec in config.methods] + list(extra)
+    names = [term.name for term in others]
+    if len(set(names + ["ce"])) != len(names) + 1:
+        raise TransferkitError(f"method: each loss term may be given once (got {', '.join(names)})")
+    return [CrossEntropy(float(np.prod([term.target_share for term in others])))] + others

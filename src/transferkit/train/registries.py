@@ -12,8 +12,21 @@ from transferkit.registry import Registry
 ADAPTERS = Registry("adapter", {
     "full": "transferkit.train.adapters:FullAdapter",
     "bitfit": "transferkit.train.adapters:BitFitAdapter",
+    "lora": "transferkit.methods.peft_adapters:LoraAdapter",
+    "ia3": "transferkit.methods.peft_adapters:IA3Adapter",
 })
 
-LOSS_TERMS = Registry("method", {})
+LOSS_TERMS = Registry("method", {
+    # keep what the source task knew; learn from a bigger model (methods/)
+    "l2sp": "transferkit.methods.l2sp:L2SP",
+    "lwf": "transferkit.methods.lwf:LearningWithoutForgetting",
+    "distill": "transferkit.methods.distill:Distillation",
+    # unsupervised domain adaptation on the unlabelled target stream (methods/domain/)
+    "coral": "transferkit.methods.domain.coral:Coral",
+    "mmd": "transferkit.methods.domain.mmd:MultiKernelMMD",
+    "dann": "transferkit.methods.domain.dann:DANN",
+    "cdan": "transferkit.methods.domain.cdan:CDAN",
+    "pseudo-label": "transferkit.methods.domain.pseudo_label:PseudoLabel",
+})
 
 CALLBACKS = Registry("callback", {})

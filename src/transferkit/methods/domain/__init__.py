@@ -1,0 +1,1 @@
+"""Unsupervised domain adaptation: loss terms on the unlabelled target stream (Outputs.unlabelled)."""
