@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench bench-probe bench-text bench-finetune clean
+.PHONY: demo test install bench bench-probe bench-text bench-finetune bench-serve clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[text,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[text,serve,report,tensorboard,dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -35,6 +35,10 @@ bench: $(STAMP) $(PEERS)/.installed
 	$(BIN)/python bench/cifar_strategies.py
 	$(PEERS)/bin/python bench/text_probe.py
 	$(BIN)/python bench/text_finetune.py
+	$(BIN)/python bench/serve.py
+
+bench-serve: $(STAMP)
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -14,12 +14,15 @@ from transferkit.cli.cache import cache_app
 from transferkit.cli.compare import compare
 from transferkit.cli.demo import demo
 from transferkit.cli.evaluate import evaluate
+from transferkit.cli.export import export
+from transferkit.cli.html_report import report
 from transferkit.cli.predict import predict
+from transferkit.cli.serve import serve
 from transferkit.cli.train import train
 from transferkit.errors import FRONT_END, TransferkitError
 
 app = typer.Typer(name="transferkit", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-for command in (train, evaluate, predict, compare, backbones, demo):
+for command in (train, evaluate, predict, compare, backbones, demo, export, serve, report):
     app.command(command.__name__)(command)
 app.add_typer(cache_app, name="cache")
 

@@ -15,6 +15,7 @@ import typer
 from transferkit.cli.output import console, print_json
 from transferkit.config import FIELD_TYPES, RunConfig, choices
 from transferkit.errors import TransferkitError
+from transferkit.progress import log
 
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
@@ -89,6 +90,8 @@ def train(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder (never a folder "
                                                                 "that is not a run)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON")] = False,
+    report: Annotated[bool, typer.Option("--report", help="Also write RUN/report.html (plots, errors; "
+                                                          "needs the 'report' extra)")] = False,
     **settings: Any,
 ) -> None:
     """Fit a model to DATA and save it as a run folder."""
@@ -117,10 +120,21 @@ def train(
     if not getattr(clf, "is_main_process_", True):
         return  # other ranks of a multi-process run: rank 0 saves
     clf.save(out_path, overwrite=overwrite or resume)
+    if report:
+        write_html_report(out_path)
     if as_json:
         print_json(clf.metrics_)
         return
     print_summary(clf.metrics_, out_path)
+
+
+def write_html_report(out: Path) -> None:
+    try:
+        from transferkit.report.html import write_report  # lazy: matplotlib, an optional extra
+    except ImportError:
+        log("notice: no report.html (pip install 'transferkit[report]' for one)")
+        return
+    log(f"report: {write_report([out], out / 'report.html')}")
 
 
 def check_before_work(out: Path, config: RunConfig, overwrite: bool, resume: bool) -> None:

@@ -13,7 +13,7 @@ import hashlib
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from transferkit.config import RunConfig
 from transferkit.digests import tensor_fingerprint
 from transferkit.errors import DataError, RunDirError, TransferkitError
 from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
-from transferkit.features.engines import check_precision_device, net_tensors
+from transferkit.features.engines import RUN_ENGINE, check_precision_device, first_line, net_tensors, seed_engine
 from transferkit.heads.linear import load_probe_into, probe_from_linear
 from transferkit.heads.probe import ProbeHead, fit_probe
 from transferkit.metrics import classification_metrics
@@ -54,6 +54,19 @@ def absolute_paths(config: RunConfig) -> RunConfig:
     return config.replace(**{name: str(Path(value).expanduser().resolve())
                              for name in ("data", "val_data", "test_data", "weights", "cache_dir")
                              if (value := getattr(config, name))})
+
+
+def with_engine(add_files: Callable[[Path], None] | None, modality: Modality, spec: Any,
+                net: "nn.Module") -> Callable[[Path], None]:
+    """A run's ``add_files``, plus the tuned feature network's engine exported into the staging folder."""
+    def add(staging: Path) -> None:
+        if add_files is not None:
+            add_files(staging)
+        try:
+            modality.export_engine(spec, net, staging / RUN_ENGINE)
+        except Exception as exc:  # noqa: BLE001 - an architecture that does not export: predict uses torch
+            log(f"notice: ONNX export failed for {spec.name} ({first_line(exc)}); predicting will use torch")
+    return add
 
 
 class TransferClassifier(ConfiguredEstimator):
@@ -89,6 +102,7 @@ class TransferClassifier(ConfiguredEstimator):
         dataset = self.read_data(data, labels, val_data if val_data is not None else config.val_data, config)
         log(f"data: {dataset.describe()}")
         self.config, self.net_, self.checkpoint_dir_, self.embed_stats_ = config, None, None, {}
+        self.source_head_, self.adapter_ = None, None
         self.classes_ = typed_classes(dataset.classes, labels)
         self.spec_ = self.modality.resolve(config, strategy)
         metrics: dict[str, Any] = {"data": dataset.describe(), "strategy": config.strategy, **dataset.details,
@@ -159,6 +173,8 @@ class TransferClassifier(ConfiguredEstimator):
         """Train the backbone too; afterwards the trained network serves predict / save like a probe's."""
         import torch  # the training modules import torch: loaded only when a backbone trains
 
+        from transferkit.methods.retention import source_retention
+        from transferkit.train.losses import TaskInputs
         from transferkit.train.loop import train_model
 
         modality, config, spec, n_classes = self.modality, self.config, self.spec_, len(self.classes_)
@@ -174,20 +190,25 @@ class TransferClassifier(ConfiguredEstimator):
         model = modality.build_model(spec, n_classes)
         if head_init is not None:
             load_probe_into(model.head, head_init)
-        predict = modality.predictor(spec, config)
+        predict, frozen = modality.predictor(spec, config), modality.frozen_forward(spec, config)
+        task = TaskInputs([str(c) for c in self.classes_], modality.source_head(spec, model.head.in_features), modality)
         with tempfile.TemporaryDirectory(prefix="transferkit-train-") as scratch:
             result = train_model(model, config, strategy, modality.train_data(spec, dataset.train, config, n_classes),
                                  (val_inputs, val_labels) if len(val_labels) else None, n_classes,
                                  Path(out) if out is not None else Path(scratch), resume=resume,
-                                 frozen=modality.frozen_forward(spec, config), predict=predict)
+                                 frozen=frozen, predict=predict, task=task)
         self.net_ = result.model.features.eval()
         self.spec_ = spec.pinned(tuned_fingerprint(spec.fingerprint, self.net_.state_dict()))
         self.head_, self.is_main_process_ = probe_from_linear(result.model.head), result.is_main
         self.checkpoint_dir_ = None if out is None else checkpoint_dir(out)
+        self.source_head_, self.adapter_ = result.artifacts.get("source_head"), result.adapter
         metrics.update(epochs_run=len(result.history), best_epoch=result.best_epoch,
                        stopped_early=result.stopped_early, history=result.history)
         if result.val is not None:
             metrics["val"] = classification_metrics(result.val[1], result.val[0], self.classes_)
+            if task.source_head is not None and frozen is not None:
+                metrics["source_retention"] = source_retention(result.model, self.source_head_ or task.source_head,
+                                                               task.source_head, val_inputs, frozen, predict)
         if len(dataset.test):
             test_inputs, test_labels, failed_test = modality.eval_inputs(spec, dataset.test, config)
             metrics["test"] = classification_metrics(test_labels, predict(result.model, test_inputs, None),
@@ -213,6 +234,10 @@ class TransferClassifier(ConfiguredEstimator):
         return {k: v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
 
     def _featurize(self, items: list[str]) -> Featurized:
+        if getattr(self, "run_engine_", None) is not None:  # here, so a cache_dir set after load is the one seeded
+            seed_engine(self.spec_.fingerprint, self.modality.engine_file(self.spec_), self.run_engine_,
+                        self.config.cache_dir)
+            self.run_engine_ = None
         result = self.modality.featurize(self.spec_, items, self.config, self.feature_net, self.verbose)
         self.embed_stats_ = result.stats
         return result
@@ -325,13 +350,20 @@ class TransferClassifier(ConfiguredEstimator):
             features = net_tensors(spec.fingerprint, self.feature_net, self.config.cache_dir, self.config.cache)
         tensors = {f"features.{k}": v for k, v in features.items()}
         tensors["head.weight"], tensors["head.bias"] = self.head_.weight, self.head_.bias
+        if getattr(self, "source_head_", None) is not None:  # LwF's tuned source classifier stays with the run
+            tensors.update({f"source_head.{k}": v.detach().numpy() for k, v in self.source_head_.state_dict().items()})
+        if getattr(self, "adapter_", None) is not None:  # the adapter alone, beside the merged model
+            extra = {**extra, **self.adapter_.files()}
         parts = modality.run_parts(spec, self.config)
         meta = {"format": modality.run_format, "backbone": spec.name, "source": spec.source,
                 "fingerprint": spec.fingerprint, **parts.meta, "num_features": str(self.head_.weight.shape[1]),
                 "num_classes": str(len(self.classes_))}
+        add_files = parts.add_files
+        if self.net_ is not None:  # a tuned network's engine is exported here once, not by a later predict
+            add_files = with_engine(parts.add_files, modality, spec, self.net_)
         return write_run(path, config=self.config, classes=self.classes_, preprocessing=parts.preprocessing,
                          tensors=tensors, model_meta=meta, metrics=self.metrics_, overwrite=overwrite, keep=keep,
-                         extra_files=extra, add_files=parts.add_files)
+                         extra_files=extra, add_files=add_files)
 
     @classmethod
     def load(cls, path: str | Path) -> "TransferClassifier":
@@ -347,4 +379,6 @@ class TransferClassifier(ConfiguredEstimator):
         head = read_tensors(run.model_path, "head.")
         clf.head_ = ProbeHead(head["weight"], head["bias"], float(run.metrics.get("probe", {}).get("l2") or 0))
         clf.spec_, clf.net_, clf.checkpoint_dir_ = modality.spec_from_run(run), None, None
+        clf.source_head_, clf.adapter_ = None, None
+        clf.run_engine_ = Path(path) / RUN_ENGINE
         return clf

@@ -118,6 +118,10 @@ def engine_dir(fingerprint: str, cache_dir: str | Path | None = None) -> Path:
     return claim_root(cache_root(cache_dir)) / "engines" / fingerprint
 
 
+def image_engine_file(input_size: int) -> str:
+    return f"features-{input_size}.onnx"
+
+
 def open_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.Module"], engine: str = "auto",
                 cache_dir: str | Path | None = None, label: str = "") -> Engine:
     """The engine to extract features with; ``build_net`` is only called when a network must be built.
@@ -131,7 +135,7 @@ def open_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.M
         engine = "torch" if gpu_present() else "onnx"
     if engine == "torch":
         return TorchEngine(build_net())
-    path = engine_dir(fingerprint, cache_dir) / f"features-{input_size}.onnx"
+    path = engine_dir(fingerprint, cache_dir) / image_engine_file(input_size)
     return cached_onnx_engine(path, build_net, lambda net, target: export_onnx(net, input_size, target),
                               {"backbone": label, "input_size": input_size}, label, OnnxEngine, TorchEngine)
 
@@ -164,6 +168,32 @@ def cached_onnx_engine(path: Path, build_net: Callable[[], "nn.Module"],
     engine = onnx_engine(path)
     engine.export_seconds = time.perf_counter() - start  # reported apart: a run's own time excludes it
     return engine
+
+
+RUN_ENGINE = "engine.onnx"  # a fine-tuned run's own feature engine, exported once when the run is saved
+
+
+def seed_engine(fingerprint: str, name: str, source: Path, cache_dir: str | Path | None = None) -> None:
+    """Make a run's own engine the cached engine ``name`` of its fingerprint: a hard link (a symbolic one across
+    file systems), so loading the run neither exports nor copies it."""
+    if not source.is_file():
+        return
+    try:
+        target = engine_dir(fingerprint, cache_dir) / name
+        if target.exists():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.link")
+        try:
+            try:
+                os.link(source, tmp)
+            except OSError:
+                os.symlink(source.resolve(), tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError:  # a cache that cannot be written: the engine is exported there as before
+        pass
 
 
 def first_line(exc: BaseException) -> str:

@@ -174,6 +174,15 @@ class Modality(Protocol):
     def frozen_forward(self, spec: Spec, config: RunConfig) -> Callable[[Any], np.ndarray] | None:
         """A training batch's inputs -> the untouched backbone's features, for head-only phases (or None)."""
 
+    def engine_file(self, spec: Spec) -> str:
+        """The file name of ``spec``'s cached ONNX feature engine (in its fingerprint's engine folder)."""
+
+    def export_engine(self, spec: Spec, net: "nn.Module", path: Path) -> None:
+        """Export the feature network ``net`` as that engine, at ``path``."""
+
+    def source_head(self, spec: Spec, num_features: int) -> "nn.Module | None":
+        """The pretrained model's own classifier (LwF, source retention), or None where it has none."""
+
     def run_details(self, spec: Spec, config: RunConfig) -> dict[str, Any]:
         """What the run's metrics keep about the backbone beyond its name in config.yaml."""
 

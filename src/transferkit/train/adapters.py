@@ -8,7 +8,36 @@ plain module. Adapters come by name from ``config.adapter`` through :data:`~tran
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file
 from torch import nn
+
+from transferkit.errors import RunDirError
+from transferkit.train.registries import ADAPTERS
+
+ADAPTER_FILE, ADAPTER_CONFIG = "adapter.safetensors", "adapter.json"
+
+
+@dataclass
+class AdapterWeights:
+    """What an adapter trained, apart from the base model: its tensors (``backbone.*``, ``head.*``) and the
+    options that rebuild it (``adapter`` names it)."""
+
+    tensors: dict[str, np.ndarray]
+    config: dict[str, Any]
+
+    def files(self) -> dict[str, bytes]:
+        """adapter.safetensors and adapter.json, for a run folder."""
+        from safetensors.numpy import save
+
+        return {ADAPTER_FILE: save(self.tensors), ADAPTER_CONFIG: json.dumps(self.config, indent=2).encode()}
 
 
 class Adapter:
@@ -28,6 +57,17 @@ class Adapter:
         """The trained model as one plain module (adapter weights folded in)."""
         return model
 
+    def saved(self, model: nn.Module, statistics: bool = False) -> AdapterWeights | None:
+        """The adapter's own tensors and options, before merging (None: the adapter is the whole model);
+        ``statistics``: BatchNorm's running statistics trained too, so they go along."""
+        return None
+
+    def load(self, model: nn.Module, tensors: dict[str, Any]) -> None:
+        """Put :meth:`saved` tensors into an attached model."""
+        model.backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in tensors.items()
+                                        if k.startswith("backbone.")}, strict=False)
+        model.head.load_state_dict({k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")})
+
 
 class FullAdapter(Adapter):
     name = "full"
@@ -41,3 +81,29 @@ class BitFitAdapter(Adapter):
 
     def trains(self, name: str, parameter: nn.Parameter) -> bool:
         return name.rsplit(".", 1)[-1] == "bias"
+
+    def saved(self, model: nn.Module, statistics: bool = False) -> AdapterWeights:
+        tensors = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()
+                   if k.rsplit(".", 1)[-1] == "bias" or (statistics and "running_" in k)}
+        tensors.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
+        return AdapterWeights({k: v.detach().cpu().numpy().astype(np.float32) for k, v in tensors.items()},
+                              {"adapter": self.name})
+
+
+def apply_adapter_file(model: nn.Module, folder: str | Path) -> nn.Module:
+    """A pretrained model plus a run's adapter.safetensors / adapter.json, merged: the run's model rebuilt from
+    the base weights and the adapter alone (a few hundred kB instead of the whole network)."""
+    folder = Path(folder)
+    try:
+        config = dict(json.loads((folder / ADAPTER_CONFIG).read_text()))
+        name = config.pop("adapter")
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise RunDirError(f"{folder / ADAPTER_CONFIG}: cannot read the adapter's options ({exc}); the run has no "
+                          "usable adapter file: use its merged model.safetensors") from None
+    targets = config.pop("target_modules", None)
+    if targets:  # the exact layers it was trained on, whatever preset or regex chose them then
+        config["targets"] = "|".join(re.escape(t) for t in targets)
+    adapter = ADAPTERS.factory(ADAPTERS.check(name)[0])(**config)
+    model = adapter.attach(model)
+    adapter.load(model, {k: torch.from_numpy(v) for k, v in load_file(str(folder / ADAPTER_FILE)).items()})
+    return adapter.merge(model).eval()

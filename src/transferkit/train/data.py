@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -53,6 +53,8 @@ class TrainData:
     unlabelled: "TrainData | None" = None
     # the same inputs every epoch (no augmentation): frozen forwards may be cached by sample index
     deterministic: bool = False
+    # the training items themselves (paths, texts), for terms that look samples up by index (a teacher)
+    items: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.labels)

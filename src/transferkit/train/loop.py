@@ -30,11 +30,12 @@ from transferkit.errors import TrainingError
 from transferkit.metrics import classification_metrics
 from transferkit.progress import log, progress
 from transferkit.train import state as ckpt
+from transferkit.train.adapters import AdapterWeights
 from transferkit.train.batches import BatchStream
 from transferkit.train.callbacks import Callback, Callbacks, Context, default_callbacks
 from transferkit.train.data import TrainData, seed_epoch
 from transferkit.train.frozen import FrozenForward
-from transferkit.train.losses import Batch, LossTerm, Outputs, TermSetup, build_terms
+from transferkit.train.losses import Batch, LossTerm, Outputs, TaskInputs, TermSetup, build_terms
 from transferkit.train.optim import build_optimizer, build_schedule
 from transferkit.train.phases import apply_phase, print_groups, resolve_bn, set_train_mode
 from transferkit.train.precision import make_accelerator
@@ -63,21 +64,26 @@ class TrainResult:
     seconds: float = 0.0
     is_main: bool = True
     artifacts: dict[str, nn.Module] = field(default_factory=dict)  # what loss terms keep (LossTerm.artifacts)
+    adapter: AdapterWeights | None = None  # the adapter's own tensors, before merging (LoRA, BitFit)
 
 
 def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, data: TrainData,
                 val: tuple[Any, np.ndarray] | None, n_classes: int, out: Path, *, resume: bool = False,
                 frozen: Callable[[Any], np.ndarray] | None = None, predict: Predict,
-                terms: list[LossTerm] | None = None, callbacks: list[Callback] | None = None) -> TrainResult:
+                terms: list[LossTerm] | None = None, callbacks: list[Callback] | None = None,
+                task: TaskInputs | None = None) -> TrainResult:
     """Train ``model`` through the strategy's phases; checkpoints in ``out/checkpoints``.
 
     ``val`` is (inputs, labels) and ``predict(model, inputs, accelerator)`` turns inputs into probabilities.
     ``frozen`` (a batch's inputs -> features of the untouched pretrained backbone, e.g. the cached ONNX
     engine) serves head-only phases before any backbone training, and loss terms that ask for it. ``terms``
     and ``callbacks`` add to those the config names (Python API; the CLI goes through the registries).
+    ``task`` tells loss terms the class names, the pretrained model's own classifier and the modality.
     """
+    task = task or TaskInputs()
+    task.classes = task.classes or [str(i) for i in range(n_classes)]
     return Trainer(model, config, strategy, data, val, n_classes, Path(out), frozen, predict, terms or [],
-                   callbacks or []).fit(resume)
+                   callbacks or [], task).fit(resume)
 
 
 class Trainer:
@@ -85,7 +91,8 @@ class Trainer:
 
     def __init__(self, model: nn.Module, config: RunConfig, strategy: Strategy, data: TrainData,
                  val: tuple[Any, np.ndarray] | None, n_classes: int, out: Path, frozen: Callable | None,
-                 predict: Predict, terms: list[LossTerm], callbacks: list[Callback]) -> None:
+                 predict: Predict, terms: list[LossTerm], callbacks: list[Callback],
+                 task: TaskInputs) -> None:
         self.config, self.strategy, self.data, self.n_classes, self.predict = config, strategy, data, n_classes, predict
         self.val = val if val is not None and len(val[1]) else None
         self.accelerator = accelerator = make_accelerator(config)
@@ -109,6 +116,7 @@ class Trainer:
         # the running epoch's clock and loss sums (see run_epoch)
         self.epoch_start, self.train_seconds, self.seen = 0.0, 0.0, 0
         self.sums: dict[str, torch.Tensor] = {}
+        self.task = task
 
     # -- the run ---------------------------------------------------------------------------------------------
     def fit(self, resume: bool) -> TrainResult:
@@ -116,7 +124,7 @@ class Trainer:
         for term in self.terms:
             term.to(self.accelerator.device)
             term.setup(TermSetup(self.model, self.config, self.data, self.n_classes, self.accelerator.device,
-                                 self.frozen))
+                                 self.frozen, self.task))
         self.restore() if resume else self.start_fresh()
         self.accelerator.wait_for_everyone()
         self.model.to(memory_format=torch.channels_last)
@@ -351,9 +359,10 @@ class Trainer:
         best = self.context.directory / ckpt.BEST
         if state.best_epoch is not None and best.is_file():
             model.load_state_dict(ckpt.load(best)["model"])
+        adapter = self.adapter.saved(model, statistics=self.bn_mode == "train")
         model = self.adapter.merge(model).cpu().eval()
         result_val = (self.predict(model, self.val[0], None), self.val[1]) if self.val is not None else None
         trainable = self.trainable_total or sum(p.numel() for p in model.parameters() if p.requires_grad)
         artifacts = {name: module.cpu().eval() for term in self.terms for name, module in term.artifacts().items()}
         return TrainResult(model, state.history, state.best_epoch, state.best, trainable, result_val, state.stopped,
-                           seconds, acc.is_main_process, artifacts)
+                           seconds, acc.is_main_process, artifacts, adapter)

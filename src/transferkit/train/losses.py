@@ -12,7 +12,7 @@ others come by name from ``config.methods`` through :data:`~transferkit.train.re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from transferkit.heads.probe import class_balance_weights
 from transferkit.train.registries import LOSS_TERMS
 
 if TYPE_CHECKING:
+    from transferkit.modalities.base import Modality
     from transferkit.train.data import TrainData
     from transferkit.train.frozen import FrozenForward
 
@@ -52,6 +53,16 @@ class Outputs:
 
 
 @dataclass
+class TaskInputs:
+    """What the run knows beyond tensors, for loss terms: class names (a teacher must match them), the
+    pretrained model's own classifier (LwF keeps it), and the modality (a teacher is fitted through it)."""
+
+    classes: list[str] | None = None  # in label order
+    source_head: nn.Module | None = None
+    modality: "Modality | None" = None
+
+
+@dataclass
 class TermSetup:
     """What a term may read once, before training: to size its modules or precompute targets."""
 
@@ -61,6 +72,7 @@ class TermSetup:
     n_classes: int
     device: torch.device
     frozen: "FrozenForward | None" = None  # the untouched pretrained backbone, served from the fast engine
+    task: TaskInputs = field(default_factory=TaskInputs)
 
 
 class LossTerm(nn.Module):

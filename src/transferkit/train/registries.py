@@ -29,4 +29,6 @@ LOSS_TERMS = Registry("method", {
     "pseudo-label": "transferkit.methods.domain.pseudo_label:PseudoLabel",
 })
 
-CALLBACKS = Registry("callback", {})
+CALLBACKS = Registry("callback", {
+    "tensorboard": "transferkit.train.tensorboard:TensorBoardLogger",  # scalars per epoch, watched live
+})

@@ -9,7 +9,7 @@ import numpy as np
 
 from transferkit.config import RunConfig
 from transferkit.errors import DataError, RunDirError, TransferkitError
-from transferkit.features.engines import open_engine
+from transferkit.features.engines import export_onnx, image_engine_file, open_engine
 from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Predictor, RunParts, Split,
                                          warn_single_examples)
 from transferkit.modalities.image.backbones import (DEFAULT_IMAGE_BACKBONE, BackboneSpec, list_backbones,
@@ -18,6 +18,7 @@ from transferkit.modalities.image.features import FeatureSource, extract_feature
 from transferkit.modalities.image.arrays import as_items, featurize_images, is_in_memory
 from transferkit.modalities.image.folders import labelled_files, stratified_split, labelled_split, list_image_inputs, load_image_folder
 from transferkit.modalities.image.preprocessing import Preprocessing
+from transferkit.modalities.image.source_head import source_head
 
 if TYPE_CHECKING:
     from torch import nn
@@ -155,6 +156,15 @@ class ImageModality:
         source = FeatureSource.from_spec(spec)
         return FrozenEngine(lambda: open_engine(source.fingerprint, spec.preprocessing.input_size, source.build_net,
                                                 config.engine, config.cache_dir, spec.name))
+
+    def engine_file(self, spec: BackboneSpec) -> str:
+        return image_engine_file(spec.preprocessing.input_size)
+
+    def export_engine(self, spec: BackboneSpec, net: "nn.Module", path: Path) -> None:
+        export_onnx(net, spec.preprocessing.input_size, path)
+
+    def source_head(self, spec: BackboneSpec, num_features: int) -> "nn.Module | None":
+        return source_head(spec, num_features)
 
     # -- run folder --------------------------------------------------------------------------------------------
     def run_details(self, spec: BackboneSpec, config: RunConfig) -> dict[str, Any]:

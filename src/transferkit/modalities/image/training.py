@@ -62,7 +62,8 @@ def image_train_data(split: Split, preprocessing: Preprocessing, config: RunConf
     dataset = TrainImages(split, train_transform(preprocessing, config.augment), preprocessing.resize_size, config.seed)
     mixup = MixupCutmix(config.label_smoothing, n_classes) if config.augment == "strong" else None
     return TrainData(dataset, EpochSampler(split.labels, config.seed, config.balanced_sampler), list(split.labels),
-                     workers=workers, batch_transform=mixup, deterministic=config.augment == "none")
+                     workers=workers, batch_transform=mixup, deterministic=config.augment == "none",
+                     items=list(split.items))
 
 
 class MixupCutmix:

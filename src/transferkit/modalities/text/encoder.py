@@ -37,6 +37,9 @@ class TextTorchEngine(TorchEngine):
             return self.net(ids, mask).float().cpu().numpy()
 
 
+TEXT_ENGINE_FILE = "text-encoder.onnx"  # a text encoder's engine, in its fingerprint's engine folder
+
+
 def export_text_onnx(net: "nn.Module", path: Path) -> None:
     """Export encoder + pooling with dynamic batch and sequence axes, atomically."""
     import torch
@@ -59,7 +62,7 @@ def open_text_engine(spec: TextBackboneSpec, engine: str = "auto", cache_dir: st
         engine = "torch" if gpu_present() else "onnx"
     if engine == "torch":
         return TextTorchEngine(build_net())
-    path = engine_dir(spec.fingerprint, cache_dir) / "text-encoder.onnx"
+    path = engine_dir(spec.fingerprint, cache_dir) / TEXT_ENGINE_FILE
     meta = {"backbone": spec.name, "input_size": None, "kind": "text", "pooling": spec.pooling}
     return cached_onnx_engine(path, build_net, export_text_onnx, meta, spec.name, TextOnnxEngine, TextTorchEngine)
 

@@ -22,6 +22,7 @@ from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Predi
 from transferkit.modalities.text.backbone import (DEFAULT_TEXT_BACKBONE, TextBackboneSpec, list_text_backbones,
                                                   resolve_text_backbone)
 from transferkit.modalities.text.embed import embed_texts
+from transferkit.modalities.text.encoder import TEXT_ENGINE_FILE, export_text_onnx
 from transferkit.modalities.text.reading import text_records, warn_table
 from transferkit.modalities.text.table import (TEXT_SUFFIXES, TextTable, describe_skipped, is_text_data,
                                                read_text_table, texts_table)
@@ -166,6 +167,15 @@ class TextModality:
         pad_id = spec.load_tokenizer().pad_token_id
         return lambda model, ids, accelerator: predict_text_proba(model, ids, pad_id, config.inference_batch,
                                                                  accelerator)
+
+    def engine_file(self, spec: TextBackboneSpec) -> str:
+        return TEXT_ENGINE_FILE
+
+    def export_engine(self, spec: TextBackboneSpec, net: "nn.Module", path: Path) -> None:
+        export_text_onnx(net, path)
+
+    def source_head(self, spec: TextBackboneSpec, num_features: int) -> "nn.Module | None":
+        return None  # sentence encoders are trained on pairs: no source classifier to keep
 
     def frozen_forward(self, spec: TextBackboneSpec, config: RunConfig) -> Callable[[Any], np.ndarray] | None:
         # The probe's head is already the optimum of a head-only phase on cached embeddings (no augmentation),

@@ -128,4 +128,5 @@ def text_train_data(split: Split, tokenizer: "TextTokenizer", config: RunConfig,
     labels = [int(y) for y in split.labels]
     sampler = EpochSampler(labels, config.seed, config.balanced_sampler)
     return TrainData(TokenDataset(ids, labels), sampler, labels, kind=kind, collate=PadCollate(tokenizer.pad_token_id),
-                     batch_sampler=LengthGroupedBatches(sampler, [len(x) for x in ids], config.setting("batch_size", kind)))
+                     batch_sampler=LengthGroupedBatches(sampler, [len(x) for x in ids], config.setting("batch_size", kind)),
+                     items=list(split.items))

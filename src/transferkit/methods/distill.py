@@ -1,0 +1,85 @@
+"""Knowledge distillation (Hinton et al. 2015) from a big model into the one being trained, plus an optional
+feature regression (FitNets-style: a projection of the student's pooled features onto the teacher's).
+
+The teacher is a finished run folder (any backbone, any strategy) or a backbone name, which gets a linear
+probe on the training data first. Its predictions and features for every training item come once, through its
+own engine and the feature cache, so distillation costs little more than a plain fine-tune. The loss is
+
+    alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE + features * (1 - cos(proj(s), t))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferkit.errors import TrainingError
+from transferkit.estimators import classifier_class, load_classifier
+from transferkit.estimators.core import TransferClassifier
+from transferkit.methods.soft_targets import softened_kl
+from transferkit.progress import log
+from transferkit.runs.folders import is_run_folder
+from transferkit.train.losses import Batch, LossTerm, Outputs, TermSetup
+
+
+def load_teacher(teacher: str, setup: TermSetup) -> TransferClassifier:
+    """The teacher: a run folder as saved, or a backbone (a name, or a model folder such as a bigger sentence
+    encoder) with a probe fitted on the training data."""
+    classes = setup.task.classes or [str(i) for i in range(setup.n_classes)]
+    if is_run_folder(Path(teacher).expanduser()):
+        model = load_classifier(Path(teacher).expanduser())
+        found = [str(c) for c in model.classes_]
+        if found != classes:
+            raise TrainingError(f"method distill: teacher {teacher} has classes {found[:5]}, the data has "
+                                f"{classes[:5]}; a teacher must be trained on the same classes")
+        return model
+    if teacher.startswith((".", "/", "~")) and not Path(teacher).expanduser().exists():  # a path that is not there
+        raise TrainingError(f"method distill: teacher={teacher}: no such run folder; give a finished run's folder "
+                            "or a backbone name")
+    log(f"distill: fitting a linear probe on teacher backbone '{teacher}'")
+    config = setup.config
+    model = classifier_class(setup.task.modality)(teacher, "linear-probe", cache_dir=config.cache_dir, engine=config.engine,
+                                             seed=config.seed)
+    model.verbose = False
+    return model.fit(list(setup.data.items), [classes[y] for y in setup.data.labels])
+
+
+class Distillation(LossTerm):
+    name = "distill"
+
+    def __init__(self, teacher: str, temperature: float = 4.0, alpha: float = 0.5, features: float = 0.0) -> None:
+        if not 0.0 <= float(alpha) <= 1.0 or float(temperature) <= 0 or float(features) < 0:
+            raise TrainingError(f"method distill: alpha={alpha}, temperature={temperature}, features={features}; "
+                                "alpha lies in [0, 1], the temperature is positive, the feature weight >= 0")
+        super().__init__(weight=1.0)
+        self.teacher, self.temperature = str(teacher), float(temperature)
+        self.alpha, self.feature_weight = float(alpha), float(features)
+        self.target_share = 1.0 - self.alpha
+
+    def setup(self, setup: TermSetup) -> None:
+        if not setup.data.items:
+            raise TrainingError("method distill: the training data does not list its items; a teacher needs them")
+        teacher = load_teacher(self.teacher, setup)
+        features = teacher.features(list(setup.data.items))
+        if len(features) != len(setup.data.items):
+            raise TrainingError(f"method distill: the teacher read {len(features)} of {len(setup.data.items)} "
+                                "training items; fix or remove the unreadable ones (--strict lists them)")
+        proba = teacher.head_.predict_proba(features)
+        self.register_buffer("teacher_log_p", torch.from_numpy(np.log(np.clip(proba, 1e-8, 1.0))).float()
+                             .to(setup.device), persistent=False)
+        if self.feature_weight:
+            self.register_buffer("teacher_features", nn.functional.normalize(torch.from_numpy(features).float(), dim=1)
+                                 .to(setup.device), persistent=False)
+            self.projection = nn.Linear(setup.model.head.in_features, features.shape[1]).to(setup.device)
+
+    def forward(self, batch: Batch, outputs: Outputs) -> torch.Tensor:
+        index = batch.index.to(self.teacher_log_p.device)
+        loss = self.alpha * softened_kl(outputs.logits, self.teacher_log_p[index], self.temperature)
+        if self.feature_weight:
+            projected = nn.functional.normalize(self.projection(outputs.features.float()), dim=1)
+            cosine = (projected * self.teacher_features[index]).sum(dim=1)
+            loss = loss + self.feature_weight * (1.0 - cosine).mean()
+        return loss
