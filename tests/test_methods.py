@@ -222,3 +222,22 @@ def test_lora_on_a_text_encoder_targets_attention_and_merges() -> None:
         before = model(batch)
         after = adapter.merge(model)(batch)
     assert torch.allclose(before, after, atol=1e-4)
+
+
+def test_train_from_a_run_grows_the_head_with_an_adapter_and_scores_the_old_data(data: Path, tmp_path: Path) -> None:
+    parent = ImageClassifier(strategy="finetune", epochs=1, **SMALL).fit(data)
+    parent.save(tmp_path / "parent")
+    grown = make_folder(tmp_path / "grown", classes=3)
+    done = cli("train", str(grown), "--from", str(tmp_path / "parent"), "--strategy", "gradual", "--epochs", "2",
+               "--adapter", "lora:r=2", "--out", str(tmp_path / "child"), *SMALL_ARGS)
+    assert done.returncode == 0, done.stderr
+    assert "head grows by 1 class(es): c2" in done.stderr
+    metrics = json.loads((tmp_path / "child" / "metrics.json").read_text())
+    record = metrics["parent"]
+    assert record["run"] == str((tmp_path / "parent").resolve()) and record["classes"] == ["c0", "c1"]
+    assert record["old_val_before"] == parent.metrics_["val"]["accuracy"] and 0 <= record["old_val_after"] <= 1
+    assert record["old_val_n"] == 6 and (tmp_path / "child" / "adapter.safetensors").is_file()
+    assert json.loads((tmp_path / "child" / "classes.json").read_text()) == ["c0", "c1", "c2"]
+    fewer = cli("train", str(data), "--from", str(tmp_path / "child"), "--strategy", "finetune", "--epochs", "1",
+                "--out", str(tmp_path / "again"), *SMALL_ARGS)
+    assert fewer.returncode == 2 and "c2" in fewer.stderr and "Traceback" not in fewer.stderr

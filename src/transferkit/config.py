@@ -98,6 +98,9 @@ class RunConfig:
                                                    "for text a Hugging Face encoder (all-MiniLM-L6-v2)", MODEL)
     weights: str | None = declare(None, "Local .safetensors/.pth weights for the backbone", MODEL)
     pretrained: bool = declare(True, "Start from the backbone's pretrained weights", MODEL)
+    init_from: str | None = declare(None, "Continue a finished run on new data: its network is the backbone, its head "
+                                          "keeps the classes it knows (the data's classes must include them)", MODEL,
+                                    option="--from")
     strategy: str = declare("linear-probe", f"How the backbone trains: {', '.join(STRATEGY_NAMES)}", MODEL,
                             valid=lambda name: bool(parse_strategy(name)))
     seed: int = declare(0, "Seed of the split, initialisation and augmentation", DATA)

@@ -20,6 +20,7 @@ import numpy as np
 from transferkit.config import RunConfig
 from transferkit.digests import tensor_fingerprint
 from transferkit.errors import DataError, RunDirError, TransferkitError
+from transferkit.estimators.parent import grown_head, parent_record, score_on_parent_data
 from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
 from transferkit.features.engines import RUN_ENGINE, check_precision_device, first_line, net_tensors, seed_engine
 from transferkit.heads.linear import load_probe_into, probe_from_linear
@@ -52,7 +53,7 @@ def empty_split_error(name: str, size: int, failed: list[tuple[str, str]]) -> Da
 def absolute_paths(config: RunConfig) -> RunConfig:
     """Paths in the config made absolute: a saved config.yaml re-runs from any directory."""
     return config.replace(**{name: str(Path(value).expanduser().resolve())
-                             for name in ("data", "val_data", "test_data", "weights", "cache_dir")
+                             for name in ("data", "val_data", "test_data", "weights", "cache_dir", "init_from")
                              if (value := getattr(config, name))})
 
 
@@ -105,12 +106,20 @@ class TransferClassifier(ConfiguredEstimator):
         self.source_head_, self.adapter_ = None, None
         self.classes_ = typed_classes(dataset.classes, labels)
         self.spec_ = self.modality.resolve(config, strategy)
+        parent = type(self).load(config.init_from) if config.init_from else None
+        if parent is not None:  # its network is the backbone, under its fingerprint (its cached features serve)
+            self.spec_ = parent.spec_
         metrics: dict[str, Any] = {"data": dataset.describe(), "strategy": config.strategy, **dataset.details,
                                    **self.modality.run_details(self.spec_, config)}
+        if parent is not None:
+            metrics["parent"] = parent_record(parent, config.init_from)
         if strategy.frozen_backbone:
             self._fit_probe(dataset, metrics)
         else:
-            self._fit_finetune(dataset, strategy, metrics, out, resume)
+            head = grown_head(parent, [str(c) for c in self.classes_]) if parent is not None else None
+            self._fit_finetune(dataset, strategy, metrics, out, resume, head)
+        if parent is not None:
+            metrics["parent"].update(score_on_parent_data(self, parent))
         # a first run's one-off ONNX export is reported apart, so train_seconds compares across runs
         export = self.embed_stats_.get("export_seconds", 0.0)  # features come in one pass (_featurize_splits)
         metrics["train_seconds"] = round(time.perf_counter() - start - export, 3)
@@ -169,8 +178,9 @@ class TransferClassifier(ConfiguredEstimator):
                          refit=refit, standardize=not train[0].normalized)
 
     def _fit_finetune(self, dataset: LabelledData, strategy: Strategy, metrics: dict[str, Any],
-                      out: str | Path | None, resume: bool) -> None:
-        """Train the backbone too; afterwards the trained network serves predict / save like a probe's."""
+                      out: str | Path | None, resume: bool, head_init: ProbeHead | None = None) -> None:
+        """Train the backbone too, the head from ``head_init`` (a parent run's) or the probe (LP-FT) or new;
+        afterwards the trained network serves predict / save like a probe's."""
         import torch  # the training modules import torch: loaded only when a backbone trains
 
         from transferkit.methods.retention import source_retention
@@ -178,8 +188,7 @@ class TransferClassifier(ConfiguredEstimator):
         from transferkit.train.loop import train_model
 
         modality, config, spec, n_classes = self.modality, self.config, self.spec_, len(self.classes_)
-        head_init = None
-        if strategy.init_head_from_probe:  # LP-FT: the head starts from the probe on the pretrained features
+        if head_init is None and strategy.init_head_from_probe:  # LP-FT: the head starts from the probe on the pretrained features
             train, val, _ = self._featurize_splits(dataset, dataset.train, dataset.val, Split())
             head_init = self._probe(train, val, refit=False)
             metrics["probe"] = {"l2": head_init.l2, "path": head_init.path}

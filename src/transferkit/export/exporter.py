@@ -37,7 +37,7 @@ from transferkit.errors import RunDirError, TransferkitError, arg
 from transferkit.estimators import load_classifier
 from transferkit.estimators.core import TransferClassifier
 from transferkit.export.adapters import OUTPUT, ModelInputs, inputs_for
-from transferkit.export.heldout import capped, heldout_split
+from transferkit.estimators.heldout import capped, heldout_split
 from transferkit.export.model import ExportedClassifier, whole_model
 from transferkit.features.engines import first_line
 from transferkit.progress import log

@@ -12,7 +12,7 @@ import numpy as np
 from transferkit.errors import DataError
 from transferkit.estimators import load_classifier
 from transferkit.estimators.core import TransferClassifier
-from transferkit.export.heldout import capped, heldout_split
+from transferkit.estimators.heldout import capped, heldout_split
 from transferkit.runs.rundir import RunFiles, read_run
 
 MAX_ITEMS = 2000  # validation items the report predicts (spread over the split)

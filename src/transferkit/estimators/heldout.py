@@ -4,18 +4,18 @@ the model on the data it was validated on (or on labelled data the user names)."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from transferkit.errors import DataError, arg
 from transferkit.modalities.base import Split
 
-if TYPE_CHECKING:
-    from transferkit.estimators.core import TransferClassifier
+# a TransferClassifier: not imported, as estimators.core imports this module
+Classifier = Any
 
 
-def heldout_split(clf: "TransferClassifier", data: Any = None) -> tuple[Split, str]:
+def heldout_split(clf: Classifier, data: Any = None) -> tuple[Split, str]:
     """(items with labels indexed by the run's classes, where they come from).
 
     Without ``data``: the run's validation split, as its config reads it (a fraction of train is split off
