@@ -129,3 +129,12 @@ def test_compare_shortens_long_run_paths() -> None:
     paths = [Path("/very/long/experiments/folder/2024/ants/run-a"),
              Path("/very/long/experiments/folder/2024/bees/run-a"), Path("runs/short")]
     assert short_names(paths) == [".../ants/run-a", ".../bees/run-a", "runs/short"]
+
+
+def test_demo_data_ships_inside_the_package() -> None:
+    from transferkit.demo import DEMO_DATA
+    from transferkit.modalities.image.folders import load_image_folder
+
+    dataset = load_image_folder(DEMO_DATA, val_fraction=0.2, seed=0)
+    assert len(dataset.classes) == 10 and len(dataset.train) + len(dataset.val) == 200 and len(dataset.test) == 300
+    assert (DEMO_DATA / "SOURCE.md").is_file()

@@ -9,11 +9,11 @@ import typer
 
 
 def demo(
-    per_class: Annotated[int, typer.Option(help="Labelled images per class")] = 10,
-    seed: Annotated[int, typer.Option(help="Seed of the labelled sample")] = 0,
-    workdir: Annotated[Optional[Path], typer.Option(help="Where to write the demo images and run")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split and of training")] = 0,
+    workdir: Annotated[Optional[Path], typer.Option(help="Where to write the runs and the report (default: a new "
+                                                         "temporary folder, kept)")] = None,
 ) -> None:
-    """The main job on an embedded default: scikit-learn's digits, probe vs baselines without pretraining."""
-    from transferkit.demo import run_demo  # lazy: numpy and scikit-learn
+    """The main job on an embedded default: a CIFAR-10 sample, raw pixels vs scratch vs probe vs fine-tune vs LoRA."""
+    from transferkit.demo import run_demo  # lazy: numpy, torch
 
-    run_demo(per_class=per_class, seed=seed, workdir=workdir)
+    run_demo(seed=seed, workdir=workdir)
