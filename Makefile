@@ -35,7 +35,9 @@ bench: $(STAMP) $(PEERS)/.installed
 	$(BIN)/python bench/cifar_strategies.py
 	$(PEERS)/bin/python bench/text_probe.py
 	$(BIN)/python bench/text_finetune.py
+	$(BIN)/python bench/adapt.py
 	$(BIN)/python bench/methods.py --epochs 2 --image-size 128
+	$(BIN)/python bench/rank.py
 	$(BIN)/python bench/serve.py
 
 bench-serve: $(STAMP)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from transferkit import __version__
+from transferkit.cli.adapt import adapt
 from transferkit.cli.backbones import backbones
 from transferkit.cli.cache import cache_app
 from transferkit.cli.compare import compare
@@ -17,12 +18,13 @@ from transferkit.cli.evaluate import evaluate
 from transferkit.cli.export import export
 from transferkit.cli.html_report import report
 from transferkit.cli.predict import predict
+from transferkit.cli.rank import rank
 from transferkit.cli.serve import serve
 from transferkit.cli.train import train
 from transferkit.errors import FRONT_END, TransferkitError
 
 app = typer.Typer(name="transferkit", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-for command in (train, evaluate, predict, compare, backbones, demo, export, serve, report):
+for command in (train, adapt, rank, evaluate, predict, compare, backbones, demo, export, serve, report):
     app.command(command.__name__)(command)
 app.add_typer(cache_app, name="cache")
 

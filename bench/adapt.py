@@ -1,0 +1,177 @@
+"""Digits domain adaptation, both directions, efficientnet_lite0 fine-tuned on CPU (not run by the tests).
+
+    .venv/bin/python bench/adapt.py [--source-n 2000] [--epochs 2] [--seeds 0,1,2] [--image-size 32]
+                                    [--select dev] [--methods source-only,coral,mmd,dann,cdan,pseudo-label]
+
+Data: ../shared/data/digits_mnist_usps, whose two folders are both official *test* sets (MNIST 10,000, USPS
+2,007). The fixed split (numpy seed 0 over the sorted file list of each domain):
+
+* USPS: 1,000 images (stratified by nothing: a plain random 1,000) are the unlabelled adaptation pool, the other
+  1,007 the labelled target test set (MNIST -> USPS); as the source (USPS -> MNIST), all 2,007 are labelled.
+* MNIST: a random ``--source-n`` (default 1,500, to fit a CPU budget: not the full 10,000) are the labelled
+  source (MNIST -> USPS); as the target (USPS -> MNIST), another 2,000 are the adaptation pool and another 2,000
+  the target test set (all three disjoint).
+
+Each method is fitted once per seed with the same network (Lite0 + a 256-wide linear bottleneck, folded into
+the head when saved), input size, epochs and learning rate; 20% of the source (stratified) is held out as
+source validation. Target labels are read only to score: the "chosen" row is what ``--select`` picks from
+source validation and the unlabelled target (DEV by default), and the table also shows what each other
+criterion would have picked. Every run keeps its last epoch. The target oracle trains on the labelled adaptation pool (the same images the
+other methods see without labels) and is scored on the same target test set.
+
+Settings (chosen on source validation and wall time, never on target labels): 32 px, AdamW lr 3e-3 with a
+cosine schedule, 3 epochs, batch 64 source + 64 target, BatchNorm statistics trained, no augmentation. Torch
+runs on one thread: on this 2-core machine shared with other jobs, two OpenMP threads made a Lite0 step 10-18x
+slower (9 s against 0.5 s for 128 images at 32 px) whenever another process held a core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from transferkit.methods.domain.experiment import adapt  # noqa: E402
+from transferkit.methods.domain.selection import CRITERIA, criterion  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "digits_mnist_usps"
+RESULTS = Path(__file__).resolve().parent / "results" / "adapt.json"
+METHODS = "source-only,coral,mmd,dann,cdan,pseudo-label"
+GOALS = {"mnist->usps": 0.95, "usps->mnist": 0.93}
+DANN_GOAL = 0.90  # DANN alone, MNIST -> USPS
+
+
+def files(domain: str) -> list[tuple[Path, str]]:
+    return [(f, c.name) for c in sorted((DATA / domain).iterdir()) for f in sorted(c.iterdir())]
+
+
+def link(items: list[tuple[Path, str]], root: Path, labelled: bool) -> Path:
+    for path, label in items:
+        folder = root / label if labelled else root
+        folder.mkdir(parents=True, exist_ok=True)
+        os.symlink(path, folder / path.name)
+    return root
+
+
+def splits(scratch: Path, source_n: int) -> dict[str, dict[str, Path]]:
+    """Folders of symbolic links per direction: source (labelled), pool (flat, unlabelled), pool with its
+    labels (the oracle's training set only), and test (labelled)."""
+    rng = np.random.default_rng(0)
+    mnist, usps = files("mnist"), files("usps")
+    m, u = rng.permutation(len(mnist)), rng.permutation(len(usps))
+    pick = lambda items, order: [items[i] for i in order]  # noqa: E731
+    layout = {
+        "mnist->usps": (pick(mnist, m[:source_n]), pick(usps, u[:1000]), pick(usps, u[1000:])),
+        "usps->mnist": (usps, pick(mnist, m[-4000:-2000]), pick(mnist, m[-2000:])),
+    }
+    result = {}
+    for name, (source, pool, test) in layout.items():
+        root = scratch / name.replace("->", "-to-")
+        result[name] = {"source": link(source, root / "source", True), "pool": link(pool, root / "pool", False),
+                        "pool_labelled": link(pool, root / "pool-labelled", True),
+                        "test": link(test, root / "test", True), "sizes": (len(source), len(pool), len(test))}
+    return result
+
+
+def what_each_criterion_picks(record: dict) -> dict[str, dict]:
+    """For every criterion: the method it picks (mean score over seeds) and that method's target accuracy."""
+    picks = {}
+    methods = [row["method"] for row in record["summary"]]
+    for name, rule in CRITERIA.items():
+        means = [np.mean([c["scores"][name] for c in record["candidates"] if c["method"] == m]) for m in methods]
+        row = record["summary"][rule.best(means)]
+        picks[name] = {"method": row["method"], "target_accuracy_mean": row["target_accuracy_mean"],
+                       "target_accuracy_std": row["target_accuracy_std"]}
+    return picks
+
+
+def run_direction(name: str, folders: dict, methods: list[str], seeds: list[int], select: str,
+                  params: dict) -> dict:
+    start = time.perf_counter()
+    adapted = adapt(str(folders["source"]), str(folders["pool"]), methods, seeds, select, str(folders["test"]),
+                    **params)
+    record = adapted.record()
+    oracle = adapt(str(folders["pool_labelled"]), str(folders["pool"]), ["source-only"], seeds, select,
+                   str(folders["test"]), **params).record()["summary"][0]
+    oracle["method"] = "target oracle"
+    return {"direction": name, "sizes": dict(zip(("source", "pool", "test"), folders["sizes"])),
+            "rows": record["summary"] + [oracle], "candidates": record["candidates"], "chosen": record["chosen"],
+            "criteria": what_each_criterion_picks(record), "wall_s": round(time.perf_counter() - start, 1)}
+
+
+def print_direction(result: dict, select: str) -> None:
+    sizes = result["sizes"]
+    print(f"\n{result['direction']}: source {sizes['source']} labelled, target pool {sizes['pool']} unlabelled, "
+          f"target test {sizes['test']}  ({result['wall_s']:.0f} s)")
+    print(f"{'method':<16} {'target test acc':>17} {select + ' (mean)':>13} {'s / run':>8}")
+    for row in result["rows"]:
+        score = f"{row[select]:>13.4f}" if select in row and row["method"] != "target oracle" else f"{'-':>13}"
+        mark = "  <- chosen" if row.get("chosen") and row["method"] != "target oracle" else ""
+        print(f"{row['method']:<16} {row['target_accuracy_mean']:>8.4f} ± {row['target_accuracy_std']:.4f} {score} "
+              f"{row['seconds_mean']:>8.0f}{mark}")
+    for name, pick in result["criteria"].items():
+        print(f"  chosen by {name:<10}: {pick['method']:<14} {pick['target_accuracy_mean']:.4f}")
+
+
+def goals(results: list[dict], select: str) -> list[str]:
+    lines = []
+    for result in results:
+        goal, pick = GOALS[result["direction"]], result["criteria"][select]
+        met = pick["target_accuracy_mean"] >= goal
+        lines.append(f"{result['direction']}: best method chosen by {select} ({pick['method']}) "
+                     f"{pick['target_accuracy_mean']:.4f} vs goal {goal}: {'MET' if met else 'MISSED'}")
+        if result["direction"] == "mnist->usps":
+            dann = next(r for r in result["rows"] if r["method"] == "dann")["target_accuracy_mean"] \
+                if any(r["method"] == "dann" for r in result["rows"]) else None
+            if dann is not None:
+                lines.append(f"mnist->usps: DANN alone {dann:.4f} vs goal {DANN_GOAL}: "
+                             f"{'MET' if dann >= DANN_GOAL else 'MISSED'}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--source-n", type=int, default=1500, help="MNIST source images (MNIST -> USPS)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (see the module docstring)")
+    parser.add_argument("--bn", default="train")
+    parser.add_argument("--select", default="dev", choices=list(CRITERIA))
+    parser.add_argument("--methods", default=METHODS)
+    parser.add_argument("--directions", default="mnist->usps,usps->mnist")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    criterion(args.select)
+    torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    params = dict(epochs=args.epochs, image_size=args.image_size, lr=args.lr, bn=args.bn, augment="none",
+                  precision="no", engine="torch", cache=False, batch_size=64)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tk-bench-adapt-") as tmp:
+        folders = splits(Path(tmp), args.source_n)
+        for direction in args.directions.split(","):
+            results.append(run_direction(direction, folders[direction], args.methods.split(","), seeds,
+                                         args.select, params))
+            print_direction(results[-1], args.select)
+    print(f"\nefficientnet_lite0 @ {args.image_size} px, {args.epochs} epochs, lr {args.lr}, bn {args.bn}, batch 64 + "
+          f"64 target, seeds {args.seeds}, CPU ({os.cpu_count()} cores); target accuracy: mean ± std over seeds")
+    report = goals(results, args.select)
+    print("\n".join(report))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"settings": vars(args), "params": params, "results": results,
+                                          "goals": report}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""``transferkit adapt``: fit on a labelled source, adapt to an unlabelled target folder, choose without target
+labels, save the chosen model as a run. Each ``--method`` is one candidate (``source-only``, a loss term, or
+terms joined by ``+``); with several, or several ``--seeds``, every candidate is fitted and the ``--select``
+criterion chooses. The run's other options are ``transferkit train``'s (generated from RunConfig)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from transferkit.cli.output import cell, console, print_json
+from transferkit.cli.train import CONFIG_FIELDS, check_before_work, config_option
+from transferkit.config import RunConfig
+from transferkit.errors import TransferkitError
+
+SELECT_CHOICES = ("source-val", "entropy", "dev")
+OWN_FIELDS = ("data", "methods")  # an argument, and adapt's own --method (candidates, not combined terms)
+
+
+def with_run_options(command: Any) -> Any:
+    """``command``'s own parameters, then one option per RunConfig field except :data:`OWN_FIELDS`."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+           if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    generated = [config_option(f) for name, f in CONFIG_FIELDS.items() if name not in OWN_FIELDS]
+    command.__signature__ = inspect.Signature([*own, *generated], return_annotation=None)
+    return command
+
+
+def parse_seeds(text: str) -> list[int]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or not all(part.lstrip("-").isdigit() for part in parts):
+        raise TransferkitError(f"--seeds '{text}': expected comma-separated integers, e.g. 0,1,2")
+    return [int(part) for part in parts]
+
+
+@with_run_options
+def adapt(
+    data: Annotated[Path, typer.Argument(help="Labelled source image folder (<class>/ or train/<class>/)",
+                                         show_default=False)],
+    target: Annotated[Path, typer.Option(help="Target images: a flat folder (unlabelled), or <class>/ folders "
+                                              "whose labels only score the run", show_default=False)],
+    out: Annotated[str, typer.Option(help="Run folder to write (the chosen model)", show_default=False)],
+    method: Annotated[Optional[list[str]], typer.Option(
+        "--method", help="A candidate: source-only, coral, mmd, dann, cdan, pseudo-label, with options "
+                         "(dann:weight=0.5) or joined by + (mmd+pseudo-label); repeat to compare",
+        show_default=False)] = None,
+    seeds: Annotated[str, typer.Option(help="Seeds to fit each method with; the table reports mean and spread")] = "0",
+    select: Annotated[str, typer.Option(help=f"How the model is chosen, without target labels: "
+                                             f"{', '.join(SELECT_CHOICES)}")] = "dev",
+    target_test: Annotated[Optional[Path], typer.Option(help="Labelled <class>/ folder that scores the run "
+                                                             "(default: the target's own labels, if any)",
+                                                        show_default=False)] = None,
+    bottleneck: Annotated[int, typer.Option(help="Width of the linear bottleneck the methods align (0: none); "
+                                                 "folded into the head when saved")] = 256,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the chosen run's metrics as JSON")] = False,
+    **settings: Any,
+) -> None:
+    """Adapt a model trained on labelled DATA to the unlabelled --target images; save the chosen model."""
+    if select not in SELECT_CHOICES:
+        raise TransferkitError(f"--select '{select}': choose one of {', '.join(SELECT_CHOICES)}")
+    if not method:
+        raise TransferkitError("name at least one --method: source-only, coral, mmd, dann, cdan or pseudo-label "
+                               "(repeat it to compare)")
+    if bottleneck < 0:
+        raise TransferkitError(f"--bottleneck {bottleneck}: expected 0 (none) or a positive width")
+    chosen = {name: value for name, value in settings.items() if value is not None}
+    chosen.setdefault("strategy", "finetune")
+    config = RunConfig(data=str(data), **chosen)
+    out_path = Path(out)
+    check_before_work(out_path, config, overwrite, resume=False)
+    from transferkit.methods.domain.experiment import adapt as run_adaptation  # lazy: torch
+    from transferkit.runs.rundir import check_out_vs_data
+
+    check_out_vs_data(out_path, target, target_test)
+    result = run_adaptation(str(data), str(target), method, parse_seeds(seeds), select,
+                            str(target_test) if target_test else None, bottleneck, **chosen)
+    clf = result.chosen.classifier
+    clf.save(out_path, overwrite=overwrite)
+    if as_json:
+        print_json(clf.metrics_)
+        return
+    print_table(result.record(), out_path)
+
+
+def print_table(record: dict[str, Any], out: Path) -> None:
+    from rich.table import Table
+
+    name = record["criterion"]
+    table = Table(title=f"chosen by {name} (no target label read)")
+    for column in ("method", "seeds", name, "target accuracy (reported only)", "s / run", ""):
+        table.add_column(column)
+    for row in record["summary"]:
+        accuracy = "-" if row["target_accuracy_mean"] is None else \
+            f"{row['target_accuracy_mean']:.4f} ± {row['target_accuracy_std']:.4f}"
+        table.add_row(cell(row["method"]), ",".join(map(str, row["seeds"])), f"{row[name]:.4f}", accuracy,
+                      f"{row['seconds_mean']:.0f}", "chosen" if row["chosen"] else "")
+    screen = console()
+    screen.print(table)
+    chosen = record["chosen"]
+    screen.print(f"saved {chosen['method']} (seed {chosen['seed']}) to {out}")

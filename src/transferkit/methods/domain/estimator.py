@@ -1,0 +1,168 @@
+"""``DomainAdaptClassifier``: an image classifier fitted on a labelled source domain and adapted, through the
+shared training loop, to an unlabelled target folder.
+
+The loss terms (``methods``: coral, mmd, dann, cdan, pseudo-label) read the target stream the classifier adds
+to the training data; the model trains with a linear bottleneck (bottleneck.py) that folds into the head, so
+the fitted classifier predicts, evaluates and saves exactly as an :class:`ImageClassifier` does. Target labels
+(a target folder with class sub-folders, or ``target_test``) only score the run: ``metrics_["target"]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from transferkit.config import RunConfig
+from transferkit.errors import TransferkitError
+from transferkit.estimators.image import ImageClassifier
+from transferkit.metrics import classification_metrics
+from transferkit.methods.domain.bottleneck import BottleneckModel
+from transferkit.methods.domain.selection import Evidence, all_scores
+from transferkit.modalities import IMAGE
+from transferkit.modalities.base import LabelledData, Modality, Split
+from transferkit.modalities.image.backbones import DEFAULT_IMAGE_BACKBONE
+from transferkit.modalities.image.target import TargetImages, check_target_folder, read_target, target_train_data
+from transferkit.runs.rundir import check_out_vs_data
+from transferkit.train.strategies import parse_strategy
+
+OWN_PARAMETERS = ("target", "target_test", "bottleneck")
+DEV_SOURCE_SAMPLE = 1000  # source training images DEV's domain classifier sees (a seeded sample)
+
+
+class TargetModality:
+    """The image modality, plus a target: the model trains with a bottleneck of ``width`` (0: none) and the
+    training data carries the target images as its unlabelled stream. Everything else is the image modality's."""
+
+    def __init__(self, base: Modality, width: int) -> None:
+        self.base, self.width = base, width
+        self.target_items: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
+
+    def build_model(self, spec: Any, n_classes: int) -> Any:
+        model = self.base.build_model(spec, n_classes)
+        return BottleneckModel(model, self.width) if self.width else model
+
+    def train_data(self, spec: Any, split: Split, config: RunConfig, n_classes: int) -> Any:
+        """The source's training data, with the target stream when a loss term reads it (without one, the
+        target would only cost a forward and move BatchNorm's statistics: source-only stays source-only)."""
+        data = self.base.train_data(spec, split, config, n_classes)
+        if config.methods:
+            data.unlabelled = target_train_data(self.target_items, spec.preprocessing, config)
+        return data
+
+
+class DomainAdaptClassifier(ImageClassifier):
+    """An :class:`ImageClassifier` adapted to ``target`` (a folder of images: flat, or one sub-folder per class).
+
+    >>> clf = DomainAdaptClassifier(target="usps/", methods=["dann"], epochs=3).fit("mnist/")
+    >>> clf.metrics_["target"]["accuracy"], clf.metrics_["selection"]  # target scored only if labelled
+
+    ``bottleneck`` is the width the terms align (0: none, they read the pooled features); ``target_test`` is a
+    labelled folder that scores the run instead of the target's own labels. Strategy defaults to ``finetune``.
+    """
+
+    def __init__(self, backbone: str = DEFAULT_IMAGE_BACKBONE, strategy: str = "finetune", target: str | None = None,
+                 target_test: str | None = None, bottleneck: int = 256, **params: Any) -> None:
+        super().__init__(backbone, strategy, **params)
+        self.target, self.target_test, self.bottleneck = target, target_test, int(bottleneck)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {**super().get_params(deep), **{name: getattr(self, name) for name in OWN_PARAMETERS}}
+
+    def set_params(self, **params: Any) -> "DomainAdaptClassifier":
+        for name in OWN_PARAMETERS:
+            if name in params:
+                setattr(self, name, params.pop(name))
+        return super().set_params(**params)
+
+    def fit(self, data: Any, labels: Sequence[Any] | None = None, val_data: Any = None,
+            out: str | Path | None = None, resume: bool = False) -> "DomainAdaptClassifier":
+        """Fit on the source ``data`` with the target images as the unlabelled stream; then score the target
+        (when labelled) and record every model-selection criterion (none reads a target label)."""
+        self.check_target_settings(out)
+        strategy = parse_strategy(self.config.strategy)
+        self.modality = TargetModality(IMAGE, 0 if strategy.frozen_backbone else self.bottleneck)
+        try:
+            super().fit(data, labels, val_data, out, resume)
+        finally:
+            del self.modality  # the fitted network is a plain image model: the class's modality serves it
+        evidence = self.evidence()
+        self.metrics_["val"] = classification_metrics(evidence.val_labels, evidence.val_proba,
+                                                      [str(c) for c in self.classes_])
+        self.metrics_["selection"] = all_scores(evidence)
+        scored = self.scored_target()
+        if scored is not None:
+            self.metrics_["target"] = scored
+        self.metrics_["adapt"] = {"target": str(self.target), "target_test": self.target_test,
+                                  "bottleneck": self.bottleneck if not strategy.frozen_backbone else 0,
+                                  "methods": list(self.config.methods)}
+        return self
+
+    def check_target_settings(self, out: str | Path | None) -> None:
+        if not self.target:
+            raise TransferkitError("DomainAdaptClassifier: no target given; pass target=<folder of target images>")
+        strategy = parse_strategy(self.config.strategy)
+        if strategy.frozen_backbone and self.config.methods:
+            raise TransferkitError(f"strategy {self.config.strategy} trains no network, so the domain-adaptation "
+                                   "methods cannot run; use finetune or last-k:N")
+        if self.config.early_stop and not strategy.frozen_backbone:
+            raise TransferkitError(f"early_stop {self.config.early_stop}: adaptation trains every epoch and keeps the "
+                                   "last (source accuracy is no guide to the target); drop it")
+        if strategy.init_head_from_probe and self.bottleneck:
+            raise TransferkitError(f"strategy {self.config.strategy} starts the head from a linear probe, which a "
+                                   "bottleneck head cannot take; use finetune or last-k:N, or bottleneck 0")
+        check_target_folder(self.target)
+        if self.target_test:
+            check_target_folder(self.target_test)
+        if out is not None:
+            check_out_vs_data(out, self.target, self.target_test)
+
+    def read_data(self, data: Any, labels: Sequence[Any] | None, val_data: Any, config: RunConfig) -> LabelledData:
+        dataset = super().read_data(data, labels, val_data, config)
+        self.target_: TargetImages = read_target(self.target, dataset.classes)
+        if not len(dataset.val):  # before any training: every criterion reads the source validation split
+            raise TransferkitError("model selection needs source validation data; give val_data or a val_fraction "
+                                   "above 0")
+        self.source_data_, self.source_val_ = dataset, dataset.val
+        if not parse_strategy(config.strategy).frozen_backbone:
+            # Held back from the loop, which would return the epoch best on it: source accuracy levels off
+            # early while adaptation goes on, so every run keeps its last epoch and the criteria read this split.
+            dataset.val = Split()
+        if isinstance(self.modality, TargetModality):
+            self.modality.target_items = self.target_.items
+        dataset.details["target"] = self.target_.describe()
+        return dataset
+
+    # -- after fitting ---------------------------------------------------------------------------------------
+    def evidence(self) -> Evidence:
+        """What the selection criteria read: source validation predictions, target predictions, features."""
+        val, train = self.source_val_, self.source_data_.train
+        rng = np.random.default_rng(self.config.seed)
+        sample = sorted(rng.choice(len(train), min(DEV_SOURCE_SAMPLE, len(train)), replace=False).tolist())
+        val_features = self.readable_features(val.items)
+        target_features = self.readable_features(self.target_.items)
+        return Evidence(self.head_.predict_proba(val_features), np.asarray(val.labels), self.head_.predict_proba(
+            target_features), self.readable_features([train.items[i] for i in sample]), val_features,
+            target_features)
+
+    def readable_features(self, items: list[str]) -> np.ndarray:
+        features = self.features(items)
+        if len(features) != len(items):
+            raise TransferkitError(f"{len(items) - len(features)} image(s) read during training could not be read "
+                                   "again to score the run; check the data folders")
+        return features
+
+    def scored_target(self) -> dict[str, Any] | None:
+        """Accuracy and macro-F1 on the labelled target (``target_test``, else the target's own labels)."""
+        source = read_target(self.target_test, self.source_data_.classes) if self.target_test else self.target_
+        if not source.labelled:
+            return None
+        split = source.scored()
+        proba = self.head_.predict_proba(self.readable_features(split.items))
+        m = classification_metrics(np.asarray(split.labels), proba, [str(c) for c in self.classes_])
+        return {"folder": source.folder, "n": m["n"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+                "transductive": not self.target_test}
