@@ -131,10 +131,11 @@ def train(
 def write_html_report(out: Path) -> None:
     try:
         from transferkit.report.html import write_report  # lazy: matplotlib, an optional extra
+        from transferkit.runs.folders import RUN_REPORT
     except ImportError:
         log("notice: no report.html (pip install 'transferkit[report]' for one)")
         return
-    log(f"report: {write_report([out], out / 'report.html')}")
+    log(f"report: {write_report([out], out / RUN_REPORT)}")
 
 
 def check_before_work(out: Path, config: RunConfig, overwrite: bool, resume: bool) -> None:

@@ -22,12 +22,13 @@ from transferkit.digests import tensor_fingerprint
 from transferkit.errors import DataError, RunDirError, TransferkitError
 from transferkit.estimators.parent import grown_head, parent_record, score_on_parent_data
 from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
-from transferkit.features.engines import RUN_ENGINE, check_precision_device, first_line, net_tensors, seed_engine
+from transferkit.features.engines import check_precision_device, first_line, net_tensors, seed_engine
 from transferkit.heads.linear import load_probe_into, probe_from_linear
 from transferkit.heads.probe import ProbeHead, fit_probe
 from transferkit.metrics import classification_metrics
 from transferkit.modalities.base import Featurized, Inputs, LabelledData, Modality, Split
 from transferkit.progress import log
+from transferkit.runs.folders import RUN_ENGINE
 from transferkit.runs.rundir import (check_out_vs_data, check_writable, checkpoint_dir, read_run, read_tensors,
                                      run_format, training_files, write_run)
 from transferkit.train.strategies import Strategy, parse_strategy
@@ -359,9 +360,9 @@ class TransferClassifier(ConfiguredEstimator):
             features = net_tensors(spec.fingerprint, self.feature_net, self.config.cache_dir, self.config.cache)
         tensors = {f"features.{k}": v for k, v in features.items()}
         tensors["head.weight"], tensors["head.bias"] = self.head_.weight, self.head_.bias
-        if getattr(self, "source_head_", None) is not None:  # LwF's tuned source classifier stays with the run
+        if self.source_head_ is not None:  # LwF's tuned source classifier stays with the run
             tensors.update({f"source_head.{k}": v.detach().numpy() for k, v in self.source_head_.state_dict().items()})
-        if getattr(self, "adapter_", None) is not None:  # the adapter alone, beside the merged model
+        if self.adapter_ is not None:  # the adapter alone, beside the merged model
             extra = {**extra, **self.adapter_.files()}
         parts = modality.run_parts(spec, self.config)
         meta = {"format": modality.run_format, "backbone": spec.name, "source": spec.source,

@@ -170,9 +170,6 @@ def cached_onnx_engine(path: Path, build_net: Callable[[], "nn.Module"],
     return engine
 
 
-RUN_ENGINE = "engine.onnx"  # a fine-tuned run's own feature engine, exported once when the run is saved
-
-
 def seed_engine(fingerprint: str, name: str, source: Path, cache_dir: str | Path | None = None) -> None:
     """Make a run's own engine the cached engine ``name`` of its fingerprint: a hard link (a symbolic one across
     file systems), so loading the run neither exports nor copies it."""

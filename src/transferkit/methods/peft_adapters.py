@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-import numpy as np
 from torch import nn
 
 from transferkit.errors import TrainingError
@@ -100,7 +99,7 @@ class PeftAdapter(Adapter):
         if statistics:  # BatchNorm statistics moved (--bn train): without them the adapter alone is another model
             tensors.update({f"backbone.{k}": v for k, v in model.backbone.state_dict().items() if "running_" in k})
         config = {"adapter": self.name, **self.options(), "target_modules": self.chosen}
-        return AdapterWeights({k: v.detach().cpu().numpy().astype(np.float32) for k, v in tensors.items()}, config)
+        return AdapterWeights.of(tensors, config)
 
     def load(self, model: nn.Module, tensors: dict[str, Any]) -> None:
         """Put saved adapter tensors (from :meth:`saved`) into an attached model."""
@@ -112,9 +111,7 @@ class PeftAdapter(Adapter):
         missing = [k for k in result.missing_keys if self.marker in k]
         if missing:
             raise TrainingError(f"adapter file lacks {len(missing)} tensor(s) the adapter needs ({missing[0]})")
-        model.backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in tensors.items()
-                                        if k.startswith("backbone.") and "running_" in k}, strict=False)
-        model.head.load_state_dict({k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")})
+        super().load(model, {k: v for k, v in tensors.items() if self.marker not in k})  # head, BN statistics
 
     def merge(self, model: nn.Module) -> nn.Module:
         if self.tuner is not None:

@@ -20,7 +20,7 @@ from transferkit.modalities import IMAGE, TEXT
 from transferkit.modalities.image.images import load_rgb
 from transferkit.report import figures
 from transferkit.report.collect import Heldout, RunReport, collect
-from transferkit.runs.folders import is_run_folder
+from transferkit.runs.folders import RUN_REPORT, is_run_folder
 from transferkit.train.strategies import parse_strategy
 
 MARK = "<!-- transferkit report -->"  # the first line after the doctype: a file transferkit may replace
@@ -219,9 +219,6 @@ def render(reports: Sequence[RunReport]) -> str:
     return (f"<!DOCTYPE html>\n{MARK}\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{esc(title)}</title>"
             f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
-RUN_REPORT = "report.html"  # the one report a run folder may hold (train --report writes it)
 
 
 def check_report_path(out: Path) -> None:

@@ -27,9 +27,11 @@ PICKLED_CHECKPOINT = "last.pt"  # transferkit 0.1's pickled checkpoints: never l
 CHECKPOINT_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, "config.yaml", "metrics.jsonl", PICKLED_CHECKPOINT)
 # Everything a run folder of any modality holds (a text run adds its tokenizer/ and encoder/). A modality that
 # writes another entry into its runs must name it here, or its runs cannot be replaced.
-# engine.onnx: features.engines.RUN_ENGINE (that module imports this one)
-RUN_ENTRIES = (*FILES, "metrics.jsonl", CHECKPOINT_DIR, "tokenizer", "encoder", "engine.onnx", "report.html",
-               "adapter.safetensors", "adapter.json")
+RUN_ENGINE = "engine.onnx"  # a fine-tuned run's own feature engine, exported once when the run is saved
+RUN_REPORT = "report.html"  # the one HTML report a run folder may hold (train --report writes it)
+ADAPTER_FILE, ADAPTER_CONFIG = "adapter.safetensors", "adapter.json"  # an adapter alone, beside the merged model
+RUN_ENTRIES = (*FILES, "metrics.jsonl", CHECKPOINT_DIR, "tokenizer", "encoder", RUN_ENGINE, RUN_REPORT,
+               ADAPTER_FILE, ADAPTER_CONFIG)
 FORMAT_PREFIX = "transferkit-"  # model.safetensors' (and a checkpoint's) "format" metadata
 MAX_HEADER = 1 << 24  # a safetensors header larger than this is not one transferkit wrote
 LISTED = 3  # foreign entries named in a message

@@ -20,9 +20,8 @@ from safetensors.numpy import load_file
 from torch import nn
 
 from transferkit.errors import RunDirError
+from transferkit.runs.folders import ADAPTER_CONFIG, ADAPTER_FILE
 from transferkit.train.registries import ADAPTERS
-
-ADAPTER_FILE, ADAPTER_CONFIG = "adapter.safetensors", "adapter.json"
 
 
 @dataclass
@@ -38,6 +37,11 @@ class AdapterWeights:
         from safetensors.numpy import save
 
         return {ADAPTER_FILE: save(self.tensors), ADAPTER_CONFIG: json.dumps(self.config, indent=2).encode()}
+
+    @classmethod
+    def of(cls, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> "AdapterWeights":
+        """From torch tensors (as fp32 numpy, what safetensors.numpy writes)."""
+        return cls({k: v.detach().cpu().numpy().astype(np.float32) for k, v in tensors.items()}, config)
 
 
 class Adapter:
@@ -86,8 +90,7 @@ class BitFitAdapter(Adapter):
         tensors = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()
                    if k.rsplit(".", 1)[-1] == "bias" or (statistics and "running_" in k)}
         tensors.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
-        return AdapterWeights({k: v.detach().cpu().numpy().astype(np.float32) for k, v in tensors.items()},
-                              {"adapter": self.name})
+        return AdapterWeights.of(tensors, {"adapter": self.name})
 
 
 def apply_adapter_file(model: nn.Module, folder: str | Path) -> nn.Module:
