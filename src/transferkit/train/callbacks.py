@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
     from transferkit.train.strategies import Phase
 
+# the stop reason of Ctrl-C, which pauses a run (checkpoint, resume later); any other reason ends it after the
+# epoch (early stop, a pruned tuning trial), the best epoch restored
+SIGNAL = "signal"
 EVENTS = ("fit_start", "epoch_start", "batch_start", "after_loss", "before_step", "batch_end", "epoch_end", "save",
           "fit_end")
 
@@ -122,7 +125,7 @@ class EarlyStopping(Callback):
 
     def epoch_end(self, context: Context) -> None:
         if self.patience and context.state.bad_epochs >= self.patience:
-            context.request_stop("early")
+            context.request_stop(f"early stop: no better {context.config.metric} for {self.patience} epoch(s)")
 
 
 class SignalStop(Callback):
@@ -145,7 +148,7 @@ class SignalStop(Callback):
 
     def batch_end(self, context: Context) -> None:
         if self.requested:
-            context.request_stop("signal")
+            context.request_stop(SIGNAL)
 
     epoch_end = batch_end
 

@@ -31,6 +31,15 @@ OWN_PARAMETERS = ("target", "target_test", "bottleneck")
 DEV_SOURCE_SAMPLE = 1000  # source training images DEV's domain classifier sees (a seeded sample)
 
 
+def adapting_classifier(cls: type, target: str, params: dict[str, Any]) -> "DomainAdaptClassifier":
+    """``train --target``: the :class:`DomainAdaptClassifier` in place of ``cls`` (which must be the image
+    classifier), with no bottleneck: ``train`` saves the plain model."""
+    if not issubclass(cls, ImageClassifier):
+        raise TransferkitError(f"--target {target}: only image data can have a target domain (the data is read "
+                               f"as {cls.modality.name})")
+    return DomainAdaptClassifier(**params, target=target, bottleneck=0)
+
+
 class TargetModality:
     """The image modality, plus a target: the model trains with a bottleneck of ``width`` (0: none) and the
     training data carries the target images as its unlabelled stream. Everything else is the image modality's."""
