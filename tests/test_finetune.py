@@ -168,7 +168,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(data: Path, tmp_path: Pa
         np.testing.assert_allclose(ta[key], tb[key], rtol=1e-5, atol=1e-6)
     # compare prints both runs
     table = cli("compare", str(tmp_path / "straight"), str(tmp_path / "killed"), "--json")
-    rows = json.loads(table.stdout)
+    rows = json.loads(table.stdout)["runs"]
     assert [r["strategy"] for r in rows] == ["gradual", "gradual"]
     assert rows[0]["val_accuracy"] == rows[1]["val_accuracy"] and rows[0]["trainable_parameters"] > 3_000_000
 

@@ -1,8 +1,12 @@
-"""Classification metrics: accuracy, macro-F1, per-class report, confusion matrix, calibration (ECE)."""
+"""Classification metrics: accuracy, macro-F1, per-class report, confusion matrix, calibration (ECE), and
+which items were right."""
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import json
+from collections import Counter
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -48,4 +52,42 @@ def classification_metrics(labels: np.ndarray, proba: np.ndarray, classes: list[
             for i, name in enumerate(classes)
         },
         "confusion_matrix": matrix.tolist(),
+        # per item in the split's order, "1" right and "0" wrong: compare's paired verdict between runs needs
+        # it, and one character per item keeps metrics.json small
+        "correct": correct_string(predicted == labels),
     }
+
+
+def correct_string(correct: np.ndarray) -> str:
+    """``[True, False, True]`` -> ``"101"``."""
+    return (np.asarray(correct, dtype=np.uint8) + ord("0")).tobytes().decode("ascii")
+
+
+SCORED_SPLITS = ("test", "val")  # a run is compared item by item on its test split, else its validation split
+
+
+def scored_split(metrics: dict[str, Any]) -> str | None:
+    """The split a run is compared on item by item: its test split, else its validation split."""
+    return next((name for name in SCORED_SPLITS if isinstance(metrics.get(name), dict)), None)
+
+
+def items_digest(items: Sequence[str], labels: Sequence[int]) -> str:
+    """Which items, with which labels, in which order: equal digests mean two runs' ``correct`` strings line up."""
+    text = json.dumps([list(items), [int(label) for label in labels]])  # ASCII: a non-UTF-8 name hashes too
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def record_scored_items(metrics: dict[str, Any], splits: Any, skipped: list[dict[str, Any]]) -> None:
+    """Add ``items`` (:func:`items_digest`) to the metrics of the scored split: ``splits``' split of that name
+    (``.items``, ``.labels``) less the ``skipped`` items fit could not read. Left out, so that no verdict pairs
+    the run, when what is left does not match what was scored (count, labels per class)."""
+    name = scored_split(metrics)
+    if name is None:
+        return
+    split = getattr(splits, name)
+    failed = {row.get("item") for row in skipped if isinstance(row, dict)}
+    kept = [(item, label) for item, label in zip(split.items, split.labels) if item not in failed]
+    scored, support = metrics[name], Counter(label for _, label in kept)
+    expected = [row.get("support") for row in (scored.get("per_class") or {}).values()]
+    if len(kept) == scored.get("n") and [support[i] for i in range(len(expected))] == expected:
+        scored["items"] = items_digest([item for item, _ in kept], [label for _, label in kept])

@@ -21,10 +21,11 @@ from transferkit.cli.predict import predict
 from transferkit.cli.rank import rank
 from transferkit.cli.serve import serve
 from transferkit.cli.train import train
+from transferkit.cli.tune import tune
 from transferkit.errors import FRONT_END, TransferkitError
 
 app = typer.Typer(name="transferkit", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-for command in (train, adapt, rank, evaluate, predict, compare, backbones, demo, export, serve, report):
+for command in (train, adapt, rank, tune, evaluate, predict, compare, backbones, demo, export, serve, report):
     app.command(command.__name__)(command)
 app.add_typer(cache_app, name="cache")
 

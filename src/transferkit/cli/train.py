@@ -89,15 +89,23 @@ def train(
                                                           "over")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder (never a folder "
                                                                 "that is not a run)")] = False,
+    seeds: Annotated[Optional[str], typer.Option(
+        help="Train once per seed, e.g. 0,1,2: OUT/seed-N is each seed's run, OUT/seeds.json their spread "
+             "(`transferkit compare OUT` shows it, and a verdict against another run)", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON")] = False,
     report: Annotated[bool, typer.Option("--report", help="Also write RUN/report.html (plots, errors; "
                                                           "needs the 'report' extra)")] = False,
+    target: Annotated[Optional[Path], typer.Option(
+        help="Images of another domain (flat, or <class>/ folders whose labels only score the run): the run "
+             "reports its accuracy there, and --method coral|mmd|dann|cdan|pseudo-label adapt to them "
+             "(`transferkit adapt` compares methods)", show_default=False)] = None,
     **settings: Any,
 ) -> None:
     """Fit a model to DATA and save it as a run folder."""
     if out is not None and not out.strip():
         raise TransferkitError("--out is empty: name the run folder to write (e.g. --out runs/NAME)")
     out_path = Path(out) if out is not None else None
+    seed_list = seeds_to_run(seeds, settings.get("seed"), resume)  # a bad --seeds fails before any work
     if resume:
         out_path, config = resume_paths(out_path, config)
     chosen = {name: value for name, value in settings.items() if value is not None}
@@ -110,13 +118,13 @@ def train(
         raise TransferkitError("no data given: pass a DATA folder or a --config that names one")
     if out_path is None:
         raise TransferkitError("--out is required: the run folder to write the model to")
-    check_before_work(out_path, run_config, overwrite, resume)
-    from transferkit.estimators import classifier_for_data  # lazy: numpy and torch; --help must not pay for them
-
     params = {k: v for k, v in run_config.to_dict().items() if k != "data"}
     if config is None and "backbone" not in chosen:
         del params["backbone"]  # the estimator's default suits the data: an image network or a text encoder
-    clf = classifier_for_data(run_config.data)(**params).fit(run_config.data, out=out_path, resume=resume)
+    if seed_list is not None:
+        return train_seeds(run_config, params, seed_list, out_path, overwrite, target, as_json=as_json, report=report)
+    check_before_work(out_path, run_config, overwrite, resume)
+    clf = new_classifier(run_config.data, params, target).fit(run_config.data, out=out_path, resume=resume)
     if not getattr(clf, "is_main_process_", True):
         return  # other ranks of a multi-process run: rank 0 saves
     clf.save(out_path, overwrite=overwrite or resume)
@@ -126,6 +134,71 @@ def train(
         print_json(clf.metrics_)
         return
     print_summary(clf.metrics_, out_path)
+
+
+def new_classifier(data: str, params: dict[str, Any], target: Path | None) -> Any:
+    """The estimator for ``data``; with a ``target``, the image classifier that also scores (and, with domain
+    terms, adapts to) the target images, on the pooled features (``adapt`` adds a bottleneck)."""
+    from transferkit.estimators import classifier_for_data  # lazy: numpy and torch; --help must not pay for them
+
+    if target is None:
+        return classifier_for_data(data)(**params)
+    from transferkit.methods.domain.estimator import adapting_classifier  # lazy: torch
+
+    return adapting_classifier(classifier_for_data(data), str(target), params)
+
+
+def seeds_to_run(spec: str | None, seed: int | None, resume: bool) -> list[int] | None:
+    """``--seeds`` as a list (None when not given); with ``--seed`` or ``--resume`` it is a one-line error."""
+    if spec is None:
+        return None
+    if seed is not None:
+        raise TransferkitError("--seeds and --seed together: --seeds trains once per seed it lists; drop --seed")
+    if resume:
+        raise TransferkitError("--seeds and --resume together: resume one seed's run instead (--resume --out "
+                               "OUT/seed-N)")
+    from transferkit.runs.seeds import parse_seeds  # lazy: numpy; --help must not pay for it
+
+    return parse_seeds(spec)
+
+
+def train_seeds(config: RunConfig, params: dict[str, Any], seeds: list[int], out: Path, overwrite: bool,
+                target: Path | None, as_json: bool, report: bool) -> None:
+    """``--seeds``: the config once per seed, each a normal run folder OUT/seed-N (its config has its seed),
+    and the spread of their metrics in OUT/seeds.json. Every seed's settings and folder are checked first."""
+    from transferkit.runs.seeds import check_seeds_out, fit_seeds, seed_folder  # lazy: numpy
+
+    check_seeds_out(out, seeds, overwrite)
+    for seed in seeds:
+        check_before_work(seed_folder(out, seed), config.replace(seed=seed), overwrite, resume=False)
+    runs: dict[str, Any] = {}
+
+    def saved(seed: int, folder: Path, clf: Any) -> None:
+        runs[folder.name] = clf.metrics_
+        if report:
+            write_html_report(folder)
+        if not as_json:
+            print_summary(clf.metrics_, folder)
+
+    manifest = fit_seeds(lambda seed: new_classifier(config.data, {**params, "seed": seed}, target), config.data,
+                         seeds, out, overwrite, saved)
+    if not manifest:
+        return  # other ranks of a multi-process run: rank 0 saves
+    if as_json:
+        print_json({**manifest, "metrics": runs})
+        return
+    print_spread(manifest["summary"], seeds, out)
+
+
+def print_spread(summary: dict[str, Any], seeds: list[int], out: Path) -> None:
+    """One line per metric: mean, std and the t-interval of the mean over the seeds."""
+    screen = console()
+    screen.print(f"over {len(seeds)} seeds (std, and the 95% t-interval of the mean):")
+    for key, s in summary.items():
+        what = key.replace("_", " ", 1).replace("macro_f1", "macro-F1")
+        screen.print(f"{what:<13} mean {s['mean']:.4f}  std {s['std']:.4f}  95% interval "
+                     f"[{s['low']:.4f}, {s['high']:.4f}]")
+    screen.print(f"saved to {out}: a run folder per seed, and seeds.json")
 
 
 def write_html_report(out: Path) -> None:
@@ -180,6 +253,9 @@ def print_summary(metrics: dict[str, Any], out: Path) -> None:
         if split in metrics:
             m = metrics[split]
             screen.print(f"{split}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")
+    if "target" in metrics:
+        m = metrics["target"]
+        screen.print(f"target {m['folder']}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")
     export = f", plus {metrics['export_seconds']:.1f} s for the one-off ONNX export" if metrics.get("export_seconds") else ""
     screen.print(f"saved to {out}  ({metrics['train_seconds']:.1f} s{export})")
 

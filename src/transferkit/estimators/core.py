@@ -25,7 +25,7 @@ from transferkit.estimators.params import ConfiguredEstimator, check_parameters,
 from transferkit.features.engines import check_precision_device, first_line, net_tensors, seed_engine
 from transferkit.heads.linear import load_probe_into, probe_from_linear
 from transferkit.heads.probe import ProbeHead, fit_probe
-from transferkit.metrics import classification_metrics
+from transferkit.metrics import classification_metrics, record_scored_items
 from transferkit.modalities.base import Featurized, Inputs, LabelledData, Modality, Split
 from transferkit.progress import log
 from transferkit.runs.folders import RUN_ENGINE
@@ -101,7 +101,8 @@ class TransferClassifier(ConfiguredEstimator):
             check_precision_device(config.precision)
         if out is not None:
             check_out_vs_data(out, config.data, config.val_data, config.test_data)
-        dataset = self.read_data(data, labels, val_data if val_data is not None else config.val_data, config)
+        dataset = self.read_data(config.data or data, labels, val_data if val_data is not None else config.val_data,
+                                 config)  # a path as absolute: items name the same files from any folder
         log(f"data: {dataset.describe()}")
         self.config, self.net_, self.checkpoint_dir_, self.embed_stats_ = config, None, None, {}
         self.source_head_, self.adapter_ = None, None
@@ -126,6 +127,7 @@ class TransferClassifier(ConfiguredEstimator):
         metrics["train_seconds"] = round(time.perf_counter() - start - export, 3)
         if export:
             metrics["export_seconds"] = round(export, 3)
+        record_scored_items(metrics, dataset, metrics.get(self.modality.skipped_key) or [])  # compare pairs runs by it
         self.metrics_ = metrics
         return self
 

@@ -3,7 +3,10 @@
 Replacing a folder deletes what it held, so only a folder that is a transferkit run (every entry one a run
 writes, and its model or config says transferkit wrote it) is ever replaced; anything else is an error, with
 or without ``overwrite``. A run is never written into, over, or around its own data, nor over the current
-folder. This module is torch- and numpy-free: the CLI checks ``--out`` before it imports the heavy parts.
+folder. The same holds for a seeds folder (``train --seeds``: a ``seed-N`` run per seed and ``seeds.json``):
+only one whose every entry is one of those, each run a transferkit run, is replaced, and only by another
+seeds run; a single run never replaces it, nor it a single run. This module is torch- and numpy-free: the
+CLI checks ``--out`` before it imports the heavy parts.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ ADAPTER_FILE, ADAPTER_CONFIG = "adapter.safetensors", "adapter.json"  # an adapt
 RUN_ENTRIES = (*FILES, "metrics.jsonl", CHECKPOINT_DIR, "tokenizer", "encoder", RUN_ENGINE, RUN_REPORT,
                ADAPTER_FILE, ADAPTER_CONFIG)
 FORMAT_PREFIX = "transferkit-"  # model.safetensors' (and a checkpoint's) "format" metadata
+# `train --seeds 0,1,2 --out RUN` writes a seeds folder: one run folder per seed (RUN/seed-0, ...) and its
+# manifest RUN/seeds.json (whose "format" starts with FORMAT_PREFIX); runs/seeds.py writes and reads them.
+SEEDS_FILE = "seeds.json"
+SEED_PREFIX = "seed-"
+MAX_MANIFEST = 1 << 20  # a seeds.json is a few kB; a larger file is not one transferkit wrote
 MAX_HEADER = 1 << 24  # a safetensors header larger than this is not one transferkit wrote
 LISTED = 3  # foreign entries named in a message
 
@@ -121,6 +129,38 @@ def is_run_config(path: Path) -> bool:
     return {"backbone", "strategy"} <= set(data)
 
 
+def is_seed_name(name: str) -> bool:
+    """``seed-0``, ``seed-17``: the name of one seed's run in a seeds folder."""
+    digits = name.removeprefix(SEED_PREFIX)
+    return name.startswith(SEED_PREFIX) and digits.isascii() and digits.isdigit()
+
+
+def is_seeds_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder ``train --seeds`` wrote: its manifest and ``seed-N`` runs, nothing else
+    (an interrupted save's temporary folders aside), and the manifest or a run says transferkit wrote it."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    entries = [p for p in path.iterdir() if not is_temporary(p.name)]
+    runs = [p for p in entries if is_seed_name(p.name)]
+    if any(p.name != SEEDS_FILE and not is_seed_name(p.name) for p in entries):
+        return False
+    if not all(is_run_folder(p) and not p.is_symlink() for p in runs):  # a link's target is not ours to replace
+        return False
+    manifest = path / SEEDS_FILE
+    return bool(runs) if not manifest.exists() else json_format(manifest).startswith(FORMAT_PREFIX)
+
+
+def json_format(path: Path) -> str:
+    """The ``format`` of a small JSON object file ("" when it is not one)."""
+    try:
+        with open(path, "rb") as handle:
+            value = json.loads(handle.read(MAX_MANIFEST)).get("format", "")
+        return value if isinstance(value, str) else ""
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return ""
+
+
 def is_run_folder(path: str | Path) -> bool:
     """Whether ``path`` is a transferkit run folder (finished, or a fine-tuning run's ``checkpoints`` only)."""
     path = Path(path)
@@ -157,6 +197,9 @@ def check_replaceable(path: Path, overwrite: bool, ignore: tuple[str, ...]) -> N
     if not entries:
         return
     foreign = foreign_entries(path, ignore)
+    if foreign and is_seeds_folder(path):  # transferkit's, but a folder of runs: only --seeds replaces it
+        raise RunDirError(f"{path}: holds one run per seed, not one run; replace them with "
+                          f"{arg('seeds', api='fit_seeds()')} and {arg('overwrite', True)}, or choose {another_out()}")
     if foreign or not signed_by_transferkit(path):
         listing = ", ".join((foreign or entries)[:LISTED]) + (" ..." if len(foreign or entries) > LISTED else "")
         raise RunDirError(f"{path}: holds files that are not a transferkit run ({listing}), so it is never replaced; "

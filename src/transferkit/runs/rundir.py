@@ -33,7 +33,7 @@ from transferkit.config import RunConfig, read_config_file
 from transferkit.errors import RunDirError, TransferkitError
 from transferkit.features.cache import usable_cache_dir
 from transferkit.runs.folders import (CHECKPOINT_DIR, FILES, LAST_CHECKPOINT, PICKLED_CHECKPOINT, another_out,
-                                      check_out_vs_data, check_writable, checkpoint_dir, reason)
+                                      check_out_vs_data, check_writable, checkpoint_dir, is_seeds_folder, reason)
 
 # names that callers import from here, where they have always been
 __all__ = ["CHECKPOINT_DIR", "FILES", "LAST_CHECKPOINT", "PICKLED_CHECKPOINT", "RunFiles", "check_out_vs_data",
@@ -138,6 +138,9 @@ def read_run(path: str | Path, required: tuple[str, ...] = ()) -> RunFiles:
         raise RunDirError(f"{path}: run folder not found; pass the --out folder of `transferkit train`")
     missing = [name for name in FILES if not (path / name).is_file()]
     missing += [name for name in required if not (path / name).exists()]
+    if missing and is_seeds_folder(path):
+        raise RunDirError(f"{path}: holds one run per seed (train --seeds); pass one of them ({path / 'seed-N'}), "
+                          "or compare the folder")
     if missing:
         raise RunDirError(f"{path}: not a complete run (missing {', '.join(missing)}); train again into it")
     config = read_run_config(path / "config.yaml")

@@ -31,4 +31,5 @@ LOSS_TERMS = Registry("method", {
 
 CALLBACKS = Registry("callback", {
     "tensorboard": "transferkit.train.tensorboard:TensorBoardLogger",  # scalars per epoch, watched live
+    "optuna-prune": "transferkit.tuning.prune:OptunaPrune",  # a tune trial's validation curve; pruned trials stop
 })
