@@ -158,7 +158,7 @@ class TransferClassifier(ConfiguredEstimator):
 
     def _featurize_splits(self, dataset: LabelledData, *splits: Split) -> list[tuple[Featurized, np.ndarray]]:
         """(features, labels of the items read) per split, through one pass over the cache and the engine."""
-        result = self._featurize([item for split in splits for item in split.items])
+        result = self.featurize([item for split in splits for item in split.items])
         parts, start = [], 0
         for name, split in zip(("train", "val", "test"), splits):
             part = result.part(start, start + len(split))
@@ -236,7 +236,7 @@ class TransferClassifier(ConfiguredEstimator):
 
     def features(self, items: Sequence[str]) -> np.ndarray:
         """What the head reads, for ``items`` (image paths, texts), through the cache."""
-        return self._featurize(list(items)).features
+        return self.featurize(list(items)).features
 
     @property
     def trained_tensors_(self) -> dict[str, np.ndarray] | None:
@@ -245,7 +245,8 @@ class TransferClassifier(ConfiguredEstimator):
             return None
         return {k: v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
 
-    def _featurize(self, items: list[str]) -> Featurized:
+    def featurize(self, items: list[str]) -> Featurized:
+        """Features of ``items`` and which of them were read, through the cache (a run's own engine seeded)."""
         if getattr(self, "run_engine_", None) is not None:  # here, so a cache_dir set after load is the one seeded
             seed_engine(self.spec_.fingerprint, self.modality.engine_file(self.spec_), self.run_engine_,
                         self.config.cache_dir)
@@ -282,7 +283,7 @@ class TransferClassifier(ConfiguredEstimator):
         """Class probabilities, one row per item (folders expanded to their images, data files to their rows)."""
         self._check_fitted()
         records = self.modality.predict_inputs(inputs, self.config, text=text)
-        result = self._featurize([r["input"] for r in records])
+        result = self.featurize([r["input"] for r in records])
         if result.failed:
             raise DataError(f"{result.failed[0][0]}: cannot read it ({result.failed[0][1]})")
         return self._proba(result.features)
@@ -298,7 +299,7 @@ class TransferClassifier(ConfiguredEstimator):
         The item is also under the modality's own name for it (``path``, ``text``)."""
         self._check_fitted()
         records = self.modality.predict_inputs(inputs, self.config, text=text)
-        result = self._featurize([r["input"] for r in records])
+        result = self.featurize([r["input"] for r in records])
         rows, reasons = iter(self._proba(result.features)), dict(result.failed)
         k = max(1, min(top_k, len(self.classes_)))
         for record, ok in zip(records, result.ok):
@@ -319,7 +320,7 @@ class TransferClassifier(ConfiguredEstimator):
         names = [str(c) for c in self.classes_]  # the modality reads labels as text; classes_ keeps y's types
         split, skipped = self.modality.read_labelled(data, None if labels is None else [str(y) for y in labels], names,
                                                      self.config)
-        result = self._featurize(split.items)
+        result = self.featurize(split.items)
         if result.failed and self.config.strict:
             raise DataError(f"{result.failed[0][0]}: cannot read it ({result.failed[0][1]})")
         kept = np.flatnonzero(result.ok)

@@ -68,7 +68,7 @@ def collect(run: str | Path, data: Any = None) -> RunReport:
 def predict_heldout(clf: TransferClassifier, data: Any) -> Heldout:
     split, source = heldout_split(clf, data)
     split = capped(split, MAX_ITEMS)
-    result = clf.modality.featurize(clf.spec_, split.items, clf.config, clf.feature_net, False)
+    result = clf.featurize(split.items)  # through the run's own engine: no export
     kept = np.flatnonzero(result.ok)
     proba = (clf.head_.predict_proba(result.features) if len(kept)
              else np.zeros((0, len(clf.classes_)), np.float32))
