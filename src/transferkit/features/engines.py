@@ -1,7 +1,9 @@
-"""Inference engines for a frozen feature network: ONNX Runtime on CPU, torch on GPU (or when forced).
+"""Inference engines for a frozen feature network: ONNX Runtime on CPU (fp32, or calibrated int8), torch on GPU
+(or when forced).
 
-Both take ``uint8`` NHWC batches and return float32 features, so the decoder and the cache never care
-which one runs. Exported ONNX graphs are cached per model fingerprint and input size.
+All take ``uint8`` NHWC batches and return float32 features, so the decoder and the cache never care
+which one runs. Exported ONNX graphs are cached per model fingerprint and input size; int8 graphs also per
+calibration sample, and their features apart from fp32's (:class:`EnginePlan`).
 """
 
 from __future__ import annotations
@@ -13,21 +15,22 @@ import os
 import time
 import uuid
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
 from transferkit.atomic import atomic_write_bytes
 from transferkit.errors import TransferkitError, arg
 from transferkit.features.cache import cache_root, claim_root
+from transferkit.features.quantize import (Calibration, QuantizationError, check_close, features_identity,
+                                           int8_file, int8_files, quantize_graph)
 from transferkit.progress import log
 from transferkit.runs.folders import reason
 
 if TYPE_CHECKING:
     from torch import nn
-
-ENGINES = ("auto", "onnx", "torch")
 
 
 class Engine(Protocol):
@@ -48,6 +51,7 @@ def gpu_present() -> bool:
 class OnnxEngine:
     name = "onnx"
     export_seconds = 0.0  # the one-off ONNX export that made this engine (0: it was cached)
+    spinning = True  # ONNX Runtime's idle threads spin, waiting for work (its default)
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -55,11 +59,21 @@ class OnnxEngine:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not self.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.path = Path(path)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(images)})[0]
+
+
+class OnnxInt8Engine(OnnxEngine):
+    name = "onnx-int8"
+    # Spinning threads take the cores the decoding threads need: without it, int8 extraction from files ran
+    # 18% faster on 2 cores (fp32 12%; left as it is, bench/int8.py measures it beside).
+    spinning = False
 
 
 class TorchEngine:
@@ -122,22 +136,126 @@ def image_engine_file(input_size: int) -> str:
     return f"features-{input_size}.onnx"
 
 
-def open_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.Module"], engine: str = "auto",
-                cache_dir: str | Path | None = None, label: str = "") -> Engine:
-    """The engine to extract features with; ``build_net`` is only called when a network must be built.
+@dataclass
+class EnginePlan:
+    """The engine a run will use, decided before any work: its name, the fingerprint its features are cached
+    under (an int8 engine's differ from fp32's), and how to open it (only when rows are missing)."""
 
-    ``auto`` picks torch on a GPU and ONNX Runtime on CPU. When the ONNX export fails for an architecture,
-    it falls back to torch with a one-line notice.
-    """
-    if engine not in ENGINES:
+    name: str
+    features_fingerprint: str
+    open: Callable[[], Engine]
+    meta: dict[str, Any] = field(default_factory=dict)  # for the feature cache's meta.json (int8: which engine)
+
+
+@dataclass
+class EngineRequest:
+    """What a plan is made from: the network's identity and input, and how to build or calibrate it."""
+
+    fingerprint: str
+    input_size: int
+    build_net: Callable[[], "nn.Module"]
+    cache_dir: str | Path | None
+    label: str
+    calibration: Callable[[], Calibration] | None  # the user's own sample; only int8 asks for it
+
+    def fp32_path(self) -> Path:
+        return engine_dir(self.fingerprint, self.cache_dir) / image_engine_file(self.input_size)
+
+    def fp32(self) -> Engine:
+        return cached_onnx_engine(self.fp32_path(), self.build_net,
+                                  lambda net, target: export_onnx(net, self.input_size, target),
+                                  {"backbone": self.label, "input_size": self.input_size}, self.label, OnnxEngine,
+                                  TorchEngine)
+
+
+def plan_auto(request: EngineRequest) -> EnginePlan:
+    """Torch on a GPU, fp32 ONNX Runtime on CPU (int8 is asked for by name: it moves features a little)."""
+    return (plan_torch if gpu_present() else plan_onnx)(request)
+
+
+def plan_onnx(request: EngineRequest) -> EnginePlan:
+    return EnginePlan("onnx", request.fingerprint, request.fp32)
+
+
+def plan_torch(request: EngineRequest) -> EnginePlan:
+    return EnginePlan("torch", request.fingerprint, lambda: TorchEngine(request.build_net()))
+
+
+def plan_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.Module"], engine: str = "auto",
+                cache_dir: str | Path | None = None, label: str = "",
+                calibration: Callable[[], Calibration] | None = None) -> EnginePlan:
+    """The engine to extract features with; ``build_net`` is only called when a network must be built, and
+    ``calibration`` only when an int8 engine must be calibrated."""
+    if engine not in PLANS:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "auto":
-        engine = "torch" if gpu_present() else "onnx"
-    if engine == "torch":
-        return TorchEngine(build_net())
-    path = engine_dir(fingerprint, cache_dir) / image_engine_file(input_size)
-    return cached_onnx_engine(path, build_net, lambda net, target: export_onnx(net, input_size, target),
-                              {"backbone": label, "input_size": input_size}, label, OnnxEngine, TorchEngine)
+    return PLANS[engine](EngineRequest(fingerprint, input_size, build_net, cache_dir, label, calibration))
+
+
+def open_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.Module"], engine: str = "auto",
+                cache_dir: str | Path | None = None, label: str = "",
+                calibration: Callable[[], Calibration] | None = None) -> Engine:
+    """The engine itself (see :func:`plan_engine`). ``auto`` picks torch on a GPU and ONNX Runtime on CPU.
+    When the ONNX export fails for an architecture, it falls back to torch with a one-line notice."""
+    return plan_engine(fingerprint, input_size, build_net, engine, cache_dir, label, calibration).open()
+
+
+def plan_int8(request: EngineRequest) -> EnginePlan:
+    """The network's calibrated int8 engine. The first one calibrated for a network stays its engine: later
+    runs (predictions on new files included) extract with it, so a head always meets the features it was
+    fitted on. Without one, it is calibrated on ``request.calibration()`` when first opened."""
+    directory = engine_dir(request.fingerprint, request.cache_dir)
+    prefix = Path(image_engine_file(request.input_size)).stem
+    cached = cached_int8(directory, prefix)
+    if cached is None and request.calibration is None:
+        log(f"notice: no images to calibrate an int8 engine on here; using the fp32 ONNX engine for "
+            f"{request.label or 'this backbone'}")
+        return plan_onnx(request)
+    calibration = request.calibration() if cached is None and request.calibration is not None else None
+    path = cached.path if cached is not None else directory / int8_file(prefix, calibration)
+    meta = {"backbone": request.label, "input_size": request.input_size, "engine": "onnx-int8",
+            "engine_file": path.name}
+    return EnginePlan("onnx-int8", features_identity(request.fingerprint, path.name),
+                      lambda: cached if cached is not None else build_int8(request, path, calibration), meta)
+
+
+def cached_int8(directory: Path, prefix: str) -> OnnxInt8Engine | None:
+    """The first cached int8 engine of ``prefix`` that loads; one that does not (a copy cut short, a damaged
+    file) is removed with a notice, and a new one is calibrated."""
+    for path in int8_files(directory, prefix) if directory.is_dir() else []:
+        try:
+            return OnnxInt8Engine(path)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors for a damaged graph have no common type
+            log(f"notice: the cached int8 engine {path} does not load ({first_line(exc)}); calibrating a new one")
+            path.unlink(missing_ok=True)
+    return None
+
+
+def build_int8(request: EngineRequest, path: Path, calibration: Calibration) -> Engine:
+    """Quantise the fp32 graph (exported first if needed) to ``path``, refused if too far from fp32."""
+    label = request.label or "this backbone"
+    start = time.perf_counter()
+    fp32 = request.fp32()
+    if not isinstance(fp32, OnnxEngine):  # the export fell back to torch: there is no graph to quantise
+        raise QuantizationError(f"{arg('engine', 'onnx-int8')} needs the ONNX export, which failed for {label}; "
+                                f"use {arg('engine', 'torch')}")
+    log(f"calibrating an int8 engine for {label} on {calibration.size} of your images, once (cached in "
+        f"{path.parent})")
+    try:
+        quantize_graph(request.fp32_path(), path, calibration,
+                       lambda tmp: check_close(OnnxInt8Engine(tmp), fp32, calibration, label))
+        engine = OnnxInt8Engine(path)
+    except QuantizationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the quantiser's errors have no common type: one line says why
+        raise QuantizationError(f"cannot build the int8 engine for {label} ({first_line(exc)}); use "
+                                f"{arg('engine', 'onnx')}") from None
+    engine.export_seconds = time.perf_counter() - start  # the fp32 export too, if it was needed
+    return engine
+
+
+PLANS: dict[str, Callable[[EngineRequest], EnginePlan]] = {"auto": plan_auto, "onnx": plan_onnx, "torch": plan_torch,
+                                                          "onnx-int8": plan_int8}
+ENGINES = tuple(PLANS)
 
 
 def cached_onnx_engine(path: Path, build_net: Callable[[], "nn.Module"],

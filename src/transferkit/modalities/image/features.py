@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from transferkit.features.cache import FeatureStore, file_key
-from transferkit.features.engines import open_engine
+from transferkit.features.engines import plan_engine
+from transferkit.features.quantize import Calibration, digest, spread
 from transferkit.modalities.image.pipeline import decode_batches
 from transferkit.modalities.image.preprocessing import Preprocessing
 from transferkit.progress import progress
@@ -51,6 +52,20 @@ def cache_keys(paths: Sequence[str]) -> list[str | None]:
     return keys
 
 
+def calibration_sample(paths: Sequence[str], preprocessing: Preprocessing, workers: int | None) -> Calibration:
+    """A sample of ``paths`` to calibrate an int8 engine on, decoded exactly as extraction decodes (once, when
+    first asked for); identified by the files' keys, so other images make another engine."""
+    sample = spread(paths)
+    decoded: list[np.ndarray] = []
+
+    def batches() -> list[np.ndarray]:
+        if not decoded:
+            decoded.extend(b.images for b in decode_batches(sample, preprocessing, 16, workers) if len(b.indices))
+        return decoded
+
+    return Calibration(digest(*(key or path for key, path in zip(cache_keys(sample), sample))), batches, len(sample))
+
+
 @dataclass
 class FeatureResult:
     features: np.ndarray  # float32 [n_ok, d], rows in input order of the files that decoded
@@ -71,8 +86,10 @@ def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engi
     start = time.perf_counter()
     paths = [str(p) for p in paths]
     keys = cache_keys(paths) if use_cache else [None] * len(paths)
-    meta = {"backbone": source.label, "input_size": source.preprocessing.input_size}
-    store = FeatureStore.open(source.fingerprint, cache_dir, cache_dtype, meta) if use_cache else None
+    plan = plan_engine(source.fingerprint, source.preprocessing.input_size, source.build_net, engine, cache_dir,
+                       source.label, lambda: calibration_sample(paths, source.preprocessing, workers))
+    meta = plan.meta or {"backbone": source.label, "input_size": source.preprocessing.input_size}
+    store = FeatureStore.open(plan.features_fingerprint, cache_dir, cache_dtype, meta) if use_cache else None
 
     def cached(i: int) -> bool:
         return store is not None and keys[i] is not None and keys[i] in store
@@ -82,8 +99,7 @@ def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engi
     failed: list[tuple[str, str]] = []
     engine_name, export_seconds = "cache", 0.0
     if missing:
-        run = open_engine(source.fingerprint, source.preprocessing.input_size, source.build_net, engine,
-                          cache_dir, source.label)
+        run = plan.open()
         engine_name, export_seconds = run.name, run.export_seconds
         with progress(len(missing), f"features ({source.label}, {run.name})", show_progress) as advance:
             todo = [paths[i] for i in missing]

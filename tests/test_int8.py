@@ -1,0 +1,170 @@
+"""The calibrated int8 engine (``--engine onnx-int8``): built from the user's images, cached, close to fp32."""
+
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import transferkit.features.engines as engines
+import transferkit.features.quantize as quantize
+from conftest import FAST, make_folder, make_image
+from transferkit import ImageClassifier
+from transferkit.errors import TransferkitError
+from transferkit.features.engines import OnnxEngine, OnnxInt8Engine, open_engine, plan_engine
+from transferkit.features.quantize import Calibration, cosine_distance, int8_file
+from transferkit.modalities.image.backbones import resolve_backbone
+from transferkit.modalities.image.features import FeatureSource, calibration_sample, extract_features
+
+# Measured at 64 px on these generated images: mean cosine distance 0.004-0.005, max 0.007-0.012 (at 224 px on
+# real images, bench/int8.py: mean <= 0.004); the bounds leave room for other CPUs' kernels, not for a broken
+# engine (0.24 measured for one).
+MAX_DISTANCE, MAX_MEAN_DISTANCE = 0.03, 0.015
+
+
+@pytest.fixture(scope="module")
+def source() -> FeatureSource:
+    return FeatureSource.from_spec(resolve_backbone("efficientnet_lite0", input_size=64))
+
+
+@pytest.fixture(scope="module")
+def fp32_engines(source: FeatureSource, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fp32 engine, exported once for the module: each test copies it into a cache of its own."""
+    root = tmp_path_factory.mktemp("int8-fp32")
+    open_engine(source.fingerprint, 64, source.build_net, "onnx", cache_dir=root, label="t")
+    return root / "engines"
+
+
+@pytest.fixture
+def cache(tmp_path: Path, fp32_engines: Path) -> Path:
+    shutil.copytree(fp32_engines, tmp_path / "cache" / "engines")
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every int8 graph quantised, in order (the real quantiser runs)."""
+    made: list[Path] = []
+    real = engines.quantize_graph
+
+    def counting(fp32_path: Path, target: Path, *args, **kwargs) -> None:
+        made.append(target)
+        real(fp32_path, target, *args, **kwargs)
+
+    monkeypatch.setattr(engines, "quantize_graph", counting)
+    return made
+
+
+def files_of(root: Path) -> list[str]:
+    return sorted(str(p) for p in root.rglob("*.png"))
+
+
+def int8_engines(cache: Path, source: FeatureSource) -> list[Path]:
+    return sorted((cache / "engines" / source.fingerprint).glob("features-64-int8*.onnx"))
+
+
+def test_built_once_from_calibration_images_then_reused(tmp_path: Path, source: FeatureSource, cache: Path,
+                                                        builds: list[Path], capsys):
+    files = files_of(make_folder(tmp_path / "d", {"": 6}))
+    first = extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False)
+    assert (first.engine, first.extracted) == ("onnx-int8", 12) and first.export_seconds > 0
+    assert "calibrating an int8 engine for efficientnet_lite0 on 12 of your images" in capsys.readouterr().err
+    [engine_file] = int8_engines(cache, source)
+    assert builds == [engine_file]
+    stamp = engine_file.stat().st_mtime_ns
+
+    new = [str(make_image(tmp_path / "new" / f"{i}.png", (30 * i, 200, 90), seed=50 + i)) for i in range(3)]
+    second = extract_features(source, new, engine="onnx-int8", cache_dir=cache, show_progress=False)
+    assert (second.engine, second.extracted, second.export_seconds) == ("onnx-int8", 3, 0.0)
+    assert builds == [engine_file] and int8_engines(cache, source) == [engine_file]  # not calibrated again
+    assert engine_file.stat().st_mtime_ns == stamp and "calibrating" not in capsys.readouterr().err
+
+
+def test_features_close_to_fp32_and_cached_apart(tmp_path: Path, source: FeatureSource, cache: Path):
+    files = files_of(make_folder(tmp_path / "d", {"": 5}))
+    fp32 = extract_features(source, files, engine="onnx", cache_dir=cache, show_progress=False)
+    int8 = extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False)
+    assert int8.extracted == len(files)  # fp32's cached rows are not int8's
+    distance = cosine_distance(fp32.features, int8.features)
+    assert distance.max() < MAX_DISTANCE and distance.mean() < MAX_MEAN_DISTANCE, distance
+    assert distance.max() > 0  # really int8: not the fp32 graph under another name
+    again = extract_features(source, files, engine="onnx", cache_dir=cache, show_progress=False)
+    assert again.cached == len(files) and np.array_equal(again.features, fp32.features)  # fp32 rows untouched
+    assert extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False).cached == 10
+
+
+def test_fingerprint_differs_from_fp32_and_by_calibration(tmp_path: Path, source: FeatureSource, cache: Path):
+    files = files_of(make_folder(tmp_path / "d", {"": 3}))
+    other = files_of(make_folder(tmp_path / "e", {"": 3}, {"green": (20, 200, 20), "grey": (128, 128, 128)}))
+    fp32 = plan_engine(source.fingerprint, 64, source.build_net, "onnx", cache)
+    int8 = plan_engine(source.fingerprint, 64, source.build_net, "onnx-int8", cache,
+                       calibration=lambda: calibration_sample(files, source.preprocessing, 1))
+    assert fp32.features_fingerprint == source.fingerprint
+    assert int8.name == "onnx-int8" and int8.features_fingerprint != source.fingerprint
+    a, b = (calibration_sample(f, source.preprocessing, 1) for f in (files, other))
+    assert a.identity != b.identity and int8_file("features-64", a) != int8_file("features-64", b)
+    assert calibration_sample(list(files), source.preprocessing, 1).identity == a.identity  # same images, same engine
+
+
+def test_damaged_cached_engine_is_calibrated_again_without_running_it(tmp_path: Path, source: FeatureSource,
+                                                                      cache: Path, builds: list[Path], capsys):
+    files = files_of(make_folder(tmp_path / "d", {"": 4}))
+    extract_features(source, files[:4], engine="onnx-int8", cache_dir=cache, show_progress=False)
+    [engine_file] = int8_engines(cache, source)
+
+    class Payload:  # were the file ever unpickled, this would leave a marker
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "executed",))
+
+    engine_file.write_bytes(pickle.dumps(Payload()))
+    result = extract_features(source, files[4:], engine="onnx-int8", cache_dir=cache, show_progress=False)
+    err = capsys.readouterr().err
+    assert result.engine == "onnx-int8" and result.extracted == 4 and len(builds) == 2
+    notice = [line for line in err.splitlines() if "does not load" in line]
+    assert len(notice) == 1 and "calibrating a new one" in notice[0] and "Traceback" not in err
+    assert not (tmp_path / "executed").exists()
+    [rebuilt] = int8_engines(cache, source)
+    assert isinstance(OnnxInt8Engine(rebuilt), OnnxInt8Engine)
+
+
+def test_engine_too_far_from_fp32_is_refused_in_one_line(tmp_path: Path, source: FeatureSource, cache: Path,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(quantize, "MAX_MEAN_DISTANCE", -1.0)  # any engine is "too far": the guard must refuse it
+    files = files_of(make_folder(tmp_path / "d", {"": 2}))
+    with pytest.raises(TransferkitError) as refused:
+        extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False)
+    message = str(refused.value)
+    assert "too far from fp32" in message and "\n" not in message
+    assert int8_engines(cache, source) == [] and not list((cache / "engines").rglob("*.tmp.onnx"))
+
+
+def test_without_images_to_calibrate_on_fp32_is_used(source: FeatureSource, cache: Path, capsys):
+    engine = open_engine(source.fingerprint, 64, source.build_net, "onnx-int8", cache_dir=cache, label="t")
+    assert type(engine) is OnnxEngine and "no images to calibrate an int8 engine on" in capsys.readouterr().err
+
+
+def test_probe_run_predicts_with_the_engine_it_was_trained_on(tiny_folder: Path, cache: Path, builds: list[Path]):
+    clf = ImageClassifier(**FAST, engine="onnx-int8", cache_dir=str(cache)).fit(tiny_folder)
+    assert clf.metrics_["embeddings"]["engine"] == "onnx-int8" and clf.metrics_["val"]["accuracy"] == 1.0
+    new = make_image(tiny_folder.parent / "unseen" / "red.png", (230, 30, 30), seed=77)
+    assert clf.predict([new]) == ["red"]
+    assert len(builds) == 1  # prediction on new files reused the run's engine
+
+
+def test_calibration_is_spread_over_the_files_and_bounded():
+    items = [f"class{i // 100}/{i}.png" for i in range(1000)]
+    sample = quantize.spread(items, 64)
+    assert len(sample) == 64 and len({s.split("/")[0] for s in sample}) == 10 and sample == quantize.spread(items, 64)
+    assert quantize.spread(items[:5], 64) == items[:5]
+    assert Calibration("x", lambda: []).size == 0
+
+
+def test_the_config_offers_exactly_the_engines_there_are_plans_for() -> None:
+    """config.py stays numpy-free, so its Engine choices are spelled there too: they must name the plans."""
+    import typing
+
+    from transferkit.config import Engine
+    from transferkit.features.engines import PLANS
+
+    assert set(typing.get_args(Engine)) == set(PLANS)
