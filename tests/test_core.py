@@ -218,7 +218,7 @@ class NumbersModality:
     def resolve(self, config, strategy):
         return NumbersSpec()
 
-    def featurize(self, spec, items, config, build_net, show_progress):
+    def featurize(self, spec, items, config, build_net, show_progress, calibrate_on=None):
         parsed = []
         for item in items:
             try:

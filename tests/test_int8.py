@@ -168,3 +168,20 @@ def test_the_config_offers_exactly_the_engines_there_are_plans_for() -> None:
     from transferkit.features.engines import PLANS
 
     assert set(typing.get_args(Engine)) == set(PLANS)
+
+
+def test_a_probe_calibrates_on_its_training_images_only(tmp_path: Path, cache: Path, monkeypatch):
+    from transferkit.modalities.image import features as image_features
+
+    data = make_folder(tmp_path / "data", {"train": 4, "val": 2, "test": 2})
+    sampled: list[str] = []
+    real = image_features.calibration_sample
+
+    def recording(paths, *args):
+        sampled.extend(paths)
+        return real(paths, *args)
+
+    monkeypatch.setattr(image_features, "calibration_sample", recording)
+    clf = ImageClassifier(**FAST, engine="onnx-int8", cache_dir=str(cache)).fit(data)
+    assert clf.metrics_["embeddings"]["engine"] == "onnx-int8" and clf.metrics_["test"]["n"] == 4
+    assert sorted(sampled) == files_of(data / "train")  # never a validation or test image

@@ -158,7 +158,7 @@ class TransferClassifier(ConfiguredEstimator):
 
     def _featurize_splits(self, dataset: LabelledData, *splits: Split) -> list[tuple[Featurized, np.ndarray]]:
         """(features, labels of the items read) per split, through one pass over the cache and the engine."""
-        result = self.featurize([item for split in splits for item in split.items])
+        result = self.featurize([item for split in splits for item in split.items], splits[0].items)  # train first
         parts, start = [], 0
         for name, split in zip(("train", "val", "test"), splits):
             part = result.part(start, start + len(split))
@@ -245,13 +245,14 @@ class TransferClassifier(ConfiguredEstimator):
             return None
         return {k: v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
 
-    def featurize(self, items: list[str]) -> Featurized:
-        """Features of ``items`` and which of them were read, through the cache (a run's own engine seeded)."""
+    def featurize(self, items: list[str], calibrate_on: list[str] | None = None) -> Featurized:
+        """Features of ``items`` and which were read, through the cache (a run's own engine seeded); an int8
+        engine is calibrated on ``calibrate_on`` (training items: never on validation or test images)."""
         if getattr(self, "run_engine_", None) is not None:  # here, so a cache_dir set after load is the one seeded
             seed_engine(self.spec_.fingerprint, self.modality.engine_file(self.spec_), self.run_engine_,
                         self.config.cache_dir)
             self.run_engine_ = None
-        result = self.modality.featurize(self.spec_, items, self.config, self.feature_net, self.verbose)
+        result = self.modality.featurize(self.spec_, items, self.config, self.feature_net, self.verbose, calibrate_on)
         self.embed_stats_ = result.stats
         return result
 

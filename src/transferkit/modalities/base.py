@@ -155,8 +155,9 @@ class Modality(Protocol):
         """The feature network (items' tensors -> features) engines export and runs save as ``features.*``."""
 
     def featurize(self, spec: Spec, items: list[str], config: RunConfig, build_net: Callable[[], "nn.Module"],
-                  show_progress: bool) -> Featurized:
-        """Features through the cache; ``build_net`` is called only when no cached engine fits."""
+                  show_progress: bool, calibrate_on: list[str] | None = None) -> Featurized:
+        """Features through the cache; ``build_net`` is called only when no cached engine fits, and an engine
+        that calibrates (int8) does so on ``calibrate_on`` (the training items), else on ``items``."""
 
     def build_model(self, spec: Spec, n_classes: int) -> "nn.Module":
         """Backbone + new ``head`` (nn.Linear) for the training loop: ``.features``, ``.backbone``, ``.head``."""

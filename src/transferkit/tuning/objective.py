@@ -109,7 +109,7 @@ class ProbeObjective:
         if spec.fingerprint not in self.features:
             train, val = self.dataset.train, self.dataset.val
             result = modality.featurize(spec, train.items + val.items, config, lambda: modality.build_net(spec),
-                                        True)
+                                        True, calibrate_on=train.items)
             if result.failed:
                 log(f"warning: skipped {len(result.failed)} unreadable item(s), e.g. {result.failed[0][0]} "
                     f"({result.failed[0][1]})")

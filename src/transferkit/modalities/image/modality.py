@@ -115,13 +115,15 @@ class ImageModality:
         return FeatureSource.from_spec(spec).build_net()
 
     def featurize(self, spec: BackboneSpec, items: list[str], config: RunConfig,
-                  build_net: Callable[[], "nn.Module"], show_progress: bool) -> Featurized:
+                  build_net: Callable[[], "nn.Module"], show_progress: bool,
+                  calibrate_on: list[str] | None = None) -> Featurized:
         source = FeatureSource(spec.fingerprint, spec.preprocessing, build_net, spec.name)
         if items and is_in_memory(items[0]):
             return featurize_images(source, items, config.engine, config.inference_batch, config.cache_dir)
         result = extract_features(source, items, engine=config.engine, batch_size=config.inference_batch,
                                   workers=config.workers, use_cache=config.cache, cache_dir=config.cache_dir,
-                                  cache_dtype=config.cache_dtype, show_progress=show_progress)
+                                  cache_dtype=config.cache_dtype, show_progress=show_progress,
+                                  calibrate_on=calibrate_on)
         stats = {"cached": result.cached, "extracted": result.extracted, "seconds": round(result.seconds, 3),
                  "engine": result.engine, "export_seconds": round(result.export_seconds, 3)}
         return Featurized(result.features, result.ok, result.failed, stats)

@@ -136,7 +136,8 @@ class TextModality:
         return spec.build()
 
     def featurize(self, spec: TextBackboneSpec, items: list[str], config: RunConfig,
-                  build_net: Callable[[], "nn.Module"], show_progress: bool) -> Featurized:
+                  build_net: Callable[[], "nn.Module"], show_progress: bool,
+                  calibrate_on: list[str] | None = None) -> Featurized:
         result = embed_texts(spec, items, max_length=config.max_length, engine=config.engine,
                              batch_size=config.inference_batch, use_cache=config.cache, cache_dir=config.cache_dir,
                              cache_dtype=config.cache_dtype, show_progress=show_progress, build_net=build_net)
