@@ -169,7 +169,8 @@ def test_trials_never_read_the_test_split(tmp_path: Path, monkeypatch: pytest.Mo
     data = make_folder(tmp_path / "data", {"train": 6, "val": 3, "test": 3})
     seen: list[list[str]] = []
     featurize = IMAGE.featurize
-    monkeypatch.setattr(IMAGE, "featurize", lambda spec, items, *rest: seen.append(list(items)) or featurize(spec, items, *rest))
+    monkeypatch.setattr(IMAGE, "featurize", lambda spec, items, *rest, **named: seen.append(list(items)) or
+                        featurize(spec, items, *rest, **named))
     before_final: list[int] = []
     fit_best = tuning_study.fit_best
     monkeypatch.setattr(tuning_study, "fit_best", lambda *args: before_final.append(len(seen)) or fit_best(*args))
