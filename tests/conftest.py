@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,17 @@ def tiny_folder(tmp_path: Path) -> Path:
 
 # Small input size keeps tests fast; the same code path runs at 224 in benchmarks.
 FAST = {"image_size": 64}
+
+
+def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
+    """``transferkit ARGS`` through the console script's ``main``: (exit code, stdout, stderr)."""
+    from transferkit.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["transferkit", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as stopped:
+        code = stopped.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

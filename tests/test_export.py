@@ -5,33 +5,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import make_folder
+from conftest import make_folder, run_main
 from tokenizers import Tokenizer
 from test_text import sentiment_rows, write_csv
 
 from transferkit import ImageClassifier, TextClassifier
-from transferkit.cli import main
 from transferkit.errors import DataError
 from transferkit.export.exporter import TOLERANCE, export_run
 from transferkit.modalities.image.images import load_rgb
 from transferkit.modalities.image.preprocessing import Preprocessing
-
-
-def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    """``transferkit ARGS`` through the console script (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["transferkit", *map(str, args)])
-    with pytest.raises(SystemExit) as stopped:
-        main()
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return stopped.value.code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_folder
+from conftest import make_folder, run_main
 from scipy.stats import multivariate_normal
 
-from transferkit.cli import main
 from transferkit.selection.crossval import fold_count, knn_accuracy, probe_accuracy, stratified_folds
 from transferkit.selection.evidence import class_evidences, logme
 from transferkit.selection.hscore import h_score, ledoit_wolf
@@ -94,17 +93,6 @@ def test_recommendation_rules() -> None:
     assert choose_strategy(50, 0.9, gap=0.1)[0] == "linear-probe"
     assert choose_strategy(50, 0.9, gap=0.6)[0] == "gradual"
     assert choose_strategy(500, 0.99, gap=None)[0] == "linear-probe"  # saturated
-
-
-def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["transferkit", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as stopped:
-        code = stopped.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_rank_command_on_a_tiny_folder_then_from_the_cache_without_torch(tmp_path: Path) -> None:

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import FAST, make_folder
+from conftest import FAST, make_folder, run_main
 from scipy import stats
 from typer.testing import CliRunner
 
-from transferkit.cli import app, main
+from transferkit.cli import app
 from transferkit.config import RunConfig
 from transferkit.confidence import paired_bootstrap, t_interval
 from transferkit.errors import TransferkitError
@@ -29,14 +28,6 @@ from transferkit.runs.seeds import parse_seeds, write_manifest
 
 runner = CliRunner()
 SIZE = ["--image-size", str(FAST["image_size"])]
-
-
-def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str]:
-    """``transferkit ARGS`` through the console script's ``main``: (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["transferkit", *map(str, args)])
-    with pytest.raises(SystemExit) as stopped:
-        main()
-    return stopped.value.code, capsys.readouterr().err
 
 
 def one_error_line(err: str, *words: str) -> None:
@@ -192,12 +183,12 @@ def test_a_mixed_seeds_folder_is_one_line_not_a_mixed_mean(tmp_path: Path, monke
     fake_run(mixed / "seed-0", seed=0)
     fake_run(mixed / "seed-1", seed=1, image_size=160)  # left over from an interrupted --overwrite
     write_manifest(mixed, [0, 1])
-    code, err = run_main(monkeypatch, capsys, "compare", mixed)
+    code, _, err = run_main(monkeypatch, capsys, "compare", mixed)
     assert code == 2
     one_error_line(err, "image_size", "not seeds of one configuration")
     missing = fake_seeds(tmp_path / "missing", ["10", "01"])
     write_manifest(missing, [0, 1, 2])
-    code, err = run_main(monkeypatch, capsys, "compare", missing)
+    code, _, err = run_main(monkeypatch, capsys, "compare", missing)
     assert code == 2
     one_error_line(err, "seed-2", "missing or unfinished")
 
@@ -206,13 +197,13 @@ def test_a_mixed_seeds_folder_is_one_line_not_a_mixed_mean(tmp_path: Path, monke
 def test_seeds_and_seed_together_and_bad_specs_fail_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:
     data = make_folder(tmp_path / "data", {"train": 2, "val": 1})
     out = tmp_path / "out"
-    code, err = run_main(monkeypatch, capsys, "train", data, "--out", out, "--seeds", "0,1", "--seed", "3")
+    code, _, err = run_main(monkeypatch, capsys, "train", data, "--out", out, "--seeds", "0,1", "--seed", "3")
     assert code == 2
     one_error_line(err, "--seeds and --seed")
-    code, err = run_main(monkeypatch, capsys, "train", data, "--out", out, "--seeds", "0,1,x")
+    code, _, err = run_main(monkeypatch, capsys, "train", data, "--out", out, "--seeds", "0,1,x")
     assert code == 2
     one_error_line(err, "--seeds 0,1,x")
-    code, err = run_main(monkeypatch, capsys, "train", data, "--out", out, "--seeds", "0,1", "--epochs", "3")
+    code, _, err = run_main(monkeypatch, capsys, "train", data, "--out", out, "--seeds", "0,1", "--epochs", "3")
     assert code == 2
     one_error_line(err, "--epochs 3")  # a setting every seed would refuse: before the first seed's fit
     assert not out.exists()
@@ -228,7 +219,7 @@ def test_overwrite_never_replaces_a_folder_that_is_not_a_seeds_folder(tmp_path: 
     single = fake_run(tmp_path / "single")
     for out, says in [(mine, "not transferkit runs"), (mixed, "not transferkit runs"), (single, "a single run")]:
         before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
-        code, err = run_main(monkeypatch, capsys, "train", data, "--out", out, "--seeds", "0,1", "--overwrite",
+        code, _, err = run_main(monkeypatch, capsys, "train", data, "--out", out, "--seeds", "0,1", "--overwrite",
                              *SIZE)
         assert code == 2
         one_error_line(err, str(out), says)
@@ -236,7 +227,7 @@ def test_overwrite_never_replaces_a_folder_that_is_not_a_seeds_folder(tmp_path: 
     assert (mine / "seed-0" / "notes.txt").read_text() == "mine" and not is_seeds_folder(mine)
     # and a single run's --overwrite does not replace a seeds folder
     group = fake_seeds(tmp_path / "group", ["10", "01"])
-    code, err = run_main(monkeypatch, capsys, "train", data, "--out", group, "--overwrite", *SIZE)
+    code, _, err = run_main(monkeypatch, capsys, "train", data, "--out", group, "--overwrite", *SIZE)
     assert code == 2
     one_error_line(err, "one run per seed", "--seeds")
     assert is_seeds_folder(group)
@@ -259,7 +250,7 @@ def test_seeds_run_writes_a_run_per_seed_and_a_summary(tmp_path: Path, monkeypat
     assert is_seeds_folder(out)
     # each seed's folder is a normal run; the folder itself says what it is
     assert "predictions" in invoke("predict", out / "seed-1", data / "val" / "red" / "img_0.png", "--json")
-    code, err = run_main(monkeypatch, capsys, "predict", out, data / "val" / "red" / "img_0.png")
+    code, _, err = run_main(monkeypatch, capsys, "predict", out, data / "val" / "red" / "img_0.png")
     assert code == 2
     one_error_line(err, "one run per seed")
 
@@ -275,7 +266,7 @@ def test_overwrite_replaces_a_seeds_folder_and_a_single_run_pairs_with_it(tmp_pa
     verdict = json.loads(invoke("compare", out, tmp_path / "runs" / "single", "--json"))["verdict"]
     assert verdict["items"] == 6 and verdict["gain"] == pytest.approx(0.0) and not verdict["outside_noise"]
     # again: refused without --overwrite, replaced with it (a shorter list of seeds drops the others)
-    code, err = run_main(monkeypatch, capsys, "train", data, "--out", out, "--seeds", "3,4", *SIZE)
+    code, _, err = run_main(monkeypatch, capsys, "train", data, "--out", out, "--seeds", "3,4", *SIZE)
     assert code == 2
     one_error_line(err, "already holds the runs of several seeds", "--overwrite")
     payload = json.loads(invoke("train", data, "--out", out, "--seeds", "3,4", "--overwrite", "--json", *SIZE))

@@ -4,7 +4,6 @@ the prune callback stops trials, the test split is never read by a trial, and ba
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,9 +11,8 @@ from typing import Any
 
 import optuna
 import pytest
-from conftest import make_folder
+from conftest import make_folder, run_main
 
-from transferkit.cli import main
 from transferkit.config import RunConfig
 from transferkit.estimators import ImageClassifier, load_classifier
 from transferkit.modalities import IMAGE
@@ -27,17 +25,6 @@ from transferkit.tuning.space import FINETUNE, PROBE
 from transferkit.tuning.storage import open_storage, prune_spec
 
 SMALL = ("--image-size", "32", "--engine", "torch", "--workers", "0", "--batch-size", "8")
-
-
-def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["transferkit", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as stopped:
-        code = stopped.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def tune_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[dict[str, Any], str]:
