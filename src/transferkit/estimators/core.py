@@ -9,24 +9,22 @@ Everything that depends on what the items are (images, texts) is asked of the cl
 
 from __future__ import annotations
 
-import hashlib
-import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
 from transferkit.config import RunConfig
-from transferkit.digests import tensor_fingerprint
 from transferkit.errors import DataError, RunDirError, TransferkitError
+from transferkit.estimators.finetune import finetune
 from transferkit.estimators.parent import grown_head, parent_record, score_on_parent_data
 from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
 from transferkit.features.engines import check_precision_device, first_line, net_tensors, seed_engine
-from transferkit.heads.linear import load_probe_into, probe_from_linear
 from transferkit.heads.probe import ProbeHead, fit_probe
 from transferkit.metrics import classification_metrics, record_scored_items
-from transferkit.modalities.base import Featurized, Inputs, LabelledData, Modality, Split
+from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Modality, Split, empty_split_error,
+                                        skipped_record)
 from transferkit.progress import log
 from transferkit.runs.folders import RUN_ENGINE
 from transferkit.runs.rundir import (check_out_vs_data, check_writable, checkpoint_dir, read_run, read_tensors,
@@ -35,20 +33,6 @@ from transferkit.train.strategies import Strategy, parse_strategy
 
 if TYPE_CHECKING:
     from torch import nn
-
-
-def tuned_fingerprint(base: str, state: Mapping[str, Any]) -> str:
-    """The cache identity of a fine-tuned feature network: its starting point's and its weights' (one scheme
-    for every modality), so a tuned network never reads the pretrained one's cached features or engine."""
-    return hashlib.blake2b(f"{base}|tuned|{tensor_fingerprint(state)}".encode(), digest_size=12).hexdigest()
-
-
-def empty_split_error(name: str, size: int, failed: list[tuple[str, str]]) -> DataError:
-    """Validation data none of which could be read: the L2 strength, early stopping and the val metrics all
-    come from it, so training on without it would silently be another model."""
-    first = f" ({failed[0][0]}: {failed[0][1]})" if failed else ""
-    return DataError(f"{name}: none of its {size} item(s) could be read{first}; fix or remove them, or give no "
-                     "validation data (val_fraction then splits it off train)")
 
 
 def absolute_paths(config: RunConfig) -> RunConfig:
@@ -153,7 +137,7 @@ class TransferClassifier(ConfiguredEstimator):
         if len(dataset.test):
             metrics["test"] = classification_metrics(test[1], self._proba(test[0].features), self.classes_)
         failed = train[0].failed + val[0].failed + test[0].failed
-        metrics[self.modality.skipped_key] = dataset.skipped + [self._failure(item, why) for item, why in failed]
+        metrics[self.modality.skipped_key] = dataset.skipped + [skipped_record(self.modality, item, why) for item, why in failed]
         metrics["trainable_parameters"] = int(head.weight.size + head.bias.size)
 
     def _featurize_splits(self, dataset: LabelledData, *splits: Split) -> list[tuple[Featurized, np.ndarray]]:
@@ -184,50 +168,15 @@ class TransferClassifier(ConfiguredEstimator):
                       out: str | Path | None, resume: bool, head_init: ProbeHead | None = None) -> None:
         """Train the backbone too, the head from ``head_init`` (a parent run's) or the probe (LP-FT) or new;
         afterwards the trained network serves predict / save like a probe's."""
-        import torch  # the training modules import torch: loaded only when a backbone trains
-
-        from transferkit.methods.retention import source_retention
-        from transferkit.train.losses import TaskInputs
-        from transferkit.train.loop import train_model
-
-        modality, config, spec, n_classes = self.modality, self.config, self.spec_, len(self.classes_)
         if head_init is None and strategy.init_head_from_probe:  # LP-FT: the head starts from the probe on the pretrained features
             train, val, _ = self._featurize_splits(dataset, dataset.train, dataset.val, Split())
             head_init = self._probe(train, val, refit=False)
             metrics["probe"] = {"l2": head_init.l2, "path": head_init.path}
-        val_inputs, val_labels, failed = modality.eval_inputs(spec, dataset.val, config)
-        if len(dataset.val) and not len(val_labels):
-            raise empty_split_error("val", len(dataset.val), failed)
-        torch.manual_seed(config.seed)
-        model = modality.build_model(spec, n_classes)
-        if head_init is not None:
-            load_probe_into(model.head, head_init)
-        predict, frozen = modality.predictor(spec, config), modality.frozen_forward(spec, config)
-        task = TaskInputs([str(c) for c in self.classes_], modality.source_head(spec, model.head.in_features), modality)
-        with tempfile.TemporaryDirectory(prefix="transferkit-train-") as scratch:
-            result = train_model(model, config, strategy, modality.train_data(spec, dataset.train, config, n_classes),
-                                 (val_inputs, val_labels) if len(val_labels) else None, n_classes,
-                                 Path(out) if out is not None else Path(scratch), resume=resume,
-                                 frozen=frozen, predict=predict, task=task)
-        self.net_ = result.model.features.eval()
-        self.spec_ = spec.pinned(tuned_fingerprint(spec.fingerprint, self.net_.state_dict()))
-        self.head_, self.is_main_process_ = probe_from_linear(result.model.head), result.is_main
+        tuned = finetune(self.modality, self.spec_, self.config, self.classes_, dataset, strategy, metrics, out,
+                         resume, head_init)
+        self.net_, self.spec_, self.head_, self.is_main_process_ = tuned.net, tuned.spec, tuned.head, tuned.is_main
+        self.source_head_, self.adapter_ = tuned.source_head, tuned.adapter
         self.checkpoint_dir_ = None if out is None else checkpoint_dir(out)
-        self.source_head_, self.adapter_ = result.artifacts.get("source_head"), result.adapter
-        metrics.update(epochs_run=len(result.history), best_epoch=result.best_epoch,
-                       stopped_early=result.stopped_early, history=result.history)
-        if result.val is not None:
-            metrics["val"] = classification_metrics(result.val[1], result.val[0], self.classes_)
-            if task.source_head is not None and frozen is not None:
-                metrics["source_retention"] = source_retention(result.model, self.source_head_ or task.source_head,
-                                                               task.source_head, val_inputs, frozen, predict)
-        if len(dataset.test):
-            test_inputs, test_labels, failed_test = modality.eval_inputs(spec, dataset.test, config)
-            metrics["test"] = classification_metrics(test_labels, predict(result.model, test_inputs, None),
-                                                     self.classes_)
-            failed = failed + failed_test
-        metrics[modality.skipped_key] = dataset.skipped + [self._failure(item, why) for item, why in failed]
-        metrics["trainable_parameters"] = int(result.trainable_parameters)
 
     # -- features --------------------------------------------------------------------------------------------
     def feature_net(self) -> "nn.Module":
@@ -264,10 +213,6 @@ class TransferClassifier(ConfiguredEstimator):
             raise DataError(f"{len(failed)} unreadable file(s) in {where}: {listing}")
         log(f"warning: skipped {len(failed)} unreadable file(s) in {where}: {listing}"
             f"{' ...' if len(failed) > 5 else ''} (use --strict to stop instead)")
-
-    def _failure(self, item: str, reason: str) -> dict[str, Any]:
-        # "item" for every modality, and the modality's own name for it ("path"), as reports had it before
-        return {"item": item, self.modality.item_key: item, "reason": reason}
 
     # -- inference -------------------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -331,7 +276,7 @@ class TransferClassifier(ConfiguredEstimator):
         predicted = proba.argmax(axis=1)
         report["misclassified"] = [self._row(split, int(kept[j]), int(predicted[j]), float(proba[j, predicted[j]]))
                                    for j in np.flatnonzero(predicted != truth)]
-        report["skipped"] = skipped + [self._failure(item, why) for item, why in result.failed]
+        report["skipped"] = skipped + [skipped_record(self.modality, item, why) for item, why in result.failed]
         return report
 
     def _row(self, split: Split, index: int, predicted: int, probability: float) -> dict[str, Any]:

@@ -191,6 +191,20 @@ class Modality(Protocol):
         """Metadata, preprocessing.json and extra files of a run folder."""
 
 
+def skipped_record(modality: Modality, item: str, reason: str) -> dict[str, Any]:
+    """An item a run left out: under "item" for every modality and under the modality's own name for it
+    ("path"), as reports had it before."""
+    return {"item": item, modality.item_key: item, "reason": reason}
+
+
+def empty_split_error(name: str, size: int, failed: list[tuple[str, str]]) -> DataError:
+    """Validation data none of which could be read: the L2 strength, early stopping and the val metrics all
+    come from it, so training on without it would silently be another model."""
+    first = f" ({failed[0][0]}: {failed[0][1]})" if failed else ""
+    return DataError(f"{name}: none of its {size} item(s) could be read{first}; fix or remove them, or give no "
+                     "validation data (val_fraction then splits it off train)")
+
+
 def stratified_indices(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Train / validation row indices, stratified; classes with fewer than 2 rows stay in train."""
     from sklearn.model_selection import train_test_split
