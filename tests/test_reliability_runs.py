@@ -420,7 +420,7 @@ def test_fine_tuning_options_with_a_linear_probe_are_an_error_naming_them(tmp_pa
     RunConfig.from_yaml(tmp_path / "defaults.yaml").validate()
     for option, shown_as in ((["--epochs", "3"], "--epochs 3"), (["--lr", "0.1"], "--lr 0.1"),
                              (["--no-nesterov"], "--no-nesterov"), (["--precision", "bf16"], "--precision bf16"),
-                             (["--optimizer", "sgd"], "--optimizer sgd")):
+                             (["--optimizer", "sgd"], "--optimizer sgd"), (["--method", "l2sp"], "--method l2sp")):
         code, err = run_main(monkeypatch, capsys, "train", project / "data", "--out", tmp_path / "run", *option)
         assert code == 2
         one_line(err, f"{shown_as} is ignored by --strategy linear-probe")

@@ -47,9 +47,10 @@ KIND_DEFAULTS: dict[str, dict[str, float]] = {
 SGD_LR = 1e-2
 INFERENCE_BATCH = 64
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB; anything near this is not one
-# Fine-tuning fields a linear probe may carry at non-default values without a word: loss terms and callbacks
-# are plug-ins a probe does not run, but a config that names them is still a valid probe (see validate).
-PROBE_TOLERATED = ("methods", "callbacks")
+# Fine-tuning fields a linear probe may carry at non-default values without a word: callbacks are plug-ins a
+# probe does not call, but a config that names them is still a valid probe (see validate). Loss terms are not:
+# a probe asked for L2-SP or DANN would silently be a plain probe.
+PROBE_TOLERATED = ("callbacks",)
 
 
 def declare(default: Any, help: str, panel: str, valid: Callable[[Any], bool] | None = None,

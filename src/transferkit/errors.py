@@ -63,6 +63,8 @@ def arg(name: str, value: Any = UNSET, option: str | None = None, api: str | Non
         return flag
     if value is False:
         return "--no-" + flag.removeprefix("--")
+    if isinstance(value, list):  # a repeatable option, as it was typed
+        return " ".join(arg(name, item, option) for item in value)
     return f"{flag} {value if isinstance(value, (int, float)) else shown(str(value), quote=False)}"
 
 
