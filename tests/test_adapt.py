@@ -285,7 +285,7 @@ def test_adapt_command_saves_a_plain_run_and_reports_the_target(tmp_path: Path) 
 
 @pytest.mark.parametrize(("args", "wanted"), [
     ([], "target folder not found"),
-    (["--seeds", "0,x"], "--seeds '0,x': expected comma-separated integers"),
+    (["--seeds", "0,x"], "--seeds 0,x: expected integers >= 0 separated by commas"),
     (["--strategy", "gradual"], "strategy gradual starts the head from a linear probe"),
     (["--select", "best"], "--select 'best': choose one of"),
     (["--method", "dan"], "method 'dan' is not known; did you mean dann"),

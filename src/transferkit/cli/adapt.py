@@ -29,13 +29,6 @@ def with_run_options(command: Any) -> Any:
     return command
 
 
-def parse_seeds(text: str) -> list[int]:
-    parts = [part.strip() for part in text.split(",") if part.strip()]
-    if not parts or not all(part.lstrip("-").isdigit() for part in parts):
-        raise TransferkitError(f"--seeds '{text}': expected comma-separated integers, e.g. 0,1,2")
-    return [int(part) for part in parts]
-
-
 @with_run_options
 def adapt(
     data: Annotated[Path, typer.Argument(help="Labelled source image folder (<class>/ or train/<class>/)",
@@ -65,6 +58,9 @@ def adapt(
     if not method:
         raise TransferkitError("name at least one --method: source-only, coral, mmd, dann, cdan or pseudo-label "
                                "(repeat it to compare)")
+    from transferkit.runs.seeds import parse_seeds  # lazy: numpy; --help must not pay for it
+
+    seed_list = parse_seeds(seeds, at_least=1)
     if bottleneck < 0:
         raise TransferkitError(f"--bottleneck {bottleneck}: expected 0 (none) or a positive width")
     chosen = {name: value for name, value in settings.items() if value is not None}
@@ -76,7 +72,7 @@ def adapt(
     from transferkit.runs.rundir import check_out_vs_data
 
     check_out_vs_data(out_path, target, target_test)
-    result = run_adaptation(str(data), str(target), method, parse_seeds(seeds), select,
+    result = run_adaptation(str(data), str(target), method, seed_list, select,
                             str(target_test) if target_test else None, bottleneck, **chosen)
     clf = result.chosen.classifier
     clf.save(out_path, overwrite=overwrite)

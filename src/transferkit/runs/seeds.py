@@ -40,8 +40,8 @@ MAX_SEED = 2**32 - 1  # numpy's and torch's seeds both take it
 METRICS = (("val", "accuracy"), ("val", "macro_f1"), ("test", "accuracy"), ("test", "macro_f1"))
 
 
-def parse_seeds(spec: str) -> list[int]:
-    """``"0,1,2"`` -> ``[0, 1, 2]``: two or more distinct integers in [0, 2^32)."""
+def parse_seeds(spec: str, at_least: int = 2) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``: ``at_least`` (default two) or more distinct integers in [0, 2^32)."""
     parts = [part.strip() for part in spec.split(",")]
     if not all(part.isascii() and part.isdigit() for part in parts):
         raise TransferkitError(f"{arg('seeds', spec)}: expected integers >= 0 separated by commas (e.g. 0,1,2)")
@@ -50,7 +50,7 @@ def parse_seeds(spec: str) -> list[int]:
         raise TransferkitError(f"{arg('seeds', spec)}: a seed is at most {MAX_SEED}")
     if len(set(seeds)) < len(seeds):
         raise TransferkitError(f"{arg('seeds', spec)}: names a seed twice; give each seed once")
-    if len(seeds) < 2:  # the point of several seeds is their spread
+    if len(seeds) < at_least:  # the point of several seeds is their spread
         raise TransferkitError(f"{arg('seeds', spec)}: give two seeds or more (one seed has no spread; "
                                f"{arg('seed', api='seed=')} sets the seed of one run)")
     return seeds
