@@ -24,7 +24,8 @@ from transferkit.methods.domain.discriminator import DomainDiscriminator
 from transferkit.methods.domain.experiment import Adaptation, Candidate, choose
 from transferkit.methods.domain.grl import ramp, reverse_gradient
 from transferkit.methods.domain.kernels import coral, mk_mmd
-from transferkit.methods.domain.selection import Evidence, all_scores
+from transferkit.cli.adapt import SELECT_CHOICES
+from transferkit.methods.domain.selection import CRITERIA, Evidence, all_scores
 from transferkit.modalities.image.preprocessing import Preprocessing
 from transferkit.modalities.image.target import NO_LABEL, read_target, target_train_data
 from transferkit.train import state as ckpt
@@ -281,6 +282,10 @@ def test_adapt_command_saves_a_plain_run_and_reports_the_target(tmp_path: Path) 
     loaded = load_classifier(out)  # a plain image run: folded head on the backbone's pooled features
     assert loaded.head_.weight.shape[1] == 1280
     assert abs(loaded.score(str(target)) - metrics["target"]["accuracy"]) < 1e-9
+
+
+def test_adapt_select_choices_are_the_criteria() -> None:
+    assert SELECT_CHOICES == tuple(CRITERIA)  # the CLI keeps its own copy so --help imports no numpy
 
 
 @pytest.mark.parametrize(("args", "wanted"), [
