@@ -16,7 +16,8 @@ from transferkit.cli.train import CONFIG_FIELDS, check_before_work, config_optio
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
 
-SELECT_CHOICES = ("source-val", "entropy", "dev")  # selection.CRITERIA (a test holds them equal): --help imports no numpy
+# selection.CRITERIA, copied (a test holds them equal) so that --help imports no numpy
+SELECT_CHOICES = ("source-val", "entropy", "dev")
 OWN_FIELDS = ("data", "methods")  # an argument, and adapt's own --method (candidates, not combined terms)
 
 
