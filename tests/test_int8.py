@@ -67,7 +67,8 @@ def int8_engines(cache: Path, source: FeatureSource) -> list[Path]:
 def test_built_once_from_calibration_images_then_reused(tmp_path: Path, source: FeatureSource, cache: Path,
                                                         builds: list[Path], capsys):
     files = files_of(make_folder(tmp_path / "d", {"": 6}))
-    first = extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False)
+    first = extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False,
+                             calibrate_on=files)
     assert (first.engine, first.extracted) == ("onnx-int8", 12) and first.export_seconds > 0
     assert "calibrating an int8 engine for efficientnet_lite0 on 12 of your images" in capsys.readouterr().err
     [engine_file] = int8_engines(cache, source)
@@ -84,7 +85,8 @@ def test_built_once_from_calibration_images_then_reused(tmp_path: Path, source: 
 def test_features_close_to_fp32_and_cached_apart(tmp_path: Path, source: FeatureSource, cache: Path):
     files = files_of(make_folder(tmp_path / "d", {"": 5}))
     fp32 = extract_features(source, files, engine="onnx", cache_dir=cache, show_progress=False)
-    int8 = extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False)
+    int8 = extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False,
+                            calibrate_on=files)
     assert int8.extracted == len(files)  # fp32's cached rows are not int8's
     distance = cosine_distance(fp32.features, int8.features)
     assert distance.max() < MAX_DISTANCE and distance.mean() < MAX_MEAN_DISTANCE, distance
@@ -110,7 +112,7 @@ def test_fingerprint_differs_from_fp32_and_by_calibration(tmp_path: Path, source
 def test_damaged_cached_engine_is_calibrated_again_without_running_it(tmp_path: Path, source: FeatureSource,
                                                                       cache: Path, builds: list[Path], capsys):
     files = files_of(make_folder(tmp_path / "d", {"": 4}))
-    extract_features(source, files[:4], engine="onnx-int8", cache_dir=cache, show_progress=False)
+    extract_features(source, files[:4], engine="onnx-int8", cache_dir=cache, show_progress=False, calibrate_on=files)
     [engine_file] = int8_engines(cache, source)
 
     class Payload:  # were the file ever unpickled, this would leave a marker
@@ -118,7 +120,8 @@ def test_damaged_cached_engine_is_calibrated_again_without_running_it(tmp_path: 
             return (Path.touch, (tmp_path / "executed",))
 
     engine_file.write_bytes(pickle.dumps(Payload()))
-    result = extract_features(source, files[4:], engine="onnx-int8", cache_dir=cache, show_progress=False)
+    result = extract_features(source, files[4:], engine="onnx-int8", cache_dir=cache, show_progress=False,
+                              calibrate_on=files)
     err = capsys.readouterr().err
     assert result.engine == "onnx-int8" and result.extracted == 4 and len(builds) == 2
     notice = [line for line in err.splitlines() if "does not load" in line]
@@ -133,7 +136,7 @@ def test_engine_too_far_from_fp32_is_refused_in_one_line(tmp_path: Path, source:
     monkeypatch.setattr(quantize, "MAX_MEAN_DISTANCE", -1.0)  # any engine is "too far": the guard must refuse it
     files = files_of(make_folder(tmp_path / "d", {"": 2}))
     with pytest.raises(TransferkitError) as refused:
-        extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False)
+        extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False, calibrate_on=files)
     message = str(refused.value)
     assert "too far from fp32" in message and "\n" not in message
     assert int8_engines(cache, source) == [] and not list((cache / "engines").rglob("*.tmp.onnx"))
@@ -141,7 +144,20 @@ def test_engine_too_far_from_fp32_is_refused_in_one_line(tmp_path: Path, source:
 
 def test_without_images_to_calibrate_on_fp32_is_used(source: FeatureSource, cache: Path, capsys):
     engine = open_engine(source.fingerprint, 64, source.build_net, "onnx-int8", cache_dir=cache, label="t")
-    assert type(engine) is OnnxEngine and "no images to calibrate an int8 engine on" in capsys.readouterr().err
+    assert type(engine) is OnnxEngine and "only training images calibrate one" in capsys.readouterr().err
+
+
+def test_predicting_never_calibrates_on_the_images_it_predicts(tiny_folder: Path, cache: Path, builds: list[Path],
+                                                                tmp_path: Path, capsys):
+    clf = ImageClassifier(**FAST, engine="onnx-int8", cache_dir=str(cache)).fit(tiny_folder)
+    clf.save(tmp_path / "run")
+    for engine_file in (cache / "engines").rglob("*int8*.onnx"):  # another machine, or a cleared cache
+        engine_file.unlink()
+    capsys.readouterr()
+    loaded = ImageClassifier.load(tmp_path / "run")
+    new = make_image(tmp_path / "unseen" / "red.png", (230, 30, 30), seed=77)
+    assert loaded.predict([new]) == ["red"]
+    assert len(builds) == 1 and "only training images calibrate one" in capsys.readouterr().err
 
 
 def test_probe_run_predicts_with_the_engine_it_was_trained_on(tiny_folder: Path, cache: Path, builds: list[Path]):

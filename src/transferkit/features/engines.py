@@ -207,8 +207,8 @@ def plan_int8(request: EngineRequest) -> EnginePlan:
     prefix = Path(image_engine_file(request.input_size)).stem
     cached = cached_int8(directory, prefix)
     if cached is None and request.calibration is None:
-        log(f"notice: no images to calibrate an int8 engine on here; using the fp32 ONNX engine for "
-            f"{request.label or 'this backbone'}")
+        log(f"notice: no int8 engine is cached for {request.label or 'this backbone'}, and only training images "
+            "calibrate one; using the fp32 ONNX engine (its features differ slightly from int8's)")
         return plan_onnx(request)
     calibration = request.calibration() if cached is None and request.calibration is not None else None
     path = cached.path if cached is not None else directory / int8_file(prefix, calibration)

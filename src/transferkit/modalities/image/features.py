@@ -83,13 +83,15 @@ def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engi
                      cache_dir: str | Path | None = None, cache_dtype: str = "float32",
                      show_progress: bool = True, calibrate_on: Sequence[str] | None = None) -> FeatureResult:
     """Features for ``paths``; only files the cache does not hold (new or changed) go through the network. An int8
-    engine not yet built is calibrated on ``calibrate_on`` (the training images; default: ``paths``)."""
+    engine not yet built is calibrated on ``calibrate_on`` (the training images), never on ``paths`` themselves:
+    without training images (predicting, scoring a test split) there is no int8 engine to build, and fp32 serves."""
     start = time.perf_counter()
     paths = [str(p) for p in paths]
     keys = cache_keys(paths) if use_cache else [None] * len(paths)
+    calibration = None if calibrate_on is None else \
+        lambda: calibration_sample([str(p) for p in calibrate_on], source.preprocessing, workers)
     plan = plan_engine(source.fingerprint, source.preprocessing.input_size, source.build_net, engine, cache_dir,
-                       source.label, lambda: calibration_sample([str(p) for p in calibrate_on or paths],
-                                                                 source.preprocessing, workers))
+                       source.label, calibration)
     meta = plan.meta or {"backbone": source.label, "input_size": source.preprocessing.input_size}
     store = FeatureStore.open(plan.features_fingerprint, cache_dir, cache_dtype, meta) if use_cache else None
 
