@@ -32,8 +32,8 @@ from transferkit.tuning.storage import PRUNERS, open_storage, storage_option
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 IDENTITY_ATTR = "transferkit"  # the study's user attribute naming the search it belongs to
 # Settings that change how fast trials run, or what only the final run scores, not what a trial computes: a
-# study resumed with other values of these is the same search.
-OPERATIONAL = ("test_data", "engine", "workers", "cache", "cache_dir", "callbacks")
+# study resumed with other values of these is the same search. Not the engine: int8 features are not fp32's.
+OPERATIONAL = ("test_data", "workers", "cache", "cache_dir", "callbacks")
 STUDY_NAME = re.compile(r"[\w.-]+")  # the name travels in the prune callback's spec: no commas, colons, spaces
 
 
