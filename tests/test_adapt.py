@@ -279,6 +279,7 @@ def test_adapt_command_saves_a_plain_run_and_reports_the_target(tmp_path: Path) 
     assert metrics["adapt"]["criterion"] == "dev" and metrics["adapt"]["chosen"] == {"method": "dann", "seed": 0}
     assert metrics["target"]["n"] == 6 and metrics["target"]["transductive"]
     assert set(metrics["selection"]) == {"source-val", "entropy", "dev"}
+    assert metrics["val"]["items"] and len(metrics["val"]["correct"]) == metrics["val"]["n"]  # compare pairs it
     loaded = load_classifier(out)  # a plain image run: folded head on the backbone's pooled features
     assert loaded.head_.weight.shape[1] == 1280
     assert abs(loaded.score(str(target)) - metrics["target"]["accuracy"]) < 1e-9

@@ -9,6 +9,7 @@ the fitted classifier predicts, evaluates and saves exactly as an :class:`ImageC
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,7 +18,7 @@ import numpy as np
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
 from transferkit.estimators.image import ImageClassifier
-from transferkit.metrics import classification_metrics
+from transferkit.metrics import classification_metrics, record_scored_items
 from transferkit.methods.domain.bottleneck import BottleneckModel
 from transferkit.methods.domain.selection import Evidence, all_scores
 from transferkit.modalities import IMAGE
@@ -102,6 +103,9 @@ class DomainAdaptClassifier(ImageClassifier):
         evidence = self.evidence()
         self.metrics_["val"] = classification_metrics(evidence.val_labels, evidence.val_proba,
                                                       [str(c) for c in self.classes_])
+        # the val metrics are new (the loop never saw the held-back split): which items they score, for compare
+        scored = dataclasses.replace(self.source_data_, val=self.source_val_)
+        record_scored_items(self.metrics_, scored, self.metrics_.get(IMAGE.skipped_key) or [])
         self.metrics_["selection"] = all_scores(evidence)
         scored = self.scored_target()
         if scored is not None:
