@@ -285,6 +285,13 @@ def test_adapt_command_saves_a_plain_run_and_reports_the_target(tmp_path: Path) 
     assert abs(loaded.score(str(target)) - metrics["target"]["accuracy"]) < 1e-9
 
 
+def test_only_domain_terms_bring_the_target_stream() -> None:
+    from transferkit.methods.domain.estimator import reads_target
+
+    assert all(reads_target(m) for m in ("coral", "mmd", "dann", "cdan", "pseudo-label:threshold=0.9"))
+    assert not any(reads_target(m) for m in ("l2sp", "lwf"))  # beside --target they would only pay a forward
+
+
 def test_adapt_select_choices_are_the_criteria() -> None:
     assert SELECT_CHOICES == tuple(CRITERIA)  # the CLI keeps its own copy so --help imports no numpy
 

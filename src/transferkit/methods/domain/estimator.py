@@ -19,6 +19,7 @@ from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
 from transferkit.estimators.image import ImageClassifier
 from transferkit.metrics import classification_metrics, record_scored_items
+from transferkit.methods.domain.base import DomainTerm
 from transferkit.methods.domain.bottleneck import BottleneckModel
 from transferkit.methods.domain.selection import Evidence, all_scores
 from transferkit.modalities import IMAGE
@@ -26,6 +27,7 @@ from transferkit.modalities.base import LabelledData, Modality, Split
 from transferkit.modalities.image.backbones import DEFAULT_IMAGE_BACKBONE
 from transferkit.modalities.image.target import TargetImages, check_target_folder, read_target, target_train_data
 from transferkit.runs.rundir import check_out_vs_data
+from transferkit.train.registries import LOSS_TERMS
 from transferkit.train.strategies import parse_strategy
 
 OWN_PARAMETERS = ("target", "target_test", "bottleneck")
@@ -39,6 +41,14 @@ def adapting_classifier(cls: type, target: str, params: dict[str, Any]) -> "Doma
         raise TransferkitError(f"--target {target}: only image data can have a target domain (the data is read "
                                f"as {cls.modality.name})")
     return DomainAdaptClassifier(**params, target=target, bottleneck=0)
+
+
+def reads_target(method: str) -> bool:
+    """Whether the loss term ``method`` (a spec, ``name:key=value,...``) reads the target stream: the domain terms
+    do; L2-SP, LwF or distillation beside ``--target`` would only pay a target forward per step."""
+    name, _ = LOSS_TERMS.check(method)
+    factory = LOSS_TERMS.factory(name)
+    return isinstance(factory, type) and issubclass(factory, DomainTerm)
 
 
 class TargetModality:
@@ -60,7 +70,7 @@ class TargetModality:
         """The source's training data, with the target stream when a loss term reads it (without one, the
         target would only cost a forward and move BatchNorm's statistics: source-only stays source-only)."""
         data = self.base.train_data(spec, split, config, n_classes)
-        if config.methods:
+        if any(reads_target(method) for method in config.methods):
             data.unlabelled = target_train_data(self.target_items, spec.preprocessing, config)
         return data
 
