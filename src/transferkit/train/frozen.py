@@ -29,3 +29,10 @@ class FrozenForward:
                 return torch.from_numpy(features).to(device)
             self.rows.update((positions[i], features[i]) for i in range(len(positions)))
         return torch.from_numpy(np.stack([self.rows[p] for p in positions])).to(device)
+
+    def release(self) -> None:
+        """Let the compute free what it holds (an engine session and its arena), if it can: it is only needed
+        again when a loss term asks, or at the end (source retention)."""
+        release = getattr(self.compute, "release", None)
+        if release is not None:
+            release()

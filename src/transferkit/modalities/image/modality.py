@@ -157,7 +157,7 @@ class ImageModality:
 
         source = FeatureSource.from_spec(spec)
         return FrozenEngine(lambda: open_engine(source.fingerprint, spec.preprocessing.input_size, source.build_net,
-                                                config.engine, config.cache_dir, spec.name))
+                                                config.engine, config.cache_dir, spec.name), config.inference_batch)
 
     def engine_file(self, spec: BackboneSpec) -> str:
         return image_engine_file(spec.preprocessing.input_size)

@@ -138,11 +138,21 @@ class FrozenEngine:
     Takes a training batch (float NCHW in [0, 1]) or decoded images (uint8 NHWC, as validation is held);
     the engine is opened on the first call, so a run without a head-only phase never exports one."""
 
-    def __init__(self, open_engine: Callable[[], Callable[[np.ndarray], np.ndarray]]) -> None:
-        self.open_engine, self.engine = open_engine, None
+    def __init__(self, open_engine: Callable[[], Callable[[np.ndarray], np.ndarray]], batch_size: int) -> None:
+        self.open_engine, self.engine, self.batch_size = open_engine, None, batch_size
 
     def __call__(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
         if self.engine is None:
             self.engine = self.open_engine()
-        return self.engine(images if isinstance(images, np.ndarray) else to_uint8_nhwc(images))
+        images = images if isinstance(images, np.ndarray) else to_uint8_nhwc(images)
+        if len(images) <= self.batch_size:
+            return self.engine(images)
+        # in batches: ONNX Runtime's arena keeps the largest batch's activations for the session's life (the
+        # 153 validation images at once took 1 GB more for the rest of a hymenoptera fine-tune)
+        return np.concatenate([self.engine(images[start:start + self.batch_size])
+                               for start in range(0, len(images), self.batch_size)])
+
+    def release(self) -> None:
+        """Close the engine (its arena with it) while the backbone trains; the next call opens it again."""
+        self.engine = None
 
