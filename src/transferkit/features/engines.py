@@ -1,9 +1,10 @@
 """Inference engines for a frozen feature network: ONNX Runtime on CPU (fp32, or calibrated int8), torch on GPU
 (or when forced).
 
-All take ``uint8`` NHWC batches and return float32 features, so the decoder and the cache never care
-which one runs. Exported ONNX graphs are cached per model fingerprint and input size; int8 graphs also per
-calibration sample, and their features apart from fp32's (:class:`EnginePlan`).
+All take ``uint8`` NHWC batches (a text encoder's, token ids: modalities/text/encoder.py) and return float32
+features, so the decoder and the cache never care which one runs. Exported ONNX graphs are cached per model
+fingerprint and input size; int8 graphs also per recipe and calibration sample, and their features apart from
+fp32's (:class:`EnginePlan`).
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
 from transferkit.atomic import atomic_write_bytes
 from transferkit.errors import TransferkitError, arg
 from transferkit.features.cache import cache_root, claim_root
-from transferkit.features.quantize import (Calibration, QuantizationError, check_close, features_identity,
-                                           int8_file, int8_files, quantize_graph)
+from transferkit.features.quantize import (STATIC_QDQ, Calibration, QuantizationError, Recipe, check_close,
+                                           features_identity, int8_file, int8_files, quantize_graph)
 from transferkit.progress import log
 from transferkit.runs.folders import reason
 
@@ -144,12 +145,14 @@ class EnginePlan:
     name: str
     features_fingerprint: str
     open: Callable[[], Engine]
-    meta: dict[str, Any] = field(default_factory=dict)  # for the feature cache's meta.json (int8: which engine)
+    meta: dict[str, Any] = field(default_factory=dict)  # the feature cache's meta.json (int8: which engine too)
 
 
 @dataclass
 class EngineRequest:
-    """What a plan is made from: the network's identity and input, and how to build or calibrate it."""
+    """What a plan is made from: the network's identity and input, and how to build or calibrate it. This is an
+    image network's; a text encoder's (modalities/text/encoder.py) says how its engines differ, and the same
+    plans serve both."""
 
     fingerprint: str
     input_size: int
@@ -157,15 +160,26 @@ class EngineRequest:
     cache_dir: str | Path | None
     label: str
     calibration: Callable[[], Calibration] | None  # the user's own sample; only int8 asks for it
+    items: ClassVar[str] = "images"  # what the user's sample is made of, for the log lines
+    recipe: ClassVar[Recipe] = STATIC_QDQ
+    int8_engine: ClassVar[Callable[[Path], OnnxEngine]] = OnnxInt8Engine
+
+    def engine_file(self) -> str:
+        return image_engine_file(self.input_size)
 
     def fp32_path(self) -> Path:
-        return engine_dir(self.fingerprint, self.cache_dir) / image_engine_file(self.input_size)
+        return engine_dir(self.fingerprint, self.cache_dir) / self.engine_file()
+
+    def meta(self) -> dict[str, Any]:
+        return {"backbone": self.label, "input_size": self.input_size}
 
     def fp32(self) -> Engine:
         return cached_onnx_engine(self.fp32_path(), self.build_net,
-                                  lambda net, target: export_onnx(net, self.input_size, target),
-                                  {"backbone": self.label, "input_size": self.input_size}, self.label, OnnxEngine,
-                                  TorchEngine)
+                                  lambda net, target: export_onnx(net, self.input_size, target), self.meta(),
+                                  self.label, OnnxEngine, TorchEngine)
+
+    def torch(self) -> Engine:
+        return TorchEngine(self.build_net())
 
 
 def plan_auto(request: EngineRequest) -> EnginePlan:
@@ -174,11 +188,11 @@ def plan_auto(request: EngineRequest) -> EnginePlan:
 
 
 def plan_onnx(request: EngineRequest) -> EnginePlan:
-    return EnginePlan("onnx", request.fingerprint, request.fp32)
+    return EnginePlan("onnx", request.fingerprint, request.fp32, request.meta())
 
 
 def plan_torch(request: EngineRequest) -> EnginePlan:
-    return EnginePlan("torch", request.fingerprint, lambda: TorchEngine(request.build_net()))
+    return EnginePlan("torch", request.fingerprint, request.torch, request.meta())
 
 
 def plan_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.Module"], engine: str = "auto",
@@ -186,9 +200,14 @@ def plan_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.M
                 calibration: Callable[[], Calibration] | None = None) -> EnginePlan:
     """The engine to extract features with; ``build_net`` is only called when a network must be built, and
     ``calibration`` only when an int8 engine must be calibrated."""
+    return plan_request(EngineRequest(fingerprint, input_size, build_net, cache_dir, label, calibration), engine)
+
+
+def plan_request(request: EngineRequest, engine: str = "auto") -> EnginePlan:
+    """The plan named ``engine`` (one of :data:`ENGINES`) for ``request``, an image or a text network's."""
     if engine not in PLANS:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    return PLANS[engine](EngineRequest(fingerprint, input_size, build_net, cache_dir, label, calibration))
+    return PLANS[engine](request)
 
 
 def open_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.Module"], engine: str = "auto",
@@ -200,50 +219,53 @@ def open_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.M
 
 
 def plan_int8(request: EngineRequest) -> EnginePlan:
-    """The network's calibrated int8 engine. The first one calibrated for a network stays its engine: later
-    runs (predictions on new files included) extract with it, so a head always meets the features it was
-    fitted on. Without one, it is calibrated on ``request.calibration()`` when first opened."""
-    directory = engine_dir(request.fingerprint, request.cache_dir)
-    prefix = Path(image_engine_file(request.input_size)).stem
-    cached = cached_int8(directory, prefix)
+    """The network's int8 engine (``request.recipe``). The first one built for a network stays its engine: later
+    runs (predictions on new items included) extract with it, so a head always meets the features it was fitted
+    on. Without one, it is built from ``request.calibration()`` (training items only) when first opened."""
+    directory, recipe = engine_dir(request.fingerprint, request.cache_dir), request.recipe
+    prefix = Path(request.engine_file()).stem
+    cached = cached_int8(directory, prefix, request)
     if cached is None and request.calibration is None:
-        log(f"notice: no int8 engine is cached for {request.label or 'this backbone'}, and only training images "
-            "calibrate one; using the fp32 ONNX engine (its features differ slightly from int8's)")
+        log(f"notice: no int8 engine is cached for {request.label or 'this backbone'}, and only training "
+            f"{request.items} {recipe.needs} one; using the fp32 ONNX engine (its features differ slightly from "
+            "int8's)")
         return plan_onnx(request)
     calibration = request.calibration() if cached is None and request.calibration is not None else None
-    path = cached.path if cached is not None else directory / int8_file(prefix, calibration)
-    meta = {"backbone": request.label, "input_size": request.input_size, "engine": "onnx-int8",
-            "engine_file": path.name}
+    path = cached.path if cached is not None else directory / int8_file(prefix, calibration, recipe)
+    meta = {**request.meta(), "engine": "onnx-int8", "engine_file": path.name}
     return EnginePlan("onnx-int8", features_identity(request.fingerprint, path.name),
                       lambda: cached if cached is not None else build_int8(request, path, calibration), meta)
 
 
-def cached_int8(directory: Path, prefix: str) -> OnnxInt8Engine | None:
-    """The first cached int8 engine of ``prefix`` that loads; one that does not (a copy cut short, a damaged
-    file) is removed with a notice, and a new one is calibrated."""
-    for path in int8_files(directory, prefix) if directory.is_dir() else []:
+def cached_int8(directory: Path, prefix: str, request: EngineRequest) -> OnnxEngine | None:
+    """The first cached int8 engine of ``prefix`` (and the request's recipe) that loads; one that does not (a
+    copy cut short, a damaged file) is removed with a notice, and a new one is built."""
+    for path in int8_files(directory, prefix, request.recipe) if directory.is_dir() else []:
         try:
-            return OnnxInt8Engine(path)
+            return request.int8_engine(path)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors for a damaged graph have no common type
-            log(f"notice: the cached int8 engine {path} does not load ({first_line(exc)}); calibrating a new one")
+            log(f"notice: the cached int8 engine {path} does not load ({first_line(exc)}); {request.recipe.verb} "
+                "a new one")
             path.unlink(missing_ok=True)
     return None
 
 
 def build_int8(request: EngineRequest, path: Path, calibration: Calibration) -> Engine:
-    """Quantise the fp32 graph (exported first if needed) to ``path``, refused if too far from fp32."""
+    """Quantise the fp32 graph (exported first if needed) to ``path``, refused if too far from fp32 on the
+    user's sample."""
     label = request.label or "this backbone"
     start = time.perf_counter()
     fp32 = request.fp32()
     if not isinstance(fp32, OnnxEngine):  # the export fell back to torch: there is no graph to quantise
         raise QuantizationError(f"{arg('engine', 'onnx-int8')} needs the ONNX export, which failed for {label}; "
                                 f"use {arg('engine', 'torch')}")
-    log(f"calibrating an int8 engine for {label} on {calibration.size} of your images, once (cached in "
-        f"{path.parent})")
+    log(f"{request.recipe.verb} an int8 engine for {label} on {calibration.size} of your {request.items}, once "
+        f"(cached in {path.parent})")
     try:
         quantize_graph(request.fp32_path(), path, calibration,
-                       lambda tmp: check_close(OnnxInt8Engine(tmp), fp32, calibration, label))
-        engine = OnnxInt8Engine(path)
+                       lambda tmp: check_close(request.int8_engine(tmp), fp32, calibration, label,
+                                               request.recipe.max_mean_distance), request.recipe)
+        engine = request.int8_engine(path)
     except QuantizationError:
         raise
     except Exception as exc:  # noqa: BLE001 - the quantiser's errors have no common type: one line says why

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from transferkit.features.cache import FeatureStore
+from transferkit.features.quantize import Calibration, digest, spread
 from transferkit.modalities.text.backbone import TextBackboneSpec
-from transferkit.modalities.text.encoder import open_text_engine
+from transferkit.modalities.text.encoder import plan_text_engine
 from transferkit.progress import progress
 
 if TYPE_CHECKING:
@@ -60,17 +61,41 @@ def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np
     return input_ids, mask
 
 
+def text_calibration(spec: TextBackboneSpec, texts: Sequence[str], max_length: int,
+                     batch_size: int = 64) -> Calibration:
+    """A sample of ``texts`` (the training texts) to check an int8 engine on, tokenised and padded as embedding
+    does them (when first asked for); identified by the texts and max_length, as the feature cache keys them."""
+    sample = spread(list(texts))
+    prepared: list[dict[str, np.ndarray]] = []
+
+    def batches() -> list[dict[str, np.ndarray]]:
+        if not prepared:
+            tokenizer = spec.load_tokenizer()
+            encoded = tokenizer.encode(sample, max_length)
+            for batch in length_sorted_batches([len(x) for x in encoded], batch_size):
+                ids, mask = pad_batch([encoded[j] for j in batch], tokenizer.pad_token_id)
+                prepared.append({"input_ids": ids, "attention_mask": mask})
+        return prepared
+
+    return Calibration(digest(*(text_key(t, max_length) for t in sample)), batches, len(sample))
+
+
 def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int = 128, engine: str = "auto",
                 batch_size: int = 64, use_cache: bool = True, cache_dir: str | Path | None = None,
                 cache_dtype: str = "float32", show_progress: bool = True,
-                build_net: Callable[[], "nn.Module"] | None = None) -> EmbedResult:
+                build_net: Callable[[], "nn.Module"] | None = None,
+                calibrate_on: Sequence[str] | None = None) -> EmbedResult:
     """One embedding per text; only texts missing from the cache are tokenised and encoded.
 
-    ``build_net`` (default ``spec.build``) makes the network when no engine for ``spec.fingerprint`` is cached."""
+    ``build_net`` (default ``spec.build``) makes the network when no engine for ``spec.fingerprint`` is cached.
+    An int8 engine not yet built is checked against fp32 on ``calibrate_on`` (the training texts), never on
+    ``texts`` themselves: without training texts (predicting, scoring) there is none to build, and fp32 serves."""
     start = time.perf_counter()
     keys = [text_key(t, max_length) for t in texts]
-    meta = {"backbone": spec.name, "input_size": None, "kind": "text", "pooling": spec.pooling}
-    store = FeatureStore.open(spec.fingerprint, cache_dir, cache_dtype, meta) if use_cache else None
+    calibration = None if calibrate_on is None else \
+        lambda: text_calibration(spec, calibrate_on, max_length, batch_size)
+    plan = plan_text_engine(spec, engine, cache_dir, build_net, calibration)
+    store = FeatureStore.open(plan.features_fingerprint, cache_dir, cache_dtype, plan.meta) if use_cache else None
     unique: dict[str, int] = {}
     for i, key in enumerate(keys):
         if key not in unique and (store is None or key not in store):
@@ -83,8 +108,8 @@ def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int
         todo_keys = list(unique)
         encoded = tokenizer.encode(todo, max_length)
         pad_id = tokenizer.pad_token_id
-        run = open_text_engine(spec, engine, cache_dir, build_net)
-        engine_name, export_seconds = run.name, run.export_seconds
+        run = plan.open()
+        engine_name, export_seconds = run.name, getattr(run, "export_seconds", 0.0)
         with progress(len(todo), f"embeddings ({spec.name}, {run.name})", show_progress) as advance:
             for batch in length_sorted_batches([len(x) for x in encoded], batch_size):
                 input_ids, mask = pad_batch([encoded[j] for j in batch], pad_id)
@@ -101,5 +126,3 @@ def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int
                 else np.zeros((0, 0), np.float32))
     return EmbedResult(features, len(cached_keys), len(new_rows), time.perf_counter() - start, engine_name,
                        export_seconds)
-
-

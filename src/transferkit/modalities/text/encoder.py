@@ -1,14 +1,20 @@
-"""The ONNX / torch engines of a pooled text encoder (see pooling.py): token ids in, features out."""
+"""The ONNX (fp32, int8) / torch engines of a pooled text encoder (see pooling.py): token ids in, features out.
+
+They are planned as an image network's are (features/engines.py): :class:`TextEngineRequest` says where a text
+encoder's engines differ (its graph's inputs and export, its int8 recipe), and the shared plans do the rest.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
-from transferkit.errors import TransferkitError
-from transferkit.features.engines import OnnxEngine, TorchEngine, cached_onnx_engine, engine_dir, export_atomically, gpu_present
+from transferkit.features.engines import (Engine, EnginePlan, EngineRequest, OnnxEngine, TorchEngine,
+                                          cached_onnx_engine, export_atomically, plan_request)
+from transferkit.features.quantize import TEXT_DYNAMIC, Calibration, Recipe
 
 if TYPE_CHECKING:
     from torch import nn
@@ -24,6 +30,13 @@ class TextOnnxEngine(OnnxEngine):
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+
+class TextOnnxInt8Engine(TextOnnxEngine):
+    """An int8 graph (quantize.py's text recipe) in the same session; idle threads spin as fp32's do: no
+    decoding threads here to take their cores."""
+
+    name = "onnx-int8"
 
 
 class TextTorchEngine(TorchEngine):
@@ -53,17 +66,39 @@ def export_text_onnx(net: "nn.Module", path: Path) -> None:
     ))
 
 
+@dataclass
+class TextEngineRequest(EngineRequest):
+    """A text encoder's engines: ``text-encoder.onnx`` fed token ids, int8 by the text recipe."""
+
+    pooling: str = "mean"
+    items: ClassVar[str] = "texts"
+    recipe: ClassVar[Recipe] = TEXT_DYNAMIC
+    int8_engine: ClassVar[Callable[[Path], OnnxEngine]] = TextOnnxInt8Engine
+
+    def engine_file(self) -> str:
+        return TEXT_ENGINE_FILE
+
+    def meta(self) -> dict[str, Any]:
+        return {"backbone": self.label, "input_size": None, "kind": "text", "pooling": self.pooling}
+
+    def fp32(self) -> Engine:
+        return cached_onnx_engine(self.fp32_path(), self.build_net, export_text_onnx, self.meta(), self.label,
+                                  TextOnnxEngine, TextTorchEngine)
+
+    def torch(self) -> Engine:
+        return TextTorchEngine(self.build_net())
+
+
+def plan_text_engine(spec: TextBackboneSpec, engine: str = "auto", cache_dir: str | Path | None = None,
+                     build_net: Callable[[], "nn.Module"] | None = None,
+                     calibration: Callable[[], Calibration] | None = None) -> EnginePlan:
+    """The engine named ``engine`` (see features/engines.py: ENGINES) for ``spec``; an int8 engine not yet built
+    is checked on ``calibration`` (training texts only), and without it fp32 serves."""
+    return plan_request(TextEngineRequest(spec.fingerprint, 0, build_net or spec.build, cache_dir, spec.name,
+                                          calibration, spec.pooling), engine)
+
+
 def open_text_engine(spec: TextBackboneSpec, engine: str = "auto", cache_dir: str | Path | None = None,
-                     build_net: Callable[[], "nn.Module"] | None = None) -> TextOnnxEngine | TextTorchEngine:
-    if engine not in ("auto", "onnx", "torch"):
-        raise TransferkitError(f"engine must be auto, onnx or torch, got {engine!r}")
-    build_net = build_net or spec.build
-    if engine == "auto":
-        engine = "torch" if gpu_present() else "onnx"
-    if engine == "torch":
-        return TextTorchEngine(build_net())
-    path = engine_dir(spec.fingerprint, cache_dir) / TEXT_ENGINE_FILE
-    meta = {"backbone": spec.name, "input_size": None, "kind": "text", "pooling": spec.pooling}
-    return cached_onnx_engine(path, build_net, export_text_onnx, meta, spec.name, TextOnnxEngine, TextTorchEngine)
-
-
+                     build_net: Callable[[], "nn.Module"] | None = None) -> Engine:
+    """The engine itself (see :func:`plan_text_engine`): a saved int8 run predicts with its cached int8 engine."""
+    return plan_text_engine(spec, engine, cache_dir, build_net).open()

@@ -140,7 +140,8 @@ class TextModality:
                   calibrate_on: list[str] | None = None) -> Featurized:
         result = embed_texts(spec, items, max_length=config.max_length, engine=config.engine,
                              batch_size=config.inference_batch, use_cache=config.cache, cache_dir=config.cache_dir,
-                             cache_dtype=config.cache_dtype, show_progress=show_progress, build_net=build_net)
+                             cache_dtype=config.cache_dtype, show_progress=show_progress, build_net=build_net,
+                             calibrate_on=calibrate_on)
         stats = {"cached": result.cached, "extracted": result.extracted, "seconds": round(result.seconds, 3),
                  "engine": result.engine, "export_seconds": round(result.export_seconds, 3)}
         return Featurized(result.features, np.ones(len(items), dtype=bool), [], stats, normalized=spec.normalize)
