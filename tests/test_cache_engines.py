@@ -107,3 +107,25 @@ def test_cache_info_and_clear(tmp_path: Path, source: FeatureSource):
     assert "features" in kinds and info["bytes"] > 0
     assert cache_clear(tmp_path / "c", "features") > 0
     assert not [e for e in cache_info(tmp_path / "c")["entries"] if e["kind"] == "features"]
+
+
+def test_extraction_in_slices_and_shards_keeps_each_files_row(tmp_path: Path, source: FeatureSource, monkeypatch):
+    """Rows stream into one array and into cache shards as they come, and the engine runs slices of a batch:
+    every file still gets its own row, in input order, around cached and undecodable ones."""
+    from transferkit.features import engines
+    from transferkit.modalities.image import features
+
+    files = files_of(make_folder(tmp_path / "d", {"": 3}))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    whole = extract_features(source, files, use_cache=False, show_progress=False).features
+    monkeypatch.setattr(features, "SHARD_ROWS", 2)
+    monkeypatch.setattr(engines, "ENGINE_PIXELS", 64 * 64)  # one image per ONNX Runtime call
+    cache = tmp_path / "cache"
+    extract_features(source, files[:2], cache_dir=cache, show_progress=False)
+    mixed = [files[1], str(broken), files[3], files[0], files[2], str(broken), files[5], files[4]]
+    result = extract_features(source, mixed, cache_dir=cache, batch_size=3, show_progress=False)
+    assert (result.cached, result.extracted, len(result.failed)) == (2, 4, 2)
+    assert result.ok.tolist() == [True, False, True, True, True, False, True, True]
+    np.testing.assert_allclose(result.features, whole[[1, 3, 0, 2, 5, 4]], atol=1e-4)
+    assert len(list(cache.rglob("*.keys.json"))) == 3  # 2 rows, then a shard per decoded batch

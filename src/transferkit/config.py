@@ -47,6 +47,7 @@ KIND_DEFAULTS: dict[str, dict[str, float]] = {
 SGD_LR = 1e-2
 # Extraction / prediction batch. ONNX Runtime keeps a batch's activations in its arena: Lite0 @224 peaked at
 # 884 MB with 64 images, 488 MB with 32, at the same img/s (105-115 either way); MiniLM 340 vs 294 MB, same speed.
+# An ONNX image engine slices it further (features/engines.py: ENGINE_PIXELS).
 INFERENCE_BATCH = 32
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB; anything near this is not one
 # Fine-tuning fields a linear probe may carry at non-default values without a word: callbacks are plug-ins a

@@ -49,6 +49,13 @@ def gpu_present() -> bool:
     return torch.cuda.is_available()
 
 
+# ONNX Runtime keeps the activations of the largest batch a session has run in its arena for the session's life:
+# Lite0 @224 fp32 peaked at 515 MB RSS with 32 images a call, 320 MB with 16, 222 MB with 8, and ran as fast with 8
+# (269 img/s against 235 with 32, on 2 cores). So callers batch as they like, and an image engine runs slices of
+# at most this many pixels.
+ENGINE_PIXELS = 8 * 224 * 224
+
+
 class OnnxEngine:
     name = "onnx"
     export_seconds = 0.0  # the one-off ONNX export that made this engine (0: it was cached)
@@ -67,7 +74,10 @@ class OnnxEngine:
         self.path = Path(path)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(images)})[0]
+        step = max(1, ENGINE_PIXELS // (images.shape[1] * images.shape[2]))
+        if len(images) <= step:
+            return self.session.run(None, {self.input_name: np.ascontiguousarray(images)})[0]
+        return np.concatenate([self(images[i:i + step]) for i in range(0, len(images), step)])
 
 
 class OnnxInt8Engine(OnnxEngine):

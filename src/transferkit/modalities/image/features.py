@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
     from transferkit.modalities.image.backbones import BackboneSpec
 
+# Rows extracted are written to the cache in shards of at most this many (a copy of that size, not of all of them).
+SHARD_ROWS = 4096
+
 
 @dataclass
 class FeatureSource:
@@ -95,33 +98,77 @@ def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engi
     meta = plan.meta or {"backbone": source.label, "input_size": source.preprocessing.input_size}
     store = FeatureStore.open(plan.features_fingerprint, cache_dir, cache_dtype, meta) if use_cache else None
 
-    def cached(i: int) -> bool:
-        return store is not None and keys[i] is not None and keys[i] in store
-
-    missing = [i for i in range(len(paths)) if not cached(i)]
-    new_rows: dict[int, np.ndarray] = {}
+    held = np.array([store is not None and key is not None and key in store for key in keys], dtype=bool)
+    rows = FeatureRows(len(paths))
+    cached = np.flatnonzero(held)
+    for first in range(0, len(cached), SHARD_ROWS):  # in blocks: one block's copy beside the result
+        block = cached[first:first + SHARD_ROWS]
+        rows.fill(block, store.get([keys[i] for i in block]))
+    missing = np.flatnonzero(~held).tolist()
     failed: list[tuple[str, str]] = []
-    engine_name, export_seconds = "cache", 0.0
+    engine_name, export_seconds, extracted = "cache", 0.0, 0
     if missing:
         run = plan.open()
         engine_name, export_seconds = run.name, run.export_seconds
+        writer = ShardWriter(store, keys, rows)
         with progress(len(missing), f"features ({source.label}, {run.name})", show_progress) as advance:
             todo = [paths[i] for i in missing]
             for batch in decode_batches(todo, source.preprocessing, batch_size, workers):
                 failed.extend((todo[j], reason) for j, reason in batch.failed)
                 if len(batch.indices):
-                    for j, row in zip(batch.indices, run(batch.images)):
-                        new_rows[missing[j]] = row
+                    positions = [missing[j] for j in batch.indices]
+                    rows.fill(positions, run(batch.images))
+                    writer.add(positions)
+                    extracted += len(positions)
                 advance(len(batch.indices) + len(batch.failed))
-        if store is not None:
-            order = [i for i in sorted(new_rows) if keys[i] is not None]
-            store.put([keys[i] for i in order], np.stack([new_rows[i] for i in order]) if order else np.zeros((0, 0)))
-    ok = np.array([i in new_rows or cached(i) for i in range(len(paths))], dtype=bool)
-    rows = []
-    cached_positions = [i for i in range(len(paths)) if ok[i] and i not in new_rows]
-    cached_rows = dict(zip(cached_positions, store.get([keys[i] for i in cached_positions]))) if cached_positions else {}
-    for i in np.flatnonzero(ok):
-        rows.append(new_rows[i] if i in new_rows else cached_rows[i])
-    features = np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, 0), dtype=np.float32)
-    return FeatureResult(features, ok, failed, len(cached_positions), len(new_rows), time.perf_counter() - start,
+        writer.flush()
+    return FeatureResult(rows.result(), rows.have, failed, len(cached), extracted, time.perf_counter() - start,
                          engine_name, export_seconds)
+
+
+class FeatureRows:
+    """Rows in input order, written where they belong as they come: one [n, d] array is the result, where a row
+    per file and the stacks of them took three copies of the features at the end of a large extraction."""
+
+    def __init__(self, n: int) -> None:
+        self.array: np.ndarray | None = None
+        self.have = np.zeros(n, dtype=bool)
+
+    def fill(self, positions: Sequence[int] | np.ndarray, values: np.ndarray) -> None:
+        if self.array is None:
+            self.array = np.empty((len(self.have), values.shape[1]), dtype=np.float32)
+        self.array[positions] = values
+        self.have[positions] = True
+
+    def result(self) -> np.ndarray:
+        """float32 [rows that have a value, d]: the array itself, its rows moved up in place over failed files'."""
+        if self.array is None or not self.have.any():
+            return np.zeros((0, 0), dtype=np.float32)
+        if self.have.all():
+            return self.array
+        kept = np.flatnonzero(self.have)
+        for start in range(0, len(kept), SHARD_ROWS):  # row kept[j] >= j: a block's sources are not yet written over
+            block = kept[start:start + SHARD_ROWS]
+            self.array[start:start + len(block)] = self.array[block]
+        return self.array[:len(kept)]
+
+
+class ShardWriter:
+    """Extracted rows into the cache in shards of ``SHARD_ROWS`` as they come (an interrupted extraction keeps
+    the shards it wrote); files without a key are returned, not cached."""
+
+    def __init__(self, store: FeatureStore | None, keys: Sequence[str | None], rows: FeatureRows) -> None:
+        self.store, self.keys, self.rows = store, keys, rows
+        self.pending: list[int] = []
+
+    def add(self, positions: Sequence[int]) -> None:
+        if self.store is None:
+            return
+        self.pending.extend(i for i in positions if self.keys[i] is not None)
+        if len(self.pending) >= SHARD_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.store is not None and self.pending:
+            self.store.put([self.keys[i] for i in self.pending], self.rows.array[self.pending])
+        self.pending = []
