@@ -275,6 +275,7 @@ def test_adapt_command_saves_a_plain_run_and_reports_the_target(tmp_path: Path) 
                                "--epochs", "1", "--image-size", str(FAST["image_size"]), "--batch-size", "8",
                                "--workers", "0", "--precision", "no", "--bottleneck", "16", "--json"])
     assert done.exit_code == 0, done.output[-3000:]
+    assert "val 0 (2 held back for model selection: 0.2 of train" in done.output  # not "val 0 (0.2 of train...)"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["adapt"]["criterion"] == "dev" and metrics["adapt"]["chosen"] == {"method": "dann", "seed": 0}
     assert metrics["target"]["n"] == 6 and metrics["target"]["transductive"]

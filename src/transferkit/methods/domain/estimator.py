@@ -155,6 +155,7 @@ class DomainAdaptClassifier(ImageClassifier):
             # Held back from the loop, which would return the epoch best on it: source accuracy levels off
             # early while adaptation goes on, so every run keeps its last epoch and the criteria read this split.
             dataset.val = Split()
+            dataset.val_source = f"{len(self.source_val_)} held back for model selection: {dataset.val_source}"
         if isinstance(self.modality, TargetModality):
             self.modality.target_items = self.target_.items
         dataset.details["target"] = self.target_.describe()
