@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import FAST, make_folder
+from conftest import FAST, make_folder, run_main
 from faults import FaultInjection
 
 from transferkit.config import RunConfig
@@ -305,15 +305,10 @@ def test_adapt_select_choices_are_the_criteria() -> None:
     (["--method", "dan"], "method 'dan' is not known; did you mean dann"),
 ])
 def test_adapt_bad_input_is_one_line(args: list[str], wanted: str, tmp_path: Path, monkeypatch, capsys) -> None:
-    from transferkit.cli import main
-
     source = make_folder(tmp_path / "source", {"": 2})
-    monkeypatch.setattr("sys.argv", ["transferkit", "adapt", str(source), "--target", str(tmp_path / "nope"),
-                                     "--out", str(tmp_path / "run"), "--method", "dann", *args])
-    with pytest.raises(SystemExit) as stopped:
-        main()
-    err = capsys.readouterr().err
-    assert stopped.value.code == 2 and err.startswith("error: ") and wanted in err, err
+    code, _, err = run_main(monkeypatch, capsys, "adapt", str(source), "--target", tmp_path / "nope", "--out",
+                            tmp_path / "run", "--method", "dann", *args)
+    assert code == 2 and err.startswith("error: ") and wanted in err, err
     assert err.strip().count("\n") == 0
 
 
@@ -342,15 +337,10 @@ def test_train_with_a_target_scores_it_and_adapts_with_a_term(tmp_path: Path) ->
 
 
 def test_train_target_on_text_data_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
-    from transferkit.cli import main
-
     texts = tmp_path / "texts.csv"
     texts.write_text("text,label\n" + "".join(f"sample {i},{'ab'[i % 2]}\n" for i in range(8)))
     target = make_folder(tmp_path / "target", {"": 1})
-    monkeypatch.setattr("sys.argv", ["transferkit", "train", str(texts), "--target", str(target),
-                                     "--out", str(tmp_path / "run")])
-    with pytest.raises(SystemExit) as stopped:
-        main()
-    err = capsys.readouterr().err
-    assert stopped.value.code == 2 and "only image data can have a target domain" in err, err
+    code, _, err = run_main(monkeypatch, capsys, "train", str(texts), "--target", str(target), "--out",
+                            str(tmp_path / "run"))
+    assert code == 2 and "only image data can have a target domain" in err, err
     assert err.strip().count("\n") == 0

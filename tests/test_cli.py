@@ -37,10 +37,28 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *ar
 @pytest.fixture
 def plugins():
     """A loss term and a callback registered for one test (the built-in registries may have none)."""
-    LOSS_TERMS.register("test-term", dict)
-    CALLBACKS.register("test-log", dict)
+    from transferkit.train.callbacks import Callback
+    from transferkit.train.losses import LossTerm
+
+    class NoTerm(LossTerm):
+        name = "test-term"
+
+        def forward(self, batch, outputs):
+            return outputs.logits.sum() * 0.0
+
+    class NoLog(Callback):
+        def __init__(self, every: int = 1) -> None:
+            self.every = every
+
+    class OtherTerm(NoTerm):
+        name = "zero-loss"
+
+    LOSS_TERMS.register("test-term", NoTerm)
+    LOSS_TERMS.register("zero-loss", OtherTerm)
+    CALLBACKS.register("test-log", NoLog)
     yield
     LOSS_TERMS.unregister("test-term")
+    LOSS_TERMS.unregister("zero-loss")
     CALLBACKS.unregister("test-log")
 
 
@@ -102,11 +120,12 @@ def test_method_and_callback_repeat_and_land_in_the_saved_config(tmp_path: Path,
     data = make_folder(tmp_path / "data", {"train": 6, "val": 3})
     first, second = tmp_path / "a", tmp_path / "b"
     result = runner.invoke(app, ["train", str(data), "--out", str(first), "--image-size", "64", "--strict",
-                                 "--no-cache", "--method", "test-term:weight=0.5", "--method", "test-term",
+                                 "--strategy", "finetune", "--epochs", "1", "--batch-size", "4", "--workers", "0",
+                                 "--no-cache", "--method", "test-term:weight=0.5", "--method", "zero-loss",
                                  "--callback", "test-log", "--callback", "test-log:every=2"])
     assert result.exit_code == 0, result.output
     saved = yaml.safe_load((first / "config.yaml").read_text())
-    assert saved["methods"] == ["test-term:weight=0.5", "test-term"]
+    assert saved["methods"] == ["test-term:weight=0.5", "zero-loss"]
     assert saved["callbacks"] == ["test-log", "test-log:every=2"]
     assert (saved["strict"], saved["cache"], saved["image_size"]) == (True, False, 64)
     # re-run from the saved config: options left unset keep its values, options given replace them
@@ -114,7 +133,7 @@ def test_method_and_callback_repeat_and_land_in_the_saved_config(tmp_path: Path,
                                  "--seed", "1", "--callback", "test-log"])
     assert result.exit_code == 0, result.output
     again = RunConfig.from_yaml(second / "config.yaml")
-    assert again.methods == ["test-term:weight=0.5", "test-term"] and again.callbacks == ["test-log"]
+    assert again.methods == ["test-term:weight=0.5", "zero-loss"] and again.callbacks == ["test-log"]
     assert (again.seed, again.strict, again.cache, again.image_size) == (1, True, False, 64)
 
 

@@ -199,6 +199,24 @@ def test_ctrl_c_mid_epoch_writes_a_checkpoint_and_resume_matches(data: Path, tmp
         np.testing.assert_allclose(ta[key], tb[key], rtol=1e-5, atol=1e-6)
 
 
+def test_ctrl_c_in_a_run_without_a_folder_says_it_cannot_be_resumed(data: Path, capsys) -> None:
+    """fit() without out= (and every tune trial) checkpoints into a scratch folder that goes with the process:
+    its Ctrl-C must not tell the user to resume from it."""
+    from transferkit.estimators.image import ImageClassifier
+    from transferkit.train.registries import CALLBACKS
+
+    CALLBACKS.register("fault", faults.FaultInjection, replace=True)
+    try:
+        clf = ImageClassifier(strategy="finetune", epochs=1, image_size=32, batch_size=4, workers=0, engine="torch",
+                              callbacks=["fault:at=1:2,action=interrupt"])
+        with pytest.raises(KeyboardInterrupt):
+            clf.fit(str(data))
+    finally:
+        CALLBACKS.unregister("fault")
+    err = capsys.readouterr().err
+    assert "interrupted in epoch 1 after step 2/" in err and "cannot be resumed" in err and "--resume" not in err
+
+
 def test_augmentation_depends_on_seed_epoch_and_index_only(data: Path) -> None:
     import torch
 

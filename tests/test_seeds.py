@@ -20,10 +20,9 @@ from transferkit.cli import app
 from transferkit.config import RunConfig
 from transferkit.confidence import paired_bootstrap, t_interval
 from transferkit.errors import TransferkitError
-from transferkit.metrics import classification_metrics
+from transferkit.metrics import classification_metrics, items_digest
 from transferkit.runs.folders import is_run_folder, is_seeds_folder
 from transferkit.runs.rundir import read_run, write_run
-from transferkit.metrics import items_digest
 from transferkit.runs.seeds import parse_seeds, write_manifest
 
 runner = CliRunner()

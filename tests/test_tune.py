@@ -197,6 +197,7 @@ def test_spaces_tune_what_applies_and_leave_fixed_settings_alone() -> None:
     (["--trials", "0"], "--trials 0: run at least 1 trial"),
     (["--space", "grid"], "--space grid: unknown search space; choose one of: probe, finetune"),
     (["--study", "a b"], "--study a b: use letters"),
+    (["--study", "007"], "--study 007: use letters"),  # it would reach the trials' prune callback as 7
     (["--space", "finetune", "--strategy", "linear-probe"], "does not do; drop one of the two options"),
     (["--space", "probe", "--l2", "0.1", "--class-weights", "auto"], "nothing to tune"),
     (["--pruner", "hyperband"], "--pruner hyperband: unknown pruner"),
@@ -219,3 +220,16 @@ def test_missing_optuna_names_the_extra(tmp_path: Path, monkeypatch: pytest.Monk
     code, _, err = run_main(monkeypatch, capsys, "tune", str(tmp_path), "--storage", "sqlite:///s.db", "--out",
                             str(tmp_path / "run"))
     assert code == 2 and "pip install 'transferkit[tune]'" in err and err.count("\n") == 1, err
+
+
+def test_strict_stops_a_probe_study_on_an_unreadable_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """Trials read the data as train does: --strict makes an unreadable image an error, not a skipped item."""
+    data = make_folder(tmp_path / "data", {"train": 3, "val": 2})
+    (data / "train" / "red" / "broken.png").write_bytes(b"not an image")
+    args = ["tune", str(data), "--trials", "1", "--storage", f"sqlite:///{tmp_path}/study.db", "--out",
+            str(tmp_path / "run"), *SMALL]
+    code, _, err = run_main(monkeypatch, capsys, *args, "--strict")
+    assert code == 2 and "1 unreadable file(s) in train" in err and "broken.png" in err, err
+    code, _, err = run_main(monkeypatch, capsys, *args)
+    assert code == 0 and "warning: skipped 1 unreadable file(s) in train" in err, err

@@ -76,3 +76,9 @@ def shown(value: Any, limit: int = SHOWN_CHARS, quote: bool = True) -> str:
     short.maxlist = short.maxtuple = short.maxdict = short.maxset = 8
     text = short.repr(value) if quote else str(value)[:limit + 1]
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, shortened (a library's message can be a page): what a one-line error quotes."""
+    text = str(exc).strip().splitlines()
+    return shown(text[0], 160, quote=False) if text else type(exc).__name__

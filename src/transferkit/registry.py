@@ -27,6 +27,18 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), options
 
 
+def format_spec(name: str, options: dict[str, Any]) -> str:
+    """The spec :func:`parse_spec` reads back as ``(name, options)``; a value it would read otherwise (one with a
+    comma, or a string that reads as a number, like study ``007``) is a one-line error, never a silent change."""
+    for key, value in options.items():
+        read = parse_value(str(value))
+        if "," in str(value) or read != value or type(read) is not type(value):
+            raise TransferkitError(f"{key} {value!r} cannot be passed on in a spec (name:key=value,...): it would "
+                                   "read back as another value; choose one without commas that does not read as a "
+                                   "number or true/false")
+    return f"{name}:" + ",".join(f"{key}={value}" for key, value in options.items())
+
+
 def parse_value(text: str) -> Any:
     lowered = text.lower()
     if lowered in ("true", "false"):

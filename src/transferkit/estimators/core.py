@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 import numpy as np
 
 from transferkit.config import RunConfig
-from transferkit.errors import DataError, RunDirError, TransferkitError
+from transferkit.errors import DataError, RunDirError, TransferkitError, first_line
 from transferkit.estimators.finetune import finetune
 from transferkit.estimators.parent import grown_head, parent_record, score_on_parent_data
 from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
-from transferkit.features.engines import check_precision_device, first_line, net_tensors, seed_engine
+from transferkit.features.engines import check_precision_device, net_tensors, seed_engine
 from transferkit.heads.probe import ProbeHead, fit_probe
 from transferkit.metrics import classification_metrics, record_scored_items
-from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Modality, Split, empty_split_error,
-                                        skipped_record)
+from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Modality, Split, check_read,
+                                        empty_split_error, skipped_record)
 from transferkit.progress import log
 from transferkit.runs.folders import RUN_ENGINE
 from transferkit.runs.rundir import (check_out_vs_data, check_writable, checkpoint_dir, read_run, read_tensors,
@@ -146,7 +146,7 @@ class TransferClassifier(ConfiguredEstimator):
         parts, start = [], 0
         for name, split in zip(("train", "val", "test"), splits):
             part = result.part(start, start + len(split))
-            self._check_read(part.failed, name)
+            check_read(part.failed, name, self.config.strict)
             if name == "val" and len(split) and not part.ok.any():
                 raise empty_split_error(name, len(split), part.failed)
             parts.append((part, np.asarray(split.labels, dtype=np.int64)[part.ok]))
@@ -204,15 +204,6 @@ class TransferClassifier(ConfiguredEstimator):
         result = self.modality.featurize(self.spec_, items, self.config, self.feature_net, self.verbose, calibrate_on)
         self.embed_stats_ = result.stats
         return result
-
-    def _check_read(self, failed: list[tuple[str, str]], where: str) -> None:
-        if not failed:
-            return
-        listing = "; ".join(f"{item} ({why})" for item, why in failed[:5])
-        if self.config.strict:
-            raise DataError(f"{len(failed)} unreadable file(s) in {where}: {listing}")
-        log(f"warning: skipped {len(failed)} unreadable file(s) in {where}: {listing}"
-            f"{' ...' if len(failed) > 5 else ''} (use --strict to stop instead)")
 
     # -- inference -------------------------------------------------------------------------------------------
     def _check_fitted(self) -> None:

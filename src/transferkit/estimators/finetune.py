@@ -64,7 +64,7 @@ def finetune(modality: Modality, spec: Spec, config: RunConfig, classes: Sequenc
         result = train_model(model, config, strategy, modality.train_data(spec, dataset.train, config, n_classes),
                              (val_inputs, val_labels) if len(val_labels) else None, n_classes,
                              Path(out) if out is not None else Path(scratch), resume=resume,
-                             frozen=frozen, predict=predict, task=task)
+                             frozen=frozen, predict=predict, task=task, resumable=out is not None)
     net = result.model.features.eval()
     source_head = result.artifacts.get("source_head")
     metrics.update(epochs_run=len(result.history), best_epoch=result.best_epoch,

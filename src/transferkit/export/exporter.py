@@ -33,13 +33,12 @@ import onnxruntime as ort
 import torch
 
 from transferkit import __version__
-from transferkit.errors import RunDirError, TransferkitError, arg
+from transferkit.errors import RunDirError, TransferkitError, arg, first_line
 from transferkit.estimators import load_classifier
 from transferkit.estimators.core import TransferClassifier
 from transferkit.export.adapters import OUTPUT, ModelInputs, inputs_for
 from transferkit.estimators.heldout import capped, heldout_split
 from transferkit.export.model import ExportedClassifier, whole_model
-from transferkit.features.engines import first_line
 from transferkit.progress import log
 from transferkit.runs.folders import is_run_folder, reason
 from transferkit.runs.rundir import read_run, swap_into_place

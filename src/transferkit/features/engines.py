@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 import numpy as np
 
 from transferkit.atomic import atomic_write_bytes
-from transferkit.errors import TransferkitError, arg
+from transferkit.errors import TransferkitError, arg, first_line
 from transferkit.features.cache import cache_root, claim_root
 from transferkit.features.quantize import (STATIC_QDQ, Calibration, QuantizationError, Recipe, check_close,
                                            features_identity, int8_file, int8_files, quantize_graph)
@@ -221,11 +221,11 @@ def plan_request(request: EngineRequest, engine: str = "auto") -> EnginePlan:
 
 
 def open_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.Module"], engine: str = "auto",
-                cache_dir: str | Path | None = None, label: str = "",
-                calibration: Callable[[], Calibration] | None = None) -> Engine:
+                cache_dir: str | Path | None = None, label: str = "") -> Engine:
     """The engine itself (see :func:`plan_engine`). ``auto`` picks torch on a GPU and ONNX Runtime on CPU.
-    When the ONNX export fails for an architecture, it falls back to torch with a one-line notice."""
-    return plan_engine(fingerprint, input_size, build_net, engine, cache_dir, label, calibration).open()
+    When the ONNX export fails for an architecture, it falls back to torch with a one-line notice. Nothing is
+    calibrated here: an int8 engine not yet built needs the training images (:func:`plan_engine`)."""
+    return plan_engine(fingerprint, input_size, build_net, engine, cache_dir, label).open()
 
 
 def plan_int8(request: EngineRequest) -> EnginePlan:
@@ -341,10 +341,6 @@ def seed_engine(fingerprint: str, name: str, source: Path, cache_dir: str | Path
             tmp.unlink(missing_ok=True)
     except OSError:  # a cache that cannot be written: the engine is exported there as before
         pass
-
-
-def first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
 
 
 def net_tensors(fingerprint: str, build_net: Callable[[], "nn.Module"], cache_dir: str | Path | None = None,

@@ -21,7 +21,8 @@ Static QDQ lost 3.5 points on rt_polarity, per-tensor weights moved some embeddi
 Its sample only checks the engine against fp32.
 
 Calibration data come from the caller (the user's own images or texts, prepared as extraction does them); their
-identity names the engine file, so another sample is another engine and another feature cache.
+identity names the engine file. The first engine built for a network stays its engine (features/engines.py:
+plan_int8), so a head always meets the features it was fitted on; the sample only decides how that one is built.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class Recipe:
 class Calibration:
     """A calibration sample: what identifies it, and its batches of model inputs (produced when needed)."""
 
-    identity: str  # a digest of the sample's files (or texts): another sample is another engine
+    identity: str  # a digest of the sample's files (or texts): it names the engine file it builds
     batches: Callable[[], Iterable[Batch]]  # each an input array (the graph's one input) or {input: array}
     size: int = 0  # items in the sample, for the log line
 

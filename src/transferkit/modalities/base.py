@@ -205,6 +205,17 @@ def empty_split_error(name: str, size: int, failed: list[tuple[str, str]]) -> Da
                      "validation data (val_fraction then splits it off train)")
 
 
+def check_read(failed: list[tuple[str, str]], where: str, strict: bool) -> None:
+    """Items that could not be read: an error with ``strict`` (``--strict``), else one warning line."""
+    if not failed:
+        return
+    listing = "; ".join(f"{item} ({why})" for item, why in failed[:5])
+    if strict:
+        raise DataError(f"{len(failed)} unreadable file(s) in {where}: {listing}")
+    log(f"warning: skipped {len(failed)} unreadable file(s) in {where}: {listing}"
+        f"{' ...' if len(failed) > 5 else ''} (use --strict to stop instead)")
+
+
 def stratified_indices(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Train / validation row indices, stratified; classes with fewer than 2 rows stay in train."""
     from sklearn.model_selection import train_test_split

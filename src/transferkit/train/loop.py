@@ -71,8 +71,9 @@ def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, data: T
                 val: tuple[Any, np.ndarray] | None, n_classes: int, out: Path, *, resume: bool = False,
                 frozen: Callable[[Any], np.ndarray] | None = None, predict: Predict,
                 terms: list[LossTerm] | None = None, callbacks: list[Callback] | None = None,
-                task: TaskInputs | None = None) -> TrainResult:
-    """Train ``model`` through the strategy's phases; checkpoints in ``out/checkpoints``.
+                task: TaskInputs | None = None, resumable: bool = True) -> TrainResult:
+    """Train ``model`` through the strategy's phases; checkpoints in ``out/checkpoints`` (``resumable=False``: a
+    scratch folder that goes with the process, so an interrupted run says it cannot be resumed).
 
     ``val`` is (inputs, labels) and ``predict(model, inputs, accelerator)`` turns inputs into probabilities.
     ``frozen`` (a batch's inputs -> features of the untouched pretrained backbone, e.g. the cached ONNX
@@ -83,7 +84,7 @@ def train_model(model: nn.Module, config: RunConfig, strategy: Strategy, data: T
     task = task or TaskInputs()
     task.classes = task.classes or [str(i) for i in range(n_classes)]
     return Trainer(model, config, strategy, data, val, n_classes, Path(out), frozen, predict, terms or [],
-                   callbacks or [], task).fit(resume)
+                   callbacks or [], task, resumable).fit(resume)
 
 
 class Trainer:
@@ -92,7 +93,7 @@ class Trainer:
     def __init__(self, model: nn.Module, config: RunConfig, strategy: Strategy, data: TrainData,
                  val: tuple[Any, np.ndarray] | None, n_classes: int, out: Path, frozen: Callable | None,
                  predict: Predict, terms: list[LossTerm], callbacks: list[Callback],
-                 task: TaskInputs) -> None:
+                 task: TaskInputs, resumable: bool = True) -> None:
         self.config, self.strategy, self.data, self.n_classes, self.predict = config, strategy, data, n_classes, predict
         self.val = val if val is not None and len(val[1]) else None
         self.accelerator = accelerator = make_accelerator(config)
@@ -116,7 +117,7 @@ class Trainer:
         # the running epoch's clock and loss sums (see run_epoch)
         self.epoch_start, self.train_seconds, self.seen = 0.0, 0.0, 0
         self.sums: dict[str, torch.Tensor] = {}
-        self.task = task
+        self.task, self.resumable = task, resumable
 
     # -- the run ---------------------------------------------------------------------------------------------
     def fit(self, resume: bool) -> TrainResult:
@@ -312,6 +313,8 @@ class Trainer:
         raise Interrupted
 
     def resume_hint(self) -> str:
+        if not self.resumable:
+            return "it goes when this process ends (the run writes no run folder), so it cannot be resumed"
         return f"continue with `transferkit train --config {self.context.directory / 'config.yaml'} --resume`"
 
     # -- end of epoch ----------------------------------------------------------------------------------------

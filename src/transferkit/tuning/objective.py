@@ -17,8 +17,7 @@ from transferkit.errors import DataError, arg
 from transferkit.estimators.core import TransferClassifier
 from transferkit.heads.probe import fit_probe
 from transferkit.metrics import classification_metrics
-from transferkit.modalities.base import Featurized, LabelledData, Split
-from transferkit.progress import log
+from transferkit.modalities.base import Featurized, LabelledData, Split, check_read
 from transferkit.train.strategies import parse_strategy
 from transferkit.tuning.base import LOG_LOSS_ATTR, PRUNED_ATTR, TuningError
 from transferkit.tuning.space import Dimension, SearchSpace
@@ -110,10 +109,9 @@ class ProbeObjective:
             train, val = self.dataset.train, self.dataset.val
             result = modality.featurize(spec, train.items + val.items, config, lambda: modality.build_net(spec),
                                         True, calibrate_on=train.items)
-            if result.failed:
-                log(f"warning: skipped {len(result.failed)} unreadable item(s), e.g. {result.failed[0][0]} "
-                    f"({result.failed[0][1]})")
             train_part, val_part = result.part(0, len(train)), result.part(len(train), len(train) + len(val))
+            check_read(train_part.failed, "train", config.strict)
+            check_read(val_part.failed, "val", config.strict)
             if not val_part.ok.any():
                 raise DataError(f"{config.data}: none of the validation items could be read")
             self.features[spec.fingerprint] = ((train_part, labels_read(train, train_part)),

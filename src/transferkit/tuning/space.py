@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError, arg
-from transferkit.registry import parse_spec
+from transferkit.registry import format_spec, parse_spec
 
 Trial = Any  # optuna.Trial (duck-typed: this module never imports optuna)
 KINDS = ("image", "text")
@@ -100,7 +100,7 @@ class AdapterRank(Choice):
     def changes(self, value: Any, config: RunConfig) -> dict[str, Any]:
         name, options = parse_spec(config.adapter)
         options[self.option] = value
-        return {"adapter": f"{name}:" + ",".join(f"{k}={v}" for k, v in options.items())}
+        return {"adapter": format_spec(name, options)}
 
 
 @dataclass(frozen=True)

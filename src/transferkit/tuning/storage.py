@@ -9,6 +9,7 @@ as running is never counted as finished. The prune callback reaches its trial th
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,8 @@ from typing import Callable
 import optuna
 from optuna.exceptions import ExperimentalWarning
 
-from transferkit.errors import arg, shown
+from transferkit.errors import arg, first_line
+from transferkit.registry import format_spec
 from transferkit.runs.folders import write_problem
 from transferkit.tuning.base import TuningError
 
@@ -71,14 +73,16 @@ def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage
         raise TuningError(f"{storage_option(url)}: cannot open it as a study database ({first_line(exc)})") from None
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return shown(text[0], 160, quote=False) if text else type(exc).__name__
-
-
 def prune_spec(url: str, study: str, number: int, pruner: str) -> str:
     """The ``optuna-prune`` callback spec for trial ``number`` (how the training loop's registry builds it)."""
-    return f"optuna-prune:storage={url},study={study},trial={number},pruner={pruner}"
+    return format_spec("optuna-prune", {"storage": url, "study": study, "trial": number, "pruner": pruner})
+
+
+@functools.lru_cache(maxsize=None)
+def trial_storage(url: str) -> optuna.storages.RDBStorage:
+    """One connection pool per database for the trials a process runs (a pool per trial stayed open until exit);
+    without heartbeats: the process running the study beats for its trials."""
+    return open_storage(url, heartbeat=False)
 
 
 def trial_handle(url: str, study: str, number: int, pruner: str) -> optuna.Trial:
@@ -86,7 +90,7 @@ def trial_handle(url: str, study: str, number: int, pruner: str) -> optuna.Trial
     ``should_prune`` asks ``pruner`` about the curves of the study's other trials."""
     if pruner not in PRUNERS:
         raise TuningError(f"pruner '{pruner}' is not known; choose one of: {', '.join(PRUNERS)}")
-    storage = open_storage(url, heartbeat=False)  # the process running the trial beats for it
+    storage = trial_storage(url)
     try:
         loaded = optuna.load_study(study_name=study, storage=storage, pruner=PRUNERS[pruner](),
                                    sampler=optuna.samplers.RandomSampler())

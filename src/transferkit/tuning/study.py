@@ -23,6 +23,7 @@ from transferkit.errors import TrainingError, arg
 from transferkit.estimators import classifier_for_data
 from transferkit.estimators.core import TransferClassifier, absolute_paths
 from transferkit.progress import log
+from transferkit.registry import parse_value
 from transferkit.train.strategies import parse_strategy
 from transferkit.tuning.base import LOG_LOSS_ATTR, PRUNED_ATTR, TuningError
 from transferkit.tuning.objective import FinetuneObjective, ProbeObjective, Search
@@ -71,8 +72,9 @@ def tune(search: Search, trials: int, storage: str, out: str | Path, study_name:
     if pruner not in PRUNERS:
         raise TuningError(f"{arg('pruner', pruner)}: unknown pruner; choose one of: {', '.join(PRUNERS)}")
     name = study_name or default_study_name(search)
-    if not STUDY_NAME.fullmatch(name):
-        raise TuningError(f"{arg('study', name)}: use letters, digits, '.', '_' and '-' only")
+    if not STUDY_NAME.fullmatch(name) or parse_value(name) != name:  # trials' callbacks carry it as text
+        raise TuningError(f"{arg('study', name)}: use letters, digits, '.', '_' and '-' only, and not a number or "
+                          "true/false alone")
     study = open_study(open_storage(storage), name, search, pruner, storage)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     log(f"tune: study '{name}' ({search.space.name}: "

@@ -18,7 +18,8 @@ class DomainTerm(LossTerm):
     def setup(self, setup: TermSetup) -> None:
         if setup.data.unlabelled is None:
             raise TrainingError(f"method {self.name} adapts to a target domain, but this run has no unlabelled "
-                                "target images; run `transferkit adapt SOURCE --target DIR` (Python: "
+                                "target images; give `train` --target DIR (again with --resume: the saved config does not "
+                                "hold it), or run `transferkit adapt SOURCE --target DIR` (Python: "
                                 "DomainAdaptClassifier(target=DIR))")
         self.width, self.n_classes, self.device = feature_width(setup.model), setup.n_classes, setup.device
 

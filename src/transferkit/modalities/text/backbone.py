@@ -119,11 +119,8 @@ def _damaged_folder_error(folder: Path, exc: Exception) -> BackboneError:
                          "run or the model, or train the run again")
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
 def _folder_digest(folder: Path) -> str:
-    """Content digest of a model folder's weights and config (memoised per path, size and mtime)."""
+    """Content digest of a model folder's weights and config."""
     digest = hashlib.blake2b(digest_size=16)
     found = False
     for name in WEIGHT_FILES:
@@ -131,11 +128,7 @@ def _folder_digest(folder: Path) -> str:
         if not path.is_file():
             continue
         found = found or name != "config.json"
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-        if key not in _DIGESTS:
-            _DIGESTS[key] = file_digest(path)
-        digest.update(f"{name}:{_DIGESTS[key]}|".encode())
+        digest.update(f"{name}:{file_digest(path)}|".encode())
     if not found:
         raise BackboneError(f"{folder}: no model weights (model.safetensors or pytorch_model.bin) in this folder; "
                             "pass a Hugging Face model folder saved with save_pretrained()")
