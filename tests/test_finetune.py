@@ -282,3 +282,26 @@ def test_two_processes_on_cpu_agree_and_the_saved_model_loads(data: Path, tmp_pa
     assert loaded.source_.fingerprint == results[0]["fp"]
     loaded.config = loaded.config.replace(engine="torch")
     assert len(loaded.predict(data / "val")) == 6
+
+
+def test_grad_checkpointing_checkpoints_the_blocks_and_changes_no_result(data: Path, monkeypatch) -> None:
+    import torch
+    import torch.utils.checkpoint
+
+    from transferkit.estimators.image import ImageClassifier
+    from transferkit.modalities.image.backbones import resolve_backbone
+    from transferkit.train.precision import checkpoint_activations
+
+    backbone = resolve_backbone("efficientnet_lite0", input_size=32).build().train()
+    segments, checkpoint = [], torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: segments.append(1) or checkpoint(*a, **k))
+    checkpoint_activations(backbone)
+    backbone(torch.rand(2, 3, 32, 32)).sum().backward()
+    assert len(segments) == sum(len(stage) for stage in backbone.blocks)  # every block: its activations recomputed
+    assert all(p.grad is not None for p in backbone.blocks.parameters())
+    settings = dict(strategy="finetune", epochs=1, image_size=32, batch_size=4, workers=0, engine="torch", seed=3)
+    plain = ImageClassifier(**settings).fit(str(data))
+    saving = ImageClassifier(**settings, grad_checkpointing=True).fit(str(data))
+    assert [r["train_loss"] for r in saving.metrics_["history"]] == pytest.approx(
+        [r["train_loss"] for r in plain.metrics_["history"]], rel=1e-5)
+    assert saving.metrics_["val"]["accuracy"] == plain.metrics_["val"]["accuracy"]

@@ -154,6 +154,8 @@ class RunConfig:
     grad_clip: float | None = declare(None, "Clip the gradient norm", FINE_TUNING, positive,
                                       "a positive number or null")
     grad_accum: int = declare(1, "Accumulate gradients over N batches", FINE_TUNING, positive, "a positive integer")
+    grad_checkpointing: bool = declare(False, "Recompute the backbone's activations in the backward pass: less "
+                                              "memory, slower steps (same results)", FINE_TUNING)
     precision: Precision = declare("auto", "auto: bf16 where the hardware has it, else fp32; fp16 on a GPU",
                                    FINE_TUNING)
     adapter: str = declare("full", f"Which parameters exist and train: {registered(ADAPTERS)}", FINE_TUNING,

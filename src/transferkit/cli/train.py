@@ -173,7 +173,7 @@ def train_seeds(config: RunConfig, params: dict[str, Any], seeds: list[int], out
         check_before_work(seed_folder(out, seed), config.replace(seed=seed), overwrite, resume=False)
     runs: dict[str, Any] = {}
 
-    def saved(seed: int, folder: Path, clf: Any) -> None:
+    def saved(folder: Path, clf: Any) -> None:
         runs[folder.name] = clf.metrics_
         if report:
             write_html_report(folder)

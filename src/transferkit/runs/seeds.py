@@ -106,10 +106,10 @@ def write_manifest(out: Path, seeds: Sequence[int], summary: dict[str, Any] | No
 
 
 def fit_seeds(new_classifier: Callable[[int], Any], data: Any, seeds: Sequence[int], out: str | Path,
-              overwrite: bool = False) -> dict[str, Any]:
+              overwrite: bool = False, on_saved: Callable[[Path, Any], None] | None = None) -> dict[str, Any]:
     """Fit ``new_classifier(seed)`` (an unfitted classifier whose config has that seed) on ``data`` once per
     seed, each saved into ``out/seed-N``; returns the manifest written to ``out/seeds.json``, with the spread
-    of each metric over the seeds."""
+    of each metric over the seeds. ``on_saved(folder, classifier)`` runs after each save."""
     out, seeds = Path(out), list(seeds)
     if not seeds or len(set(seeds)) < len(seeds) or not all(type(s) is int and 0 <= s <= MAX_SEED for s in seeds):
         raise TransferkitError(f"seeds={seeds!r}: expected distinct integers in [0, 2^32)")
@@ -128,6 +128,8 @@ def fit_seeds(new_classifier: Callable[[int], Any], data: Any, seeds: Sequence[i
             continue  # other ranks of a multi-process run: rank 0 saves
         clf.save(folder, overwrite=overwrite)
         metrics.append(clf.metrics_)
+        if on_saved is not None:
+            on_saved(folder, clf)
     if not main:
         return {}
     for stale in stale_seed_runs(out, seeds):  # checked before the work, and again now: only runs go

@@ -38,7 +38,7 @@ from transferkit.train.frozen import FrozenForward
 from transferkit.train.losses import Batch, LossTerm, Outputs, TaskInputs, TermSetup, build_terms
 from transferkit.train.optim import build_optimizer, build_schedule
 from transferkit.train.phases import apply_phase, print_groups, resolve_bn, set_train_mode
-from transferkit.train.precision import make_accelerator
+from transferkit.train.precision import checkpoint_activations, make_accelerator
 from transferkit.train.registries import ADAPTERS, CALLBACKS
 from transferkit.train.strategies import Phase, Strategy
 
@@ -98,6 +98,8 @@ class Trainer:
         self.val = val if val is not None and len(val[1]) else None
         self.accelerator = accelerator = make_accelerator(config)
         self.adapter = ADAPTERS.create(config.adapter)
+        if config.grad_checkpointing:
+            checkpoint_activations(model.backbone)
         self.model = self.adapter.attach(model)
         self.terms = build_terms(config, terms)
         self.callbacks = Callbacks(default_callbacks(config) + [CALLBACKS.create(s) for s in config.callbacks]

@@ -33,7 +33,7 @@ __all__ = ["CHECKPOINT_DIR", "LAST", "BEST", "checkpoint_dir", "TrainState", "sa
 FORMAT = "transferkit-checkpoint-2"
 BEST = "best.safetensors"
 # Config fields that may differ between the interrupted and the resumed run (they do not change results).
-RESUME_FREE_FIELDS = ("data", "cache", "cache_dir", "workers", "engine", "strict", "callbacks")
+RESUME_FREE_FIELDS = ("data", "cache", "cache_dir", "workers", "engine", "strict", "callbacks", "grad_checkpointing")
 
 
 @dataclass
