@@ -1,6 +1,6 @@
 """Digits domain adaptation, both directions, efficientnet_lite0 fine-tuned on CPU (not run by the tests).
 
-    .venv/bin/python bench/adapt.py [--source-n 2000] [--epochs 2] [--seeds 0,1,2] [--image-size 32]
+    .venv/bin/python bench/adapt.py [--source-n 5000] [--epochs 5] [--seeds 0,1,2] [--image-size 64]
                                     [--select dev] [--methods source-only,coral,mmd,dann,cdan,pseudo-label]
 
 Data: ../shared/data/digits_mnist_usps, whose two folders are both official *test* sets (MNIST 10,000, USPS
@@ -8,7 +8,7 @@ Data: ../shared/data/digits_mnist_usps, whose two folders are both official *tes
 
 * USPS: 1,000 images (stratified by nothing: a plain random 1,000) are the unlabelled adaptation pool, the other
   1,007 the labelled target test set (MNIST -> USPS); as the source (USPS -> MNIST), all 2,007 are labelled.
-* MNIST: a random ``--source-n`` (default 1,500, to fit a CPU budget: not the full 10,000) are the labelled
+* MNIST: a random ``--source-n`` (default 5,000, to fit a CPU budget: not the full 10,000) are the labelled
   source (MNIST -> USPS); as the target (USPS -> MNIST), another 2,000 are the adaptation pool and another 2,000
   the target test set (all three disjoint).
 
@@ -19,8 +19,11 @@ source validation and the unlabelled target (DEV by default), and the table also
 criterion would have picked. Every run keeps its last epoch. The target oracle trains on the labelled adaptation pool (the same images the
 other methods see without labels) and is scored on the same target test set.
 
-Settings (chosen on source validation and wall time, never on target labels): 32 px, AdamW lr 3e-3 with a
-cosine schedule, 3 epochs, batch 64 source + 64 target, BatchNorm statistics trained, no augmentation. Torch
+Settings (chosen on source validation and wall time, never on a method's target accuracy): 64 px, AdamW lr 3e-3
+with a cosine schedule, 5 epochs, batch 64 source + 64 target, BatchNorm statistics trained, no augmentation.
+The budget was 32 px, 1,500 source images and 3 epochs until the target *oracle* itself scored 0.913 there, under
+the 0.95 goal: at 64 px with 5,000 source images and 5 epochs it scores 0.966 (USPS -> MNIST 0.984; the methods'
+settings unchanged). One seed of both directions takes about 40 minutes here, three seeds two hours. Torch
 runs on one thread: on this 2-core machine shared with other jobs, two OpenMP threads made a Lite0 step 10-18x
 slower (9 s against 0.5 s for 128 images at 32 px) whenever another process held a core.
 """
@@ -140,10 +143,10 @@ def goals(results: list[dict], select: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--source-n", type=int, default=1500, help="MNIST source images (MNIST -> USPS)")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--source-n", type=int, default=5000, help="MNIST source images (MNIST -> USPS)")
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (see the module docstring)")
     parser.add_argument("--bn", default="train")
