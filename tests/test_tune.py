@@ -19,7 +19,7 @@ from transferkit.modalities import IMAGE
 from transferkit.train.registries import CALLBACKS
 from transferkit.tuning import storage as tuning_storage
 from transferkit.tuning import study as tuning_study
-from transferkit.tuning.base import PRUNED_ATTR
+from transferkit.tuning.base import PRUNED_ATTR, PRUNER_NAMES
 from transferkit.tuning.objective import trial_classifier
 from transferkit.tuning.space import FINETUNE, PROBE
 from transferkit.tuning.storage import open_storage, prune_spec
@@ -233,3 +233,9 @@ def test_strict_stops_a_probe_study_on_an_unreadable_image(tmp_path: Path, monke
     assert code == 2 and "1 unreadable file(s) in train" in err and "broken.png" in err, err
     code, _, err = run_main(monkeypatch, capsys, *args)
     assert code == 0 and "warning: skipped 1 unreadable file(s) in train" in err, err
+
+
+def test_the_cli_names_exactly_the_pruners_there_are() -> None:
+    """tuning/base.py spells the names so --help imports no optuna: they must be storage.PRUNERS' own."""
+    assert set(PRUNER_NAMES) == set(tuning_storage.PRUNERS)
+    assert all(space.pruner in PRUNER_NAMES for space in (PROBE, FINETUNE))

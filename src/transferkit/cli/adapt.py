@@ -15,9 +15,11 @@ from transferkit.cli.output import cell, console, print_json
 from transferkit.cli.train import CONFIG_FIELDS, check_before_work, config_option
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
+from transferkit.train.registries import DOMAIN_TERMS, SOURCE_ONLY
 
 # selection.CRITERIA, copied (a test holds them equal) so that --help imports no numpy
 SELECT_CHOICES = ("source-val", "entropy", "dev")
+CANDIDATES = (SOURCE_ONLY, *DOMAIN_TERMS)  # the built-in ones; plug-in terms are candidates too
 OWN_FIELDS = ("data", "methods")  # an argument, and adapt's own --method (candidates, not combined terms)
 
 
@@ -38,7 +40,7 @@ def adapt(
                                               "whose labels only score the run", show_default=False)],
     out: Annotated[str, typer.Option(help="Run folder to write (the chosen model)", show_default=False)],
     method: Annotated[Optional[list[str]], typer.Option(
-        "--method", help="A candidate: source-only, coral, mmd, dann, cdan, pseudo-label, with options "
+        "--method", help=f"A candidate: {', '.join(CANDIDATES)}, with options "
                          "(dann:weight=0.5) or joined by + (mmd+pseudo-label); repeat to compare",
         show_default=False)] = None,
     seeds: Annotated[str, typer.Option(help="Seeds to fit each method with; the table reports mean and spread")] = "0",
@@ -57,8 +59,7 @@ def adapt(
     if select not in SELECT_CHOICES:
         raise TransferkitError(f"--select '{select}': choose one of {', '.join(SELECT_CHOICES)}")
     if not method:
-        raise TransferkitError("name at least one --method: source-only, coral, mmd, dann, cdan or pseudo-label "
-                               "(repeat it to compare)")
+        raise TransferkitError(f"name at least one --method: {', '.join(CANDIDATES)} (repeat it to compare)")
     from transferkit.runs.seeds import parse_seeds  # lazy: numpy; --help must not pay for it
 
     seed_list = parse_seeds(seeds, at_least=1)

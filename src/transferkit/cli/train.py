@@ -16,6 +16,7 @@ from transferkit.cli.output import console, print_json
 from transferkit.config import FIELD_TYPES, RunConfig, choices
 from transferkit.errors import TransferkitError
 from transferkit.progress import log
+from transferkit.train.registries import DOMAIN_TERMS
 
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
@@ -97,7 +98,7 @@ def train(
                                                           "needs the 'report' extra)")] = False,
     target: Annotated[Optional[Path], typer.Option(
         help="Images of another domain (flat, or <class>/ folders whose labels only score the run): the run "
-             "reports its accuracy there, and --method coral|mmd|dann|cdan|pseudo-label adapt to them "
+             f"reports its accuracy there, and --method {'|'.join(DOMAIN_TERMS)} adapt to them "
              "(`transferkit adapt` compares methods)", show_default=False)] = None,
     **settings: Any,
 ) -> None:

@@ -12,7 +12,7 @@ import typer
 from transferkit.cli.output import cell, console, print_json
 from transferkit.cli.train import CONFIG_FIELDS, check_before_work, option_name, print_summary, with_config_options
 from transferkit.errors import TransferkitError
-from transferkit.tuning.base import require_optuna
+from transferkit.tuning.base import PRUNER_NAMES, require_optuna
 from transferkit.tuning.space import SPACES
 
 SPACE_HELP = "; ".join(f"{name}: {space.summary}" for name, space in SPACES.items())
@@ -31,8 +31,10 @@ def tune(
                                                       "(linear-probe: probe)", show_default=False)] = None,
     study: Annotated[Optional[str], typer.Option(help="Study name in the storage (default: from the data, the "
                                                       "space and the settings)", show_default=False)] = None,
-    pruner: Annotated[Optional[str], typer.Option(help="Stops fine-tuning trials behind the others: median "
-                                                       "(the finetune default) or none", show_default=False)] = None,
+    pruner: Annotated[Optional[str], typer.Option(help=f"Stops fine-tuning trials behind the others: "
+                                                       f"{' or '.join(PRUNER_NAMES)} (default: the space's, "
+                                                       f"finetune: {SPACES['finetune'].pruner})",
+                                                  show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder at --out (never a "
                                                                 "folder that is not a run)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the trials, the best settings and the run's "

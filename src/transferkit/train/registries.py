@@ -16,17 +16,23 @@ ADAPTERS = Registry("adapter", {
     "ia3": "transferkit.methods.peft_adapters:IA3Adapter",
 })
 
-LOSS_TERMS = Registry("method", {
-    # keep what the source task knew; learn from a bigger model (methods/)
-    "l2sp": "transferkit.methods.l2sp:L2SP",
-    "lwf": "transferkit.methods.lwf:LearningWithoutForgetting",
-    "distill": "transferkit.methods.distill:Distillation",
-    # unsupervised domain adaptation on the unlabelled target stream (methods/domain/)
+# unsupervised domain adaptation on the unlabelled target stream (methods/domain/); named apart for the help
+# texts of `adapt` and `train --target`
+SOURCE_ONLY = "source-only"  # `adapt`'s baseline candidate: no term, the same network and bottleneck
+DOMAIN_TERMS = {
     "coral": "transferkit.methods.domain.coral:Coral",
     "mmd": "transferkit.methods.domain.mmd:MultiKernelMMD",
     "dann": "transferkit.methods.domain.dann:DANN",
     "cdan": "transferkit.methods.domain.cdan:CDAN",
     "pseudo-label": "transferkit.methods.domain.pseudo_label:PseudoLabel",
+}
+
+LOSS_TERMS = Registry("method", {
+    # keep what the source task knew; learn from a bigger model (methods/)
+    "l2sp": "transferkit.methods.l2sp:L2SP",
+    "lwf": "transferkit.methods.lwf:LearningWithoutForgetting",
+    "distill": "transferkit.methods.distill:Distillation",
+    **DOMAIN_TERMS,
 })
 
 CALLBACKS = Registry("callback", {

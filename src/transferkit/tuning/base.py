@@ -10,6 +10,7 @@ from transferkit.errors import TransferkitError
 INSTALL_HINT = "pip install 'transferkit[tune]'"
 PRUNED_ATTR = "pruned_at_epoch"  # set by the prune callback on the trial it stopped
 LOG_LOSS_ATTR = "val_log_loss"  # breaks ties between trials of equal validation accuracy
+PRUNER_NAMES = ("median", "none")  # storage.PRUNERS' names (a test holds them equal), for --help without optuna
 
 
 class TuningError(TransferkitError):

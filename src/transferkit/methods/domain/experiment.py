@@ -15,9 +15,8 @@ from transferkit.errors import TransferkitError
 from transferkit.methods.domain.estimator import DomainAdaptClassifier
 from transferkit.methods.domain.selection import criterion
 from transferkit.progress import log
-from transferkit.train.registries import LOSS_TERMS
+from transferkit.train.registries import LOSS_TERMS, SOURCE_ONLY
 
-SOURCE_ONLY = "source-only"  # the baseline every table starts with: no term, the same network and bottleneck
 
 
 def method_terms(method: str) -> list[str]:
