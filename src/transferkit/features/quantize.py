@@ -14,11 +14,19 @@ MNIST, USPS; figures are mean cosine distances of features to fp32, see bench/in
   depthwise convolution between quantised ones stays in float, so every engine is compared with fp32 on its
   calibration images before it is cached, and refused when it is too far off.
 
-Text encoders take another recipe (:data:`TEXT_DYNAMIC`): dynamic int8 (activations quantised per batch at run
-time) with per-channel weights. On all-MiniLM-L6-v2 (bench/int8_text.py) it encodes 2.3-2.6x faster than fp32;
-probe test accuracy trec +0.2, rt_polarity -0.8 points (63 of 1066 texts flip; an earlier run measured -0.3).
-Static QDQ lost 3.5 points on rt_polarity, per-tensor weights moved some embeddings to a cosine of 0.857.
-Its sample only checks the engine against fp32.
+Text encoders take another recipe (:data:`TEXT_DYNAMIC`): dynamic int8 (activations quantised per batch at run time)
+with per-channel s8 weights, MatMuls only (embedding Gathers stay float), and the first encoder layer kept in float.
+On all-MiniLM-L6-v2 (bench/int8_text.py, probe on the last four layers) it encodes 1.7x faster than fp32 (1.73
+rt_polarity, 1.64-1.71 trec, two runs); probe test accuracy rt_polarity -0.5 points (0.7908 vs 0.7955, 37 of 1066
+texts flip), trec +0.4 (8 of 500 flip); mean cosine distance to fp32 0.0030 / 0.0026. Quantising every MatMul and
+Gather (the earlier recipe) ran 2.1x but lost 0.8 points on rt_polarity (63 flips, mean distance 0.0045); MatMuls
+only: -0.8, 2.0x; also keeping the last layer in float: -0.8, 1.6x (the error is not there); keeping every FFN
+output MatMul in float halved the distance (0.0020) but still -0.8 at 1.3-1.5x; keeping only layer 0's FFN output:
+-1.4 (99 flips) at a lower distance, so single accuracy figures move by several texts by chance; keeping layers 0-1:
+-0.1 / +0.4 at 1.47 / 1.52x. The rule that picked it, the fewest float ops within 0.5 points on both sets at
+>= 1.5x, gives it on validation figures (rt_polarity -0.42, trec -0.18; no other variant qualifies) as on test:
+it sits at the bar, with no margin. Static QDQ lost 3.5 points on rt_polarity, per-tensor weights moved some
+embeddings to a cosine of 0.857. Its sample only checks the engine against fp32.
 
 Calibration data come from the caller (the user's own images or texts, prepared as extraction does them); their
 identity names the engine file. The first engine built for a network stays its engine (features/engines.py:
@@ -44,6 +52,7 @@ CALIBRATION_ITEMS = 64  # MinMax ranges: 32, 64 and 128 images gave the same mea
 MAX_MEAN_DISTANCE = 0.01  # the recipe measured 0.004 at worst; the optimiser bug above, 0.24
 RECIPE = f"qdq-u8s8-perchannel-minmax-float{LEADING_FLOAT_CONVS}"
 INT8_TAG = "int8v1"  # in engine file names: a new recipe gets a new tag, never an old engine
+FIRST_LAYER = "/layer.0/"  # the text recipe keeps the nodes of the first encoder layer in float
 
 Batch = np.ndarray | dict[str, np.ndarray]
 T = TypeVar("T")
@@ -176,18 +185,29 @@ def static_qdq(fp32_path: Path, target: Path, calibration: Calibration) -> None:
                     calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=leading_nodes(model))
 
 
+def first_layer_nodes(model: "onnx.ModelProto") -> list[str]:  # noqa: F821
+    """Names of the first transformer layer's nodes (``.../layer.0/...`` in a transformers export): with them in
+    float the probe's features were closest to fp32 for their cost (see the module's docstring). None when the
+    graph names its layers otherwise: everything is then quantised."""
+    return [node.name for node in model.graph.node if FIRST_LAYER in node.name]
+
+
 def dynamic_per_channel(fp32_path: Path, target: Path, calibration: Calibration) -> None:
     """The text encoders' recipe: ranges are taken per batch at run time, so the sample is not read here."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(fp32_path), str(target), per_channel=True, reduce_range=reduce_range(),
-                     weight_type=QuantType.QInt8)
+                     weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                     nodes_to_exclude=first_layer_nodes(onnx.load(str(fp32_path))))
 
 
 STATIC_QDQ = Recipe(RECIPE, INT8_TAG, static_qdq, "calibrating", "calibrate")
-# Mean distances measured on 64 training texts of rt_polarity / trec: 0.005 / 0.004 for the probe's four pooled
-# layers, 0.009 / 0.006 for the last layer alone; broken recipes (per-tensor weights) reach 0.1 and more.
-TEXT_DYNAMIC = Recipe("dynamic-s8-perchannel", "int8dyn1", dynamic_per_channel, "quantising", "check", 0.02)
+# bench/int8_text.py (all train + test texts, probe's four pooled layers): mean cosine distance to fp32 0.0030 on
+# rt_polarity, 0.0026 on trec (max 0.010 / 0.005), against 0.0045 / 0.0037 when layer 0 and the Gathers were
+# quantised too; broken recipes (per-tensor weights) reach 0.1 and more, so the 0.02 bound stays.
+TEXT_DYNAMIC = Recipe("dynamic-s8-perchannel-matmul-float1stlayer", "int8dyn2", dynamic_per_channel, "quantising",
+                      "check", 0.02)
 
 
 def check_close(engine: Callable[..., np.ndarray], reference: Callable[..., np.ndarray],
