@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from run import DATA, HERE, table, timed, transferkit
+from run import DATA, save_results, table, timed, transferkit
 from transferkit.features.engines import OnnxEngine
 from transferkit.features.quantize import cosine_distance
 from transferkit.modalities.image.backbones import resolve_backbone
@@ -191,9 +191,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results)
-    out = HERE / "results" / "int8.json"
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"\nwritten: {out.relative_to(HERE.parent)}")
+    save_results(results, "int8.json")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from run import DATA, HERE, table, timed, transferkit
+from run import DATA, save_results, table, timed, transferkit
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -35,7 +35,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from transferkit.config import RunConfig  # noqa: E402
 from transferkit.features.quantize import cosine_distance  # noqa: E402
 from transferkit.modalities import TEXT  # noqa: E402
-from transferkit.modalities.text.embed import embed_texts, length_sorted_batches, pad_batch  # noqa: E402
+from transferkit.modalities.text.embed import embed_texts, padded_batches  # noqa: E402
 from transferkit.modalities.text.encoder import plan_text_engine  # noqa: E402
 from transferkit.train.strategies import parse_strategy  # noqa: E402
 
@@ -71,8 +71,7 @@ def throughput(spec, texts: list[str], caches: dict[str, Path], rounds: int, thr
     """Sentences/s of both engines on the same pre-tokenised batches, interleaved round by round."""
     tokenizer = spec.load_tokenizer()
     encoded = tokenizer.encode(texts, RunConfig().max_length)
-    batches = [pad_batch([encoded[j] for j in batch], tokenizer.pad_token_id)
-               for batch in length_sorted_batches([len(x) for x in encoded], 64)]
+    batches = [(ids, mask) for _, ids, mask in padded_batches(encoded, tokenizer.pad_token_id, 64)]
     engines = {}
     for engine in ENGINES:
         opened = plan_text_engine(spec, engine, caches[engine]).open()  # the runs' own engine files
@@ -152,9 +151,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results)
-    out = HERE / "results" / "int8_text.json"
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"\nwritten: {out.relative_to(HERE.parent)}")
+    save_results(results, "int8_text.json")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,13 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float,
         return seconds, out.read(), usage.ru_maxrss // 1024
 
 
+def save_results(results: dict, name: str) -> None:
+    """Write ``results`` to bench/results/NAME (committed with ``git add -f``: the folder is ignored)."""
+    out = HERE / "results" / name
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nwritten: {out.relative_to(HERE.parent)}")
+
+
 def transferkit(*args: str, cache: Path) -> list[str]:
     return [str(BIN / "transferkit"), "train", *args, "--cache-dir", str(cache), "--overwrite", "--json"]
 

@@ -18,7 +18,7 @@ from transferkit.errors import TransferkitError
 from transferkit.features.engines import export_atomically, open_engine
 from transferkit.modalities import IMAGE, TEXT
 from transferkit.modalities.base import Modality
-from transferkit.modalities.text.embed import length_sorted_batches, pad_batch
+from transferkit.modalities.text.embed import padded_batches
 from transferkit.modalities.text.encoder import open_text_engine
 
 if TYPE_CHECKING:
@@ -140,8 +140,8 @@ class TextInputs:
         return self.tokenizer.encode(list(texts), self.max_length)
 
     def batches(self, items: Sequence[Sequence[int]], batch_size: int) -> Batches:
-        for batch in length_sorted_batches([len(ids) for ids in items], batch_size):
-            yield np.asarray(batch), pad_batch([items[i] for i in batch], self.tokenizer.pad_token_id)
+        for batch, ids, mask in padded_batches(items, self.tokenizer.pad_token_id, batch_size):
+            yield np.asarray(batch), (ids, mask)
 
     def engine(self) -> Callable[..., np.ndarray]:
         clf = self.clf

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 class Engine(Protocol):
     name: str
+    export_seconds: float  # the one-off ONNX export that made it (0: cached, or no export)
 
     def __call__(self, images: np.ndarray) -> np.ndarray: ...
 
@@ -240,7 +241,7 @@ def plan_int8(request: EngineRequest) -> EnginePlan:
             f"{request.items} {recipe.needs} one; using the fp32 ONNX engine (its features differ slightly from "
             "int8's)")
         return plan_onnx(request)
-    calibration = request.calibration() if cached is None and request.calibration is not None else None
+    calibration = request.calibration() if cached is None else None
     path = cached.path if cached is not None else directory / int8_file(prefix, calibration, recipe)
     meta = {**request.meta(), "engine": "onnx-int8", "engine_file": path.name}
     return EnginePlan("onnx-int8", features_identity(request.fingerprint, path.name),

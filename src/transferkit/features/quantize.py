@@ -68,7 +68,7 @@ class Recipe:
     quantize: Callable[[Path, Path, Calibration], None]  # fp32 graph, target, sample -> int8 graph at target
     verb: str  # for the log lines: "calibrating a new one"
     needs: str  # "only training images calibrate one"
-    max_mean_distance: float | None = None  # the check's bound; None: MAX_MEAN_DISTANCE
+    max_mean_distance: float | None = None  # the check's bound; None: MAX_MEAN_DISTANCE, read when checking
 
 
 @dataclass(frozen=True)
@@ -96,17 +96,15 @@ def digest(*parts: str) -> str:
     return hashlib.blake2b("|".join(parts).encode(), digest_size=12).hexdigest()
 
 
-def int8_file(prefix: str, calibration: Calibration, recipe: Recipe | None = None) -> str:
-    """The engine file of ``prefix`` (e.g. ``features-224``) made by ``recipe`` (default: the images' static
-    one) from ``calibration``."""
-    recipe = recipe or STATIC_QDQ
+def int8_file(prefix: str, calibration: Calibration, recipe: Recipe) -> str:
+    """The engine file of ``prefix`` (e.g. ``features-224``) made by ``recipe`` from ``calibration``."""
     return f"{prefix}-{recipe.tag}-{digest(recipe.name, reduce_range_tag(), calibration.identity)[:16]}.onnx"
 
 
-def int8_files(directory: Path, prefix: str, recipe: Recipe | None = None) -> list[Path]:
+def int8_files(directory: Path, prefix: str, recipe: Recipe) -> list[Path]:
     """Cached int8 engines of ``prefix`` and ``recipe``, the first built first: that one stays the engine of its
     network."""
-    files = [p for p in directory.glob(f"{prefix}-{(recipe or STATIC_QDQ).tag}-*.onnx") if p.is_file()]
+    files = [p for p in directory.glob(f"{prefix}-{recipe.tag}-*.onnx") if p.is_file()]
     return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
 
@@ -159,14 +157,14 @@ def leading_nodes(model: "onnx.ModelProto", convs: int = LEADING_FLOAT_CONVS) ->
 
 
 def quantize_graph(fp32_path: Path, target: Path, calibration: Calibration, check: Callable[[Path], object],
-                   recipe: Recipe | None = None) -> None:
-    """Write the int8 graph of ``fp32_path`` (``recipe``, default the images' static one) to ``target``
-    atomically; ``check(path)`` must accept the new graph before it is renamed into place (see
-    :func:`check_close`). The quantiser's own errors propagate: they have no common type, the caller words them."""
+                   recipe: Recipe) -> None:
+    """Write the int8 graph of ``fp32_path`` made by ``recipe`` to ``target`` atomically; ``check(path)`` must
+    accept the new graph before it is renamed into place (see :func:`check_close`). The quantiser's own errors
+    propagate: they have no common type, the caller words them."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp.onnx")
     try:
         with quiet():
-            (recipe or STATIC_QDQ).quantize(fp32_path, tmp, calibration)
+            recipe.quantize(fp32_path, tmp, calibration)
         check(tmp)
         os.replace(tmp, target)
     finally:

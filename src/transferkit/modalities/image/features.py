@@ -95,8 +95,7 @@ def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engi
         lambda: calibration_sample([str(p) for p in calibrate_on], source.preprocessing, workers)
     plan = plan_engine(source.fingerprint, source.preprocessing.input_size, source.build_net, engine, cache_dir,
                        source.label, calibration)
-    meta = plan.meta or {"backbone": source.label, "input_size": source.preprocessing.input_size}
-    store = FeatureStore.open(plan.features_fingerprint, cache_dir, cache_dtype, meta) if use_cache else None
+    store = FeatureStore.open(plan.features_fingerprint, cache_dir, cache_dtype, plan.meta) if use_cache else None
 
     held = np.array([store is not None and key is not None and key in store for key in keys], dtype=bool)
     rows = FeatureRows(len(paths))
@@ -106,7 +105,7 @@ def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engi
         rows.fill(block, store.get([keys[i] for i in block]))
     missing = np.flatnonzero(~held).tolist()
     failed: list[tuple[str, str]] = []
-    engine_name, export_seconds, extracted = "cache", 0.0, 0
+    engine_name, export_seconds = "cache", 0.0
     if missing:
         run = plan.open()
         engine_name, export_seconds = run.name, run.export_seconds
@@ -119,9 +118,9 @@ def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engi
                     positions = [missing[j] for j in batch.indices]
                     rows.fill(positions, run(batch.images))
                     writer.add(positions)
-                    extracted += len(positions)
                 advance(len(batch.indices) + len(batch.failed))
         writer.flush()
+    extracted = int(rows.have.sum()) - len(cached)
     return FeatureResult(rows.result(), rows.have, failed, len(cached), extracted, time.perf_counter() - start,
                          engine_name, export_seconds)
 

@@ -6,7 +6,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -61,6 +61,13 @@ def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np
     return input_ids, mask
 
 
+def padded_batches(ids: Sequence[Sequence[int]], pad_id: int,
+                   batch_size: int) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+    """(indices, input_ids, attention_mask) of tokenised texts in length-sorted batches (see above)."""
+    for batch in length_sorted_batches([len(x) for x in ids], batch_size):
+        yield (batch, *pad_batch([ids[i] for i in batch], pad_id))
+
+
 def text_calibration(spec: TextBackboneSpec, texts: Sequence[str], max_length: int,
                      batch_size: int = 64) -> Calibration:
     """A sample of ``texts`` (the training texts) to check an int8 engine on, tokenised and padded as embedding
@@ -72,9 +79,8 @@ def text_calibration(spec: TextBackboneSpec, texts: Sequence[str], max_length: i
         if not prepared:
             tokenizer = spec.load_tokenizer()
             encoded = tokenizer.encode(sample, max_length)
-            for batch in length_sorted_batches([len(x) for x in encoded], batch_size):
-                ids, mask = pad_batch([encoded[j] for j in batch], tokenizer.pad_token_id)
-                prepared.append({"input_ids": ids, "attention_mask": mask})
+            prepared.extend({"input_ids": ids, "attention_mask": mask}
+                            for _, ids, mask in padded_batches(encoded, tokenizer.pad_token_id, batch_size))
         return prepared
 
     return Calibration(digest(*(text_key(t, max_length) for t in sample)), batches, len(sample))
@@ -107,12 +113,10 @@ def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int
         todo = [texts[i] for i in unique.values()]
         todo_keys = list(unique)
         encoded = tokenizer.encode(todo, max_length)
-        pad_id = tokenizer.pad_token_id
         run = plan.open()
-        engine_name, export_seconds = run.name, getattr(run, "export_seconds", 0.0)
+        engine_name, export_seconds = run.name, run.export_seconds
         with progress(len(todo), f"embeddings ({spec.name}, {run.name})", show_progress) as advance:
-            for batch in length_sorted_batches([len(x) for x in encoded], batch_size):
-                input_ids, mask = pad_batch([encoded[j] for j in batch], pad_id)
+            for batch, input_ids, mask in padded_batches(encoded, tokenizer.pad_token_id, batch_size):
                 for j, row in zip(batch, run(input_ids, mask)):
                     new_rows[todo_keys[j]] = row
                 advance(len(batch))

@@ -25,7 +25,7 @@ from torch import nn
 
 from transferkit.config import RunConfig
 from transferkit.modalities.base import Split
-from transferkit.modalities.text.embed import length_sorted_batches, pad_batch
+from transferkit.modalities.text.embed import pad_batch, padded_batches
 from transferkit.train.data import EpochSampler, TrainData, epoch_seed
 
 if TYPE_CHECKING:
@@ -110,8 +110,7 @@ def predict_text_proba(model: nn.Module, ids: Sequence[Sequence[int]], pad_id: i
     model.eval()
     device = accelerator.device if accelerator is not None else torch.device("cpu")
     out: np.ndarray | None = None
-    for batch in length_sorted_batches([len(x) for x in ids], batch_size):
-        input_ids, mask = pad_batch([ids[i] for i in batch], pad_id)
+    for batch, input_ids, mask in padded_batches(ids, pad_id, batch_size):
         inputs = {"input_ids": torch.from_numpy(input_ids).to(device), "attention_mask": torch.from_numpy(mask).to(device)}
         with (accelerator.autocast() if accelerator is not None else torch.autocast("cpu", enabled=False)):
             proba = torch.softmax(model(inputs).float(), dim=1).cpu().numpy()
