@@ -249,6 +249,11 @@ def test_selection_criteria_and_choice_read_no_target_label() -> None:
     same = all_scores(evidence(0.0, 0.9))
     assert same["source-val"] == 1.0 and abs(same["dev"] + np.log(0.9)) < 0.05  # no shift: DEV is the val loss
     assert all_scores(evidence(0.0, 0.99))["entropy"] < same["entropy"]
+    balanced = evidence(0.0, 0.99)
+    balanced.target_proba[::2] = balanced.target_proba[::2, ::-1]  # half the target predicted as each class
+    # a collapsed model (every target image the same class) is as confident, and info-max sees through it
+    assert all_scores(balanced)["entropy"] == pytest.approx(all_scores(evidence(0.0, 0.99))["entropy"])
+    assert all_scores(balanced)["info-max"] > all_scores(evidence(0.0, 0.99))["info-max"] + 0.5
 
     class Fitted:
         def __init__(self, dev: float) -> None:
@@ -277,9 +282,9 @@ def test_adapt_command_saves_a_plain_run_and_reports_the_target(tmp_path: Path) 
     assert done.exit_code == 0, done.output[-3000:]
     assert "val 0 (2 held back for model selection: 0.2 of train" in done.output  # not "val 0 (0.2 of train...)"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["adapt"]["criterion"] == "dev" and metrics["adapt"]["chosen"] == {"method": "dann", "seed": 0}
+    assert metrics["adapt"]["criterion"] == "info-max" and metrics["adapt"]["chosen"] == {"method": "dann", "seed": 0}
     assert metrics["target"]["n"] == 6 and metrics["target"]["transductive"]
-    assert set(metrics["selection"]) == {"source-val", "entropy", "dev"}
+    assert set(metrics["selection"]) == {"source-val", "entropy", "info-max", "dev"}
     assert metrics["val"]["items"] and len(metrics["val"]["correct"]) == metrics["val"]["n"]  # compare pairs it
     loaded = load_classifier(out)  # a plain image run: folded head on the backbone's pooled features
     assert loaded.head_.weight.shape[1] == 1280

@@ -217,7 +217,8 @@ def test_ctrl_c_in_a_run_without_a_folder_says_it_cannot_be_resumed(data: Path, 
     assert "interrupted in epoch 1 after step 2/" in err and "cannot be resumed" in err and "--resume" not in err
 
 
-def test_augmentation_depends_on_seed_epoch_and_index_only(data: Path) -> None:
+@pytest.mark.parametrize("augment", ["light", "affine"])
+def test_augmentation_depends_on_seed_epoch_and_index_only(data: Path, augment: str) -> None:
     import torch
 
     from transferkit.modalities.image.backbones import resolve_backbone
@@ -227,7 +228,7 @@ def test_augmentation_depends_on_seed_epoch_and_index_only(data: Path) -> None:
 
     split = load_image_folder(data).train
     train = image_train_data(split, resolve_backbone("efficientnet_lite0", input_size=32).preprocessing,
-                             RunConfig(seed=1, augment="light", workers=0), 2)
+                             RunConfig(seed=1, augment=augment, workers=0), 2)
     train.dataset.set_epoch(3)
     first = train.dataset[5][0]
     torch.manual_seed(123)

@@ -119,12 +119,12 @@ def test_l2sp_penalty_is_zero_at_the_start_and_grows_with_drift() -> None:
     term.setup(TermSetup(model, RunConfig(), None, 2, torch.device("cpu")))
     outputs = Outputs(torch.zeros(1, 1280), torch.zeros(1, 2))
     batch = Batch(None, torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
-    assert float(term(batch, outputs)) == 0.0
+    assert float(term(batch, outputs).detach()) == 0.0
     weight = model.backbone.conv_head.weight
     with torch.no_grad():
         weight.add_(0.1)
     penalty = term(batch, outputs)
-    assert float(penalty) == pytest.approx(0.5 * 0.01 * weight.numel(), rel=1e-3)
+    assert float(penalty.detach()) == pytest.approx(0.5 * 0.01 * weight.numel(), rel=1e-3)
     penalty.backward()
     assert torch.all(weight.grad > 0)  # the gradient pulls back towards the pretrained weights, not to zero
 

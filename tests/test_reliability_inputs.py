@@ -395,3 +395,20 @@ def test_plain_training_transform_raises_no_warning() -> None:
         warnings.simplefilter("error")
         tensor = train_transform(Preprocessing(64), "none")(Image.new("RGB", (80, 70), (10, 20, 30)))
     assert tuple(tensor.shape) == (3, 64, 64) and abs(float(tensor[2].mean()) - 30 / 255) < 1e-6
+
+
+def test_affine_augmentation_warps_the_digit_and_paints_what_it_uncovers_like_the_border() -> None:
+    import torch
+
+    from transferkit.modalities.image.training import train_transform
+
+    grey = Image.new("RGB", (40, 40), (200, 200, 200))
+    warp = train_transform(Preprocessing(32, crop_pct=1.0), "affine")
+    torch.manual_seed(0)
+    assert torch.allclose(warp(grey), torch.full((3, 32, 32), 200 / 255), atol=1e-5)  # zoom-out adds no black frame
+    digit = Image.new("RGB", (40, 40))
+    digit.paste((255, 255, 255), (12, 4, 28, 36))  # a white bar on black
+    plain = train_transform(Preprocessing(32, crop_pct=1.0), "none")(digit)
+    views = [warp(digit) for _ in range(4)]
+    assert all(tuple(v.shape) == (3, 32, 32) and not torch.allclose(v, plain) for v in views)
+    assert all(float(v[:, [0, 0, -1, -1], [0, -1, 0, -1]].max()) < 0.05 for v in views)  # black corners, not grey

@@ -24,7 +24,7 @@ from transferkit.train.strategies import STRATEGY_NAMES, parse_strategy
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["constant", "step", "multistep", "cosine", "one-cycle"]
 BnMode = Literal["auto", "frozen", "train"]
-Augment = Literal["none", "light", "strong"]
+Augment = Literal["none", "light", "affine", "strong"]
 Metric = Literal["val_accuracy", "val_macro_f1", "val_loss"]
 Precision = Literal["auto", "no", "bf16", "fp16"]
 Engine = Literal["auto", "onnx", "torch", "onnx-int8"]
@@ -144,7 +144,8 @@ class RunConfig:
                                               "text; else 1)", FINE_TUNING, lambda v: 0 < v <= 1,
                                         "a number in (0, 1] or null")
     bn: BnMode = declare("auto", "BatchNorm statistics", FINE_TUNING)
-    augment: Augment = declare("light", "Augmentation (strong: RandAugment + mixup/cutmix)", FINE_TUNING)
+    augment: Augment = declare("light", "Augmentation (light: crops and flips; affine: rotate, shift and zoom, "
+                               "never flip, for digits and text; strong: RandAugment + mixup/cutmix)", FINE_TUNING)
     label_smoothing: float = declare(0.0, "Cross-entropy label smoothing", FINE_TUNING, below_one,
                                      "a number in [0, 1)")
     balanced_sampler: bool = declare(False, "Sample classes equally", FINE_TUNING)

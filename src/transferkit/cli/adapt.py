@@ -18,7 +18,7 @@ from transferkit.errors import TransferkitError
 from transferkit.train.registries import DOMAIN_TERMS, SOURCE_ONLY
 
 # selection.CRITERIA, copied (a test holds them equal) so that --help imports no numpy
-SELECT_CHOICES = ("source-val", "entropy", "dev")
+SELECT_CHOICES = ("source-val", "entropy", "info-max", "dev")
 CANDIDATES = (SOURCE_ONLY, *DOMAIN_TERMS)  # the built-in ones; plug-in terms are candidates too
 OWN_FIELDS = ("data", "methods")  # an argument, and adapt's own --method (candidates, not combined terms)
 
@@ -45,7 +45,7 @@ def adapt(
         show_default=False)] = None,
     seeds: Annotated[str, typer.Option(help="Seeds to fit each method with; the table reports mean and spread")] = "0",
     select: Annotated[str, typer.Option(help=f"How the model is chosen, without target labels: "
-                                             f"{', '.join(SELECT_CHOICES)}")] = "dev",
+                                             f"{', '.join(SELECT_CHOICES)}")] = "info-max",
     target_test: Annotated[Optional[Path], typer.Option(help="Labelled <class>/ folder that scores the run "
                                                              "(default: the target's own labels, if any)",
                                                         show_default=False)] = None,

@@ -84,10 +84,10 @@ def choose(candidates: list[Candidate], select: str) -> Candidate:
     return runs[rule.best([c.score(select) for c in runs])]
 
 
-def adapt(data: Any, target: str, methods: Sequence[str], seeds: Sequence[int] = (0,), select: str = "dev",
+def adapt(data: Any, target: str, methods: Sequence[str], seeds: Sequence[int] = (0,), select: str = "info-max",
           target_test: str | None = None, bottleneck: int = 256, **params: Any) -> Adaptation:
     """Fit one :class:`DomainAdaptClassifier` per method and seed (``params``: its config, e.g. ``epochs``), and
-    choose one by ``select`` (source-val, entropy or dev)."""
+    choose one by ``select`` (info-max, dev, entropy or source-val)."""
     criterion(select)
     if not methods:
         raise TransferkitError(f"name at least one method ({SOURCE_ONLY}, {', '.join(LOSS_TERMS.names())}; combine "
