@@ -127,10 +127,17 @@ def run_direction(name: str, folders: dict, methods: list[str], seeds: list[int]
 def merge_direction(parts: list[dict], select: str) -> dict:
     """Runs of one direction with disjoint methods (the same settings) as one table, the choice made again over
     all their candidates: the bench's full run takes hours here, so its methods may run as separate jobs."""
-    rows = [row for part in parts for row in part["rows"] if row["method"] != "target oracle"]
-    oracle = [row for part in parts for row in part["rows"] if row["method"] == "target oracle"][:1]
+    rows = [dict(row) for part in parts for row in part["rows"] if row["method"] != "target oracle"]
+    oracle = [{**row, "chosen": False} for part in parts for row in part["rows"]
+              if row["method"] == "target oracle"][:1]
     candidates = [c for part in parts for c in part["candidates"]]
+    methods = [row["method"] for row in rows]
+    if len(set(methods)) < len(methods):
+        raise SystemExit(f"--merge: {parts[0]['direction']} has a method in two jobs ({', '.join(methods)}); merge "
+                         "jobs with disjoint --methods")
     criteria = what_each_criterion_picks({"summary": rows, "candidates": candidates})
+    if select not in criteria:
+        raise SystemExit(f"--merge: a job was run before --select {select} existed; choose with another --select")
     rule, chosen = CRITERIA[select], criteria[select]["method"]
     for row in rows:
         scores = [c["scores"][select] for c in candidates if c["method"] == row["method"]]
@@ -145,9 +152,9 @@ def merge_direction(parts: list[dict], select: str) -> dict:
 def merged(paths: list[str], select: str) -> tuple[list[dict], dict]:
     """Result files of separate jobs as one: every direction's parts merged, the jobs' settings side by side."""
     loaded = [json.loads(Path(path).read_text()) for path in paths]
-    if any(d["params"] != loaded[0]["params"] for d in loaded):
-        raise SystemExit(f"--merge: {', '.join(paths)} were run with different settings; merge only runs that differ "
-                         "in --methods")
+    if len({json.dumps([d["params"], d["settings"]["seeds"]], sort_keys=True) for d in loaded}) > 1:
+        raise SystemExit(f"--merge: {', '.join(paths)} were run with different settings or seeds; merge only runs "
+                         "that differ in --methods")
     directions = dict.fromkeys(r["direction"] for d in loaded for r in d["results"])
     results = [merge_direction([r for d in loaded for r in d["results"] if r["direction"] == name], select)
                for name in directions]
@@ -205,6 +212,8 @@ def main() -> None:
     args = parser.parse_args()
     criterion(args.select)
     if args.merge:
+        if args.out == str(RESULTS):
+            parser.error("--merge: give --out (the combined file), so the bench's own results stay as they are")
         results, record = merged(args.merge, args.select)
         for result in results:
             print_direction(result, args.select)

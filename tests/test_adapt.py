@@ -265,6 +265,10 @@ def test_selection_criteria_and_choice_read_no_target_label() -> None:
     assert (chosen.method, chosen.seed) == ("mmd", 0)
     record = Adaptation(runs, "dev", chosen).record()
     assert record["chosen"] == {"method": "mmd", "seed": 0} and record["summary"][1]["chosen"]
+    for run, info in zip(runs, [2.0, 1.0, 1.6, 1.7]):
+        run.classifier.metrics_["selection"]["info-max"] = info
+    chosen = choose(runs, "info-max")  # higher is better: mmd's mean (1.65) beats dann's (1.5), then mmd's seed 1
+    assert (chosen.method, chosen.seed) == ("mmd", 1)
 
 
 def test_adapt_command_saves_a_plain_run_and_reports_the_target(tmp_path: Path) -> None:

@@ -407,8 +407,11 @@ def test_affine_augmentation_warps_the_digit_and_paints_what_it_uncovers_like_th
     torch.manual_seed(0)
     assert torch.allclose(warp(grey), torch.full((3, 32, 32), 200 / 255), atol=1e-5)  # zoom-out adds no black frame
     digit = Image.new("RGB", (40, 40))
-    digit.paste((255, 255, 255), (12, 4, 28, 36))  # a white bar on black
+    digit.paste((255, 255, 255), (6, 8, 16, 32))  # a white bar on black, left of centre
     plain = train_transform(Preprocessing(32, crop_pct=1.0), "none")(digit)
-    views = [warp(digit) for _ in range(4)]
+    views = [warp(digit) for _ in range(20)]
     assert all(tuple(v.shape) == (3, 32, 32) and not torch.allclose(v, plain) for v in views)
     assert all(float(v[:, [0, 0, -1, -1], [0, -1, 0, -1]].max()) < 0.05 for v in views)  # black corners, not grey
+    columns = torch.arange(32.0)
+    centres = [float((v[0].sum(0) * columns).sum() / v[0].sum()) for v in views]
+    assert max(centres) < 16  # never mirrored: the bar stays left of centre (a flip would put it at x ~ 22)

@@ -149,6 +149,8 @@ FINETUNE = SearchSpace(
     "finetune", trains_backbone=True, default_strategy="finetune", pruner="median",
     dimensions=(LogFloat("lr", low=3e-5, high=3e-3), Uniform("layer_decay", low=0.5, high=1.0),
                 Integer("epochs", low=1, high={"image": 10, "text": 3}),
+                # not affine: it is for data whose orientation is the class (digits), a choice of the data, not a
+                # setting a search over short fine-tunes should spend trials on
                 Choice("augment", kinds=("image",), choices=("none", "light")),
                 AdapterRank("adapter_rank", choices=(4, 8, 16))),
     summary="short fine-tunes: LR, layer decay, epochs, augmentation (images), adapter rank (LoRA)")
