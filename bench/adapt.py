@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -229,6 +230,12 @@ def main() -> None:
     Path(args.out).write_text(json.dumps({**record, "results": results, "goals": report}, indent=1))
 
 
+def method_list(text: str) -> list[str]:
+    """``--methods`` split at the commas between methods, not those between one spec's options:
+    ``dann:hidden=32,gamma=0,coral`` is two methods."""
+    return re.split(r",(?![\w-]+=)", text)
+
+
 def bench_params(args: argparse.Namespace) -> dict:
     return dict(epochs=args.epochs, image_size=args.image_size, lr=args.lr, bn=args.bn, augment=args.augment,
                 precision="no", engine="torch", cache=False, batch_size=64)
@@ -241,7 +248,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="tk-bench-adapt-") as tmp:
         folders = splits(Path(tmp), args.source_n)
         for direction in args.directions.split(","):
-            results.append(run_direction(direction, folders[direction], args.methods.split(","), seeds,
+            results.append(run_direction(direction, folders[direction], method_list(args.methods), seeds,
                                          args.select, bench_params(args), not args.no_oracle))
             print_direction(results[-1], args.select)
     return results
