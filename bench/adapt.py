@@ -153,13 +153,15 @@ def merge_direction(parts: list[dict], select: str) -> dict:
 def merged(paths: list[str], select: str) -> tuple[list[dict], dict]:
     """Result files of separate jobs as one: every direction's parts merged, the jobs' settings side by side."""
     loaded = [json.loads(Path(path).read_text()) for path in paths]
-    if len({json.dumps([d["params"], d["settings"]["seeds"]], sort_keys=True) for d in loaded}) > 1:
+    seeds = [sorted({c["seed"] for r in d["results"] for c in r["candidates"]}) for d in loaded]  # merged files too
+    if len({json.dumps([d["params"], s], sort_keys=True) for d, s in zip(loaded, seeds)}) > 1:
         raise SystemExit(f"--merge: {', '.join(paths)} were run with different settings or seeds; merge only runs "
                          "that differ in --methods")
     directions = dict.fromkeys(r["direction"] for d in loaded for r in d["results"])
     results = [merge_direction([r for d in loaded for r in d["results"] if r["direction"] == name], select)
                for name in directions]
-    return results, {"merged": {path: d["settings"] for path, d in zip(paths, loaded)}, "params": loaded[0]["params"]}
+    jobs = {path: d.get("settings", d.get("merged")) for path, d in zip(paths, loaded)}  # a merged file: its jobs
+    return results, {"merged": jobs, "params": loaded[0]["params"]}
 
 
 def print_direction(result: dict, select: str) -> None:

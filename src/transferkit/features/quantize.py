@@ -185,7 +185,7 @@ def static_qdq(fp32_path: Path, target: Path, calibration: Calibration) -> None:
 
 def first_layer_nodes(model: "onnx.ModelProto") -> list[str]:  # noqa: F821
     """Names of the first transformer layer's nodes (``.../layer.0/...`` in a transformers export): with them in
-    float the probe's features were closest to fp32 for their cost (see the module's docstring). None when the
+    float the probe's features were closest to fp32 for their cost (see the module's docstring). Empty when the
     graph names its layers otherwise: everything is then quantised."""
     return [node.name for node in model.graph.node if FIRST_LAYER in node.name]
 
