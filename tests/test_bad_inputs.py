@@ -24,6 +24,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import corpus_adaptbounds
+import corpus_concurrency
+import corpus_int8
+import corpus_runfiles
+import corpus_serve
 from corpus_cases import FAST_FINETUNE, GiB, KINDS, TEXT_ROWS, Base, Case, Workspace, csv_text, run_case, run_json
 
 PROBE = ("--image-size", "32", "--engine", "onnx")  # a linear probe on the session's exported engine
@@ -506,6 +511,9 @@ USABILITY = [
 ]
 
 CASES = [*SECURITY, *LOST, *TRACEBACK, *SILENT, *USABILITY]
+# issue 23's cases, one module per area (each module's CASES hold every class)
+for area in (corpus_int8, corpus_runfiles, corpus_adaptbounds, corpus_concurrency, corpus_serve):
+    CASES += area.CASES
 assert len({case.id for case in CASES}) == len(CASES), "case names must be unique"
 
 
