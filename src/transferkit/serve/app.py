@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from transferkit import __version__
 from transferkit.serve.batching import MicroBatcher
+from transferkit.serve.budget import MemoryBudget
 from transferkit.serve.limits import BodyLimit, Limits
 from transferkit.serve.requests import requests_for
 from transferkit.serve.service import Service
@@ -24,8 +25,11 @@ def create_app(run: str | Path, limits: Limits = Limits(), max_batch: int = 32, 
     """The API of the run at ``run``: the run is loaded and its engine opened here, once.
 
     Items of concurrent requests are batched into one engine call: up to ``max_batch`` items, gathered for at
-    most ``max_wait_ms`` after the first one arrives (the batching runs during the app's lifespan)."""
+    most ``max_wait_ms`` after the first one arrives (the batching runs during the app's lifespan). The bodies
+    of the requests in flight, and the decoding of their items, share the byte budgets of ``limits``."""
     service = Service(run, limits, cache_dir)
+    bodies = MemoryBudget(limits.max_inflight_bytes, "this request's body", "serve --max-inflight-mb", wait=0)
+    decoding = MemoryBudget(limits.decode_budget_bytes, "decoding", "serve --decode-budget-mb")
     batcher = MicroBatcher(service.predict, max_batch, max_wait_ms / 1000.0)
 
     @asynccontextmanager
@@ -39,8 +43,9 @@ def create_app(run: str | Path, limits: Limits = Limits(), max_batch: int = 32, 
     app = FastAPI(title=f"transferkit: {Path(run).name}", version=__version__, lifespan=lifespan,
                   description=f"{service.clf.modality.name} classifier of run `{run}` ({len(service.classes)} "
                               "classes). POST /predict answers the top_k labels of each item.")
-    app.add_middleware(BodyLimit, limits=limits)
-    app.state.service, app.state.batcher = service, batcher
+    app.add_middleware(BodyLimit, limits=limits, bodies=bodies)
+    app.state.service, app.state.batcher, app.state.budgets = service, batcher, {"bodies": bodies,
+                                                                                 "decoding": decoding}
 
     @app.get("/health", summary="Whether the server is up")
     async def health() -> dict[str, str]:
@@ -49,11 +54,19 @@ def create_app(run: str | Path, limits: Limits = Limits(), max_batch: int = 32, 
     @app.get("/metadata", summary="Classes, backbone, metrics, preprocessing and limits of the run")
     async def metadata() -> dict[str, Any]:
         return {**service.metadata(), "batching": {"max_batch": batcher.max_batch, "max_wait_ms": max_wait_ms,
-                                                   "batches": batcher.batches, "items": batcher.items}}
+                                                   "batches": batcher.batches, "items": batcher.items},
+                "memory": {name: budget.to_dict() for name, budget in app.state.budgets.items()}}
 
     app.add_exception_handler(RequestValidationError, invalid_request)
-    requests_for(service).register(app, batcher)
+    app.add_exception_handler(Exception, server_error)
+    requests_for(service, decoding).register(app, batcher)
     return app
+
+
+async def server_error(request: Request, exc: Exception) -> JSONResponse:
+    """A failure of the server itself (a bug: uvicorn logs its traceback) still answers with a message."""
+    return JSONResponse(status_code=500, content={"detail": f"internal error ({type(exc).__name__}); the server "
+                                                            "logged it: please report it"})
 
 
 async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

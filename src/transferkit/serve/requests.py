@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from transferkit.errors import TransferkitError, shown
 from transferkit.modalities import IMAGE, TEXT
 from transferkit.modalities.image.images import ImageRefused, load_rgb
+from transferkit.serve.budget import MemoryBudget, image_cost, text_cost
 from transferkit.serve.service import PredictResponse, Service
 
 if TYPE_CHECKING:
@@ -23,7 +24,14 @@ if TYPE_CHECKING:
 
 TopK = Annotated[int, Query(ge=1, description="Labels per item, most probable first (at most the number of classes)")]
 ERRORS = {413: {"description": "The request body is over the server's limit"},
-          422: {"description": "An item cannot be used (not an image, too many pixels, too many items, ...)"}}
+          422: {"description": "An item cannot be used (not an image, too many pixels, too many items, ...)"},
+          503: {"description": "The server's memory budget for requests in flight is full: retry after the "
+                               "Retry-After header's seconds"}}
+
+
+def out_of_memory(where: str) -> HTTPException:
+    return HTTPException(503, f"{where}: the server ran out of memory; retry in a few seconds, or with fewer "
+                              "items per request", headers={"Retry-After": "5"})
 
 
 def too_many(what: str, count: int, limit: int) -> HTTPException:
@@ -36,15 +44,17 @@ class ImageRequests:
 
     modality = IMAGE
 
-    def __init__(self, service: Service) -> None:
-        self.service, self.limits = service, service.limits
+    def __init__(self, service: Service, decoding: MemoryBudget) -> None:
+        self.service, self.limits, self.decoding = service, service.limits, decoding
         self.preprocessing = service.clf.spec_.preprocessing
 
     def decode(self, data: bytes, where: str) -> np.ndarray:
-        """One upload as the model's uint8 HWC input; a file that cannot be used is a 422 naming it."""
+        """One upload as the model's uint8 HWC input; a file that cannot be used is a 422 naming it, one that
+        does not fit in the decoding budget now a 503."""
         try:
-            with Image.open(io.BytesIO(data)) as header:  # the size, from the header alone
+            with Image.open(io.BytesIO(data)) as header:  # the size and mode, from the header alone
                 width, height = header.size
+                cost = image_cost(width, height, header.mode, "transparency" in header.info)
         except Image.DecompressionBombError:
             raise HTTPException(422, f"{where}: too many pixels to decode; downscale the image") from None
         except Exception as exc:  # noqa: BLE001 - untrusted bytes: any parser failure means "not an image"
@@ -54,8 +64,13 @@ class ImageRequests:
             raise HTTPException(422, f"{where}: {width}x{height} pixels is over the limit of "
                                      f"{self.limits.max_image_pixels} (serve --max-image-mp); downscale the image")
         try:
-            image = load_rgb(io.BytesIO(data), draft_size=self.preprocessing.resize_size)  # type: ignore[arg-type]
-            return self.preprocessing.resize_and_crop(image)
+            with self.decoding.hold(cost, f"{where}: decoding {width}x{height} pixels"):
+                image = load_rgb(io.BytesIO(data), draft_size=self.preprocessing.resize_size)  # type: ignore[arg-type]
+                return self.preprocessing.resize_and_crop(image)
+        except HTTPException:
+            raise
+        except MemoryError:
+            raise out_of_memory(where) from None
         except ImageRefused as exc:
             raise HTTPException(422, f"{where}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - a truncated or malformed file fails anywhere in the decoder
@@ -90,8 +105,8 @@ class TextRequests:
 
     modality = TEXT
 
-    def __init__(self, service: Service) -> None:
-        self.service, self.limits = service, service.limits
+    def __init__(self, service: Service, decoding: MemoryBudget) -> None:
+        self.service, self.limits, self.decoding = service, service.limits, decoding
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         for i, text in enumerate(texts):
@@ -100,7 +115,11 @@ class TextRequests:
             except UnicodeEncodeError:
                 raise HTTPException(422, f"texts[{i}]: not valid Unicode (a lone surrogate such as \\ud800); send "
                                          "UTF-8 text") from None
-        return self.service.inputs.tokenize(texts)
+        try:
+            with self.decoding.hold(text_cost(texts), f"tokenizing {len(texts)} texts"):
+                return self.service.inputs.tokenize(texts)
+        except MemoryError:
+            raise out_of_memory("texts") from None
 
     def register(self, app: FastAPI, batcher: "MicroBatcher") -> None:
         service = self.service
@@ -116,9 +135,10 @@ class TextRequests:
 REQUESTS = (ImageRequests, TextRequests)
 
 
-def requests_for(service: Service) -> ImageRequests | TextRequests:
-    """The request handling of the service's run, chosen by its modality object."""
+def requests_for(service: Service, decoding: MemoryBudget) -> ImageRequests | TextRequests:
+    """The request handling of the service's run, chosen by its modality object; its items are decoded
+    within ``decoding``."""
     for kind in REQUESTS:
         if kind.modality is service.clf.modality:
-            return kind(service)
+            return kind(service, decoding)
     raise TransferkitError(f"serving {service.clf.modality.name} runs is not supported yet")

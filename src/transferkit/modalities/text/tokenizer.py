@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +18,12 @@ class TextTokenizer:
     A folder with ``tokenizer.json`` is read by the ``tokenizers`` library alone: transformers (which imports
     torch) costs 4 s of start-up here, and an embedding served from the cache needs neither. Anything else (a
     hub id, a folder with only a slow tokenizer) goes through ``AutoTokenizer``; both give the same ids (tested).
+
+    Thread safe (``transferkit serve`` tokenizes concurrent requests on several threads): a ``tokenizers``
+    object is a Rust value behind a RefCell, and changing its truncation while another thread encodes with it
+    fails with "Already borrowed". So each ``max_length`` gets its own copy, configured once and then only
+    read (concurrent encodes keep running in parallel); ``AutoTokenizer``, which sets truncation on every call,
+    is used under a lock.
     """
 
     def __init__(self, location: str) -> None:
@@ -24,6 +31,8 @@ class TextTokenizer:
         folder = Path(location)
         self.fast = None
         self.auto = None
+        self.lock = threading.Lock()
+        self.truncated: dict[int, object] = {}  # max_length -> a copy of ``fast`` truncating there, never changed
         if (folder / "tokenizer.json").is_file():
             from tokenizers import Tokenizer
 
@@ -49,9 +58,20 @@ class TextTokenizer:
 
     def encode(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         if self.auto is not None:
-            return self.auto(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
-        self.fast.enable_truncation(max_length=max_length)
-        return [e.ids for e in self.fast.encode_batch(list(texts))]
+            with self.lock:
+                return self.auto(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
+        return [e.ids for e in self.truncating(max_length).encode_batch(list(texts))]
+
+    def truncating(self, max_length: int):  # -> tokenizers.Tokenizer
+        """The fast tokenizer truncating at ``max_length``: made on first use, then never changed."""
+        with self.lock:
+            if max_length not in self.truncated:
+                from tokenizers import Tokenizer
+
+                copy = Tokenizer.from_str(self.fast.to_str())
+                copy.enable_truncation(max_length=max_length)
+                self.truncated[max_length] = copy
+            return self.truncated[max_length]
 
     def save(self, folder: Path) -> None:
         """The tokenizer's files, as a model folder holds them (``AutoTokenizer`` loads them too)."""
@@ -65,6 +85,7 @@ class TextTokenizer:
 
 
 _LOADED: dict[tuple[str, int], TextTokenizer] = {}
+_LOADING = threading.Lock()
 
 
 def load_text_tokenizer(location: str) -> TextTokenizer:
@@ -72,6 +93,7 @@ def load_text_tokenizer(location: str) -> TextTokenizer:
     training, validation and test texts, the predictor and the saved run, and each load parses the files."""
     file = Path(location) / "tokenizer.json"
     key = (location, file.stat().st_mtime_ns if file.is_file() else 0)
-    if key not in _LOADED:
-        _LOADED[key] = TextTokenizer(location)
-    return _LOADED[key]
+    with _LOADING:
+        if key not in _LOADED:
+            _LOADED[key] = TextTokenizer(location)
+        return _LOADED[key]

@@ -1,0 +1,85 @@
+"""Memory in flight across concurrent requests: each request's bodies, and the working memory of decoding its
+items (an image's pixels, a text's tokens), are admitted into a shared byte budget before they are held; past
+it the server answers 503 with ``Retry-After`` instead of growing until the machine runs out of memory (14
+uploads of a 35 kB 6000x6000 PNG, each under the per-image limit, took a server from 270 MB to 2.8 GB)."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+from fastapi import HTTPException
+
+RETRY_AFTER_S = 1  # what a refused client is told to wait: decodes take well under a second each
+
+# Peak bytes per pixel of turning an image into the model's RGB input (transferkit.modalities.image's load_rgb
+# and to_rgb), by the mode its header announces. Pillow keeps RGB in 4 bytes a pixel; a mode with alpha is
+# converted to RGBA, composited on a white RGBA background and converted to RGB (4 images alive at once); 16/32
+# bit greyscale goes through float32 arrays; the rest is the decoded image plus its RGB conversion.
+BYTES_PER_PIXEL = {"RGB": 4, "RGBA": 20, "LA": 20, "PA": 20, "La": 20, "RGBa": 20, "I": 24, "F": 24}
+OTHER_MODE_BYTES = 8  # L, P, 1, CMYK, YCbCr, ...: decoded (at most 4 bytes) + RGB (4)
+BYTES_PER_CHAR = 64  # the tokenizer's encodings of a text (ids, offsets, tokens, overflow) per character
+MB = 1_000_000
+
+
+def image_cost(width: int, height: int, mode: str, transparency: bool = False) -> int:
+    """The bytes decoding an image of this header takes at its peak (a palette image with a transparent colour
+    is composited like one with alpha)."""
+    per_pixel = BYTES_PER_PIXEL.get("RGBA" if transparency else mode,
+                                    24 if mode.startswith("I;16") else OTHER_MODE_BYTES)
+    return width * height * per_pixel
+
+
+def text_cost(texts: list[str]) -> int:
+    return sum(len(text) for text in texts) * BYTES_PER_CHAR
+
+
+class MemoryBudget:
+    """A byte counter shared by the server's threads: ``hold(n)`` admits ``n`` bytes while fewer than
+    ``capacity`` are held (waiting up to ``wait`` seconds for room), else raises a 503. One claim larger than the
+    whole budget is admitted alone, once nothing else is held, so that every item the per-item limits let
+    through can still be served: memory stays under max(capacity, the largest claim)."""
+
+    def __init__(self, capacity: int, what: str, option: str, wait: float = 1.0) -> None:
+        self.capacity, self.what, self.option, self.wait = capacity, what, option, wait
+        self.held = 0
+        self.high_water = 0  # the most bytes held at once (GET /metadata shows it)
+        self.refused = 0
+        self.room = threading.Condition()
+
+    def fits(self, size: int) -> bool:
+        return self.held + size <= self.capacity or self.held == 0
+
+    def take(self, size: int, wait: float | None = None, what: str = "") -> None:
+        """Claim ``size`` bytes, or raise the 503 (naming ``what`` needs them) after ``wait`` seconds
+        (``self.wait`` unless given)."""
+        with self.room:
+            if not self.room.wait_for(lambda: self.fits(size), self.wait if wait is None else wait):
+                self.refused += 1
+                raise self.busy(size, what or self.what)
+            self.held += size
+            self.high_water = max(self.high_water, self.held)
+
+    def give(self, size: int) -> None:
+        with self.room:
+            self.held -= size
+            self.room.notify_all()
+
+    @contextmanager
+    def hold(self, size: int, what: str = "") -> Iterator[None]:
+        self.take(size, None, what)
+        try:
+            yield
+        finally:
+            self.give(size)
+
+    def busy(self, size: int, what: str) -> HTTPException:
+        return HTTPException(503, f"server busy: {what} needs about {size / MB:.1f} MB and "
+                                  f"{self.held / MB:.0f} of the server's {self.capacity / MB:.0f} MB for it are in "
+                                  f"use ({self.option}); retry in {RETRY_AFTER_S} s",
+                             headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    def to_dict(self) -> dict[str, int]:
+        return {"capacity": self.capacity, "held": self.held, "high_water": self.high_water,
+                "refused": self.refused}
