@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -10,19 +11,34 @@ import typer
 
 from transferkit.cli.evaluate import RUN_HELP, CacheDir
 from transferkit.errors import TransferkitError
+from transferkit.modalities.image.images import MAX_IMAGE_PIXELS
 from transferkit.progress import log
+
+# The range of each numeric option (name -> lowest, highest, what follows them in a message). The highest values are what one process can
+# hold: a body is read whole into memory, Pillow refuses images over MAX_IMAGE_PIXELS anyway, and a batch is
+# one engine call's inputs.
+BOUNDS = {"port": (0, 65535, " (0: any free port)"),
+          "max-body-mb": (0.001, 1024, " MB"), "max-items": (1, 10_000, " items"),
+          "max-image-mp": (0.001, MAX_IMAGE_PIXELS // 1_000_000, " million pixels (Pillow refuses larger images)"),
+          "batch-size": (1, 1024, " items"), "batch-wait-ms": (0, 1000, " ms"),
+          "max-inflight-mb": (1, 1_000_000, " MB"), "decode-budget-mb": (1, 1_000_000, " MB")}
 
 
 def serve(
     run: Annotated[Path, typer.Argument(help=RUN_HELP)],
     host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback lets other machines in "
                                            "(there is no authentication)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port)")] = 8000,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body, in MB (413 above)")] = 16.0,
     max_items: Annotated[int, typer.Option(help="Most images or texts in one request (422 above)")] = 64,
     max_image_mp: Annotated[float, typer.Option(help="Most pixels of one image, in millions (422 above)")] = 40.0,
     batch_size: Annotated[int, typer.Option(help="Most items batched into one engine call")] = 32,
     batch_wait_ms: Annotated[float, typer.Option(help="How long the first item of a batch waits for others")] = 5.0,
+    max_inflight_mb: Annotated[float, typer.Option(help="Most MB of request bodies held at once, all requests "
+                                                        "together (503 with Retry-After above)")] = 128.0,
+    decode_budget_mb: Annotated[float, typer.Option(help="Most MB that decoding images or tokenizing texts may "
+                                                         "take at once, all requests together (503 with "
+                                                         "Retry-After above)")] = 512.0,
     cache_dir: CacheDir = None,
 ) -> None:
     """POST /predict (image files as multipart field 'files', or JSON {"texts": [...]}; ?top_k=N) answers the top
@@ -35,21 +51,51 @@ def serve(
     except ImportError as exc:
         raise TransferkitError(f"serve needs FastAPI and uvicorn ({exc.name} is not installed); run "
                                "`pip install 'transferkit[serve]'`") from None
-    for name, value in (("max-body-mb", max_body_mb), ("max-items", max_items), ("max-image-mp", max_image_mp),
-                        ("batch-size", batch_size)):
-        if value <= 0:
-            raise TransferkitError(f"--{name} {value}: expected a positive number")
-    if not 0 <= port <= 65535:
-        raise TransferkitError(f"--port {port}: expected a port number from 0 to 65535")
-    if batch_wait_ms < 0:
-        raise TransferkitError(f"--batch-wait-ms {batch_wait_ms}: expected 0 ms or more")
+    for name, value in (("port", port), ("max-body-mb", max_body_mb), ("max-items", max_items),
+                        ("max-image-mp", max_image_mp), ("batch-size", batch_size), ("batch-wait-ms", batch_wait_ms),
+                        ("max-inflight-mb", max_inflight_mb), ("decode-budget-mb", decode_budget_mb)):
+        bounded(name, value)
     limits = Limits(max_body_bytes=int(max_body_mb * 1e6), max_items=max_items,
-                    max_image_pixels=int(max_image_mp * 1e6))
-    app = create_app(run, limits, batch_size, batch_wait_ms, cache_dir)
-    if not is_loopback(host):
-        log(f"warning: listening on {host}: other machines can reach this server, and it has no authentication")
-    log(f"serving {run} on http://{host}:{port} (API docs at /docs); Ctrl-C stops")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+                    max_image_pixels=int(max_image_mp * 1e6), max_inflight_bytes=int(max_inflight_mb * 1e6),
+                    decode_budget_bytes=int(decode_budget_mb * 1e6))
+    listener = listen(host, port)  # before the run loads: a taken port is said at once
+    try:
+        app = create_app(run, limits, batch_size, batch_wait_ms, cache_dir)
+        if not is_loopback(host):
+            log(f"warning: listening on {host}: other machines can reach this server, and it has no authentication")
+        port = listener.getsockname()[1]
+        log(f"serving {run} on http://{host}:{port} (API docs at /docs); Ctrl-C stops")
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                      access_log=False)).run(sockets=[listener])
+    finally:
+        listener.close()
+
+
+def bounded(name: str, value: float) -> None:
+    """A TransferkitError unless ``value`` is within the option's range (NaN and infinity never are)."""
+    low, high, unit = BOUNDS[name]
+    if not low <= value <= high:
+        raise TransferkitError(f"--{name} {value}: expected a value from {low} to {high}{unit}")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port``, or a TransferkitError saying why not."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise TransferkitError(f"--host {host!r}: not an address or host name this machine can resolve ({reason}); "
+                               "use 127.0.0.1 (this machine only) or one of its addresses") from None
+    family, kind, protocol, _, address = found[0]
+    listener = socket.socket(family, kind, protocol)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart right after a stop
+    try:
+        listener.bind(address)
+    except OSError as exc:
+        listener.close()
+        raise TransferkitError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); choose "
+                               "another --port (or --host), or stop what is using it") from None
+    return listener
 
 
 def is_loopback(host: str) -> bool:

@@ -14,12 +14,12 @@ from fastapi import HTTPException
 RETRY_AFTER_S = 1  # what a refused client is told to wait: decodes take well under a second each
 
 # Peak bytes per pixel of turning an image into the model's RGB input (transferkit.modalities.image's load_rgb
-# and to_rgb), by the mode its header announces. Pillow keeps RGB in 4 bytes a pixel; a mode with alpha is
-# converted to RGBA, composited on a white RGBA background and converted to RGB (4 images alive at once); 16/32
-# bit greyscale goes through float32 arrays; the rest is the decoded image plus its RGB conversion.
-BYTES_PER_PIXEL = {"RGB": 4, "RGBA": 20, "LA": 20, "PA": 20, "La": 20, "RGBa": 20, "I": 24, "F": 24}
+# and to_rgb), by the mode its header announces, measured (ru_maxrss) on 4000x4000 PNGs: Pillow keeps RGB in 4
+# bytes a pixel and exif_transpose copies it (8); alpha is converted to RGBA and composited on a white RGBA
+# background before RGB (24); 16/32-bit greyscale goes through float32 arrays (25); L, P, 1 measured 6.
+BYTES_PER_PIXEL = {"RGB": 8, "RGBA": 24, "LA": 24, "PA": 24, "La": 24, "RGBa": 24, "I": 26, "F": 26}
 OTHER_MODE_BYTES = 8  # L, P, 1, CMYK, YCbCr, ...: decoded (at most 4 bytes) + RGB (4)
-BYTES_PER_CHAR = 64  # the tokenizer's encodings of a text (ids, offsets, tokens, overflow) per character
+BYTES_PER_CHAR = 80  # the tokenizer's encodings of a text (ids, offsets, tokens, overflow): 74 measured
 MB = 1_000_000
 
 
@@ -27,7 +27,7 @@ def image_cost(width: int, height: int, mode: str, transparency: bool = False) -
     """The bytes decoding an image of this header takes at its peak (a palette image with a transparent colour
     is composited like one with alpha)."""
     per_pixel = BYTES_PER_PIXEL.get("RGBA" if transparency else mode,
-                                    24 if mode.startswith("I;16") else OTHER_MODE_BYTES)
+                                    26 if mode.startswith("I;16") else OTHER_MODE_BYTES)
     return width * height * per_pixel
 
 
