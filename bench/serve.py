@@ -299,8 +299,10 @@ def main() -> None:
         if not args.mixed_only:
             results = {"concurrency": args.concurrency, **throughput(args, run, Path(scratch) / "server.log")}
         if args.mixed or args.mixed_only:
+            load = os.getloadavg()[0]  # the machine's other work when the run began (shared CPUs)
             mixed_rows = run_mixed(args, run, Path(scratch))
-            print(f"{args.clients} concurrent mixed requests x {args.rounds} on loopback ({os.cpu_count()} CPUs)")
+            print(f"{args.clients} concurrent mixed requests x {args.rounds} on loopback ({os.cpu_count()} CPUs, load "
+                  f"average {load:.1f} at the start)")
             print(f"{'server':<18}{'2xx':>6}{'4xx':>6}{'503':>6}{'5xx':>6}{'no detail':>10}{'conn err':>9}"
                   f"{'s':>7}{'RSS before':>11}{'peak RSS':>10}")
             for name, row in mixed_rows.items():
@@ -310,7 +312,7 @@ def main() -> None:
                 for what, example in row["examples"].items():
                     print(f"  {what}: {example}")
             results["mixed"] = {"clients": args.clients, "rounds": args.rounds, "cpus": os.cpu_count(),
-                                "cpu": cpu_name(), **mixed_rows}
+                                "cpu": cpu_name(), "load_average": round(load, 1), **mixed_rows}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1))
 

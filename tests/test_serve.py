@@ -379,3 +379,14 @@ def test_listening_on_a_taken_port_is_one_error(tmp_path: Path) -> None:
         taken.listen()
         with pytest.raises(TransferkitError, match=r"--port \d+: cannot listen there \(Address already in use\)"):
             listen("127.0.0.1", taken.getsockname()[1])
+
+
+def test_a_server_failure_still_answers_with_a_message(image_run: Path) -> None:
+    app = create_app(image_run, LIMITS)
+
+    def failing(items: list) -> np.ndarray:
+        raise RuntimeError("the engine broke")
+
+    app.state.batcher.run = failing
+    response = TestClient(app, raise_server_exceptions=False).post("/predict", files=upload(png()))
+    assert response.status_code == 500 and "internal error (RuntimeError)" in response.json()["detail"]

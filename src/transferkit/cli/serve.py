@@ -35,7 +35,7 @@ def serve(
     batch_size: Annotated[int, typer.Option(help="Most items batched into one engine call")] = 32,
     batch_wait_ms: Annotated[float, typer.Option(help="How long the first item of a batch waits for others")] = 5.0,
     max_inflight_mb: Annotated[float, typer.Option(help="Most MB of request bodies held at once, all requests "
-                                                        "together (503 with Retry-After above)")] = 128.0,
+                                                        "together (503 with Retry-After above)")] = 256.0,
     decode_budget_mb: Annotated[float, typer.Option(help="Most MB that decoding images or tokenizing texts may "
                                                          "take at once, all requests together (503 with "
                                                          "Retry-After above)")] = 512.0,

@@ -35,6 +35,10 @@ def text_cost(texts: list[str]) -> int:
     return sum(len(text) for text in texts) * BYTES_PER_CHAR
 
 
+def megabytes(size: int) -> str:
+    return f"{size / MB:.0f} MB" if size >= 10 * MB else f"{size / MB:.3g} MB"
+
+
 class MemoryBudget:
     """A byte counter shared by the server's threads: ``hold(n)`` admits ``n`` bytes while fewer than
     ``capacity`` are held (waiting up to ``wait`` seconds for room), else raises a 503. One claim larger than the
@@ -75,9 +79,9 @@ class MemoryBudget:
             self.give(size)
 
     def busy(self, size: int, what: str) -> HTTPException:
-        return HTTPException(503, f"server busy: {what} needs about {size / MB:.1f} MB and "
-                                  f"{self.held / MB:.0f} of the server's {self.capacity / MB:.0f} MB for it are in "
-                                  f"use ({self.option}); retry in {RETRY_AFTER_S} s",
+        return HTTPException(503, f"server busy: {what} needs {megabytes(size)} and {megabytes(self.held)} of the "
+                                  f"server's {megabytes(self.capacity)} for it are in use ({self.option}); retry "
+                                  f"in {RETRY_AFTER_S} s",
                              headers={"Retry-After": str(RETRY_AFTER_S)})
 
     def to_dict(self) -> dict[str, int]:

@@ -28,7 +28,7 @@ class Limits:
     max_body_bytes: int = 16_000_000
     max_items: int = 64
     max_image_pixels: int = 40_000_000
-    max_inflight_bytes: int = 128_000_000
+    max_inflight_bytes: int = 256_000_000
     decode_budget_bytes: int = 512_000_000
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,6 +62,7 @@ class BodyLimit:
             try:
                 self.bodies.take(size, wait=0)
             except HTTPException as busy:
+                await discard_body(receive)  # answering before it is read resets a client still sending it
                 await refuse(send, 503, busy.detail, busy.headers)
                 return
             held = size
@@ -83,6 +84,14 @@ class BodyLimit:
             await self.app(scope, limited, send)
         finally:
             self.bodies.give(held)
+
+
+async def discard_body(receive: Receive) -> None:
+    """Read a request's body (under the size limit) chunk by chunk, keeping none of it."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 async def refuse(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
