@@ -14,9 +14,9 @@ from transferkit.errors import TransferkitError
 from transferkit.modalities.image.images import MAX_IMAGE_PIXELS
 from transferkit.progress import log
 
-# The range of each numeric option (name -> lowest, highest, what follows them in a message). The highest values are what one process can
-# hold: a body is read whole into memory, Pillow refuses images over MAX_IMAGE_PIXELS anyway, and a batch is
-# one engine call's inputs.
+# The range of each numeric option (name -> lowest, highest, what follows them in a message). The highest values
+# are what one process can hold: a body is read whole into memory, Pillow refuses images over MAX_IMAGE_PIXELS
+# anyway, and a batch is one engine call's inputs.
 BOUNDS = {"port": (0, 65535, " (0: any free port)"),
           "max-body-mb": (0.001, 1024, " MB"), "max-items": (1, 10_000, " items"),
           "max-image-mp": (0.001, MAX_IMAGE_PIXELS // 1_000_000, " million pixels (Pillow refuses larger images)"),
