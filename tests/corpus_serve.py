@@ -44,4 +44,7 @@ CASES: list[Case] = [
          ("serve", "run", "--host", "192.0.2.1", "--port", "0"), 2,
          says=(r"--host 192\.0\.2\.1", r"cannot listen there"), avoid=(r"serving",), timeout=60,
          note="192.0.2.1 is TEST-NET-1: never an address of this machine"),
+    Case("serve-host-empty", "usability", image_run, ("serve", "run", "--host", "", "--port", "0"), 2,
+         says=(r"--host ''", r"127\.0\.0\.1"), avoid=(r"serving",), timeout=60,
+         note="getaddrinfo takes an empty host for every interface: it listened on all of them"),
 ]

@@ -379,6 +379,9 @@ def test_listening_on_a_taken_port_is_one_error(tmp_path: Path) -> None:
         taken.listen()
         with pytest.raises(TransferkitError, match=r"--port \d+: cannot listen there \(Address already in use\)"):
             listen("127.0.0.1", taken.getsockname()[1])
+    for listener in listen("127.0.0.1", 0):  # any free port
+        assert listener.getsockname()[1] > 0
+        listener.close()
 
 
 def test_a_server_failure_still_answers_with_a_message(image_run: Path) -> None:

@@ -58,17 +58,19 @@ def serve(
     limits = Limits(max_body_bytes=int(max_body_mb * 1e6), max_items=max_items,
                     max_image_pixels=int(max_image_mp * 1e6), max_inflight_bytes=int(max_inflight_mb * 1e6),
                     decode_budget_bytes=int(decode_budget_mb * 1e6))
-    listener = listen(host, port)  # before the run loads: a taken port is said at once
+    listeners = listen(host, port)  # before the run loads: a taken port is said at once
     try:
         app = create_app(run, limits, batch_size, batch_wait_ms, cache_dir)
         if not is_loopback(host):
             log(f"warning: listening on {host}: other machines can reach this server, and it has no authentication")
-        port = listener.getsockname()[1]
-        log(f"serving {run} on http://{host}:{port} (API docs at /docs); Ctrl-C stops")
+        port = listeners[0].getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
+        log(f"serving {run} on http://{shown}:{port} (API docs at /docs); Ctrl-C stops")
         uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                      access_log=False)).run(sockets=[listener])
+                                      access_log=False)).run(sockets=listeners)
     finally:
-        listener.close()
+        for listener in listeners:
+            listener.close()
 
 
 def bounded(name: str, value: float) -> None:
@@ -78,24 +80,34 @@ def bounded(name: str, value: float) -> None:
         raise TransferkitError(f"--{name} {value}: expected a value from {low} to {high}{unit}")
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host``:``port``, or a TransferkitError saying why not."""
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to ``host``:``port`` (every address the name resolves to, as uvicorn would bind: localhost
+    may be ::1 and 127.0.0.1), or a TransferkitError saying why not."""
+    if not host.strip():  # getaddrinfo would take "" for every interface
+        raise TransferkitError("--host '': expected an address, such as 127.0.0.1 (this machine only) or 0.0.0.0 "
+                               "(every interface)")
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, UnicodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise TransferkitError(f"--host {host!r}: not an address or host name this machine can resolve ({reason}); "
                                "use 127.0.0.1 (this machine only) or one of its addresses") from None
-    family, kind, protocol, _, address = found[0]
-    listener = socket.socket(family, kind, protocol)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart right after a stop
+    listeners: list[socket.socket] = []
     try:
-        listener.bind(address)
+        for family, kind, protocol, _, address in dict.fromkeys(found):
+            listeners.append(socket.socket(family, kind, protocol))
+            listeners[-1].setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart at once
+            if family == socket.AF_INET6:  # as asyncio: :: beside 0.0.0.0 takes only IPv6
+                listeners[-1].setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(listeners) > 1:  # one free port for every address
+                address = (address[0], listeners[0].getsockname()[1], *address[2:])
+            listeners[-1].bind(address)
     except OSError as exc:
-        listener.close()
+        for listener in listeners:
+            listener.close()
         raise TransferkitError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); choose "
                                "another --port (or --host), or stop what is using it") from None
-    return listener
+    return listeners
 
 
 def is_loopback(host: str) -> bool:

@@ -6,7 +6,10 @@ import json
 import shutil
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
@@ -32,7 +35,7 @@ class TextTokenizer:
         self.fast = None
         self.auto = None
         self.lock = threading.Lock()
-        self.truncated: dict[int, object] = {}  # max_length -> a copy of ``fast`` truncating there, never changed
+        self.truncated: dict[int, Tokenizer] = {}  # max_length -> a copy of ``fast`` truncating there, never changed
         if (folder / "tokenizer.json").is_file():
             from tokenizers import Tokenizer
 
@@ -62,7 +65,7 @@ class TextTokenizer:
                 return self.auto(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
         return [e.ids for e in self.truncating(max_length).encode_batch(list(texts))]
 
-    def truncating(self, max_length: int):  # -> tokenizers.Tokenizer
+    def truncating(self, max_length: int) -> Tokenizer:
         """The fast tokenizer truncating at ``max_length``: made on first use, then never changed."""
         with self.lock:
             if max_length not in self.truncated:
