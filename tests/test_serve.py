@@ -356,6 +356,15 @@ def test_memory_budget_admits_within_capacity_and_one_large_claim_alone() -> Non
     assert budget.held == 0 and budget.high_water == 500 and budget.refused == 2
 
 
+def test_decoding_costs_follow_the_mode_in_the_header() -> None:
+    """Measured peaks: RGB 8 bytes a pixel; alpha (and a palette with a transparent colour) 24; 16-bit 25."""
+    from transferkit.serve.budget import image_cost
+
+    assert image_cost(100, 100, "RGB") == 80_000 and image_cost(100, 100, "RGB", transparency=True) == 80_000
+    assert image_cost(100, 100, "P", transparency=True) == image_cost(100, 100, "RGBA") == 240_000
+    assert image_cost(100, 100, "I;16B") >= 250_000 and image_cost(100, 100, "L") >= 60_000
+
+
 def test_concurrent_large_images_decode_within_the_budget(image_run: Path) -> None:
     """14 concurrent uploads of a flat 700x700 PNG (3.9 MB to decode each, 2 kB to send): the decoding held at
     once never passes the budget (10 MB: two images), and every request is answered 200 or 503."""

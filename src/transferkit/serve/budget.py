@@ -26,7 +26,7 @@ MB = 1_000_000
 def image_cost(width: int, height: int, mode: str, transparency: bool = False) -> int:
     """The bytes decoding an image of this header takes at its peak (a palette image with a transparent colour
     is composited like one with alpha)."""
-    per_pixel = BYTES_PER_PIXEL.get("RGBA" if transparency else mode,
+    per_pixel = BYTES_PER_PIXEL.get("RGBA" if transparency and mode == "P" else mode,
                                     26 if mode.startswith("I;16") else OTHER_MODE_BYTES)
     return width * height * per_pixel
 
