@@ -15,6 +15,7 @@ from transferkit.cli.output import cell, console, print_json
 from transferkit.cli.train import CONFIG_FIELDS, check_before_work, config_option
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
+from transferkit.runs.lock import hold_run_folder
 from transferkit.train.registries import DOMAIN_TERMS, SOURCE_ONLY
 
 # selection.CRITERIA, copied (a test holds them equal) so that --help imports no numpy
@@ -69,15 +70,16 @@ def adapt(
     chosen.setdefault("strategy", "finetune")
     config = RunConfig(data=str(data), **chosen)
     out_path = Path(out)
-    check_before_work(out_path, config, overwrite, resume=False)
-    from transferkit.methods.domain.experiment import adapt as run_adaptation  # lazy: torch
-    from transferkit.runs.rundir import check_out_vs_data
+    with hold_run_folder(out_path):
+        check_before_work(out_path, config, overwrite, resume=False)
+        from transferkit.methods.domain.experiment import adapt as run_adaptation  # lazy: torch
+        from transferkit.runs.rundir import check_out_vs_data
 
-    check_out_vs_data(out_path, target, target_test)
-    result = run_adaptation(str(data), str(target), method, seed_list, select,
-                            str(target_test) if target_test else None, bottleneck, **chosen)
-    clf = result.chosen.classifier
-    clf.save(out_path, overwrite=overwrite)
+        check_out_vs_data(out_path, target, target_test)
+        result = run_adaptation(str(data), str(target), method, seed_list, select,
+                                str(target_test) if target_test else None, bottleneck, **chosen)
+        clf = result.chosen.classifier
+        clf.save(out_path, overwrite=overwrite)
     if as_json:
         print_json(clf.metrics_)
         return

@@ -16,6 +16,7 @@ from transferkit.cli.output import console, print_json
 from transferkit.config import FIELD_TYPES, RunConfig, choices
 from transferkit.errors import TransferkitError
 from transferkit.progress import log
+from transferkit.runs.lock import hold_run_folder
 from transferkit.train.registries import DOMAIN_TERMS
 
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -122,15 +123,17 @@ def train(
     params = {k: v for k, v in run_config.to_dict().items() if k != "data"}
     if config is None and "backbone" not in chosen:
         del params["backbone"]  # the estimator's default suits the data: an image network or a text encoder
-    if seed_list is not None:
-        return train_seeds(run_config, params, seed_list, out_path, overwrite, target, as_json=as_json, report=report)
-    check_before_work(out_path, run_config, overwrite, resume)
-    clf = new_classifier(run_config.data, params, target).fit(run_config.data, out=out_path, resume=resume)
-    if not getattr(clf, "is_main_process_", True):
-        return  # other ranks of a multi-process run: rank 0 saves
-    clf.save(out_path, overwrite=overwrite or resume)
-    if report:
-        write_html_report(out_path)
+    with hold_run_folder(out_path):  # before the checks: what they find stays true until the run is saved
+        if seed_list is not None:
+            return train_seeds(run_config, params, seed_list, out_path, overwrite, target, as_json=as_json,
+                               report=report)
+        check_before_work(out_path, run_config, overwrite, resume)
+        clf = new_classifier(run_config.data, params, target).fit(run_config.data, out=out_path, resume=resume)
+        if not getattr(clf, "is_main_process_", True):
+            return  # other ranks of a multi-process run: rank 0 saves
+        clf.save(out_path, overwrite=overwrite or resume)
+        if report:
+            write_html_report(out_path)
     if as_json:
         print_json(clf.metrics_)
         return

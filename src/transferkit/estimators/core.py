@@ -10,6 +10,7 @@ Everything that depends on what the items are (images, texts) is asked of the cl
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
@@ -27,6 +28,7 @@ from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Modal
                                         empty_split_error, skipped_record)
 from transferkit.progress import log
 from transferkit.runs.folders import RUN_ENGINE
+from transferkit.runs.lock import hold_run_folder
 from transferkit.runs.rundir import (check_out_vs_data, check_writable, checkpoint_dir, read_run, read_tensors,
                                      run_format, training_files, write_run)
 from transferkit.train.strategies import Strategy, parse_strategy
@@ -172,8 +174,9 @@ class TransferClassifier(ConfiguredEstimator):
             train, val, _ = self._featurize_splits(dataset, dataset.train, dataset.val, Split())
             head_init = self._probe(train, val, refit=False)
             metrics["probe"] = {"l2": head_init.l2, "path": head_init.path}
-        tuned = finetune(self.modality, self.spec_, self.config, self.classes_, dataset, strategy, metrics, out,
-                         resume, head_init)
+        with hold_run_folder(out) if out is not None else nullcontext():  # its checkpoints are written there
+            tuned = finetune(self.modality, self.spec_, self.config, self.classes_, dataset, strategy, metrics, out,
+                             resume, head_init)
         self.net_, self.spec_, self.head_, self.is_main_process_ = tuned.net, tuned.spec, tuned.head, tuned.is_main
         self.source_head_, self.adapter_ = tuned.source_head, tuned.adapter
         self.checkpoint_dir_ = None if out is None else checkpoint_dir(out)
@@ -286,9 +289,14 @@ class TransferClassifier(ConfiguredEstimator):
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """A run folder: config.yaml, classes.json, preprocessing.json, model.safetensors (``features.*`` +
         ``head.*``, its metadata naming format, backbone and fingerprint), metrics.json, and what the
-        modality adds; a fine-tuned model saved into its training folder keeps ``checkpoints/`` there."""
+        modality adds; a fine-tuned model saved into its training folder keeps ``checkpoints/`` there. A folder
+        another process is writing is refused (runs/lock.py)."""
         self._check_fitted()
-        path, spec, modality = Path(path), self.spec_, self.modality
+        with hold_run_folder(path):
+            return self._save(Path(path), overwrite)
+
+    def _save(self, path: Path, overwrite: bool) -> Path:
+        spec, modality = self.spec_, self.modality
         keep, extra = (), {}
         if self.net_ is not None:
             keep, extra = training_files(path, self.checkpoint_dir_, self.metrics_.get("history", []))

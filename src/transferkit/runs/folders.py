@@ -43,6 +43,7 @@ SEED_PREFIX = "seed-"
 MAX_MANIFEST = 1 << 20  # a seeds.json is a few kB; a larger file is not one transferkit wrote
 MAX_HEADER = 1 << 24  # a safetensors header larger than this is not one transferkit wrote
 LISTED = 3  # foreign entries named in a message
+LOCK_SUFFIX = ".lock"  # runs/.x.lock: who writes runs/x (runs/lock.py); one a killed run left is harmless
 
 
 def another_out() -> str:
@@ -107,8 +108,9 @@ def foreign_entries(path: Path, ignore: tuple[str, ...] = ()) -> list[str]:
 
 
 def is_temporary(name: str) -> bool:
-    """A file an atomic writer had not renamed yet when its process was killed (``.last.safetensors.*.tmp``)."""
-    return name.startswith(".") and name.endswith(".tmp")
+    """A file an atomic writer had not renamed yet when its process was killed (``.last.safetensors.*.tmp``),
+    or the lock file of a run folder beside it (``.seed-0.lock`` in a seeds folder)."""
+    return name.startswith(".") and name.endswith((".tmp", LOCK_SUFFIX))
 
 
 def signed_by_transferkit(path: Path) -> bool:
