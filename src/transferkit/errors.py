@@ -42,6 +42,9 @@ class CheckpointError(TransferkitError):
 
 # "api" (the default) or "cli"; transferkit.cli sets "cli" while a command runs
 FRONT_END: ContextVar[str] = ContextVar("transferkit_front_end", default="api")
+# How the command running now continues a fine-tune Ctrl-C interrupted; None: ``train --resume`` (which the
+# training loop spells with the run's config). A command whose fine-tune is one step of its own sets it.
+RESUME_HINT: ContextVar[str | None] = ContextVar("transferkit_resume_hint", default=None)
 UNSET: Any = object()
 SHOWN_CHARS = 80  # a value quoted in a message is cut to this many characters
 

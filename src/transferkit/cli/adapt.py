@@ -71,7 +71,7 @@ def adapt(
     config = RunConfig(data=str(data), **chosen)
     out_path = Path(out)
     with hold_run_folder(out_path):
-        check_before_work(out_path, config, overwrite, resume=False)
+        check_before_work(out_path, config, overwrite, resume=False, resumable=False)
         from transferkit.methods.domain.experiment import adapt as run_adaptation  # lazy: torch
         from transferkit.runs.rundir import check_out_vs_data
 

@@ -215,9 +215,10 @@ def write_html_report(out: Path) -> None:
     log(f"report: {write_report([out], out / RUN_REPORT)}")
 
 
-def check_before_work(out: Path, config: RunConfig, overwrite: bool, resume: bool) -> None:
+def check_before_work(out: Path, config: RunConfig, overwrite: bool, resume: bool, resumable: bool = True) -> None:
     """Everything that would otherwise fail after the features are extracted (or an epoch is trained): the
-    settings, the run folder (new or a run, never the data, writable) and the cache folder."""
+    settings, the run folder (new or a run, never the data, writable) and the cache folder. ``resumable``: the
+    command has --resume (tune and adapt do not)."""
     # lazy: the run folder and cache modules import numpy; --help must not pay for them
     from transferkit.features.cache import check_cache_writable
     from transferkit.features.engines import check_precision_device
@@ -226,7 +227,7 @@ def check_before_work(out: Path, config: RunConfig, overwrite: bool, resume: boo
     config.validate()
     check_out_vs_data(out, config.data, config.val_data, config.test_data)
     if not resume:
-        check_writable(out, overwrite)
+        check_writable(out, overwrite, resumable=resumable)
     else:  # the folder holds the checkpoints being resumed: it must stay writable, nothing else is asked
         check_writable(out, overwrite=True, ignore=tuple(p.name for p in out.iterdir()))
     check_precision_device(config.precision)

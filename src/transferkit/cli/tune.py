@@ -50,7 +50,7 @@ def tune(
 
     search = plan(data, {name: value for name, value in settings.items() if value is not None}, space)
     with hold_run_folder(out):
-        check_before_work(Path(out), search.config, overwrite, resume=False)
+        check_before_work(Path(out), search.config, overwrite, resume=False, resumable=False)
         summary, clf = run_search(search, trials, storage, out, study, pruner)
         if not getattr(clf, "is_main_process_", True):
             return  # other ranks of a multi-process run: rank 0 saves
