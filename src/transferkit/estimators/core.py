@@ -19,7 +19,7 @@ import numpy as np
 from transferkit.config import RunConfig
 from transferkit.errors import DataError, RunDirError, TransferkitError, first_line
 from transferkit.estimators.finetune import finetune
-from transferkit.estimators.parent import grown_head, parent_record, score_on_parent_data
+from transferkit.estimators.parent import check_parent_classes, grown_head, parent_record, score_on_parent_data
 from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
 from transferkit.features.engines import check_precision_device, net_tensors, seed_engine
 from transferkit.heads.probe import ProbeHead, fit_probe
@@ -96,6 +96,7 @@ class TransferClassifier(ConfiguredEstimator):
         self.spec_ = self.modality.resolve(config, strategy)
         parent = type(self).load(config.init_from) if config.init_from else None
         if parent is not None:  # its network is the backbone, under its fingerprint (its cached features serve)
+            check_parent_classes(parent, config.init_from, self.classes_)
             self.spec_ = parent.spec_
         metrics: dict[str, Any] = {"data": dataset.describe(), "strategy": config.strategy, **dataset.details,
                                    **self.modality.run_details(self.spec_, config)}

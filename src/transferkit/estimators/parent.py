@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from transferkit.errors import DataError
+from transferkit.errors import DataError, arg
 from transferkit.estimators.heldout import heldout_split
 from transferkit.heads.probe import ProbeHead
 from transferkit.progress import log
@@ -19,14 +19,26 @@ from transferkit.progress import log
 Classifier = Any
 
 
-def grown_head(parent: Classifier, classes: list[str]) -> ProbeHead:
-    """The parent's head for ``classes``: known classes keep their rows; a new class starts at zero weights and
-    the parent's mean bias (no preference until it trains)."""
-    known = [str(c) for c in parent.classes_]
-    missing = [c for c in known if c not in classes]
+def check_parent_classes(parent: Classifier, path: str, classes: list[Any]) -> None:
+    """Before any work: the new data has every class the parent run ``path`` knows (the new model is scored on
+    the parent's data, and its head keeps their rows). Classes that are renamed are new classes to it."""
+    known, given = [str(c) for c in parent.classes_], [str(c) for c in classes]
+    missing = [c for c in known if c not in given]
     if missing:
-        raise DataError(f"the new data has no images/rows of class(es) {', '.join(missing[:5])} that run "
-                        f"{parent.config.data or ''} knows; include some, or train a new run without --from")
+        raise DataError(f"{arg('init_from', path, '--from')}: the run knows class(es) {listed(missing)}, which the "
+                        f"new data lacks (it has {listed(given)}); give the new data those classes too (a renamed "
+                        f"class is a new one), or train a new run without {arg('init_from', option='--from')}")
+
+
+def listed(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def grown_head(parent: Classifier, classes: list[str]) -> ProbeHead:
+    """The parent's head for ``classes`` (every class it knows among them: :func:`check_parent_classes`): known
+    classes keep their rows; a new class starts at zero weights and the parent's mean bias (no preference until
+    it trains)."""
+    known = [str(c) for c in parent.classes_]
     head = parent.head_
     weight = np.zeros((len(classes), head.weight.shape[1]), np.float32)
     bias = np.full(len(classes), float(np.mean(head.bias)), np.float32)
