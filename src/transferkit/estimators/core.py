@@ -19,7 +19,7 @@ import numpy as np
 from transferkit.config import RunConfig
 from transferkit.errors import DataError, RunDirError, TransferkitError, first_line
 from transferkit.estimators.finetune import finetune
-from transferkit.estimators.parent import check_parent_classes, grown_head, parent_record, score_on_parent_data
+from transferkit.estimators.parent import check_data_kind, check_parent_classes, grown_head, load_parent, parent_record, score_on_parent_data
 from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
 from transferkit.features.engines import check_precision_device, net_tensors, seed_engine
 from transferkit.heads.probe import ProbeHead, fit_probe
@@ -94,7 +94,7 @@ class TransferClassifier(ConfiguredEstimator):
         self.source_head_, self.adapter_ = None, None
         self.classes_ = typed_classes(dataset.classes, labels)
         self.spec_ = self.modality.resolve(config, strategy)
-        parent = type(self).load(config.init_from) if config.init_from else None
+        parent = load_parent(type(self), config.init_from) if config.init_from else None
         if parent is not None:  # its network is the backbone, under its fingerprint (its cached features serve)
             check_parent_classes(parent, config.init_from, self.classes_)
             self.spec_ = parent.spec_
@@ -258,6 +258,7 @@ class TransferClassifier(ConfiguredEstimator):
         plus ``misclassified`` rows (item, line for text rows, label, predicted, probability) and ``skipped``
         (unreadable items, rows left out: item or line, reason)."""
         self._check_fitted()
+        check_data_kind(self.modality, data, "evaluate a run trained on it")
         names = [str(c) for c in self.classes_]  # the modality reads labels as text; classes_ keeps y's types
         split, skipped = self.modality.read_labelled(data, None if labels is None else [str(y) for y in labels], names,
                                                      self.config)

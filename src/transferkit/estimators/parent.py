@@ -14,9 +14,33 @@ from transferkit.errors import DataError, arg
 from transferkit.estimators.heldout import heldout_split
 from transferkit.heads.probe import ProbeHead
 from transferkit.progress import log
+from transferkit.runs.rundir import run_format
 
 # a TransferClassifier: not imported, as estimators.core imports this module
 Classifier = Any
+
+
+def load_parent(cls: type, path: str) -> Classifier:
+    """The run ``--from`` names, as ``cls`` (the new data's classifier): a run of another modality says so."""
+    found, wanted = run_format(path), cls.modality.run_format
+    if found and found != wanted:
+        raise DataError(f"{arg('init_from', path, '--from')}: the run was trained on another kind of data (its model "
+                        f"has format {found!r}, not {wanted!r}); continue a run trained on {cls.modality.name} data, "
+                        f"or train a new run without {arg('init_from', option='--from')}")
+    return cls.load(path)
+
+
+def check_data_kind(modality: Any, data: Any, instead: str) -> None:
+    """Data of another modality given to a model of ``modality`` (a .csv to an image run) is named as such,
+    not as a missing folder; ``instead`` says what to do rather than this."""
+    if not isinstance(data, (str, Path)) or modality.accepts(data):
+        return
+    from transferkit.modalities import MODALITIES  # lazy: the modalities import the estimators' dependencies
+
+    other = next((m for m in MODALITIES if m is not modality and m.accepts(data)), None)
+    if other is not None:
+        raise DataError(f"{data}: {other.name} data, which this model (trained on {modality.name} data) does not "
+                        f"read; pass {modality.data_hint}, or {instead}")
 
 
 def check_parent_classes(parent: Classifier, path: str, classes: list[Any]) -> None:
