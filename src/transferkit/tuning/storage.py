@@ -52,17 +52,20 @@ PASSWORD = re.compile(r"^((?:[\w+.-]+://)?[^:/@]*):([^@]*)@")
 
 def shown_url(url: str) -> str:
     """``url`` as typed, for messages and records, its password as ``***``."""
-    return scrubbed(url, url)
+    return without_secrets(PASSWORD.sub(r"\1:***@", url), url)
 
 
 def scrubbed(text: str, url: str) -> str:
-    """``text`` (a library's message about ``url``, or the URL) without the URL's password, raw or %-decoded."""
+    """``text`` (a library's message about ``url``) without the URL's password, raw or %-decoded."""
+    return without_secrets(text.replace(url, shown_url(url)), url)
+
+
+def without_secrets(text: str, url: str) -> str:
     secrets = {match.group(2) for match in PASSWORD.finditer(url)}
     try:
         secrets.add(make_url(url).password or "")
     except Exception:  # noqa: BLE001 - SQLAlchemy's parser raises ArgumentError, ValueError, ...
         pass
-    text = PASSWORD.sub(r"\1:***@", text)
     for secret in sorted(filter(None, secrets), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
