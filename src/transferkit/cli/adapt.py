@@ -12,10 +12,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from transferkit.cli.output import cell, console, print_json
-from transferkit.cli.train import CONFIG_FIELDS, check_before_work, config_option
+from transferkit.cli.train import CONFIG_FIELDS, check_before_work, claimed, config_option
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
-from transferkit.runs.lock import hold_run_folder
 from transferkit.train.registries import DOMAIN_TERMS, SOURCE_ONLY
 
 # selection.CRITERIA, copied (a test holds them equal) so that --help imports no numpy
@@ -70,8 +69,7 @@ def adapt(
     chosen.setdefault("strategy", "finetune")
     config = RunConfig(data=str(data), **chosen)
     out_path = Path(out)
-    with hold_run_folder(out_path):
-        check_before_work(out_path, config, overwrite, resume=False, resumable=False)
+    with claimed(out_path, lambda: check_before_work(out_path, config, overwrite, resume=False, resumable=False)):
         from transferkit.methods.domain.experiment import adapt as run_adaptation  # lazy: torch
         from transferkit.runs.rundir import check_out_vs_data
 

@@ -294,11 +294,7 @@ class TransferClassifier(ConfiguredEstimator):
         modality adds; a fine-tuned model saved into its training folder keeps ``checkpoints/`` there. A folder
         another process is writing is refused (runs/lock.py)."""
         self._check_fitted()
-        with hold_run_folder(path):
-            return self._save(Path(path), overwrite)
-
-    def _save(self, path: Path, overwrite: bool) -> Path:
-        spec, modality = self.spec_, self.modality
+        path, spec, modality = Path(path), self.spec_, self.modality
         keep, extra = (), {}
         if self.net_ is not None:
             keep, extra = training_files(path, self.checkpoint_dir_, self.metrics_.get("history", []))
@@ -321,9 +317,10 @@ class TransferClassifier(ConfiguredEstimator):
         add_files = parts.add_files
         if self.net_ is not None:  # a tuned network's engine is exported here once, not by a later predict
             add_files = with_engine(parts.add_files, modality, spec, self.net_)
-        return write_run(path, config=self.config, classes=self.classes_, preprocessing=parts.preprocessing,
-                         tensors=tensors, model_meta=meta, metrics=self.metrics_, overwrite=overwrite, keep=keep,
-                         extra_files=extra, add_files=add_files)
+        with hold_run_folder(path):  # checked above; write_run checks again with the lock held
+            return write_run(path, config=self.config, classes=self.classes_, preprocessing=parts.preprocessing,
+                             tensors=tensors, model_meta=meta, metrics=self.metrics_, overwrite=overwrite, keep=keep,
+                             extra_files=extra, add_files=add_files)
 
     @classmethod
     def load(cls, path: str | Path) -> "TransferClassifier":

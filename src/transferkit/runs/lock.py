@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from transferkit.errors import RunDirError
-from transferkit.runs.folders import LOCK_SUFFIX, another_out, reason
+from transferkit.runs.folders import LOCK_SUFFIX, another_out, reason, write_problem
 
 MAX_RECORD = 4096  # the holder's record is a few hundred bytes
 COMMAND_CHARS = 100  # of the holder's command line, shown in the message
@@ -50,7 +50,7 @@ def hold_run_folder(out: str | Path) -> Iterator[None]:
     """Hold ``out``'s lock for the ``with`` block; a run folder another process holds is a :class:`RunDirError`
     naming that process. Folders made for the lock file (``runs/`` of a new ``runs/x``) go again with the lock
     if nothing was written in them, so a command that fails its checks leaves nothing behind."""
-    if is_other_rank():
+    if is_other_rank() or not Path(os.path.abspath(out)).name:  # the root folder: refused by the run's checks
         yield
         return
     path = lock_file(out)
@@ -101,8 +101,8 @@ def acquire(path: Path, out: str | Path) -> Held:
         return Held(fd, made)
     except OSError as exc:
         remove_empty(made)
-        raise RunDirError(f"{out}: cannot lock the run folder ({reason(exc)} in {path.parent}); choose "
-                          f"{another_out()}") from None
+        problem = write_problem(path.parent) or f"{reason(exc)} in {path.parent}"
+        raise RunDirError(f"{out}: cannot write the run there ({problem}); choose {another_out()}") from None
     except BaseException:
         remove_empty(made)
         raise
