@@ -338,3 +338,32 @@ def test_ctrl_c_in_the_final_fit_says_to_run_the_search_again(tmp_path: Path) ->
     assert RESUME_HINT.get() is None  # train's own interruptions say `train --resume` again
     hint = Trainer.resume_hint(SimpleNamespace(resumable=True, context=SimpleNamespace(directory=tmp_path)))
     assert hint.startswith("continue with `transferkit train --config") and hint.endswith("--resume`")
+
+
+def test_ctrl_c_in_a_real_final_fit_names_tune_not_train_resume(tmp_path: Path) -> None:
+    """Ctrl-C once the search is done and its best settings train into --out: the line says to run the search
+    again with --overwrite (tune has no --resume), and the second run takes the folder as that says."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    data = make_folder(tmp_path / "data", {"train": 4, "val": 2})
+    args = [sys.executable, "-m", "transferkit", "tune", str(data), "--space", "finetune", "--trials", "1",
+            "--storage", f"sqlite:///{tmp_path}/study.db", "--out", str(tmp_path / "run"), "--epochs", "3",
+            "--study", "ft", "--layer-decay", "1", "--augment", "none", *SMALL]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "300"}
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    lines, final, sent = [], False, False
+    for line in proc.stderr:  # one Ctrl-C once the final fit trains (its handler stops at a checkpoint)
+        lines.append(line)
+        final = final or line.startswith("tune: fitting the best trial's settings")
+        if final and line.startswith("epoch 1/3") and not sent:
+            proc.send_signal(signal.SIGINT)
+            sent = True
+    proc.wait(timeout=600)
+    hint = [line for line in lines if line.startswith("interrupted")]
+    assert proc.returncode == 130 and len(hint) == 1, "".join(lines)[-2000:]
+    assert "re-run the search with --overwrite" in hint[0] and "--resume" not in hint[0], hint
+    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 2 and "pass --overwrite to start again" in again.stderr and "--resume" not in again.stderr
