@@ -4,8 +4,9 @@ The study lives in a SQL database (SQLite: ``sqlite:///study.db``), so a killed 
 was running: the next run loads the study and goes on. The database is the study's own: one that holds another
 application's tables is refused before Optuna adds its tables beside them, and a URL's password is never shown.
 Trials record a heartbeat; one whose process died (no heartbeat for :data:`GRACE_SECONDS`) is marked failed
-when the next trial starts, and a trial still shown as running is never counted as finished. The prune callback reaches its trial through the same database
-(:func:`trial_handle`): the callback is built from a spec string in the run's config, not handed an object.
+when the next trial starts, and a trial still shown as running is never counted as finished. The prune callback
+reaches its trial through the same database (:func:`trial_handle`): the callback is built from a spec string in
+the run's config, not handed an object.
 """
 
 from __future__ import annotations

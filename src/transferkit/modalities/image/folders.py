@@ -168,7 +168,8 @@ def load_image_folder(root: str | Path, val_fraction: float = 0.2, seed: int = 0
     What the scan passed over is warned about and listed in ``ignored`` / ``skipped``."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: {not_found(root, 'data folder')}; pass a folder with <class>/ or train/<class>/ sub-folders")
+        raise DataError(f"{root}: {not_found(root, 'data folder')}; pass a folder with <class>/ or train/<class>/ "
+                        "sub-folders")
     scan = FolderScan()
     train_dir = find_split_dir(root, ("train",))
     layout_root = train_dir or root

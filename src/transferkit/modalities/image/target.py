@@ -50,8 +50,8 @@ class TargetImages:
 def check_target_folder(folder: str | Path) -> Path:
     path = Path(folder)
     if not path.is_dir():
-        raise DataError(f"{folder}: {not_found(folder, 'target folder')}; pass a folder of images (unlabelled) or with one "
-                        "sub-folder per class")
+        raise DataError(f"{folder}: {not_found(folder, 'target folder')}; pass a folder of images (unlabelled) or "
+                        "with one sub-folder per class")
     return path
 
 
