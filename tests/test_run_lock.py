@@ -33,8 +33,9 @@ def holder(tmp_path: Path):
     started = []
 
     def start(folder: Path) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, env=env)
         started.append(proc)
         assert proc.stdout.readline().strip() == "held"
         return proc

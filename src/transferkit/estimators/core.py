@@ -19,8 +19,8 @@ import numpy as np
 from transferkit.config import RunConfig
 from transferkit.errors import DataError, RunDirError, TransferkitError, first_line
 from transferkit.estimators.finetune import finetune
-from transferkit.estimators.parent import (check_data_kind, check_parent_classes, grown_head, load_parent, parent_record,
-                                          score_on_parent_data)
+from transferkit.estimators.parent import (check_data_kind, check_parent_classes, grown_head, load_parent,
+                                          parent_record, score_on_parent_data)
 from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
 from transferkit.features.engines import check_precision_device, net_tensors, seed_engine
 from transferkit.heads.probe import ProbeHead, fit_probe
