@@ -239,3 +239,133 @@ def test_the_cli_names_exactly_the_pruners_there_are() -> None:
     """tuning/base.py spells the names so --help imports no optuna: they must be storage.PRUNERS' own."""
     assert set(PRUNER_NAMES) == set(tuning_storage.PRUNERS)
     assert all(space.pruner in PRUNER_NAMES for space in (PROBE, FINETUNE))
+
+
+# -- the study's database, its URL's password, and what tune offers after an interruption -------------------------
+SECRET = "s3cretPW"
+
+
+def sqlite_tables(path: Path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        names = sorted(row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+    db.close()
+    return names
+
+
+def test_optuna_tables_are_the_installed_optunas() -> None:
+    from optuna.storages._rdb import models
+
+    assert tuning_storage.OPTUNA_TABLES == {*models.BaseModel.metadata.tables, "alembic_version"}
+
+
+@pytest.mark.parametrize("tables", [("users", "orders"), ("trials",), ("studies", "version_info", "users")])
+def test_a_database_of_another_application_is_refused_and_left_alone(tmp_path: Path, tables: tuple[str, ...]) -> None:
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as db:
+        for table in tables:
+            db.execute(f"CREATE TABLE {table} (id INTEGER)")
+    db.close()
+    with pytest.raises(tuning_storage.TuningError, match=r"holds tables that are not Optuna's \((orders, users|trials|"
+                                                         r"users)\); keep the study in a database of its own"):
+        open_storage(f"sqlite:///{path}")
+    assert sqlite_tables(path) == sorted(tables)
+
+
+def test_a_study_database_is_opened_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/study.db"
+    open_storage(url, heartbeat=False)
+    assert set(sqlite_tables(tmp_path / "study.db")) == tuning_storage.OPTUNA_TABLES
+    open_storage(url, heartbeat=False)  # Optuna's own tables, and only those
+
+
+@pytest.mark.parametrize("url", [f"postgresql://bob:{SECRET}@127.0.0.1:9/app", f"mysql://bob:{SECRET}@127.0.0.1:9/a,b",
+                                 f"bob:{SECRET}@127.0.0.1/app", f"sqlite://bob:{SECRET}@/nowhere/study.db",
+                                 f"postgresql://bob:{SECRET}%40x@127.0.0.1:9/app"])
+def test_a_storage_password_is_never_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture, url: str) -> None:
+    data = make_folder(tmp_path / "data", {"": 2})
+    code, out, err = run_main(monkeypatch, capsys, "tune", str(data), "--storage", url, "--out", str(tmp_path / "run"))
+    assert code == 2 and "bob:***@" in err and err.count("\n") == 1, err
+    assert SECRET not in out + err
+
+
+def test_a_librarys_message_loses_the_password_before_it_is_cut() -> None:
+    url = f"postgresql://bob:{SECRET}@db.example/app"
+    assert tuning_storage.shown_url(url) == "postgresql://bob:***@db.example/app"
+    message = f"could not connect to {url}: password {SECRET} refused " + "x" * 300
+    shown = tuning_storage.why(RuntimeError(message), url)
+    assert SECRET not in shown and "bob:***@db.example" in shown and shown.endswith("...")
+
+
+def test_tune_offers_no_resume_it_does_not_have(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    data = make_folder(tmp_path / "data", {"": 2})
+    checkpoints = tmp_path / "run" / "checkpoints"  # what Ctrl-C in tune's final fit leaves
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "last.safetensors").write_bytes(b"x")
+    (checkpoints / "config.yaml").write_text("strategy: finetune\n")
+    code, _, err = run_main(monkeypatch, capsys, "tune", str(data), "--storage", f"sqlite:///{tmp_path}/s.db", "--out",
+                            str(tmp_path / "run"))
+    assert code == 2 and "unfinished training run; pass --overwrite to start again" in err and "--resume" not in err
+
+
+def test_ctrl_c_in_the_final_fit_says_to_run_the_search_again(tmp_path: Path) -> None:
+    from transferkit.errors import FRONT_END, RESUME_HINT
+    from transferkit.train.loop import Trainer
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, **params: Any) -> None: ...
+
+        def fit(self, data: Any, out: Any) -> "Recorder":
+            trainer = SimpleNamespace(resumable=True, context=SimpleNamespace(directory=tmp_path))
+            seen.append(Trainer.resume_hint(trainer))
+            return self
+
+    search = SimpleNamespace(space=SimpleNamespace(config_for=lambda params, config, dimensions: RunConfig(data="d")),
+                             config=None, dimensions=[], classifier=Recorder, estimator_params=lambda config: {})
+    token = FRONT_END.set("cli")
+    try:
+        tuning_study.fit_best(search, {}, tmp_path / "run")
+    finally:
+        FRONT_END.reset(token)
+    assert seen == ["re-run the search with --overwrite to fit the best trial's settings again (the study keeps its "
+                    "trials)"]
+    assert RESUME_HINT.get() is None  # train's own interruptions say `train --resume` again
+    hint = Trainer.resume_hint(SimpleNamespace(resumable=True, context=SimpleNamespace(directory=tmp_path)))
+    assert hint.startswith("continue with `transferkit train --config") and hint.endswith("--resume`")
+
+
+def test_ctrl_c_in_a_real_final_fit_names_tune_not_train_resume(tmp_path: Path) -> None:
+    """Ctrl-C once the search is done and its best settings train into --out: the line says to run the search
+    again with --overwrite (tune has no --resume), and the second run takes the folder as that says."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    data = make_folder(tmp_path / "data", {"train": 4, "val": 2})
+    args = [sys.executable, "-m", "transferkit", "tune", str(data), "--space", "finetune", "--trials", "1",
+            "--storage", f"sqlite:///{tmp_path}/study.db", "--out", str(tmp_path / "run"), "--epochs", "3",
+            "--study", "ft", "--layer-decay", "1", "--augment", "none", *SMALL]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "300"}
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    lines, final, sent = [], False, False
+    for line in proc.stderr:  # one Ctrl-C once the final fit trains (its handler stops at a checkpoint)
+        lines.append(line)
+        final = final or line.startswith("tune: fitting the best trial's settings")
+        if final and line.startswith("epoch 1/3") and not sent:
+            proc.send_signal(signal.SIGINT)
+            sent = True
+    proc.wait(timeout=600)
+    hint = [line for line in lines if line.startswith("interrupted")]
+    assert proc.returncode == 130 and len(hint) == 1, "".join(lines)[-2000:]
+    assert "re-run the search with --overwrite" in hint[0] and "--resume" not in hint[0], hint
+    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 2 and "pass --overwrite to start again" in again.stderr
+    assert "--resume" not in again.stderr

@@ -7,6 +7,7 @@ duration of a command), so one message serves both. :func:`shown` bounds a value
 
 from __future__ import annotations
 
+import os
 import reprlib
 from contextvars import ContextVar
 from typing import Any
@@ -42,6 +43,9 @@ class CheckpointError(TransferkitError):
 
 # "api" (the default) or "cli"; transferkit.cli sets "cli" while a command runs
 FRONT_END: ContextVar[str] = ContextVar("transferkit_front_end", default="api")
+# How the command running now continues a fine-tune Ctrl-C interrupted; None: ``train --resume`` (which the
+# training loop spells with the run's config). A command whose fine-tune is one step of its own sets it.
+RESUME_HINT: ContextVar[str | None] = ContextVar("transferkit_resume_hint", default=None)
 UNSET: Any = object()
 SHOWN_CHARS = 80  # a value quoted in a message is cut to this many characters
 
@@ -82,3 +86,17 @@ def first_line(exc: BaseException) -> str:
     """An exception's first line, shortened (a library's message can be a page): what a one-line error quotes."""
     text = str(exc).strip().splitlines()
     return shown(text[0], 160, quote=False) if text else type(exc).__name__
+
+
+def not_found(path: str | os.PathLike, what: str) -> str:
+    """Why ``path`` is not the ``what`` asked for ("data folder", "weights file"): "<what> not found" only when
+    nothing is there; else what is there instead (the other kind, a dangling link, a device, pipe or socket)."""
+    if not os.path.lexists(path):
+        return f"{what} not found"
+    if not os.path.exists(path):
+        return "a dangling symbolic link"
+    if os.path.isdir(path):
+        return f"is a folder, not a {what}"
+    if os.path.isfile(path):
+        return f"is a file, not a {what}"
+    return "not a regular file (a device, pipe or socket)"

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from transferkit.cli.output import cell, console, print_json
-from transferkit.cli.train import CONFIG_FIELDS, check_before_work, config_option
+from transferkit.cli.train import CONFIG_FIELDS, check_before_work, claimed, config_option
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
 from transferkit.train.registries import DOMAIN_TERMS, SOURCE_ONLY
@@ -69,15 +69,15 @@ def adapt(
     chosen.setdefault("strategy", "finetune")
     config = RunConfig(data=str(data), **chosen)
     out_path = Path(out)
-    check_before_work(out_path, config, overwrite, resume=False)
-    from transferkit.methods.domain.experiment import adapt as run_adaptation  # lazy: torch
-    from transferkit.runs.rundir import check_out_vs_data
+    with claimed(out_path, lambda: check_before_work(out_path, config, overwrite, resume=False, resumable=False)):
+        from transferkit.methods.domain.experiment import adapt as run_adaptation  # lazy: torch
+        from transferkit.runs.rundir import check_out_vs_data
 
-    check_out_vs_data(out_path, target, target_test)
-    result = run_adaptation(str(data), str(target), method, seed_list, select,
-                            str(target_test) if target_test else None, bottleneck, **chosen)
-    clf = result.chosen.classifier
-    clf.save(out_path, overwrite=overwrite)
+        check_out_vs_data(out_path, target, target_test)
+        result = run_adaptation(str(data), str(target), method, seed_list, select,
+                                str(target_test) if target_test else None, bottleneck, **chosen)
+        clf = result.chosen.classifier
+        clf.save(out_path, overwrite=overwrite)
     if as_json:
         print_json(clf.metrics_)
         return

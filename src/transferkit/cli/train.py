@@ -7,8 +7,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 
@@ -16,6 +17,7 @@ from transferkit.cli.output import console, print_json
 from transferkit.config import FIELD_TYPES, RunConfig, choices
 from transferkit.errors import TransferkitError
 from transferkit.progress import log
+from transferkit.runs.lock import hold_run_folder
 from transferkit.train.registries import DOMAIN_TERMS
 
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -123,14 +125,16 @@ def train(
     if config is None and "backbone" not in chosen:
         del params["backbone"]  # the estimator's default suits the data: an image network or a text encoder
     if seed_list is not None:
-        return train_seeds(run_config, params, seed_list, out_path, overwrite, target, as_json=as_json, report=report)
-    check_before_work(out_path, run_config, overwrite, resume)
-    clf = new_classifier(run_config.data, params, target).fit(run_config.data, out=out_path, resume=resume)
-    if not getattr(clf, "is_main_process_", True):
-        return  # other ranks of a multi-process run: rank 0 saves
-    clf.save(out_path, overwrite=overwrite or resume)
-    if report:
-        write_html_report(out_path)
+        with claimed(out_path, lambda: check_seeds_work(out_path, run_config, seed_list, overwrite)):
+            return train_seeds(run_config, params, seed_list, out_path, overwrite, target, as_json=as_json,
+                               report=report)
+    with claimed(out_path, lambda: check_before_work(out_path, run_config, overwrite, resume)):
+        clf = new_classifier(run_config.data, params, target).fit(run_config.data, out=out_path, resume=resume)
+        if not getattr(clf, "is_main_process_", True):
+            return  # other ranks of a multi-process run: rank 0 saves
+        clf.save(out_path, overwrite=overwrite or resume)
+        if report:
+            write_html_report(out_path)
     if as_json:
         print_json(clf.metrics_)
         return
@@ -163,15 +167,32 @@ def seeds_to_run(spec: str | None, seed: int | None, resume: bool) -> list[int] 
     return parse_seeds(spec)
 
 
-def train_seeds(config: RunConfig, params: dict[str, Any], seeds: list[int], out: Path, overwrite: bool,
-                target: Path | None, as_json: bool, report: bool) -> None:
-    """``--seeds``: the config once per seed, each a normal run folder OUT/seed-N (its config has its seed),
-    and the spread of their metrics in OUT/seeds.json. Every seed's settings and folder are checked first."""
-    from transferkit.runs.seeds import check_seeds_out, fit_seeds, seed_folder  # lazy: numpy
+@contextmanager
+def claimed(out: Path, check: Callable[[], None]) -> Iterator[None]:
+    """``check`` the settings and the run folder before any work, then hold the folder's lock (runs/lock.py) until
+    the run is saved, checking again once it is held: a run that ended meanwhile may have filled the folder."""
+    check()
+    with hold_run_folder(out):
+        check()
+        yield
+
+
+def check_seeds_work(out: Path, config: RunConfig, seeds: list[int], overwrite: bool) -> None:
+    """``--seeds``: OUT is new or a seeds folder, and every seed's settings and run folder pass the checks."""
+    from transferkit.runs.seeds import check_seeds_out, seed_folder  # lazy: numpy
 
     check_seeds_out(out, seeds, overwrite)
     for seed in seeds:
         check_before_work(seed_folder(out, seed), config.replace(seed=seed), overwrite, resume=False)
+
+
+def train_seeds(config: RunConfig, params: dict[str, Any], seeds: list[int], out: Path, overwrite: bool,
+                target: Path | None, as_json: bool, report: bool) -> None:
+    """``--seeds``: the config once per seed, each a normal run folder OUT/seed-N (its config has its seed),
+    and the spread of their metrics in OUT/seeds.json (every seed's settings and folder checked before:
+    :func:`check_seeds_work`)."""
+    from transferkit.runs.seeds import fit_seeds  # lazy: numpy
+
     runs: dict[str, Any] = {}
 
     def saved(folder: Path, clf: Any) -> None:
@@ -212,9 +233,10 @@ def write_html_report(out: Path) -> None:
     log(f"report: {write_report([out], out / RUN_REPORT)}")
 
 
-def check_before_work(out: Path, config: RunConfig, overwrite: bool, resume: bool) -> None:
+def check_before_work(out: Path, config: RunConfig, overwrite: bool, resume: bool, resumable: bool = True) -> None:
     """Everything that would otherwise fail after the features are extracted (or an epoch is trained): the
-    settings, the run folder (new or a run, never the data, writable) and the cache folder."""
+    settings, the run folder (new or a run, never the data, writable) and the cache folder. ``resumable``: the
+    command has --resume (tune and adapt do not)."""
     # lazy: the run folder and cache modules import numpy; --help must not pay for them
     from transferkit.features.cache import check_cache_writable
     from transferkit.features.engines import check_precision_device
@@ -223,7 +245,7 @@ def check_before_work(out: Path, config: RunConfig, overwrite: bool, resume: boo
     config.validate()
     check_out_vs_data(out, config.data, config.val_data, config.test_data)
     if not resume:
-        check_writable(out, overwrite)
+        check_writable(out, overwrite, resumable=resumable)
     else:  # the folder holds the checkpoints being resumed: it must stay writable, nothing else is asked
         check_writable(out, overwrite=True, ignore=tuple(p.name for p in out.iterdir()))
     check_precision_device(config.precision)

@@ -10,7 +10,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from transferkit.cli.output import cell, console, print_json
-from transferkit.cli.train import CONFIG_FIELDS, check_before_work, option_name, print_summary, with_config_options
+from transferkit.cli.train import (CONFIG_FIELDS, check_before_work, claimed, option_name, print_summary,
+                                   with_config_options)
 from transferkit.errors import TransferkitError
 from transferkit.tuning.base import PRUNER_NAMES, require_optuna
 from transferkit.tuning.space import SPACES
@@ -48,11 +49,12 @@ def tune(
     from transferkit.tuning.study import plan, tune as run_search  # lazy: optuna, numpy; --help must not pay
 
     search = plan(data, {name: value for name, value in settings.items() if value is not None}, space)
-    check_before_work(Path(out), search.config, overwrite, resume=False)
-    summary, clf = run_search(search, trials, storage, out, study, pruner)
-    if not getattr(clf, "is_main_process_", True):
-        return  # other ranks of a multi-process run: rank 0 saves
-    clf.save(out, overwrite=overwrite)
+    with claimed(Path(out), lambda: check_before_work(Path(out), search.config, overwrite, resume=False,
+                                                      resumable=False)):
+        summary, clf = run_search(search, trials, storage, out, study, pruner)
+        if not getattr(clf, "is_main_process_", True):
+            return  # other ranks of a multi-process run: rank 0 saves
+        clf.save(out, overwrite=overwrite)
     if as_json:
         run = {split: {k: clf.metrics_[split][k] for k in ("accuracy", "macro_f1", "n")}
                for split in ("val", "test") if split in clf.metrics_}

@@ -32,7 +32,11 @@ def classifier_for_data(data: Any) -> type[TransferClassifier]:
         if modality.accepts(data):
             return classifier_class(modality)
     what = str(data) if isinstance(data, (str, Path)) else repr(data)[:80]
-    found = "not found" if isinstance(data, (str, Path)) and not Path(data).exists() else "not data transferkit reads"
+    found = "not data transferkit reads"
+    if isinstance(data, (str, Path)) and not Path(data).exists():
+        found = "not found"
+    elif isinstance(data, (str, Path)) and not (Path(data).is_file() or Path(data).is_dir()):
+        found = "not a regular file (a device, pipe or socket)"
     raise DataError(f"{what}: {found}; pass {' or '.join(m.data_hint for m in MODALITIES)}")
 
 

@@ -10,6 +10,7 @@ Everything that depends on what the items are (images, texts) is asked of the cl
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
@@ -18,7 +19,8 @@ import numpy as np
 from transferkit.config import RunConfig
 from transferkit.errors import DataError, RunDirError, TransferkitError, first_line
 from transferkit.estimators.finetune import finetune
-from transferkit.estimators.parent import grown_head, parent_record, score_on_parent_data
+from transferkit.estimators.parent import (check_data_kind, check_parent_classes, grown_head, load_parent,
+                                          parent_record, score_on_parent_data)
 from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
 from transferkit.features.engines import check_precision_device, net_tensors, seed_engine
 from transferkit.heads.probe import ProbeHead, fit_probe
@@ -27,6 +29,7 @@ from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Modal
                                         empty_split_error, skipped_record)
 from transferkit.progress import log
 from transferkit.runs.folders import RUN_ENGINE
+from transferkit.runs.lock import hold_run_folder
 from transferkit.runs.rundir import (check_out_vs_data, check_writable, checkpoint_dir, read_run, read_tensors,
                                      run_format, training_files, write_run)
 from transferkit.train.strategies import Strategy, parse_strategy
@@ -92,8 +95,9 @@ class TransferClassifier(ConfiguredEstimator):
         self.source_head_, self.adapter_ = None, None
         self.classes_ = typed_classes(dataset.classes, labels)
         self.spec_ = self.modality.resolve(config, strategy)
-        parent = type(self).load(config.init_from) if config.init_from else None
+        parent = load_parent(type(self), config.init_from) if config.init_from else None
         if parent is not None:  # its network is the backbone, under its fingerprint (its cached features serve)
+            check_parent_classes(parent, config.init_from, self.classes_)
             self.spec_ = parent.spec_
         metrics: dict[str, Any] = {"data": dataset.describe(), "strategy": config.strategy, **dataset.details,
                                    **self.modality.run_details(self.spec_, config)}
@@ -172,8 +176,9 @@ class TransferClassifier(ConfiguredEstimator):
             train, val, _ = self._featurize_splits(dataset, dataset.train, dataset.val, Split())
             head_init = self._probe(train, val, refit=False)
             metrics["probe"] = {"l2": head_init.l2, "path": head_init.path}
-        tuned = finetune(self.modality, self.spec_, self.config, self.classes_, dataset, strategy, metrics, out,
-                         resume, head_init)
+        with hold_run_folder(out) if out is not None else nullcontext():  # its checkpoints are written there
+            tuned = finetune(self.modality, self.spec_, self.config, self.classes_, dataset, strategy, metrics, out,
+                             resume, head_init)
         self.net_, self.spec_, self.head_, self.is_main_process_ = tuned.net, tuned.spec, tuned.head, tuned.is_main
         self.source_head_, self.adapter_ = tuned.source_head, tuned.adapter
         self.checkpoint_dir_ = None if out is None else checkpoint_dir(out)
@@ -254,6 +259,7 @@ class TransferClassifier(ConfiguredEstimator):
         plus ``misclassified`` rows (item, line for text rows, label, predicted, probability) and ``skipped``
         (unreadable items, rows left out: item or line, reason)."""
         self._check_fitted()
+        check_data_kind(self.modality, data, "evaluate a run trained on it")
         names = [str(c) for c in self.classes_]  # the modality reads labels as text; classes_ keeps y's types
         split, skipped = self.modality.read_labelled(data, None if labels is None else [str(y) for y in labels], names,
                                                      self.config)
@@ -286,7 +292,8 @@ class TransferClassifier(ConfiguredEstimator):
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """A run folder: config.yaml, classes.json, preprocessing.json, model.safetensors (``features.*`` +
         ``head.*``, its metadata naming format, backbone and fingerprint), metrics.json, and what the
-        modality adds; a fine-tuned model saved into its training folder keeps ``checkpoints/`` there."""
+        modality adds; a fine-tuned model saved into its training folder keeps ``checkpoints/`` there. A folder
+        another process is writing is refused (runs/lock.py)."""
         self._check_fitted()
         path, spec, modality = Path(path), self.spec_, self.modality
         keep, extra = (), {}
@@ -311,9 +318,10 @@ class TransferClassifier(ConfiguredEstimator):
         add_files = parts.add_files
         if self.net_ is not None:  # a tuned network's engine is exported here once, not by a later predict
             add_files = with_engine(parts.add_files, modality, spec, self.net_)
-        return write_run(path, config=self.config, classes=self.classes_, preprocessing=parts.preprocessing,
-                         tensors=tensors, model_meta=meta, metrics=self.metrics_, overwrite=overwrite, keep=keep,
-                         extra_files=extra, add_files=add_files)
+        with hold_run_folder(path):  # checked above; write_run checks again with the lock held
+            return write_run(path, config=self.config, classes=self.classes_, preprocessing=parts.preprocessing,
+                             tensors=tensors, model_meta=meta, metrics=self.metrics_, overwrite=overwrite, keep=keep,
+                             extra_files=extra, add_files=add_files)
 
     @classmethod
     def load(cls, path: str | Path) -> "TransferClassifier":

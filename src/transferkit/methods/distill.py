@@ -10,13 +10,15 @@ own engine and the feature cache, so distillation costs little more than a plain
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from transferkit.errors import TrainingError
+from transferkit.errors import BackboneError, TrainingError
 from transferkit.estimators import classifier_class, load_classifier
 from transferkit.estimators.core import TransferClassifier
 from transferkit.methods.soft_targets import softened_kl
@@ -29,14 +31,10 @@ def load_teacher(teacher: str, setup: TermSetup) -> TransferClassifier:
     """The teacher: a run folder as saved, or a backbone (a name, or a model folder such as a bigger sentence
     encoder) with a probe fitted on the training data."""
     classes = setup.task.classes or [str(i) for i in range(setup.n_classes)]
-    if is_run_folder(Path(teacher).expanduser()):
-        model = load_classifier(Path(teacher).expanduser())
-        found = [str(c) for c in model.classes_]
-        if found != classes:
-            raise TrainingError(f"method distill: teacher {teacher} has classes {found[:5]}, the data has "
-                                f"{classes[:5]}; a teacher must be trained on the same classes")
-        return model
-    if teacher.startswith((".", "/", "~")) and not Path(teacher).expanduser().exists():  # a path that is not there
+    path = Path(teacher).expanduser()
+    if is_run_folder(path) or (path / "model.safetensors").is_file():  # a run, even one holding a file of the user's
+        return run_teacher(teacher, path, setup.task.modality, classes)
+    if teacher.startswith((".", "/", "~")) and not path.exists():  # a path that is not there
         raise TrainingError(f"method distill: teacher={teacher}: no such run folder; give a finished run's folder "
                             "or a backbone name")
     log(f"distill: fitting a linear probe on teacher backbone '{teacher}'")
@@ -44,7 +42,29 @@ def load_teacher(teacher: str, setup: TermSetup) -> TransferClassifier:
     model = classifier_class(setup.task.modality)(teacher, "linear-probe", cache_dir=config.cache_dir, engine=config.engine,
                                              seed=config.seed)
     model.verbose = False
-    return model.fit(list(setup.data.items), [classes[y] for y in setup.data.labels])
+    try:
+        return model.fit(list(setup.data.items), [classes[y] for y in setup.data.labels])
+    except BackboneError:
+        if not os.path.lexists(path):  # a name: the backbone's own message says why it is not one
+            raise
+        what = "folder" if path.is_dir() else "file"
+        raise TrainingError(f"method distill: teacher={teacher}: a {what}, but not a finished run folder (no "
+                            "model.safetensors) nor a backbone's model folder; give the --out folder of a finished "
+                            "`transferkit train`, or a backbone name") from None
+
+
+def run_teacher(teacher: str, path: Path, modality: Any, classes: list[str]) -> TransferClassifier:
+    """A finished run as the teacher: of the data's modality, trained on its classes."""
+    model = load_classifier(path)
+    if modality is not None and model.modality is not modality:
+        raise TrainingError(f"method distill: teacher {teacher} was trained on {model.modality.name} data, and this "
+                            f"run's data is {modality.name}: a teacher reads the same kind of data; give a run "
+                            f"trained on {modality.name}, or a {modality.name} backbone")
+    found = [str(c) for c in model.classes_]
+    if found != classes:
+        raise TrainingError(f"method distill: teacher {teacher} has classes {found[:5]}, the data has "
+                            f"{classes[:5]}; a teacher must be trained on the same classes")
+    return model
 
 
 class Distillation(LossTerm):

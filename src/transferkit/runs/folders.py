@@ -43,6 +43,7 @@ SEED_PREFIX = "seed-"
 MAX_MANIFEST = 1 << 20  # a seeds.json is a few kB; a larger file is not one transferkit wrote
 MAX_HEADER = 1 << 24  # a safetensors header larger than this is not one transferkit wrote
 LISTED = 3  # foreign entries named in a message
+LOCK_SUFFIX = ".lock"  # runs/.x.lock: who writes runs/x (runs/lock.py); one a killed run left is harmless
 
 
 def another_out() -> str:
@@ -107,8 +108,9 @@ def foreign_entries(path: Path, ignore: tuple[str, ...] = ()) -> list[str]:
 
 
 def is_temporary(name: str) -> bool:
-    """A file an atomic writer had not renamed yet when its process was killed (``.last.safetensors.*.tmp``)."""
-    return name.startswith(".") and name.endswith(".tmp")
+    """A file an atomic writer had not renamed yet when its process was killed (``.last.safetensors.*.tmp``),
+    or the lock file of a run folder beside it (``.seed-0.lock`` in a seeds folder)."""
+    return name.startswith(".") and name.endswith((".tmp", LOCK_SUFFIX))
 
 
 def signed_by_transferkit(path: Path) -> bool:
@@ -167,11 +169,12 @@ def is_run_folder(path: str | Path) -> bool:
     return path.is_dir() and not foreign_entries(path) and signed_by_transferkit(path)
 
 
-def check_writable(path: str | Path, overwrite: bool, ignore: tuple[str, ...] = ()) -> None:
+def check_writable(path: str | Path, overwrite: bool, ignore: tuple[str, ...] = (), resumable: bool = True) -> None:
     """Fail before any work is done unless a run can be written to ``path``: it is new, empty, or a run and
     ``overwrite`` is set; it is not the current folder; and its folder can be written to.
 
-    Entries named in ``ignore`` (a fine-tuning run's ``checkpoints``, which it keeps) do not count.
+    Entries named in ``ignore`` (a fine-tuning run's ``checkpoints``, which it keeps) do not count;
+    ``resumable=False``: the command has no way to resume an unfinished run (tune, adapt), so none is offered.
     """
     path = Path(path)
     here, target = Path.cwd().resolve(), path.resolve()
@@ -183,7 +186,7 @@ def check_writable(path: str | Path, overwrite: bool, ignore: tuple[str, ...] = 
         raise RunDirError(f"{path}: exists and is not a folder; choose {another_out()}")
     if path.is_dir():
         try:
-            check_replaceable(path, overwrite, ignore)
+            check_replaceable(path, overwrite, ignore, resumable)
         except OSError as exc:  # a folder that cannot be listed cannot be known to be a run
             raise RunDirError(f"{path}: cannot read it ({reason(exc)}); choose {another_out()}") from None
     for folder in (path.parent, path) if path.is_dir() else (path.parent,):
@@ -192,7 +195,7 @@ def check_writable(path: str | Path, overwrite: bool, ignore: tuple[str, ...] = 
             raise RunDirError(f"{path}: cannot write the run there ({problem}); choose {another_out()}")
 
 
-def check_replaceable(path: Path, overwrite: bool, ignore: tuple[str, ...]) -> None:
+def check_replaceable(path: Path, overwrite: bool, ignore: tuple[str, ...], resumable: bool = True) -> None:
     entries = [p.name for p in path.iterdir() if p.name not in ignore]
     if not entries:
         return
@@ -207,8 +210,9 @@ def check_replaceable(path: Path, overwrite: bool, ignore: tuple[str, ...]) -> N
     if overwrite:
         return
     if entries == [CHECKPOINT_DIR]:
-        raise RunDirError(f"{path}: holds an unfinished training run; pass {arg('resume', True)} to continue it, "
-                          f"{arg('overwrite', True)} to start again, or choose {another_out()}")
+        resume = f"pass {arg('resume', True)} to continue it, " if resumable else "pass "
+        raise RunDirError(f"{path}: holds an unfinished training run; {resume}{arg('overwrite', True)} to start "
+                          f"again, or choose {another_out()}")
     raise RunDirError(f"{path}: already holds a run; pass {arg('overwrite', True)} to replace it, or choose "
                       f"{another_out()}")
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from transferkit.config import RunConfig
-from transferkit.errors import TrainingError
+from transferkit.errors import RESUME_HINT, TrainingError
 from transferkit.metrics import classification_metrics
 from transferkit.progress import log, progress
 from transferkit.train import state as ckpt
@@ -317,7 +317,8 @@ class Trainer:
     def resume_hint(self) -> str:
         if not self.resumable:
             return "it goes when this process ends (the run writes no run folder), so it cannot be resumed"
-        return f"continue with `transferkit train --config {self.context.directory / 'config.yaml'} --resume`"
+        return RESUME_HINT.get() or \
+            f"continue with `transferkit train --config {self.context.directory / 'config.yaml'} --resume`"
 
     # -- end of epoch ----------------------------------------------------------------------------------------
     def end_epoch(self, epoch: int, phase: Phase, fast_head: bool, val_features: torch.Tensor | None) -> None:

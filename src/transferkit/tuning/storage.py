@@ -1,23 +1,28 @@
 """The study's database and what trials share through it.
 
 The study lives in a SQL database (SQLite: ``sqlite:///study.db``), so a killed ``tune`` loses only the trial it
-was running: the next run loads the study and goes on. Trials record a heartbeat; one whose process died
-(no heartbeat for :data:`GRACE_SECONDS`) is marked failed when the next trial starts, and a trial still shown
-as running is never counted as finished. The prune callback reaches its trial through the same database
-(:func:`trial_handle`): the callback is built from a spec string in the run's config, not handed an object.
+was running: the next run loads the study and goes on. The database is the study's own: one that holds another
+application's tables is refused before Optuna adds its tables beside them, and a URL's password is never shown.
+Trials record a heartbeat; one whose process died (no heartbeat for :data:`GRACE_SECONDS`) is marked failed
+when the next trial starts, and a trial still shown as running is never counted as finished. The prune callback
+reaches its trial through the same database (:func:`trial_handle`): the callback is built from a spec string in
+the run's config, not handed an object.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 from pathlib import Path
 from typing import Callable
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import make_url
 
-from transferkit.errors import arg, first_line
+from transferkit.errors import arg, shown
 from transferkit.registry import format_spec
 from transferkit.runs.folders import write_problem
 from transferkit.tuning.base import TuningError
@@ -33,8 +38,48 @@ PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
 }
 
 
+# Optuna's tables (its RDB storage's models, and alembic's, which its schema upgrades use); a study database
+# holds no others. tests/test_tune.py holds this equal to the installed Optuna's models.
+OPTUNA_TABLES = frozenset({"alembic_version", "studies", "study_directions", "study_system_attributes",
+                           "study_user_attributes", "trial_heartbeats", "trial_intermediate_values", "trial_params",
+                           "trial_system_attributes", "trial_user_attributes", "trial_values", "trials",
+                           "version_info"})
+OPTUNA_CORE = frozenset({"studies", "version_info"})  # in every database Optuna has set up
+LISTED = 4  # foreign tables named in a message
+WHY_CHARS = 160  # of a library's error message
+# [scheme://]user:password@ at the start of a URL, SQLAlchemy's parser or not: the password is masked all the same
+PASSWORD = re.compile(r"^((?:[\w+.-]+://)?[^:/@]*):([^@]*)@")
+
+
+def shown_url(url: str) -> str:
+    """``url`` as typed, for messages and records, its password as ``***``."""
+    return without_secrets(PASSWORD.sub(r"\1:***@", url), url)
+
+
+def scrubbed(text: str, url: str) -> str:
+    """``text`` (a library's message about ``url``) without the URL's password, raw or %-decoded."""
+    return without_secrets(text.replace(url, shown_url(url)), url)
+
+
+def without_secrets(text: str, url: str) -> str:
+    secrets = {match.group(2) for match in PASSWORD.finditer(url)}
+    try:
+        secrets.add(make_url(url).password or "")
+    except Exception:  # noqa: BLE001 - SQLAlchemy's parser raises ArgumentError, ValueError, ...
+        pass
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def why(exc: BaseException, url: str) -> str:
+    """A library's error about ``url`` in one line: the password taken out before the line is cut short."""
+    lines = scrubbed(str(exc), url).strip().splitlines()
+    return shown(lines[0], WHY_CHARS, quote=False) if lines else type(exc).__name__
+
+
 def storage_option(url: str) -> str:
-    return arg("storage", url)
+    return arg("storage", shown_url(url))
 
 
 def check_url(url: str) -> None:
@@ -49,7 +94,10 @@ def check_url(url: str) -> None:
                           "callback; rename the file or folder")
     if scheme.split("+")[0] != "sqlite":  # a server database: its driver and the server say what is wrong
         return
-    path = rest.removeprefix("/")  # sqlite:///study.db is study.db here; sqlite:////abs/study.db is /abs/study.db
+    try:  # sqlite:///study.db is study.db here; sqlite:////abs/study.db is /abs/study.db
+        path = make_url(url).database or ""
+    except Exception:  # noqa: BLE001 - SQLAlchemy's parser raises ArgumentError, ValueError, ...
+        raise TuningError(f"{storage_option(url)}: not a database URL; pass one such as sqlite:///study.db") from None
     if not path or path == ":memory:" or path.startswith("file::memory:"):
         raise TuningError(f"{storage_option(url)}: an in-memory database keeps no study; name a file, e.g. "
                           "sqlite:///study.db")
@@ -61,16 +109,43 @@ def check_url(url: str) -> None:
         raise TuningError(f"{storage_option(url)}: cannot write the study database there ({problem})")
 
 
+def check_tables(url: str) -> None:
+    """Refuse a database that holds tables which are not Optuna's: another application's database, which Optuna
+    would add its tables to (or fail in half-way, on a table named like one of its own)."""
+    found = set(table_names(url))
+    foreign = sorted(found - OPTUNA_TABLES)
+    if found and (foreign or not OPTUNA_CORE <= found):  # a lone "trials" table is another application's
+        named = foreign or sorted(found)
+        listing = ", ".join(named[:LISTED]) + (f" and {len(named) - LISTED} more" if len(named) > LISTED else "")
+        raise TuningError(f"{storage_option(url)}: the database holds tables that are not Optuna's ({listing}); "
+                          "keep the study in a database of its own, e.g. sqlite:///study.db")
+
+
+def table_names(url: str) -> list[str]:
+    """The tables of the database at ``url``; none for a SQLite file not made yet (looking would create it)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        return []
+    engine = create_engine(parsed)
+    try:
+        return inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
 def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
     """The database at ``url`` (created if new), with heartbeats for the trials this process runs."""
     check_url(url)
     beats = {"heartbeat_interval": HEARTBEAT_SECONDS, "grace_period": GRACE_SECONDS} if heartbeat else {}
     try:
+        check_tables(url)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats are "experimental" since optuna 2.9
             return optuna.storages.RDBStorage(url, **beats)
+    except TuningError:
+        raise
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy, its drivers and optuna's schema check each raise their own
-        raise TuningError(f"{storage_option(url)}: cannot open it as a study database ({first_line(exc)})") from None
+        raise TuningError(f"{storage_option(url)}: cannot open it as a study database ({why(exc, url)})") from None
 
 
 def prune_spec(url: str, study: str, number: int, pruner: str) -> str:
@@ -96,5 +171,5 @@ def trial_handle(url: str, study: str, number: int, pruner: str) -> optuna.Trial
                                    sampler=optuna.samplers.RandomSampler())
         trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study), number)
     except KeyError:
-        raise TuningError(f"study '{study}' has no trial {number} in {url}") from None
+        raise TuningError(f"study '{study}' has no trial {number} in {shown_url(url)}") from None
     return optuna.trial.Trial(loaded, trial_id)

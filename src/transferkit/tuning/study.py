@@ -16,10 +16,9 @@ from typing import Any
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.engine import make_url
 
 from transferkit.config import RunConfig
-from transferkit.errors import TrainingError, arg
+from transferkit.errors import RESUME_HINT, TrainingError, arg
 from transferkit.estimators import classifier_for_data
 from transferkit.estimators.core import TransferClassifier, absolute_paths
 from transferkit.progress import log
@@ -28,7 +27,7 @@ from transferkit.train.strategies import parse_strategy
 from transferkit.tuning.base import LOG_LOSS_ATTR, PRUNED_ATTR, TuningError
 from transferkit.tuning.objective import FinetuneObjective, ProbeObjective, Search
 from transferkit.tuning.space import space_for
-from transferkit.tuning.storage import PRUNERS, open_storage, storage_option
+from transferkit.tuning.storage import PRUNERS, open_storage, shown_url, storage_option
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 IDENTITY_ATTR = "transferkit"  # the study's user attribute naming the search it belongs to
@@ -165,7 +164,7 @@ def summarize(study: optuna.Study, search: Search, trials: int, storage: str, se
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
     timed = [row["seconds"] for row in rows if row["state"] in ("complete", "pruned") and row["seconds"] is not None]
     best = best_trial(study)
-    return {"study": study.study_name, "storage": make_url(storage).render_as_string(hide_password=True),
+    return {"study": study.study_name, "storage": shown_url(storage),
             "space": search.space.name, "tuned": [d.describe(search.kind) for d in search.dimensions],
             "trials_requested": trials, "finished": sum(row["state"] in ("complete", "pruned") for row in rows),
             "trials": rows,
@@ -182,4 +181,10 @@ def fit_best(search: Search, params: dict[str, Any], out: str | Path) -> Transfe
     only, on the test split."""
     config = search.space.config_for(params, search.config, search.dimensions)
     log(f"tune: fitting the best trial's settings into {out}")
-    return search.classifier(**search.estimator_params(config)).fit(config.data, out=out)
+    # tune has no --resume: Ctrl-C in this fit is followed by the search again, which fits the best anew
+    token = RESUME_HINT.set(f"re-run the search with {arg('overwrite', True)} to fit the best trial's settings again "
+                            "(the study keeps its trials)")
+    try:
+        return search.classifier(**search.estimator_params(config)).fit(config.data, out=out)
+    finally:
+        RESUME_HINT.reset(token)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from transferkit.digests import file_digest
-from transferkit.errors import BackboneError
+from transferkit.errors import BackboneError, not_found
 from transferkit.modalities.hub import cached_hub_file, hf_endpoint, offline_reason, quiet_hub
 from transferkit.modalities.image.preprocessing import Preprocessing
 from transferkit.runs.rundir import read_tensors
@@ -134,7 +134,8 @@ def resolve_backbone(name: str = DEFAULT_IMAGE_BACKBONE, weights: str | Path | N
     """
     weights_path = Path(weights).resolve() if weights else None
     if weights_path is not None and not weights_path.is_file():
-        raise BackboneError(f"{weights}: weights file not found; pass an existing .safetensors or .pth file")
+        raise BackboneError(f"{weights}: {not_found(weights, 'weights file')}; pass an existing .safetensors or .pth "
+                            "file")
     if name in PACKAGED:
         packaged = PACKAGED[name]
         if weights_path is None and pretrained:
@@ -172,7 +173,8 @@ def read_state_dict(path: str | Path) -> "dict[str, torch.Tensor]":
 
     path = Path(path)
     if not path.is_file():
-        raise BackboneError(f"{path}: weights file not found; pass an existing .safetensors or .pth file")
+        raise BackboneError(f"{path}: {not_found(path, 'weights file')}; pass an existing .safetensors or .pth "
+                            "file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from transferkit.errors import DataError
+from transferkit.errors import DataError, not_found
 from transferkit.modalities.base import LabelledData, Split, sort_classes, stratified_indices
 from transferkit.modalities.image.images import is_image_file
 from transferkit.progress import log
@@ -80,7 +80,12 @@ def _link_problem(path: Path) -> str:
                 return "symbolic link loop"
             return f"dangling symbolic link to {os.readlink(path)}"
         return f"cannot read it ({exc.strerror})"
-    return "not a regular file"
+    return "not a regular file (a device, pipe or socket)"
+
+
+def looks_like_text(item: str) -> bool:
+    """An input that is words rather than a file name: spaces, and no file suffix ("a dog on a beach")."""
+    return any(c.isspace() for c in item.strip()) and not Path(item).suffix
 
 
 def walk_files(folder: Path, scan: FolderScan) -> list[Path]:
@@ -163,7 +168,8 @@ def load_image_folder(root: str | Path, val_fraction: float = 0.2, seed: int = 0
     What the scan passed over is warned about and listed in ``ignored`` / ``skipped``."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: data folder not found; pass a folder with <class>/ or train/<class>/ sub-folders")
+        raise DataError(f"{root}: {not_found(root, 'data folder')}; pass a folder with <class>/ or train/<class>/ "
+                        "sub-folders")
     scan = FolderScan()
     train_dir = find_split_dir(root, ("train",))
     layout_root = train_dir or root
@@ -229,8 +235,11 @@ def list_image_inputs(inputs: Iterable[str | Path]) -> list[str]:
             files.extend(str(p) for p in walk_files(path, scan) if is_image_file(p))
         elif path.is_file():
             files.append(str(path))
-        elif path.is_symlink():
+        elif path.is_symlink() or os.path.exists(path):  # a device, a pipe, a socket, a broken link
             raise DataError(f"{path}: {_link_problem(path)}; pass an image file or a folder")
+        elif looks_like_text(str(item)):
+            raise DataError(f"{item}: no such file or folder; this run classifies images (pass image files or "
+                            "folders), not texts: those need a run trained on text")
         else:
             raise DataError(f"{path}: no such file or folder")
     FolderScan(broken=scan.broken, tool_folders=scan.tool_folders).warn()  # other files in a folder: quiet
@@ -243,7 +252,7 @@ def labelled_split(folder: str | Path, classes: list[str]) -> tuple[Split, list[
     """A ``<class>/*`` folder as a split labelled by the fitted class order, and what its scan passed over."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder}: folder not found; pass a folder with one sub-folder per class")
+        raise DataError(f"{folder}: {not_found(folder, 'folder')}; pass a folder with one sub-folder per class")
     scan = FolderScan()
     files = _scan_split(folder, scan)
     unknown = [c for c in files if c not in classes and files[c]]
@@ -270,7 +279,8 @@ def labelled_files(paths: Sequence[Any], labels: Sequence[Any], classes: list[st
         raise DataError(f"got {len(files)} image files but {len(names)} labels; pass one label per file")
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
-        raise DataError(f"{missing[0]}: no such image file; pass existing image files with labels=")
+        what = _link_problem(Path(missing[0])) if os.path.lexists(missing[0]) else "no such image file"
+        raise DataError(f"{missing[0]}: {what}; pass existing image files with labels=")
     classes = classes if classes is not None else sort_classes(names)
     unknown = sorted(set(names) - set(classes))
     if unknown:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from transferkit.config import RunConfig
-from transferkit.errors import DataError
+from transferkit.errors import DataError, not_found
 from transferkit.modalities.base import Split
 from transferkit.modalities.image.folders import is_tool_folder, labelled_split, list_image_inputs
 from transferkit.modalities.image.images import is_image_file
@@ -50,8 +50,8 @@ class TargetImages:
 def check_target_folder(folder: str | Path) -> Path:
     path = Path(folder)
     if not path.is_dir():
-        raise DataError(f"{folder}: target folder not found; pass a folder of images (unlabelled) or with one "
-                        "sub-folder per class")
+        raise DataError(f"{folder}: {not_found(folder, 'target folder')}; pass a folder of images (unlabelled) or "
+                        "with one sub-folder per class")
     return path
 
 

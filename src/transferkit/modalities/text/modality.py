@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -101,6 +102,10 @@ class TextModality:
             train_idx, val_idx = stratified_indices(train.labels, config.val_fraction, config.seed)
             dataset.train, dataset.val = train.take(train_idx), train.take(val_idx)
             dataset.val_source = f"{config.val_fraction:g} of train, stratified, seed {config.seed}"
+            single = {y for y, n in Counter(train.labels).items() if n == 1}  # warned about above
+            train = dataset.train.take([i for i, y in enumerate(dataset.train.labels) if y not in single])
+        # as images do: one training example (all there was, or what the split left) is too few
+        warn_single_examples(train, classes, f"the training rows of {table.path}", "is too few to learn a class from")
         return dataset
 
     def read_labelled(self, data: Any, labels: Sequence[Any] | None, classes: list[str],

@@ -54,7 +54,8 @@ def text_records(inputs: str | Path | Sequence[str | Path], text_column: str | N
         if path.is_dir():
             raise DataError(f"{item}: is a folder, not a table; pass .csv, .tsv or .jsonl files; {TEXT_HINT}")
         if not path.is_file():
-            raise DataError(f"{item}: no such file; {TEXT_HINT}")
+            what = "not a regular file (a device, pipe or socket)" if path.exists() else "no such file"
+            raise DataError(f"{item}: {what}; {TEXT_HINT}")
         if path.suffix.lower() not in TEXT_SUFFIXES:
             raise DataError(f"{item}: '{path.suffix}' files are not read; pass a .csv, .tsv or .jsonl file with a "
                             f"text column; {TEXT_HINT}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from transferkit.errors import DataError
+from transferkit.errors import DataError, not_found
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl")
 TEXT_COLUMNS = ("text", "sentence", "review", "content", "document", "comment", "body", "utterance", "question",
@@ -156,7 +156,7 @@ def read_text_table(path: str | Path, text_column: str | None = None, label_colu
     (``strict``: the first one is an error). Labels are merged across case and surrounding spaces."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: file not found; pass a .csv, .tsv or .jsonl file")
+        raise DataError(f"{path}: {not_found(path, 'file')}; pass a .csv, .tsv or .jsonl file")
     if not is_text_data(path):
         raise DataError(f"{path}: unsupported file type '{path.suffix}'; use .csv, .tsv or .jsonl")
     columns, rows, problems = _records(path)
