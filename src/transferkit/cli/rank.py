@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from transferkit.bounds import Int, option_check
 from transferkit.cli.output import cell, console, print_json
 from transferkit.cli.train import CONFIG_FIELDS, config_option
 from transferkit.errors import TransferkitError
@@ -27,6 +28,9 @@ def with_rank_options(command: Any) -> Any:
     generated = [config_option(CONFIG_FIELDS[name]) for name in RANK_FIELDS]
     command.__signature__ = inspect.Signature([*own, *generated], return_annotation=None)
     return command
+
+
+FOLDS = Int(2, 100)  # cross-validation folds (fewer when the smallest class is smaller)
 
 
 def parse_names(text: str) -> list[str]:
@@ -64,7 +68,8 @@ def rank(
                                                             "backbone at (default: each backbone's own)",
                                                        show_default=False)] = None,
     folds: Annotated[int, typer.Option(help="Cross-validation folds for the kNN and probe accuracies (fewer when "
-                                            "the smallest class has fewer items)")] = 5,
+                                            "the smallest class has fewer items)",
+                                       callback=option_check(FOLDS, "--folds"))] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: rows of scores with their seconds, "
                                                          "the recommendation")] = False,
     **settings: Any,
@@ -72,8 +77,6 @@ def rank(
     """Rank backbones on DATA without training them, and recommend one with a strategy to try first."""
     names = parse_names(backbones) if backbones is not None else None
     sizes = parse_sizes(image_sizes) if image_sizes is not None else None
-    if folds < 2:
-        raise TransferkitError(f"--folds {folds}: cross-validation needs at least 2 folds")
     chosen = {name: value for name, value in settings.items() if value is not None}
     if chosen.get("cache", True):
         from transferkit.features.cache import check_cache_writable  # lazy: numpy; --help must not pay for it
