@@ -93,9 +93,9 @@ def fmt(value: float | None) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def Int(low: int, high: int) -> Bound:  # noqa: N802 - reads as a type in declarations
+def Int(low: int, high: int, required: bool = False) -> Bound:  # noqa: N802 - reads as a type in declarations
     """An integer in [low, high]."""
-    return Bound(int, low, high)
+    return Bound(int, low, high, required=required)
 
 
 def Real(low: float, high: float, open_low: bool = False, open_high: bool = False) -> Bound:  # noqa: N802

@@ -55,5 +55,5 @@ CALLBACKS = Registry("callback", {
     "tensorboard": plugin("transferkit.train.tensorboard:TensorBoardLogger", dir=TEXT),
     # a tune trial's validation curve; pruned trials stop
     "optuna-prune": plugin("transferkit.tuning.prune:OptunaPrune", storage=REQUIRED_TEXT, study=REQUIRED_TEXT,
-                           trial=Int(0, 10**9), pruner=TEXT),
+                           trial=Int(0, 10**9, required=True), pruner=TEXT),
 })
