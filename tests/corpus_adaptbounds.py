@@ -134,3 +134,9 @@ CASES: list[Case] = [
     bounded("dann-gamma-inf", "usability", (*FINETUNE, "--target", "target", "--method", "dann:gamma=inf"),
             (r"gamma=inf", r"\[0, 100\]"), data_and_flat_target),
 ]
+CASES += [
+    bounded("rank-image-sizes-huge", "security", ("rank", "data", "--image-sizes", "32,100000"),
+            (r"--image-sizes", r"<= 4096")),
+    bounded("rank-image-sizes-thousands-of-digits", "traceback", ("rank", "data", "--image-sizes", "9" * 5000),
+            (r"--image-sizes", r"<= 4096")),
+]

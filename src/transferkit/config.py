@@ -59,7 +59,8 @@ PROBE_TOLERATED = ("callbacks",)
 
 def declare(default: Any, help: str, panel: str, valid: Callable[[Any], bool] | None = None,
             expected: str | None = None, option: str | None = None) -> Any:
-    """A config field. ``valid`` checks a value of the right type (it may raise its own one-line error);
+    """A config field. ``valid`` checks a value of the right type (it may raise its own one-line error); a
+    :class:`~transferkit.bounds.Bound` there is the field's declared range, which error messages then quote;
     ``expected`` describes the valid values in error messages (default: from the type); ``option`` names the
     CLI option when it is not the field name (a list field's option is singular and repeatable)."""
     metadata = {"help": help, "panel": panel, "valid": valid, "expected": expected, "option": option}
@@ -71,7 +72,7 @@ def declare(default: Any, help: str, panel: str, valid: Callable[[Any], bool] | 
 # Ranges of the numeric fields (bounds.py): wide enough for any real run, finite, and short of sizes that
 # exhaust memory before the first step (an image of 10^5 pixels a side, a batch of 10^6).
 SEED = Int(0, 2**32 - 1)  # numpy's and torch's seeds both take it
-MAX_IMAGE_SIZE = 4096
+IMAGE_SIZE = Int(16, 4096)
 EPOCHS = Int(1, 100_000)
 BELOW_ONE = Real(0, 1, open_high=True)
 
@@ -107,7 +108,7 @@ class RunConfig:
     seed: int = declare(0, "Seed of the split, initialisation and augmentation", DATA, SEED)
     val_fraction: float = declare(0.2, "Validation share of train when there is no val/", DATA, BELOW_ONE)
     strict: bool = declare(False, "Unreadable images (or text rows) are an error, not a warning", DATA)
-    image_size: int | None = declare(None, "Input size (default: the backbone's)", DATA, Int(16, MAX_IMAGE_SIZE))
+    image_size: int | None = declare(None, "Input size (default: the backbone's)", DATA, IMAGE_SIZE)
     crop_pct: float | None = declare(None, "Centre-crop share; 1.0 keeps the whole image (default: the "
                                            "backbone's)", DATA,
                                      Real(0.3, 1))

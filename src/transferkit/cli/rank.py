@@ -13,12 +13,12 @@ import typer
 from transferkit.bounds import Int, option_check
 from transferkit.cli.output import cell, console, print_json
 from transferkit.cli.train import CONFIG_FIELDS, config_option
-from transferkit.errors import TransferkitError
+from transferkit.config import IMAGE_SIZE
+from transferkit.errors import TransferkitError, shown
 
 # the RunConfig fields that decide which items are read and how their features are computed
 RANK_FIELDS = ("seed", "strict", "crop_pct", "engine", "batch_size", "workers", "cache", "cache_dir", "cache_dtype",
                "text_column", "label_column", "max_length", "pooling", "feature_layers")
-MIN_IMAGE_SIZE = 16
 
 
 def with_rank_options(command: Any) -> Any:
@@ -45,11 +45,11 @@ def parse_names(text: str) -> list[str]:
 
 
 def parse_sizes(text: str) -> list[int]:
-    parts = [part.strip() for part in text.split(",")]
-    if not all(part.isdigit() and int(part) >= MIN_IMAGE_SIZE for part in parts):
-        raise TransferkitError(f"--image-sizes '{text}': expected comma-separated integers >= {MIN_IMAGE_SIZE}, "
-                               "e.g. 224,160")
-    sizes = [int(part) for part in parts]
+    try:  # each size as the config's image_size field bounds it
+        sizes = [IMAGE_SIZE.read("size", part) for part in text.split(",")]
+    except TransferkitError:
+        raise TransferkitError(f"--image-sizes {shown(text)}: expected comma-separated integers >= {IMAGE_SIZE.low} "
+                               f"and <= {IMAGE_SIZE.high}, e.g. 224,160") from None
     if len(set(sizes)) < len(sizes):
         raise TransferkitError(f"--image-sizes '{text}': a size is named twice; name each once")
     return sizes
