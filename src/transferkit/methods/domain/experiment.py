@@ -133,7 +133,7 @@ class Keeper:
             return None
         if not self.several:
             candidates[0].classifier.save(self.out, overwrite=self.overwrite)
-            return f"the trained model is saved in {self.out} (a run folder; unscored)"
+            return f"the trained model is saved in {self.out} (a run folder)"
         return f"the {len(self.saved)} candidate(s) trained so far are saved in {self.out / CANDIDATES_DIR} " \
                "(a run folder each)" if self.saved else None
 
@@ -164,7 +164,7 @@ def adapt(data: Any, target: str, methods: Sequence[str], seeds: Sequence[int] =
                                             methods=terms[method], **{**params, "seed": seed})
                 clf.fit_network(data)
                 candidates.append(Candidate(method, seed, clf, time.perf_counter() - start))
-                try:  # save first, then score and report
+                try:  # saved whether or not scoring succeeds, before anything is reported
                     clf.score_adaptation()
                 finally:
                     keeper.save(candidates[-1], len(candidates))
