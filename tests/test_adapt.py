@@ -383,7 +383,8 @@ def test_adapt_command_with_an_unlabelled_target_and_several_candidates_saves_th
     assert "target" not in metrics and metrics["target_images"] == "target 6 images, unlabelled"
     assert [c["target_accuracy"] for c in metrics["adapt"]["candidates"]] == [None, None]
     kept = sorted(p.name for p in (out / "candidates").iterdir())
-    assert kept == ["1-source-only-seed-0", "2-coral-seed-0"] and all(is_run_folder(out / "candidates" / k) for k in kept)
+    assert kept == ["1-source-only-seed-0", "2-coral-seed-0"]
+    assert all(is_run_folder(out / "candidates" / k) for k in kept)
     assert is_run_folder(out)  # the chosen run with its candidates is still one run folder (--overwrite replaces it)
 
 

@@ -43,7 +43,8 @@ class Bound:
         if self.kind is str:
             return f"a text of at most {MAX_TEXT} characters"
         noun = "an integer" if self.kind is int else "a number"
-        return f"{noun} in {'(' if self.open_low else '['}{fmt(self.low)}, {fmt(self.high)}{')' if self.open_high else ']'}"
+        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"{noun} in {left}{fmt(self.low)}, {fmt(self.high)}{right}"
 
     def read(self, name: str, value: Any, what: str = "") -> Any:
         """``value`` (text as typed, or a value of any type from a file) as this bound's type, or a one-line
