@@ -27,6 +27,7 @@ class Bound:
     open_low: bool = False  # the low end itself is excluded: (0, 1]
     open_high: bool = False
     required: bool = False  # a plug-in option without a default
+    why: str = ""  # what the range comes from, said after it in messages
 
     def __call__(self, value: Any) -> bool:
         """Whether ``value`` (already of the right type) lies in range: RunConfig's ``valid`` hook."""
@@ -44,7 +45,7 @@ class Bound:
             return f"a text of at most {MAX_TEXT} characters"
         noun = "an integer" if self.kind is int else "a number"
         left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
-        return f"{noun} in {left}{fmt(self.low)}, {fmt(self.high)}{right}"
+        return f"{noun} in {left}{fmt(self.low)}, {fmt(self.high)}{right}" + (f" ({self.why})" if self.why else "")
 
     def read(self, name: str, value: Any, what: str = "") -> Any:
         """``value`` (text as typed, or a value of any type from a file) as this bound's type, or a one-line

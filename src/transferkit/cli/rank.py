@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from transferkit.bounds import Int, option_check
+from transferkit.bounds import Bound, option_check
 from transferkit.cli.output import cell, console, print_json
 from transferkit.cli.train import CONFIG_FIELDS, config_option
 from transferkit.config import IMAGE_SIZE
@@ -30,7 +30,7 @@ def with_rank_options(command: Any) -> Any:
     return command
 
 
-FOLDS = Int(2, 100)  # cross-validation folds (fewer when the smallest class is smaller)
+FOLDS = Bound(int, 2, 100, why="cross-validation needs at least 2 folds")
 
 
 def parse_names(text: str) -> list[str]:
