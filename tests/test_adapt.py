@@ -353,3 +353,78 @@ def test_train_target_on_text_data_is_one_line(tmp_path: Path, monkeypatch, caps
                             str(tmp_path / "run"))
     assert code == 2 and "only image data can have a target domain" in err, err
     assert err.strip().count("\n") == 0
+
+
+# -- issue 23, section 0: a flat (unlabelled) target, and nothing trained is lost ------------------------------
+FLAT = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--precision", "no",
+        "--bottleneck", "16"]
+
+
+def flat_target(tmp_path: Path) -> tuple[Path, Path]:
+    from conftest import make_image
+
+    source = make_folder(tmp_path / "source", {"": 6})
+    for i in range(6):
+        make_image(tmp_path / "target" / f"x{i}.png", (200, 60, 60) if i % 2 else (60, 60, 200), seed=i)
+    return source, tmp_path / "target"
+
+
+def test_adapt_command_with_an_unlabelled_target_and_several_candidates_saves_them_all(tmp_path: Path) -> None:
+    from transferkit.cli.app import app
+    from transferkit.runs.folders import is_run_folder
+    from typer.testing import CliRunner
+
+    source, target = flat_target(tmp_path)
+    out = tmp_path / "run"
+    done = CliRunner().invoke(app, ["adapt", str(source), "--target", str(target), "--method", "source-only",
+                                    "--method", "coral", "--out", str(out), *FLAT])
+    assert done.exit_code == 0, done.output[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "target" not in metrics and metrics["target_images"] == "target 6 images, unlabelled"
+    assert [c["target_accuracy"] for c in metrics["adapt"]["candidates"]] == [None, None]
+    kept = sorted(p.name for p in (out / "candidates").iterdir())
+    assert kept == ["1-source-only-seed-0", "2-coral-seed-0"]
+    assert all(is_run_folder(out / "candidates" / k) for k in kept)
+    assert is_run_folder(out)  # the chosen run with its candidates is still one run folder (--overwrite replaces it)
+
+
+def test_domain_adapt_classifier_fits_an_unlabelled_target(tmp_path: Path) -> None:
+    from transferkit.methods.domain.estimator import DomainAdaptClassifier
+
+    source, target = flat_target(tmp_path)
+    clf = DomainAdaptClassifier(target=str(target), methods=["mmd"], epochs=1, image_size=32, batch_size=8,
+                                workers=0, precision="no", bottleneck=16).fit(str(source))
+    assert "target" not in clf.metrics_ and set(clf.metrics_["selection"]) == set(CRITERIA)
+    assert len(clf.predict(str(target))) == 6
+
+
+@pytest.mark.parametrize("seeds", [(0,), (0, 1)])
+def test_a_failure_after_training_keeps_the_trained_candidates_and_says_where(seeds, tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    from transferkit.errors import TransferkitError
+    from transferkit.methods.domain import experiment
+    from transferkit.runs.folders import is_run_folder
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected after training")
+
+    monkeypatch.setattr(experiment, "choose", broken)
+    source, target = flat_target(tmp_path)
+    out = tmp_path / "run"
+    with pytest.raises(TransferkitError, match="injected after training") as caught:
+        experiment.adapt(str(source), str(target), ["source-only"], seeds, out=out, bottleneck=16, epochs=1,
+                         image_size=32, batch_size=8, workers=0, precision="no")
+    message = str(caught.value)
+    if len(seeds) == 1:  # the one model is the run
+        assert f"saved in {out}" in message and is_run_folder(out) and (out / "model.safetensors").is_file()
+    else:
+        assert f"2 candidate(s) trained so far are saved in {out / 'candidates'}" in message
+        assert all(is_run_folder(p) for p in (out / "candidates").iterdir())
+
+
+def test_adapt_bottleneck_is_bounded_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:
+    source = make_folder(tmp_path / "source", {"": 2})
+    code, _, err = run_main(monkeypatch, capsys, "adapt", str(source), "--target", str(source), "--out",
+                            tmp_path / "run", "--method", "dann", "--bottleneck", "100000000")
+    assert code == 2 and err.strip() == "error: --bottleneck=100000000: expected an integer in [0, 16384]", err
+    assert not (tmp_path / "run").exists()

@@ -241,3 +241,123 @@ def test_train_from_a_run_grows_the_head_with_an_adapter_and_scores_the_old_data
     fewer = cli("train", str(data), "--from", str(tmp_path / "child"), "--strategy", "finetune", "--epochs", "1",
                 "--out", str(tmp_path / "again"), *SMALL_ARGS)
     assert fewer.returncode == 2 and "c2" in fewer.stderr and "Traceback" not in fewer.stderr
+
+
+# -- declared bounds (issue 23, section 3) -------------------------------------------------------------------
+def registries():
+    from transferkit.train.registries import ADAPTERS, CALLBACKS, LOSS_TERMS
+
+    return (ADAPTERS, CALLBACKS, LOSS_TERMS)
+
+
+def declared_options():
+    """(registry, part, option, bound) for every option of every built-in part."""
+    return [(registry, name, key, bound) for registry in registries() for name in registry.names()
+            for key, bound in (registry.options(name) or {}).items()]
+
+
+def test_every_built_in_part_declares_exactly_its_constructors_options() -> None:
+    import inspect
+
+    for registry in registries():
+        for name in registry.names():
+            declared = registry.options(name)
+            assert declared is not None, f"{registry.kind} {name} declares no options"
+            parameters = {p.name: p for p in inspect.signature(registry.factory(name)).parameters.values()
+                          if p.kind is p.POSITIONAL_OR_KEYWORD}
+            assert set(declared) == set(parameters), f"{registry.kind} {name}"
+            for key, bound in declared.items():  # a required option is one without a default, and only that
+                assert bound.required == (parameters[key].default is inspect.Parameter.empty), (name, key)
+
+
+BAD_NUMBERS = ("nan", "inf", "-inf", "1e30", "-1e30", "abc", "", "99999999999999999999999")
+
+
+def test_every_numeric_plug_in_option_refuses_bad_values_in_one_line_naming_it_and_its_range() -> None:
+    numeric = [entry for entry in declared_options() if entry[3].kind in (int, float)]
+    assert len(numeric) >= 20  # lora r/alpha/dropout, every term's weight, dann/cdan hidden, ... (not vacuous)
+    for registry, name, key, bound in numeric:
+        required = ",".join(f"{k}=x" for k, b in registry.options(name).items() if b.required and k != key)
+        for bad in BAD_NUMBERS + (("1.5",) if bound.kind is int else ()):
+            spec = f"{name}:{key}={bad}" + (f",{required}" if required else "")
+            with pytest.raises(TransferkitError) as caught:
+                registry.check(spec)
+            message = str(caught.value)
+            assert "\n" not in message and f"{key}={bad}" in message and bound.describe() in message, message
+        end = bound.high if not bound.open_high else bound.low  # a value at the range's closed end is taken
+        assert registry.check(f"{name}:{key}={end}" + (f",{required}" if required else ""))
+
+
+def test_plug_in_specs_name_unknown_or_missing_options_before_any_import() -> None:
+    from transferkit.train.registries import ADAPTERS, LOSS_TERMS
+
+    with pytest.raises(TransferkitError, match=r"adapter lora: no option 'rank'; its options: r, alpha"):
+        ADAPTERS.check("lora:rank=8")
+    with pytest.raises(TransferkitError, match="adapter bitfit: no option 'r'; it takes no options"):
+        ADAPTERS.check("bitfit:r=8")
+    with pytest.raises(TransferkitError, match="method distill: teacher= is required"):
+        LOSS_TERMS.check("distill:alpha=0.5")
+    with pytest.raises(TransferkitError, match=r"method cdan: entropy=maybe: expected true or false"):
+        LOSS_TERMS.check("cdan:entropy=maybe")
+    # a word option keeps what was typed: a teacher folder named 007 is not the number 7
+    assert LOSS_TERMS.check("distill:teacher=007") == ("distill", {"teacher": "007"})
+
+
+def test_every_bounded_config_field_refuses_nan_inf_huge_and_negative() -> None:
+    import dataclasses
+
+    from transferkit.bounds import Bound
+    from transferkit.config import RunConfig
+
+    bounded = [f for f in dataclasses.fields(RunConfig) if isinstance(f.metadata["valid"], Bound)]
+    assert {"epochs", "lr", "batch_size", "image_size", "seed", "max_length", "grad_accum"} <= {f.name for f in bounded}
+    for f in bounded:
+        for bad in (float("nan"), float("inf"), -float("inf"), 10**12, -10**12, 1e300):
+            with pytest.raises(TransferkitError) as caught:
+                RunConfig(**{f.name: bad})
+            message = str(caught.value)
+            assert "\n" not in message and f"'{f.name}'" in message and f.metadata["valid"].describe() in message
+
+
+def test_last_k_is_bounded() -> None:
+    from transferkit.train.strategies import parse_strategy
+
+    for bad in ("last-k:0", "last-k:99999", "last-k:x", "last-k:1e3", "last-k:"):
+        with pytest.raises(TransferkitError, match=r"expected last-k:N with N an integer in \[1, 1000\]"):
+            parse_strategy(bad)
+    assert parse_strategy("last-k:1000").last_k == 1000
+
+
+# -- a diverged run's folder agrees with its message (issue 23, section 5) ---------------------------------------
+@pytest.mark.parametrize("good_steps", [0, 3])
+def test_a_diverged_run_leaves_its_folder_as_its_message_says(good_steps: int, data: Path, tmp_path: Path) -> None:
+    from transferkit.cli.train import resume_paths
+    from transferkit.errors import TrainingError
+    from transferkit.runs.folders import check_writable
+    from transferkit.train.losses import LossTerm
+    from transferkit.train.registries import LOSS_TERMS
+
+    class Poison(LossTerm):  # NaN after ``good_steps`` steps (3 steps: the first epoch)
+        name, calls = "poison", 0
+
+        def forward(self, batch, outputs):
+            Poison.calls += 1
+            return outputs.logits.sum() * (torch.tensor(float("nan")) if Poison.calls > good_steps else 0.0)
+
+    LOSS_TERMS.register("poison", Poison, replace=True)
+    run = tmp_path / "run"
+    try:
+        with pytest.raises(TrainingError) as caught:
+            ImageClassifier(strategy="finetune", epochs=3, methods=["poison"], **SMALL).fit(data, out=run)
+    finally:
+        LOSS_TERMS.unregister("poison")
+    message = str(caught.value)
+    assert "resume=True would repeat" in message or "nothing was kept" in message, message
+    if good_steps:  # a good checkpoint is kept, and overwrite replaces the folder, as the message says
+        assert "overwrite=True to replace it" in message and (run / "checkpoints" / "last.safetensors").is_file()
+        check_writable(run, overwrite=True)
+    else:  # nothing was kept: a re-run takes the folder as it is, and --resume finds nothing to resume
+        assert not (run / "checkpoints").exists()
+        check_writable(run, overwrite=False)
+        with pytest.raises(TransferkitError, match="no checkpoint to resume from"):
+            resume_paths(run, None)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from transferkit.atomic import atomic_write_bytes
+from transferkit.bounds import Bound, Int, Real
 from transferkit.errors import TransferkitError, arg, shown
 from transferkit.registry import Registry
 from transferkit.train.registries import ADAPTERS, CALLBACKS, LOSS_TERMS
@@ -58,7 +59,8 @@ PROBE_TOLERATED = ("callbacks",)
 
 def declare(default: Any, help: str, panel: str, valid: Callable[[Any], bool] | None = None,
             expected: str | None = None, option: str | None = None) -> Any:
-    """A config field. ``valid`` checks a value of the right type (it may raise its own one-line error);
+    """A config field. ``valid`` checks a value of the right type (it may raise its own one-line error); a
+    :class:`~transferkit.bounds.Bound` there is the field's declared range, which error messages then quote;
     ``expected`` describes the valid values in error messages (default: from the type); ``option`` names the
     CLI option when it is not the field name (a list field's option is singular and repeatable)."""
     metadata = {"help": help, "panel": panel, "valid": valid, "expected": expected, "option": option}
@@ -67,16 +69,12 @@ def declare(default: Any, help: str, panel: str, valid: Callable[[Any], bool] | 
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def positive(value: float) -> bool:
-    return value > 0
-
-
-def at_least(low: float) -> Callable[[float], bool]:
-    return lambda value: value >= low
-
-
-def below_one(value: float) -> bool:
-    return 0 <= value < 1
+# Ranges of the numeric fields (bounds.py): wide enough for any real run, finite, and short of sizes that
+# exhaust memory before the first step (an image of 10^5 pixels a side, a batch of 10^6).
+SEED = Int(0, 2**32 - 1)  # numpy's and torch's seeds both take it
+IMAGE_SIZE = Int(16, 4096)
+EPOCHS = Int(1, 100_000)
+BELOW_ONE = Real(0, 1, open_high=True)
 
 
 def check_specs(registry: Registry) -> Callable[[list[str]], bool]:
@@ -107,54 +105,48 @@ class RunConfig:
                                     option="--from")
     strategy: str = declare("linear-probe", f"How the backbone trains: {', '.join(STRATEGY_NAMES)}", MODEL,
                             valid=lambda name: bool(parse_strategy(name)))
-    seed: int = declare(0, "Seed of the split, initialisation and augmentation", DATA)
-    val_fraction: float = declare(0.2, "Validation share of train when there is no val/", DATA, below_one,
-                                  "a number in [0, 1)")
+    seed: int = declare(0, "Seed of the split, initialisation and augmentation", DATA, SEED)
+    val_fraction: float = declare(0.2, "Validation share of train when there is no val/", DATA, BELOW_ONE)
     strict: bool = declare(False, "Unreadable images (or text rows) are an error, not a warning", DATA)
-    image_size: int | None = declare(None, "Input size (default: the backbone's)", DATA, at_least(16),
-                                     "null (the backbone's) or >= 16")
+    image_size: int | None = declare(None, "Input size (default: the backbone's)", DATA, IMAGE_SIZE)
     crop_pct: float | None = declare(None, "Centre-crop share; 1.0 keeps the whole image (default: the "
                                            "backbone's)", DATA,
-                                     lambda v: 0.3 <= v <= 1.0, "null (the backbone's) or in [0.3, 1]")
+                                     Real(0.3, 1))
     engine: Engine = declare("auto", "Feature engine for the frozen backbone", FEATURES)
     batch_size: int | None = declare(None, "Training batch (default 64 images, 32 text); feature extraction 64",
-                                     FEATURES, positive, "a positive integer or null")
-    workers: int | None = declare(None, "Decoding workers", FEATURES, at_least(0), "an integer >= 0 or null")
+                                     FEATURES, Int(1, 8192))
+    workers: int | None = declare(None, "Decoding workers", FEATURES, Int(0, 256))
     cache: bool = declare(True, "Read and write the feature cache", FEATURES)
     cache_dir: str | None = declare(None, "Feature/engine cache (default: user cache dir)", FEATURES)
     cache_dtype: CacheDtype = declare("float32", "Precision of cached features", FEATURES)
-    l2: float | None = declare(None, "Head L2 strength (default: chosen on validation)", HEAD, positive,
-                               "a positive number or null (chosen on validation)")
+    l2: float | None = declare(None, "Head L2 strength (default: chosen on validation)", HEAD,
+                               Real(0, 1e6, open_low=True))
     class_weights: ClassWeights | None = declare(None, "auto: inverse class frequency", HEAD)
-    epochs: int | None = declare(None, "Epochs in total (default 10 images, 2 text)", FINE_TUNING, positive,
-                                 "a positive integer or null")
+    epochs: int | None = declare(None, "Epochs in total (default 10 images, 2 text)", FINE_TUNING, EPOCHS)
     freeze_epochs: int | None = declare(None, "gradual: head-only epochs after the probe (default 1 images, 0 text)",
-                                        FINE_TUNING, at_least(0), "an integer >= 0 or null")
+                                        FINE_TUNING, Int(0, EPOCHS.high))
     lr: float | None = declare(None, "Base learning rate (head); default sgd 1e-2, adam(w) 3e-4 images / 2e-4 text",
-                               FINE_TUNING, positive, "a positive number or null (the optimizer's default)")
+                               FINE_TUNING, Real(0, 10, open_low=True))
     optimizer: Optimizer = declare("adamw", "Optimiser", FINE_TUNING)
-    momentum: float = declare(0.9, "SGD momentum", FINE_TUNING, below_one, "a number in [0, 1)")
+    momentum: float = declare(0.9, "SGD momentum", FINE_TUNING, BELOW_ONE)
     nesterov: bool = declare(True, "SGD with Nesterov momentum", FINE_TUNING)
     weight_decay: float = declare(0.01, "Decoupled weight decay (adamw) or L2 (sgd, adam)", FINE_TUNING,
-                                  at_least(0), "a number >= 0")
+                                  Real(0, 100))
     schedule: Schedule = declare("cosine", "Learning-rate schedule after warm-up", FINE_TUNING)
     warmup: float | None = declare(None, "Epochs of linear LR warm-up (default 0 images, 0.1 text)", FINE_TUNING,
-                                   at_least(0), "a number of epochs >= 0 or null")
+                                   Real(0, EPOCHS.high))
     layer_decay: float | None = declare(None, "LR factor per block towards the input (gradual: 0.7 images, 0.8 "
-                                              "text; else 1)", FINE_TUNING, lambda v: 0 < v <= 1,
-                                        "a number in (0, 1] or null")
+                                              "text; else 1)", FINE_TUNING, Real(0, 1, open_low=True))
     bn: BnMode = declare("auto", "BatchNorm statistics", FINE_TUNING)
     augment: Augment = declare("light", "Augmentation (light: crops and flips; affine: rotate, shift and zoom, "
                                "never flip, for digits and text; strong: RandAugment + mixup/cutmix)", FINE_TUNING)
-    label_smoothing: float = declare(0.0, "Cross-entropy label smoothing", FINE_TUNING, below_one,
-                                     "a number in [0, 1)")
+    label_smoothing: float = declare(0.0, "Cross-entropy label smoothing", FINE_TUNING, BELOW_ONE)
     balanced_sampler: bool = declare(False, "Sample classes equally", FINE_TUNING)
     early_stop: int = declare(0, "Stop after N epochs without a better --metric (0: off)", FINE_TUNING,
-                              at_least(0), "an integer >= 0 (0: off)")
+                              Int(0, EPOCHS.high))
     metric: Metric = declare("val_accuracy", "Validation metric that picks the saved epoch", FINE_TUNING)
-    grad_clip: float | None = declare(None, "Clip the gradient norm", FINE_TUNING, positive,
-                                      "a positive number or null")
-    grad_accum: int = declare(1, "Accumulate gradients over N batches", FINE_TUNING, positive, "a positive integer")
+    grad_clip: float | None = declare(None, "Clip the gradient norm", FINE_TUNING, Real(0, 1e6, open_low=True))
+    grad_accum: int = declare(1, "Accumulate gradients over N batches", FINE_TUNING, Int(1, 1024))
     grad_checkpointing: bool = declare(False, "Recompute the backbone's activations in the backward pass: less "
                                               "memory, slower steps (same results)", FINE_TUNING)
     precision: Precision = declare("auto", "auto: bf16 where the hardware has it, else fp32; fp16 on a GPU",
@@ -169,13 +161,13 @@ class RunConfig:
     text_column: str | None = declare(None, "The text column (default: text, sentence, review, ...)", TEXT)
     label_column: str | None = declare(None, "The label column (default: label, class, target, ...)", TEXT)
     max_length: int = declare(128, "Tokens per text (longer texts are truncated)", TEXT,
-                              lambda v: 2 <= v <= 8192, "an integer in [2, 8192]")
+                              Int(2, 8192))
     pooling: Pooling | None = declare(None, "How token vectors become one (default: the model's own, "
                                             "1_Pooling/config.json, else mean)", TEXT)
     # the text probe's default, PROBE_FEATURE_LAYERS, lives with the text estimator
     feature_layers: int | None = declare(None, "Pool the last N encoder layers and concatenate them (default: 4 "
                                                "for linear-probe, 1 (the sentence embedding) when fine-tuning)",
-                                         TEXT, positive, "a positive number of final encoder layers or null")
+                                         TEXT, Int(1, 128))
 
     def __post_init__(self) -> None:
         self.check_fields()
@@ -191,7 +183,7 @@ class RunConfig:
                 except TransferkitError as exc:  # a validator's own message quotes the value: bound it
                     raise type(exc)(clip_values(str(exc), value)) from None
             if not ok:
-                expected = f.metadata["expected"] or describe(hint)
+                expected = f.metadata["expected"] or describe(hint, valid)
                 raise TransferkitError(f"config field '{f.name}' = {shown(value)}: expected {expected}")
 
     def validate(self) -> None:
@@ -354,11 +346,13 @@ def conforms(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
-def describe(hint: Any) -> str:
-    """What a value of this type looks like, for error messages."""
+def describe(hint: Any, valid: Any = None) -> str:
+    """What a value of this type (within its :class:`~transferkit.bounds.Bound`, if any) looks like."""
     allowed = [arg for arg in typing.get_args(hint) if arg is not type(None)]
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(describe(arg) for arg in allowed) + " or null"
+        return " or ".join(describe(arg, valid) for arg in allowed) + " or null"
+    if isinstance(valid, Bound):
+        return valid.describe()
     if typing.get_origin(hint) is Literal:
         return " | ".join(allowed)
     if typing.get_origin(hint) is list:

@@ -11,11 +11,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from transferkit.bounds import option_check
 from transferkit.cli.output import cell, console, print_json
 from transferkit.cli.train import CONFIG_FIELDS, check_before_work, claimed, config_option
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
-from transferkit.train.registries import DOMAIN_TERMS, SOURCE_ONLY
+from transferkit.runs.folders import CANDIDATES_DIR
+from transferkit.train.registries import BOTTLENECK, DOMAIN_TERMS, SOURCE_ONLY
 
 # selection.CRITERIA, copied (a test holds them equal) so that --help imports no numpy
 SELECT_CHOICES = ("source-val", "entropy", "info-max", "dev")
@@ -50,7 +52,8 @@ def adapt(
                                                              "(default: the target's own labels, if any)",
                                                         show_default=False)] = None,
     bottleneck: Annotated[int, typer.Option(help="Width of the linear bottleneck the methods align (0: none); "
-                                                 "folded into the head when saved")] = 256,
+                                                 "folded into the head when saved",
+                                            callback=option_check(BOTTLENECK, "--bottleneck"))] = 256,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the chosen run's metrics as JSON")] = False,
     **settings: Any,
@@ -63,8 +66,6 @@ def adapt(
     from transferkit.runs.seeds import parse_seeds  # lazy: numpy; --help must not pay for it
 
     seed_list = parse_seeds(seeds, at_least=1)
-    if bottleneck < 0:
-        raise TransferkitError(f"--bottleneck {bottleneck}: expected 0 (none) or a positive width")
     chosen = {name: value for name, value in settings.items() if value is not None}
     chosen.setdefault("strategy", "finetune")
     config = RunConfig(data=str(data), **chosen)
@@ -75,9 +76,8 @@ def adapt(
 
         check_out_vs_data(out_path, target, target_test)
         result = run_adaptation(str(data), str(target), method, seed_list, select,
-                                str(target_test) if target_test else None, bottleneck, **chosen)
-        clf = result.chosen.classifier
-        clf.save(out_path, overwrite=overwrite)
+                                str(target_test) if target_test else None, bottleneck, out_path, overwrite, **chosen)
+        clf = result.chosen.classifier  # saved, with every candidate when there are several
     if as_json:
         print_json(clf.metrics_)
         return
@@ -99,4 +99,6 @@ def print_table(record: dict[str, Any], out: Path) -> None:
     screen = console()
     screen.print(table)
     chosen = record["chosen"]
-    screen.print(f"saved {chosen['method']} (seed {chosen['seed']}) to {out}")
+    several = len(record["candidates"]) > 1
+    screen.print(f"saved {chosen['method']} (seed {chosen['seed']}) to {out}"
+                 + (f"; every candidate in {out / CANDIDATES_DIR}" if several else ""))

@@ -7,9 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from transferkit.bounds import option_check
+from transferkit.config import SEED
+
 
 def demo(
-    seed: Annotated[int, typer.Option(help="Seed of the validation split and of training")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split and of training",
+                                      callback=option_check(SEED, "--seed"))] = 0,
     workdir: Annotated[Optional[Path], typer.Option(help="Where to write the runs and the report (default: a new "
                                                          "temporary folder, kept)")] = None,
 ) -> None:

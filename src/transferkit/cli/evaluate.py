@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from transferkit.bounds import Int, option_check
 from transferkit.cli.output import print_json
 from transferkit.cli.report import print_report
 
@@ -24,7 +25,8 @@ def evaluate(
                                               ".csv/.tsv/.jsonl with a label column")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: accuracy, macro_f1, per_class, "
                                                          "misclassified, ...")] = False,
-    show_errors: Annotated[int, typer.Option(help="List up to N misclassified items")] = 10,
+    show_errors: Annotated[int, typer.Option(help="List up to N misclassified items",
+                                             callback=option_check(Int(0, 10**6), "--show-errors"))] = 10,
     cache_dir: CacheDir = None,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, the confusion matrix and the misclassified items of RUN on DATA."""

@@ -10,14 +10,15 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from transferkit.bounds import Bound, option_check
 from transferkit.cli.output import cell, console, print_json
 from transferkit.cli.train import CONFIG_FIELDS, config_option
-from transferkit.errors import TransferkitError
+from transferkit.config import IMAGE_SIZE
+from transferkit.errors import TransferkitError, shown
 
 # the RunConfig fields that decide which items are read and how their features are computed
 RANK_FIELDS = ("seed", "strict", "crop_pct", "engine", "batch_size", "workers", "cache", "cache_dir", "cache_dtype",
                "text_column", "label_column", "max_length", "pooling", "feature_layers")
-MIN_IMAGE_SIZE = 16
 
 
 def with_rank_options(command: Any) -> Any:
@@ -27,6 +28,9 @@ def with_rank_options(command: Any) -> Any:
     generated = [config_option(CONFIG_FIELDS[name]) for name in RANK_FIELDS]
     command.__signature__ = inspect.Signature([*own, *generated], return_annotation=None)
     return command
+
+
+FOLDS = Bound(int, 2, 100, why="cross-validation needs at least 2 folds")
 
 
 def parse_names(text: str) -> list[str]:
@@ -41,11 +45,11 @@ def parse_names(text: str) -> list[str]:
 
 
 def parse_sizes(text: str) -> list[int]:
-    parts = [part.strip() for part in text.split(",")]
-    if not all(part.isdigit() and int(part) >= MIN_IMAGE_SIZE for part in parts):
-        raise TransferkitError(f"--image-sizes '{text}': expected comma-separated integers >= {MIN_IMAGE_SIZE}, "
-                               "e.g. 224,160")
-    sizes = [int(part) for part in parts]
+    try:  # each size as the config's image_size field bounds it
+        sizes = [IMAGE_SIZE.read("size", part) for part in text.split(",")]
+    except TransferkitError:
+        raise TransferkitError(f"--image-sizes {shown(text)}: expected comma-separated integers >= {IMAGE_SIZE.low} "
+                               f"and <= {IMAGE_SIZE.high}, e.g. 224,160") from None
     if len(set(sizes)) < len(sizes):
         raise TransferkitError(f"--image-sizes '{text}': a size is named twice; name each once")
     return sizes
@@ -64,7 +68,8 @@ def rank(
                                                             "backbone at (default: each backbone's own)",
                                                        show_default=False)] = None,
     folds: Annotated[int, typer.Option(help="Cross-validation folds for the kNN and probe accuracies (fewer when "
-                                            "the smallest class has fewer items)")] = 5,
+                                            "the smallest class has fewer items)",
+                                       callback=option_check(FOLDS, "--folds"))] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: rows of scores with their seconds, "
                                                          "the recommendation")] = False,
     **settings: Any,
@@ -72,8 +77,6 @@ def rank(
     """Rank backbones on DATA without training them, and recommend one with a strategy to try first."""
     names = parse_names(backbones) if backbones is not None else None
     sizes = parse_sizes(image_sizes) if image_sizes is not None else None
-    if folds < 2:
-        raise TransferkitError(f"--folds {folds}: cross-validation needs at least 2 folds")
     chosen = {name: value for name, value in settings.items() if value is not None}
     if chosen.get("cache", True):
         from transferkit.features.cache import check_cache_writable  # lazy: numpy; --help must not pay for it

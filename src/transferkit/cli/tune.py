@@ -9,11 +9,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from transferkit.bounds import option_check
 from transferkit.cli.output import cell, console, print_json
 from transferkit.cli.train import (CONFIG_FIELDS, check_before_work, claimed, option_name, print_summary,
                                    with_config_options)
 from transferkit.errors import TransferkitError
-from transferkit.tuning.base import PRUNER_NAMES, require_optuna
+from transferkit.tuning.base import PRUNER_NAMES, TRIALS, require_optuna
 from transferkit.tuning.space import SPACES
 
 SPACE_HELP = "; ".join(f"{name}: {space.summary}" for name, space in SPACES.items())
@@ -27,7 +28,8 @@ def tune(
     storage: Annotated[str, typer.Option(help="Database URL of the study, e.g. sqlite:///study.db (re-running the "
                                               "command resumes the study in it)", show_default=False)],
     out: Annotated[str, typer.Option(help="Run folder to write the best trial's run to", show_default=False)],
-    trials: Annotated[int, typer.Option(help="Finished trials the study should hold (those it holds count)")] = 20,
+    trials: Annotated[int, typer.Option(help="Finished trials the study should hold (those it holds count)",
+                                        callback=option_check(TRIALS, "--trials"))] = 20,
     space: Annotated[Optional[str], typer.Option(help=f"What to tune ({SPACE_HELP}); default: the --strategy's "
                                                       "(linear-probe: probe)", show_default=False)] = None,
     study: Annotated[Optional[str], typer.Option(help="Study name in the storage (default: from the data, the "

@@ -289,16 +289,18 @@ class TransferClassifier(ConfiguredEstimator):
         return self.evaluate(data, labels)["accuracy"]
 
     # -- persistence -----------------------------------------------------------------------------------------
-    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+    def save(self, path: str | Path, overwrite: bool = False, keep: tuple[str, ...] = ()) -> Path:
         """A run folder: config.yaml, classes.json, preprocessing.json, model.safetensors (``features.*`` +
         ``head.*``, its metadata naming format, backbone and fingerprint), metrics.json, and what the
-        modality adds; a fine-tuned model saved into its training folder keeps ``checkpoints/`` there. A folder
-        another process is writing is refused (runs/lock.py)."""
+        modality adds; a fine-tuned model saved into its training folder keeps ``checkpoints/`` there, and
+        the entries named in ``keep`` (``adapt``'s candidates) stay too. A folder another process is writing is
+        refused (runs/lock.py)."""
         self._check_fitted()
         path, spec, modality = Path(path), self.spec_, self.modality
-        keep, extra = (), {}
+        extra: dict[str, bytes] = {}
         if self.net_ is not None:
-            keep, extra = training_files(path, self.checkpoint_dir_, self.metrics_.get("history", []))
+            trained, extra = training_files(path, self.checkpoint_dir_, self.metrics_.get("history", []))
+            keep = (*keep, *trained)
         check_out_vs_data(path, self.config.data, self.config.val_data, self.config.test_data)
         check_writable(path, overwrite, ignore=keep)  # before the tensors are gathered
         if self.net_ is not None:

@@ -23,10 +23,7 @@ class LearningWithoutForgetting(LossTerm):
     name = "lwf"
 
     def __init__(self, alpha: float = 0.5, temperature: float = 2.0) -> None:
-        if not 0.0 <= float(alpha) <= 1.0 or float(temperature) <= 0:
-            raise TrainingError(f"method lwf: alpha={alpha}, temperature={temperature}; alpha lies in [0, 1] and "
-                                "the temperature is positive")
-        super().__init__(weight=float(alpha))
+        super().__init__(weight=float(alpha))  # the options' ranges: train/registries.py, checked when parsed
         self.target_share = 1.0 - float(alpha)
         self.temperature = float(temperature)
         self.frozen = None

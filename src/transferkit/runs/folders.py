@@ -33,8 +33,10 @@ CHECKPOINT_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, "config.yaml", "metrics.js
 RUN_ENGINE = "engine.onnx"  # a fine-tuned run's own feature engine, exported once when the run is saved
 RUN_REPORT = "report.html"  # the one HTML report a run folder may hold (train --report writes it)
 ADAPTER_FILE, ADAPTER_CONFIG = "adapter.safetensors", "adapter.json"  # an adapter alone, beside the merged model
+# `adapt` with several candidates keeps every fitted one in <run>/candidates/<name>/, each a run folder
+CANDIDATES_DIR = "candidates"
 RUN_ENTRIES = (*FILES, "metrics.jsonl", CHECKPOINT_DIR, "tokenizer", "encoder", RUN_ENGINE, RUN_REPORT,
-               ADAPTER_FILE, ADAPTER_CONFIG)
+               ADAPTER_FILE, ADAPTER_CONFIG, CANDIDATES_DIR)
 FORMAT_PREFIX = "transferkit-"  # model.safetensors' (and a checkpoint's) "format" metadata
 # `train --seeds 0,1,2 --out RUN` writes a seeds folder: one run folder per seed (RUN/seed-0, ...) and its
 # manifest RUN/seeds.json (whose "format" starts with FORMAT_PREFIX); runs/seeds.py writes and reads them.
@@ -102,6 +104,9 @@ def foreign_entries(path: Path, ignore: tuple[str, ...] = ()) -> list[str]:
         if entry.name == CHECKPOINT_DIR and entry.is_dir():
             found += [f"{CHECKPOINT_DIR}/{inner.name}" for inner in sorted(entry.iterdir())
                       if inner.name not in CHECKPOINT_FILES and not is_temporary(inner.name)]
+        elif entry.name == CANDIDATES_DIR and entry.is_dir():
+            found += [f"{CANDIDATES_DIR}/{inner.name}" for inner in sorted(entry.iterdir())
+                      if not is_temporary(inner.name) and (inner.is_symlink() or not is_run_folder(inner))]
         elif entry.name not in RUN_ENTRIES:
             found.append(entry.name)
     return found
@@ -119,6 +124,9 @@ def signed_by_transferkit(path: Path) -> bool:
         return True
     checkpoints = path / CHECKPOINT_DIR
     if checkpoints.is_dir() and any((checkpoints / name).is_file() for name in CHECKPOINT_FILES):
+        return True
+    candidates = path / CANDIDATES_DIR  # an adaptation stopped before its chosen model was saved
+    if candidates.is_dir() and any(is_run_folder(p) for p in candidates.iterdir()):
         return True
     return is_run_config(path / "config.yaml")
 

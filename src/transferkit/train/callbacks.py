@@ -19,6 +19,7 @@ Built in: :class:`Checkpointer`, :class:`EarlyStopping`, :class:`SignalStop` (Ct
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ import torch
 
 from transferkit.atomic import atomic_write_bytes
 from transferkit.config import RunConfig
-from transferkit.errors import TrainingError
+from transferkit.errors import TrainingError, arg
 from transferkit.progress import log
 from transferkit.train import state as ckpt
 from transferkit.train.state import TrainState
@@ -66,6 +67,7 @@ class Context:
     is_best: bool = False  # the finished epoch is the best so far
     snapshot: Any = None  # () -> the checkpoint payload (model, optimiser, RNG, terms, state)
     stop_reason: str | None = None
+    resumable: bool = True  # False: the checkpoints are in a temporary folder (fit without out)
 
     @property
     def is_main(self) -> bool:
@@ -170,7 +172,11 @@ class MetricsLogger(Callback):
 
 
 class NonFiniteLoss(Callback):
-    """A NaN or infinite loss stops training with the epoch and step, and says what was kept."""
+    """A NaN or infinite loss stops training with the epoch and step, and leaves the run folder in a state its
+    message describes: a resumed run would repeat the same steps (its RNG is restored), so the message never
+    offers ``--resume``; a folder holding a good checkpoint is replaced by ``--overwrite``, and one without
+    (the loss diverged in the first epoch) is cleared of the checkpoint folder it started, so a re-run needs
+    nothing more."""
 
     def after_loss(self, context: Context) -> None:
         finite = torch.isfinite(context.loss.detach()).float()
@@ -178,11 +184,21 @@ class NonFiniteLoss(Callback):
             finite = context.accelerator.reduce(finite, "min")
         if bool(finite):
             return
-        state = context.state
-        kept = f"the last good checkpoint (epoch {state.history[-1]['epoch'] if state.history else state.epoch})"
-        raise TrainingError(f"loss became {context.loss.item()} at epoch {context.epoch + 1}, step {context.step + 1} "
-                            f"(phase '{context.phase.name}'); {kept} is kept in {context.directory}; lower --lr or add "
-                            "--grad-clip")
+        where = (f"loss became {context.loss.item()} at epoch {context.epoch + 1}, step {context.step + 1} (phase "
+                 f"'{context.phase.name}'): training diverged")
+        retry = f"train again with a lower {arg('lr')} or with {arg('grad_clip')}"
+        if not context.resumable:
+            raise TrainingError(f"{where}; {retry}")
+        out = context.directory.parent
+        if (context.directory / ckpt.LAST).is_file():
+            state = context.state
+            epoch = state.history[-1]["epoch"] if state.history else state.epoch
+            raise TrainingError(f"{where}; {out} keeps the last good checkpoint (epoch {epoch}), but "
+                                f"{arg('resume', True)} would repeat the same steps: {retry}, and "
+                                f"{arg('overwrite', True)} to replace it")
+        if context.is_main:  # nothing trained was saved: the folder goes back to what it held before
+            shutil.rmtree(context.directory, ignore_errors=True)
+        raise TrainingError(f"{where} before its first checkpoint, so nothing was kept in {out}; {retry}")
 
 
 def default_callbacks(config: RunConfig) -> list[Callback]:

@@ -111,7 +111,7 @@ class Trainer:
         self.stream = BatchStream(data, config.setting("batch_size", data.kind), accelerator)
         self.steps_per_epoch = max(1, -(-len(self.stream) // config.grad_accum))
         self.context = Context(config, ckpt.checkpoint_dir(out), accelerator, self.model, ckpt.TrainState(),
-                               self.epochs, snapshot=self.snapshot)
+                               self.epochs, snapshot=self.snapshot, resumable=resumable)
         self.wrapped: nn.Module | None = None
         self.optimizer = self.scheduler = None
         self.saved: dict[str, Any] | None = None

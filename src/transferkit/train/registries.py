@@ -7,35 +7,53 @@
 
 from __future__ import annotations
 
-from transferkit.registry import Registry
+from transferkit.bounds import FLAG, REQUIRED_TEXT, TEXT, Int, Real
+from transferkit.registry import Registry, plugin
+
+# Every option of a built-in part, with its type and range (checked when a spec is parsed, before any work);
+# a test holds these names equal to each part's constructor parameters. Sizes stop well short of what
+# exhausts memory: LoRA r=1024 on every target is already larger than most backbones.
+WEIGHT = Real(0, 1000)  # a loss term's share of the objective (0: computed, not trained on)
+TEMPERATURE = Real(0, 100, open_low=True)
+SHARE = Real(0, 1)
+HIDDEN = Int(1, 8192)  # a discriminator's width: hidden x hidden weights
+GAMMA = Real(0, 100)
 
 ADAPTERS = Registry("adapter", {
-    "full": "transferkit.train.adapters:FullAdapter",
-    "bitfit": "transferkit.train.adapters:BitFitAdapter",
-    "lora": "transferkit.methods.peft_adapters:LoraAdapter",
-    "ia3": "transferkit.methods.peft_adapters:IA3Adapter",
+    "full": plugin("transferkit.train.adapters:FullAdapter"),
+    "bitfit": plugin("transferkit.train.adapters:BitFitAdapter"),
+    "lora": plugin("transferkit.methods.peft_adapters:LoraAdapter", r=Int(1, 1024),
+                   alpha=Real(0, 10000, open_low=True), dropout=Real(0, 1, open_high=True), targets=TEXT),
+    "ia3": plugin("transferkit.methods.peft_adapters:IA3Adapter", targets=TEXT),
 })
 
 # unsupervised domain adaptation on the unlabelled target stream (methods/domain/); named apart for the help
 # texts of `adapt` and `train --target`
 SOURCE_ONLY = "source-only"  # `adapt`'s baseline candidate: no term, the same network and bottleneck
+BOTTLENECK = Int(0, 16384)  # the width the terms align (0: none); Lite0's 1280 features x 16384 is 84 M weights
 DOMAIN_TERMS = {
-    "coral": "transferkit.methods.domain.coral:Coral",
-    "mmd": "transferkit.methods.domain.mmd:MultiKernelMMD",
-    "dann": "transferkit.methods.domain.dann:DANN",
-    "cdan": "transferkit.methods.domain.cdan:CDAN",
-    "pseudo-label": "transferkit.methods.domain.pseudo_label:PseudoLabel",
+    "coral": plugin("transferkit.methods.domain.coral:Coral", weight=WEIGHT),
+    "mmd": plugin("transferkit.methods.domain.mmd:MultiKernelMMD", weight=WEIGHT),
+    "dann": plugin("transferkit.methods.domain.dann:DANN", weight=WEIGHT, hidden=HIDDEN, gamma=GAMMA),
+    "cdan": plugin("transferkit.methods.domain.cdan:CDAN", weight=WEIGHT, entropy=FLAG, hidden=HIDDEN, gamma=GAMMA,
+                   random_dim=Int(1, 16384)),
+    "pseudo-label": plugin("transferkit.methods.domain.pseudo_label:PseudoLabel", weight=WEIGHT, threshold=SHARE,
+                           warmup=Int(0, 10000)),
 }
 
 LOSS_TERMS = Registry("method", {
     # keep what the source task knew; learn from a bigger model (methods/)
-    "l2sp": "transferkit.methods.l2sp:L2SP",
-    "lwf": "transferkit.methods.lwf:LearningWithoutForgetting",
-    "distill": "transferkit.methods.distill:Distillation",
+    "l2sp": plugin("transferkit.methods.l2sp:L2SP", alpha=Real(0, 1000), beta=Real(0, 1000), weight=WEIGHT),
+    "lwf": plugin("transferkit.methods.lwf:LearningWithoutForgetting", alpha=SHARE, temperature=TEMPERATURE),
+    "distill": plugin("transferkit.methods.distill:Distillation", teacher=REQUIRED_TEXT, temperature=TEMPERATURE,
+                      alpha=SHARE, features=Real(0, 1000)),
     **DOMAIN_TERMS,
 })
 
 CALLBACKS = Registry("callback", {
-    "tensorboard": "transferkit.train.tensorboard:TensorBoardLogger",  # scalars per epoch, watched live
-    "optuna-prune": "transferkit.tuning.prune:OptunaPrune",  # a tune trial's validation curve; pruned trials stop
+    # scalars per epoch, watched live
+    "tensorboard": plugin("transferkit.train.tensorboard:TensorBoardLogger", dir=TEXT),
+    # a tune trial's validation curve; pruned trials stop
+    "optuna-prune": plugin("transferkit.tuning.prune:OptunaPrune", storage=REQUIRED_TEXT, study=REQUIRED_TEXT,
+                           trial=Int(0, 10**9, required=True), pruner=TEXT),
 })

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transferkit.errors import TransferkitError
+from transferkit.bounds import Int
+from transferkit.errors import TransferkitError, shown
 
 STRATEGY_NAMES = ("linear-probe", "finetune", "last-k:N", "gradual", "scratch")
+LAST_K = Int(1, 1000)  # more blocks than a backbone has train them all
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,10 @@ def parse_strategy(text: str) -> Strategy:
     if text == "scratch":
         return Strategy("scratch", frozen_backbone=False, pretrained=False)
     if text.startswith("last-k:"):
-        count = text.partition(":")[2]
-        if not count.isdigit() or int(count) < 1:
-            raise TransferkitError(f"strategy '{text}': expected last-k:N with N a positive integer, e.g. last-k:2")
-        return Strategy("last-k", frozen_backbone=False, last_k=int(count))
-    raise TransferkitError(f"strategy '{text}' is not known; choose one of: {', '.join(STRATEGY_NAMES)}")
+        try:
+            count = LAST_K.read("N", text.partition(":")[2])
+        except TransferkitError:
+            raise TransferkitError(f"strategy {shown(text)}: expected last-k:N with N {LAST_K.describe()}, e.g. "
+                                   "last-k:2") from None
+        return Strategy("last-k", frozen_backbone=False, last_k=count)
+    raise TransferkitError(f"strategy {shown(text)} is not known; choose one of: {', '.join(STRATEGY_NAMES)}")

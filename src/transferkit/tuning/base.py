@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from importlib.util import find_spec
 
+from transferkit.bounds import Int
 from transferkit.errors import TransferkitError
+
+TRIALS = Int(1, 100_000)  # finished trials a study holds
 
 INSTALL_HINT = "pip install 'transferkit[tune]'"
 PRUNED_ATTR = "pruned_at_epoch"  # set by the prune callback on the trial it stopped

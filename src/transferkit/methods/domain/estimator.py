@@ -27,7 +27,7 @@ from transferkit.modalities.base import LabelledData, Modality, Split
 from transferkit.modalities.image.backbones import DEFAULT_IMAGE_BACKBONE
 from transferkit.modalities.image.target import TargetImages, check_target_folder, read_target, target_train_data
 from transferkit.runs.rundir import check_out_vs_data
-from transferkit.train.registries import LOSS_TERMS
+from transferkit.train.registries import BOTTLENECK, LOSS_TERMS
 from transferkit.train.strategies import parse_strategy
 
 OWN_PARAMETERS = ("target", "target_test", "bottleneck")
@@ -88,7 +88,7 @@ class DomainAdaptClassifier(ImageClassifier):
     def __init__(self, backbone: str = DEFAULT_IMAGE_BACKBONE, strategy: str = "finetune", target: str | None = None,
                  target_test: str | None = None, bottleneck: int = 256, **params: Any) -> None:
         super().__init__(backbone, strategy, **params)
-        self.target, self.target_test, self.bottleneck = target, target_test, int(bottleneck)
+        self.target, self.target_test, self.bottleneck = target, target_test, bottleneck
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {**super().get_params(deep), **{name: getattr(self, name) for name in OWN_PARAMETERS}}
@@ -103,6 +103,14 @@ class DomainAdaptClassifier(ImageClassifier):
             out: str | Path | None = None, resume: bool = False) -> "DomainAdaptClassifier":
         """Fit on the source ``data`` with the target images as the unlabelled stream; then score the target
         (when labelled) and record every model-selection criterion (none reads a target label)."""
+        self.fit_network(data, labels, val_data, out, resume)
+        self.score_adaptation()
+        return self
+
+    def fit_network(self, data: Any, labels: Sequence[Any] | None = None, val_data: Any = None,
+                    out: str | Path | None = None, resume: bool = False) -> "DomainAdaptClassifier":
+        """The training half of :meth:`fit`: afterwards the classifier predicts and saves, unscored (``adapt``
+        saves each candidate here, before anything after training can fail)."""
         self.check_target_settings(out)
         strategy = parse_strategy(self.config.strategy)
         self.modality = TargetModality(IMAGE, 0 if strategy.frozen_backbone else self.bottleneck)
@@ -110,6 +118,14 @@ class DomainAdaptClassifier(ImageClassifier):
             super().fit(data, labels, val_data, out, resume)
         finally:
             del self.modality  # the fitted network is a plain image model: the class's modality serves it
+        self.metrics_["adapt"] = {"target": str(self.target), "target_test": self.target_test,
+                                  "bottleneck": self.bottleneck if not strategy.frozen_backbone else 0,
+                                  "methods": list(self.config.methods)}
+        return self
+
+    def score_adaptation(self) -> None:
+        """The scoring half of :meth:`fit`: source validation metrics, every selection criterion, and the
+        target's accuracy when it has labels (``metrics_["target"]``; absent for an unlabelled target)."""
         evidence = self.evidence()
         self.metrics_["val"] = classification_metrics(evidence.val_labels, evidence.val_proba,
                                                       [str(c) for c in self.classes_])
@@ -117,17 +133,14 @@ class DomainAdaptClassifier(ImageClassifier):
         scored = dataclasses.replace(self.source_data_, val=self.source_val_)
         record_scored_items(self.metrics_, scored, self.metrics_.get(IMAGE.skipped_key) or [])
         self.metrics_["selection"] = all_scores(evidence)
-        scored = self.scored_target()
-        if scored is not None:
-            self.metrics_["target"] = scored
-        self.metrics_["adapt"] = {"target": str(self.target), "target_test": self.target_test,
-                                  "bottleneck": self.bottleneck if not strategy.frozen_backbone else 0,
-                                  "methods": list(self.config.methods)}
-        return self
+        target = self.scored_target()
+        if target is not None:
+            self.metrics_["target"] = target
 
     def check_target_settings(self, out: str | Path | None) -> None:
         if not self.target:
             raise TransferkitError("DomainAdaptClassifier: no target given; pass target=<folder of target images>")
+        self.bottleneck = BOTTLENECK.read("bottleneck", self.bottleneck)  # its width is allocated: bounded first
         strategy = parse_strategy(self.config.strategy)
         if strategy.frozen_backbone and self.config.methods:
             raise TransferkitError(f"strategy {self.config.strategy} trains no network, so the domain-adaptation "
@@ -158,7 +171,7 @@ class DomainAdaptClassifier(ImageClassifier):
             dataset.val_source = f"{len(self.source_val_)} held back for model selection: {dataset.val_source}"
         if isinstance(self.modality, TargetModality):
             self.modality.target_items = self.target_.items
-        dataset.details["target"] = self.target_.describe()
+        dataset.details["target_images"] = self.target_.describe()  # "target" is the scores, when it has labels
         return dataset
 
     # -- after fitting ---------------------------------------------------------------------------------------

@@ -5,18 +5,21 @@ every candidate and never consulted."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from transferkit.errors import TransferkitError
+from transferkit.errors import TransferkitError, first_line
 from transferkit.methods.domain.estimator import DomainAdaptClassifier
 from transferkit.methods.domain.selection import criterion
 from transferkit.progress import log
+from transferkit.runs.folders import CANDIDATES_DIR, is_run_folder
 from transferkit.train.registries import LOSS_TERMS, SOURCE_ONLY
-
 
 
 def method_terms(method: str) -> list[str]:
@@ -41,7 +44,8 @@ class Candidate:
 
     @property
     def target_accuracy(self) -> float | None:
-        return self.classifier.metrics_.get("target", {}).get("accuracy")
+        scored = self.classifier.metrics_.get("target")  # absent when the target has no labels
+        return None if scored is None else scored["accuracy"]
 
     def record(self) -> dict[str, Any]:
         return {"method": self.method, "seed": self.seed, "scores": self.classifier.metrics_["selection"],
@@ -84,10 +88,63 @@ def choose(candidates: list[Candidate], select: str) -> Candidate:
     return runs[rule.best([c.score(select) for c in runs])]
 
 
+def candidate_folder(out: Path, index: int, method: str, seed: int) -> Path:
+    """``out/candidates/<n>-<method>-seed-<seed>``: the method spec made a file name (``dann:hidden=32`` ->
+    ``dann_hidden=32``), numbered so that two specs that read alike never share a folder."""
+    name = re.sub(r"[^A-Za-z0-9.=+-]+", "_", method.strip())[:60]
+    return out / CANDIDATES_DIR / f"{index}-{name}-seed-{seed}"
+
+
+@dataclass
+class Keeper:
+    """Where trained candidates are saved, as soon as each is trained: with one candidate, ``out`` itself;
+    with several, each in its own :func:`candidate_folder` (the chosen one then also at ``out``). Without
+    ``out`` (the Python API), nothing is saved."""
+
+    out: Path | None
+    several: bool
+    overwrite: bool
+    saved: list[Path] = field(default_factory=list)
+
+    def save(self, candidate: Candidate, index: int) -> None:
+        if self.out is None or not self.several:
+            return
+        folder = candidate_folder(self.out, index, candidate.method, candidate.seed)
+        candidate.classifier.save(folder, overwrite=self.overwrite)
+        self.saved.append(folder)
+
+    def save_chosen(self, chosen: Candidate) -> None:
+        if self.out is None:
+            return
+        kept = (CANDIDATES_DIR,) if self.several else ()
+        for stale in self.stale():  # an earlier adaptation's, in the run folder --overwrite replaces
+            shutil.rmtree(stale)
+        chosen.classifier.save(self.out, overwrite=self.overwrite or self.several, keep=kept)
+
+    def stale(self) -> list[Path]:
+        folder = None if self.out is None else self.out / CANDIDATES_DIR
+        if folder is None or not folder.is_dir():
+            return []
+        return [p for p in folder.iterdir() if p not in self.saved and is_run_folder(p) and not p.is_symlink()]
+
+    def rescue(self, candidates: list[Candidate]) -> str | None:
+        """After a failure: save what is not saved yet; where the trained models are (None: nowhere)."""
+        if self.out is None or not candidates:
+            return None
+        if not self.several:
+            candidates[0].classifier.save(self.out, overwrite=self.overwrite)
+            return f"the trained model is saved in {self.out} (a run folder)"
+        return f"the {len(self.saved)} candidate(s) trained so far are saved in {self.out / CANDIDATES_DIR} " \
+               "(a run folder each)" if self.saved else None
+
+
 def adapt(data: Any, target: str, methods: Sequence[str], seeds: Sequence[int] = (0,), select: str = "info-max",
-          target_test: str | None = None, bottleneck: int = 256, **params: Any) -> Adaptation:
+          target_test: str | None = None, bottleneck: int = 256, out: str | Path | None = None,
+          overwrite: bool = False, **params: Any) -> Adaptation:
     """Fit one :class:`DomainAdaptClassifier` per method and seed (``params``: its config, e.g. ``epochs``), and
-    choose one by ``select`` (info-max, dev, entropy or source-val)."""
+    choose one by ``select`` (info-max, dev, entropy or source-val). With ``out``, the chosen model is saved
+    there, and every candidate is saved as soon as it is trained (several: in ``out/candidates/``), so a
+    failure after training never loses one; the error names where they are."""
     criterion(select)
     if not methods:
         raise TransferkitError(f"name at least one method ({SOURCE_ONLY}, {', '.join(LOSS_TERMS.names())}; combine "
@@ -95,20 +152,39 @@ def adapt(data: Any, target: str, methods: Sequence[str], seeds: Sequence[int] =
     terms = {method: method_terms(method) for method in methods}
     for specs in terms.values():  # every candidate's settings, before the first one trains
         DomainAdaptClassifier(target=target, target_test=target_test, bottleneck=bottleneck, methods=specs,
-                              **params).check_target_settings(None)
-    candidates = []
-    for method in methods:
-        for seed in seeds:
-            log(f"adapt: {method}, seed {seed}")
-            start = time.perf_counter()
-            clf = DomainAdaptClassifier(target=target, target_test=target_test, bottleneck=bottleneck,
-                                        methods=terms[method], **{**params, "seed": seed})
-            clf.fit(data)
-            done = Candidate(method, seed, clf, time.perf_counter() - start)
-            candidates.append(done)
-            accuracy = done.target_accuracy
-            scored = f", target accuracy {accuracy:.4f} (reported, not used)" if accuracy is not None else ""
-            log(f"adapt: {method}, seed {seed}: {select} {done.score(select):.4f}{scored}")
-    result = Adaptation(candidates, select, choose(candidates, select))
-    result.chosen.classifier.metrics_["adapt"].update(result.record())
+                              **params).check_target_settings(out)
+    keeper = Keeper(None if out is None else Path(out), len(methods) * len(seeds) > 1, overwrite)
+    candidates: list[Candidate] = []
+    try:
+        for method in methods:
+            for seed in seeds:
+                log(f"adapt: {method}, seed {seed}")
+                start = time.perf_counter()
+                clf = DomainAdaptClassifier(target=target, target_test=target_test, bottleneck=bottleneck,
+                                            methods=terms[method], **{**params, "seed": seed})
+                clf.fit_network(data)
+                candidates.append(Candidate(method, seed, clf, time.perf_counter() - start))
+                try:  # saved whether or not scoring succeeds, before anything is reported
+                    clf.score_adaptation()
+                finally:
+                    keeper.save(candidates[-1], len(candidates))
+                report(candidates[-1], select)
+        result = Adaptation(candidates, select, choose(candidates, select))
+        result.chosen.classifier.metrics_["adapt"].update(result.record())
+    except BaseException as exc:
+        where = keeper.rescue(candidates)
+        if where is None:
+            raise
+        if not isinstance(exc, Exception):  # Ctrl-C: stop as asked, having said where the work is
+            log(f"adapt: stopped; {where}")
+            raise
+        kind = type(exc) if isinstance(exc, TransferkitError) else TransferkitError
+        raise kind(f"{first_line(exc)}; {where}") from exc
+    keeper.save_chosen(result.chosen)
     return result
+
+
+def report(candidate: Candidate, select: str) -> None:
+    accuracy = candidate.target_accuracy
+    scored = f", target accuracy {accuracy:.4f} (reported, not used)" if accuracy is not None else ""
+    log(f"adapt: {candidate.method}, seed {candidate.seed}: {select} {candidate.score(select):.4f}{scored}")
