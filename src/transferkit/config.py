@@ -50,6 +50,10 @@ SGD_LR = 1e-2
 # An ONNX image engine slices it further (features/engines.py: ENGINE_PIXELS).
 INFERENCE_BATCH = 32
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB; anything near this is not one
+# Image input side, in pixels: the largest pretrained backbones take 800-1024; each pixel is memory in every batch
+# (a 60000-pixel side is 10 GB per decoded image), so a run file or option beyond this is refused.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
+CROP_RANGE = (0.3, 1.0)
 # Fine-tuning fields a linear probe may carry at non-default values without a word: callbacks are plug-ins a
 # probe does not call, but a config that names them is still a valid probe (see validate). Loss terms are not:
 # a probe asked for L2-SP or DANN would silently be a plain probe.
@@ -111,11 +115,13 @@ class RunConfig:
     val_fraction: float = declare(0.2, "Validation share of train when there is no val/", DATA, below_one,
                                   "a number in [0, 1)")
     strict: bool = declare(False, "Unreadable images (or text rows) are an error, not a warning", DATA)
-    image_size: int | None = declare(None, "Input size (default: the backbone's)", DATA, at_least(16),
-                                     "null (the backbone's) or >= 16")
+    image_size: int | None = declare(None, "Input size (default: the backbone's)", DATA,
+                                     lambda v: MIN_IMAGE_SIZE <= v <= MAX_IMAGE_SIZE,
+                                     f"null (the backbone's) or an integer in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}]")
     crop_pct: float | None = declare(None, "Centre-crop share; 1.0 keeps the whole image (default: the "
                                            "backbone's)", DATA,
-                                     lambda v: 0.3 <= v <= 1.0, "null (the backbone's) or in [0.3, 1]")
+                                     lambda v: CROP_RANGE[0] <= v <= CROP_RANGE[1],
+                                     "null (the backbone's) or in [0.3, 1]")
     engine: Engine = declare("auto", "Feature engine for the frozen backbone", FEATURES)
     batch_size: int | None = declare(None, "Training batch (default 64 images, 32 text); feature extraction 64",
                                      FEATURES, positive, "a positive integer or null")

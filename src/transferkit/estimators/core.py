@@ -20,7 +20,7 @@ from transferkit.errors import DataError, RunDirError, TransferkitError, first_l
 from transferkit.estimators.finetune import finetune
 from transferkit.estimators.parent import grown_head, parent_record, score_on_parent_data
 from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
-from transferkit.features.engines import check_precision_device, net_tensors, seed_engine
+from transferkit.features.engines import check_precision_device, engine_dir, net_tensors, seed_engine
 from transferkit.heads.probe import ProbeHead, fit_probe
 from transferkit.metrics import classification_metrics, record_scored_items
 from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Modality, Split, check_read,
@@ -311,9 +311,12 @@ class TransferClassifier(ConfiguredEstimator):
         add_files = parts.add_files
         if self.net_ is not None:  # a tuned network's engine is exported here once, not by a later predict
             add_files = with_engine(parts.add_files, modality, spec, self.net_)
-        return write_run(path, config=self.config, classes=self.classes_, preprocessing=parts.preprocessing,
-                         tensors=tensors, model_meta=meta, metrics=self.metrics_, overwrite=overwrite, keep=keep,
-                         extra_files=extra, add_files=add_files)
+        write_run(path, config=self.config, classes=self.classes_, preprocessing=parts.preprocessing,
+                  tensors=tensors, model_meta=meta, metrics=self.metrics_, overwrite=overwrite, keep=keep,
+                  extra_files=extra, add_files=add_files)
+        if self.net_ is None and self.config.cache:
+            share_probe_engine(modality, spec, path, self.config.cache_dir)
+        return path
 
     @classmethod
     def load(cls, path: str | Path) -> "TransferClassifier":
@@ -332,3 +335,12 @@ class TransferClassifier(ConfiguredEstimator):
         clf.source_head_, clf.adapter_ = None, None
         clf.run_engine_ = Path(path) / RUN_ENGINE
         return clf
+
+
+def share_probe_engine(modality: Modality, spec: Any, path: Path, cache_dir: str | None) -> None:
+    """A loaded run's engine and features are cached under its content fingerprint (runs/integrity.py), not the
+    backbone's: the engine this probe's features came from (the same network and preprocessing the run holds) is
+    linked there now, so the run's first predict exports nothing."""
+    name = modality.engine_file(spec)
+    saved = modality.spec_from_run(read_run(path, modality.run_files))
+    seed_engine(saved.fingerprint, name, engine_dir(spec.fingerprint, cache_dir) / name, cache_dir)
