@@ -319,8 +319,10 @@ class TransferClassifier(ConfiguredEstimator):
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "TransferClassifier":
-        """A saved run of this class's modality (any modality's: ``transferkit.estimators.load_classifier``)."""
+    def load(cls, path: str | Path, cache_dir: str | Path | None = None) -> "TransferClassifier":
+        """A saved run of this class's modality (any modality's: ``transferkit.estimators.load_classifier``).
+        Its features and engines are cached in ``cache_dir``, else the default cache: never in the folder the
+        run's config names, which a copied run could point anywhere."""
         modality = cls.modality
         found = run_format(path)
         if found and found != modality.run_format:
@@ -328,7 +330,8 @@ class TransferClassifier(ConfiguredEstimator):
                               f"({modality.run_format}); load it with transferkit.estimators.load_classifier")
         run = read_run(path, modality.run_files)
         clf = cls.__new__(cls)
-        clf.config, clf.verbose, clf.classes_, clf.metrics_ = run.config, True, run.classes, run.metrics
+        clf.config = run.config if cache_dir is None else run.config.replace(cache_dir=str(cache_dir))
+        clf.verbose, clf.classes_, clf.metrics_ = True, run.classes, run.metrics
         head = read_tensors(run.model_path, "head.")
         clf.head_ = ProbeHead(head["weight"], head["bias"], float(run.metrics.get("probe", {}).get("l2") or 0))
         clf.spec_, clf.net_, clf.checkpoint_dir_ = modality.spec_from_run(run), None, None

@@ -41,7 +41,8 @@ def read_json_file(path: Path, limit: int = MAX_RUN_JSON) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise damaged(path, "", f"is not valid JSON ({str(exc).splitlines()[0][:120] if str(exc) else 'nested too deeply'})") from None
+        why = str(exc).splitlines()[0][:120] if str(exc) else "nested too deeply"
+        raise damaged(path, "", f"is not valid JSON ({why})") from None
 
 
 def is_number(value: Any) -> bool:
