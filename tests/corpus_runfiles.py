@@ -123,6 +123,36 @@ def uppercase_blind(tokenizer: dict[str, Any]) -> dict[str, Any]:
 TOKENIZER = "tokenizer/tokenizer.json"
 
 
+def checkpoint(change: Callable[[dict[str, Any]], None]):
+    """A copy of the fine-tuned run whose last checkpoint's JSON tree (its non-tensor values) is changed."""
+    def setup(ws: Workspace) -> None:
+        from safetensors import safe_open
+        from safetensors.numpy import save_file
+
+        path = prepared(ws, "ft_run") / "checkpoints" / "last.safetensors"
+        with safe_open(str(path), framework="numpy") as handle:
+            meta, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+        tree = json.loads(meta["tree"])
+        change(tree)
+        save_file(tensors, str(path), metadata={**meta, "tree": json.dumps(tree)})
+    return setup
+
+
+def swap_two_tensors(tree: dict[str, Any]) -> None:
+    """The first two model tensors of different shapes trade places (a checkpoint of another network)."""
+    model = tree["model"]
+    first, second = [key for key in model if key.endswith("weight")][:2]
+    model[first], model[second] = model[second], model[first]
+
+
+def unfinished_with_bad_rng(tree: dict[str, Any]) -> None:
+    tree["state"]["epoch"] = 0  # not finished: it resumes, and reads the generators' state
+    tree["rng"] = {"python": 1}
+
+
+RESUME = ("train", "--config", "run/checkpoints/config.yaml", "--resume")
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The cases
 # ----------------------------------------------------------------------------------------------------------
@@ -187,6 +217,14 @@ CASES: list[Case] = [
            ("predict", "run", "a warm film"), 2, says=(DAMAGED, what)) for name, (change, what) in TEXT_FIELDS.items()),
     *(Case(f"metrics-{name}", "traceback", tampered("metrics.json", change), argv, 2, says=(DAMAGED, what))
       for name, (change, argv, what) in METRICS.items()),
+    Case("checkpoint-epoch-string", "traceback", checkpoint(lambda t: t["state"].update(epoch="x")), RESUME, 2,
+         says=(DAMAGED, r"last\.safetensors", r"epoch")),
+    Case("checkpoint-state-unknown-field", "traceback", checkpoint(lambda t: t["state"].update(speed=1)), RESUME, 2,
+         says=(DAMAGED, r"speed")),
+    Case("checkpoint-rng-damaged", "traceback", checkpoint(unfinished_with_bad_rng), RESUME, 2,
+         says=(DAMAGED, r"rng")),
+    Case("checkpoint-model-swapped", "traceback", checkpoint(swap_two_tensors), RESUME, 2,
+         says=(DAMAGED, r"last\.safetensors")),
     Case("classes-object-label", "traceback", tampered("classes.json", lambda c: [{"a": 1}, "red"]), PREDICT, 2,
          says=(DAMAGED, r"classes\.json")),
     Case("classes-too-many", "traceback", tampered("classes.json", lambda c: [str(i) for i in range(200_000)]),

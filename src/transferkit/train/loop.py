@@ -26,9 +26,10 @@ import torch
 from torch import nn
 
 from transferkit.config import RunConfig
-from transferkit.errors import TrainingError
+from transferkit.errors import TrainingError, first_line
 from transferkit.metrics import classification_metrics
 from transferkit.progress import log, progress
+from transferkit.runs.schema import damaged
 from transferkit.train import state as ckpt
 from transferkit.train.adapters import AdapterWeights
 from transferkit.train.batches import BatchStream
@@ -149,15 +150,21 @@ class Trainer:
         path = self.context.directory / ckpt.LAST
         saved = self.saved = ckpt.load(path)
         ckpt.check_resumable(saved["config"], self.config.to_dict(), path)
-        self.model.load_state_dict(saved["model"])
-        for term in self.terms:
-            term.load_state_dict(saved["terms"][term.name])
+        try:  # shapes and names the schema cannot know: the model's own
+            self.model.load_state_dict(saved["model"])
+            for term in self.terms:
+                term.load_state_dict(saved["terms"][term.name])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise damaged(path, "", f"does not fit the model ({first_line(exc)})") from None
         state = self.context.state = ckpt.TrainState(**saved["state"])
         if state.stopped or (state.epoch >= self.epochs and not state.step):
             raise TrainingError(f"{self.context.directory.parent}: this run already finished (epoch {state.epoch}/"
                                 f"{self.epochs}{', stopped early' if state.stopped else ''}); nothing to resume. "
                                 "Train into a new --out, or start it again with --overwrite")
-        ckpt.set_rng_state(saved["rng"])
+        try:
+            ckpt.set_rng_state(saved["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise damaged(path, "rng", f"is not the random generators' state ({first_line(exc)})") from None
         if self.accelerator.is_main_process:
             within = f", step {state.step}" if state.step else ""
             log(f"resuming after epoch {state.epoch}/{self.epochs}{within} (phase '{saved['phase_name']}')")
@@ -211,10 +218,14 @@ class Trainer:
         if trainable != saved["trainable"]:
             raise ckpt.CheckpointError(f"{self.context.directory / ckpt.LAST}: the checkpoint's trainable parameters "
                                        f"do not match phase '{phase.name}'; it belongs to another run")
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        if self.accelerator.scaler is not None and saved.get("scaler"):
-            self.accelerator.scaler.load_state_dict(saved["scaler"])
+        try:
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+            if self.accelerator.scaler is not None and saved.get("scaler"):
+                self.accelerator.scaler.load_state_dict(saved["scaler"])
+        except (KeyError, RuntimeError, TypeError, ValueError, IndexError) as exc:
+            raise damaged(self.context.directory / ckpt.LAST, "optimizer", f"state does not fit the run "
+                                                                          f"({first_line(exc)})") from None
 
     # -- epochs and steps ------------------------------------------------------------------------------------
     def run_epoch(self, epoch: int, phase: Phase, fast_head: bool) -> None:
