@@ -138,6 +138,19 @@ def checkpoint(change: Callable[[dict[str, Any]], None]):
     return setup
 
 
+def model_meta(**changes: str):
+    """A copy of the image probe whose model.safetensors metadata is changed (the tensors kept)."""
+    def setup(ws: Workspace) -> None:
+        from safetensors import safe_open
+        from safetensors.numpy import save_file
+
+        path = prepared(ws) / "model.safetensors"
+        with safe_open(str(path), framework="numpy") as handle:
+            meta, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+        save_file(tensors, str(path), metadata={**meta, **changes})
+    return setup
+
+
 def swap_two_tensors(tree: dict[str, Any]) -> None:
     """The first two model tensors of different shapes trade places (a checkpoint of another network)."""
     model = tree["model"]
@@ -225,6 +238,11 @@ CASES: list[Case] = [
          says=(DAMAGED, r"rng")),
     Case("checkpoint-model-swapped", "traceback", checkpoint(swap_two_tensors), RESUME, 2,
          says=(DAMAGED, r"last\.safetensors")),
+    Case("model-arch-swapped", "traceback", model_meta(arch="tf_efficientnet_lite1"), PREDICT, 2,
+         says=(DAMAGED, r"model\.safetensors", r"tf_efficientnet_lite1"),
+         note="the tensors are rebuilt into the architecture the metadata names, and do not fit it"),
+    Case("model-num-classes-vs-head", "silent", model_meta(num_classes="3"), PREDICT, 2,
+         says=(DAMAGED, r"num_classes")),
     Case("classes-object-label", "traceback", tampered("classes.json", lambda c: [{"a": 1}, "red"]), PREDICT, 2,
          says=(DAMAGED, r"classes\.json")),
     Case("classes-too-many", "traceback", tampered("classes.json", lambda c: [str(i) for i in range(200_000)]),
