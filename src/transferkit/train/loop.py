@@ -148,7 +148,7 @@ class Trainer:
 
     def restore(self) -> None:
         path = self.context.directory / ckpt.LAST
-        saved = self.saved = ckpt.load(path)
+        saved = self.saved = ckpt.check_checkpoint(path, ckpt.load(path))
         ckpt.check_resumable(saved["config"], self.config.to_dict(), path)
         try:  # shapes and names the schema cannot know: the model's own
             self.model.load_state_dict(saved["model"])
@@ -377,7 +377,10 @@ class Trainer:
             model = acc.unwrap_model(self.wrapped, keep_fp32_wrapper=False)
         best = self.context.directory / ckpt.BEST
         if state.best_epoch is not None and best.is_file():
-            model.load_state_dict(ckpt.load(best)["model"])
+            try:
+                model.load_state_dict(ckpt.load(best)["model"])
+            except (KeyError, RuntimeError, TypeError) as exc:  # a resumed run's best.safetensors was edited
+                raise damaged(best, "", f"does not fit the model ({first_line(exc)})") from None
         adapter = self.adapter.saved(model, statistics=self.bn_mode == "train")
         model = self.adapter.merge(model).cpu().eval()
         result_val = (self.predict(model, self.val[0], None), self.val[1]) if self.val is not None else None
