@@ -130,20 +130,28 @@ def test_a_prune_callback_never_touches_a_database_that_is_not_a_study(tmp_path:
     assert mine.read_bytes() == before and not (tmp_path / "absent.db").exists()
 
 
-def test_a_tampered_copy_cannot_change_the_untouched_runs_answers(tmp_path: Path) -> None:
+def test_a_tampered_copy_cannot_change_the_untouched_runs_answers(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """End to end through the API: the untouched run answers for an image, a copy with another interpolation
     predicts the same pixels under a new name first (its features reach the cache), then the untouched run
-    predicts that new name: the same answer as before."""
+    predicts that new name: the same answer as before. The probe's own engine was linked under its content
+    fingerprint when it was saved: the untouched run exports nothing."""
     from conftest import make_folder, make_image
     from transferkit import ImageClassifier, load_classifier
+    from transferkit.features import engines
 
     run = ImageClassifier(image_size=32, engine="onnx").fit(str(make_folder(tmp_path / "data", {"": 4})))
     run.save(tmp_path / "run")
     shutil.copytree(tmp_path / "run", tmp_path / "copy")
     preprocessing = json.loads((tmp_path / "copy" / "preprocessing.json").read_text())
     (tmp_path / "copy" / "preprocessing.json").write_text(json.dumps({**preprocessing, "interpolation": "nearest"}))
+    exports: list[object] = []
+    monkeypatch.setattr(engines, "export_onnx", lambda *args: exports.append(args))
     before = load_classifier(tmp_path / "run").predict_proba([str(make_image(tmp_path / "a.png", (120, 40, 200)))])
+    assert not exports
     image = str(make_image(tmp_path / "b.png", (120, 40, 200)))  # the same pixels: a new cache entry
-    tampered = load_classifier(tmp_path / "copy").predict_proba([image])
+    copy = load_classifier(tmp_path / "copy")
+    copy.config = copy.config.replace(engine="torch")  # its own network, without an export (the same cache entry)
+    tampered = copy.predict_proba([image])
     np.testing.assert_array_equal(load_classifier(tmp_path / "run").predict_proba([image]), before)
     assert not np.array_equal(tampered, before)  # the tampering changed the features: the check could fail

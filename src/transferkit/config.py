@@ -54,6 +54,7 @@ MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB; anything near this is not on
 # (a 60000-pixel side is 10 GB per decoded image), so a run file or option beyond this is refused.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
 CROP_RANGE = (0.3, 1.0)
+TOKENS_RANGE = (2, 8192)  # max_length: tokens per text
 # Fine-tuning fields a linear probe may carry at non-default values without a word: callbacks are plug-ins a
 # probe does not call, but a config that names them is still a valid probe (see validate). Loss terms are not:
 # a probe asked for L2-SP or DANN would silently be a plain probe.
@@ -175,7 +176,7 @@ class RunConfig:
     text_column: str | None = declare(None, "The text column (default: text, sentence, review, ...)", TEXT)
     label_column: str | None = declare(None, "The label column (default: label, class, target, ...)", TEXT)
     max_length: int = declare(128, "Tokens per text (longer texts are truncated)", TEXT,
-                              lambda v: 2 <= v <= 8192, "an integer in [2, 8192]")
+                              lambda v: TOKENS_RANGE[0] <= v <= TOKENS_RANGE[1], "an integer in [2, 8192]")
     pooling: Pooling | None = declare(None, "How token vectors become one (default: the model's own, "
                                             "1_Pooling/config.json, else mean)", TEXT)
     # the text probe's default, PROBE_FEATURE_LAYERS, lives with the text estimator

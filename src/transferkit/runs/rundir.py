@@ -153,11 +153,10 @@ def read_run(path: str | Path, required: tuple[str, ...] = ()) -> RunFiles:
         raise damaged(path / "preprocessing.json", "", "expected an object")
     model = path / "model.safetensors"
     head = check_head(path, model, len(classes))
-    run = RunFiles(config=config.replace(cache_dir=None), classes=classes, preprocessing=preprocessing,
-                   model_meta=check_model_meta(model, read_model_meta(model), head, len(classes)),
-                   metrics=check_metrics(path / "metrics.json", read_json_file(path / "metrics.json", MAX_METRICS),
-                                         len(classes)), path=path)
-    return run
+    return RunFiles(config=config.replace(cache_dir=None), classes=classes, preprocessing=preprocessing,
+                    model_meta=check_model_meta(model, read_model_meta(model), head, len(classes)),
+                    metrics=check_metrics(path / "metrics.json", read_json_file(path / "metrics.json", MAX_METRICS),
+                                          len(classes)), path=path)
 
 
 def read_run_config(source: Path) -> RunConfig:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from transferkit.config import RunConfig
+from transferkit.config import TOKENS_RANGE, RunConfig
 from transferkit.errors import DataError, TransferkitError
 from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Predictor, RunParts, Split, sort_classes,
                                          stratified_indices, warn_single_examples)
@@ -45,7 +45,7 @@ PROBE_FEATURE_LAYERS = 4
 MAX_LAYERS = 256  # encoder layers pooled: the deepest encoders have a few dozen
 # What a text run's preprocessing.json holds (run_parts writes it); the model's metadata repeats some of it.
 RUN_FILE_SCHEMA: dict[str, Check] = {
-    "kind": one_of("text"), "max_length": number(2, 8192, integer=True), "pooling": one_of("mean", "cls"),
+    "kind": one_of("text"), "max_length": number(*TOKENS_RANGE, integer=True), "pooling": one_of("mean", "cls"),
     "normalize": one_of(True, False), "layers": number(1, MAX_LAYERS, integer=True),
     "tokenizer": one_of("tokenizer/"), "encoder_config": one_of("encoder/config.json"),
 }
