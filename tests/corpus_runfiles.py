@@ -245,7 +245,7 @@ CASES: list[Case] = [
          says=(DAMAGED, r"num_classes")),
     Case("classes-object-label", "traceback", tampered("classes.json", lambda c: [{"a": 1}, "red"]), PREDICT, 2,
          says=(DAMAGED, r"classes\.json")),
-    Case("classes-too-many", "traceback", tampered("classes.json", lambda c: [str(i) for i in range(200_000)]),
+    Case("classes-too-many", "security", tampered("classes.json", lambda c: [str(i) for i in range(200_000)]),
          ("compare", "run"), 2, says=(r"classes\.json",)),
     # silent: files that disagree are refused, never used with one of them
     Case("preprocessing-mean-vs-model", "silent", tampered("preprocessing.json", {"mean": [0.4, 0.4, 0.4]}),
