@@ -157,16 +157,12 @@ def test_cli_report_and_refusals(runs: Path, tmp_path: Path, monkeypatch: pytest
 def test_a_fine_tuned_runs_report_reads_through_its_own_engine(runs: Path, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The report predicts with the engine saved in the run folder: an empty cache exports nothing."""
-    import yaml
-
     from transferkit.features import engines
 
     run = tmp_path / "tuned"
     shutil.copytree(runs / "tuned", run)
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    config["cache_dir"] = str(tmp_path / "empty-cache")
-    (tmp_path / "empty-cache").mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "empty-cache").mkdir()  # the default cache (a run's own cache_dir is never written to)
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "empty-cache"))
     exports = []
     monkeypatch.setattr(engines, "export_onnx", lambda *args: exports.append(args))  # (a failed one falls back)
     write_report([run], tmp_path / "report.html")

@@ -51,6 +51,11 @@ SGD_LR = 1e-2
 # An ONNX image engine slices it further (features/engines.py: ENGINE_PIXELS).
 INFERENCE_BATCH = 32
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB; anything near this is not one
+# Image input side, in pixels: the largest pretrained backbones take 800-1024; each pixel is memory in every batch
+# (a 60000-pixel side is 10 GB per decoded image), so a run file or option beyond this is refused.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
+CROP_RANGE = (0.3, 1.0)
+TOKENS_RANGE = (2, 8192)  # max_length: tokens per text
 # Fine-tuning fields a linear probe may carry at non-default values without a word: callbacks are plug-ins a
 # probe does not call, but a config that names them is still a valid probe (see validate). Loss terms are not:
 # a probe asked for L2-SP or DANN would silently be a plain probe.
@@ -72,7 +77,7 @@ def declare(default: Any, help: str, panel: str, valid: Callable[[Any], bool] | 
 # Ranges of the numeric fields (bounds.py): wide enough for any real run, finite, and short of sizes that
 # exhaust memory before the first step (an image of 10^5 pixels a side, a batch of 10^6).
 SEED = Int(0, 2**32 - 1)  # numpy's and torch's seeds both take it
-IMAGE_SIZE = Int(16, 4096)
+IMAGE_SIZE = Int(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)  # a run file's preprocessing is held to the same
 EPOCHS = Int(1, 100_000)
 BELOW_ONE = Real(0, 1, open_high=True)
 
@@ -110,8 +115,7 @@ class RunConfig:
     strict: bool = declare(False, "Unreadable images (or text rows) are an error, not a warning", DATA)
     image_size: int | None = declare(None, "Input size (default: the backbone's)", DATA, IMAGE_SIZE)
     crop_pct: float | None = declare(None, "Centre-crop share; 1.0 keeps the whole image (default: the "
-                                           "backbone's)", DATA,
-                                     Real(0.3, 1))
+                                           "backbone's)", DATA, Real(*CROP_RANGE))
     engine: Engine = declare("auto", "Feature engine for the frozen backbone", FEATURES)
     batch_size: int | None = declare(None, "Training batch (default 64 images, 32 text); feature extraction 64",
                                      FEATURES, Int(1, 8192))
@@ -161,7 +165,7 @@ class RunConfig:
     text_column: str | None = declare(None, "The text column (default: text, sentence, review, ...)", TEXT)
     label_column: str | None = declare(None, "The label column (default: label, class, target, ...)", TEXT)
     max_length: int = declare(128, "Tokens per text (longer texts are truncated)", TEXT,
-                              Int(2, 8192))
+                              Int(*TOKENS_RANGE))
     pooling: Pooling | None = declare(None, "How token vectors become one (default: the model's own, "
                                             "1_Pooling/config.json, else mean)", TEXT)
     # the text probe's default, PROBE_FEATURE_LAYERS, lives with the text estimator

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from transferkit.estimators import TransferClassifier
 
 RUN_HELP = "Run folder written by `transferkit train`"
-CacheDir = Annotated[Optional[Path], typer.Option(help="Feature/engine cache (default: the run's, when it can be "
-                                                       "written here, else $TRANSFERKIT_CACHE or the user cache dir)")]
+CacheDir = Annotated[Optional[Path], typer.Option(help="Feature/engine cache (default: $TRANSFERKIT_CACHE or the user "
+                                                       "cache dir; a run's own cache_dir is never written to)")]
 
 
 def evaluate(
@@ -46,7 +46,4 @@ def load_run(run: Path, cache_dir: Path | None) -> "TransferClassifier":
 
     if cache_dir is not None:
         check_cache_writable(cache_dir)
-    clf = load_classifier(run)
-    if cache_dir is not None:
-        clf.config = clf.config.replace(cache_dir=str(cache_dir.expanduser().resolve()))
-    return clf
+    return load_classifier(run, None if cache_dir is None else cache_dir.expanduser().resolve())

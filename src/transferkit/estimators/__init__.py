@@ -40,12 +40,13 @@ def classifier_for_data(data: Any) -> type[TransferClassifier]:
     raise DataError(f"{what}: {found}; pass {' or '.join(m.data_hint for m in MODALITIES)}")
 
 
-def load_classifier(path: str | Path) -> TransferClassifier:
-    """A saved run, as the classifier of the modality whose format it is."""
+def load_classifier(path: str | Path, cache_dir: str | Path | None = None) -> TransferClassifier:
+    """A saved run, as the classifier of the modality whose format it is (features cached in ``cache_dir``, else
+    the default cache)."""
     found = run_format(path)
     for modality in MODALITIES:
         if found == modality.run_format:
-            return classifier_class(modality).load(path)
+            return classifier_class(modality).load(path, cache_dir)
     read_run(path)  # a missing or incomplete run folder says so
     raise RunDirError(f"{path}: model.safetensors has format {found or 'none'!r}, which no modality reads "
                       f"({', '.join(m.run_format for m in MODALITIES)})")

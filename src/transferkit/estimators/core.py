@@ -22,7 +22,7 @@ from transferkit.estimators.finetune import finetune
 from transferkit.estimators.parent import (check_data_kind, check_parent_classes, grown_head, load_parent,
                                           parent_record, score_on_parent_data)
 from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
-from transferkit.features.engines import check_precision_device, net_tensors, seed_engine
+from transferkit.features.engines import check_precision_device, engine_dir, net_tensors, seed_engine
 from transferkit.heads.probe import ProbeHead, fit_probe
 from transferkit.metrics import classification_metrics, record_scored_items
 from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Modality, Split, check_read,
@@ -321,13 +321,18 @@ class TransferClassifier(ConfiguredEstimator):
         if self.net_ is not None:  # a tuned network's engine is exported here once, not by a later predict
             add_files = with_engine(parts.add_files, modality, spec, self.net_)
         with hold_run_folder(path):  # checked above; write_run checks again with the lock held
-            return write_run(path, config=self.config, classes=self.classes_, preprocessing=parts.preprocessing,
-                             tensors=tensors, model_meta=meta, metrics=self.metrics_, overwrite=overwrite, keep=keep,
-                             extra_files=extra, add_files=add_files)
+            write_run(path, config=self.config, classes=self.classes_, preprocessing=parts.preprocessing,
+                      tensors=tensors, model_meta=meta, metrics=self.metrics_, overwrite=overwrite, keep=keep,
+                      extra_files=extra, add_files=add_files)
+        if self.net_ is None and self.config.cache:
+            share_probe_engine(modality, spec, path, self.config.cache_dir)
+        return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "TransferClassifier":
-        """A saved run of this class's modality (any modality's: ``transferkit.estimators.load_classifier``)."""
+    def load(cls, path: str | Path, cache_dir: str | Path | None = None) -> "TransferClassifier":
+        """A saved run of this class's modality (any modality's: ``transferkit.estimators.load_classifier``).
+        Its features and engines are cached in ``cache_dir``, else the default cache: never in the folder the
+        run's config names, which a copied run could point anywhere."""
         modality = cls.modality
         found = run_format(path)
         if found and found != modality.run_format:
@@ -335,10 +340,20 @@ class TransferClassifier(ConfiguredEstimator):
                               f"({modality.run_format}); load it with transferkit.estimators.load_classifier")
         run = read_run(path, modality.run_files)
         clf = cls.__new__(cls)
-        clf.config, clf.verbose, clf.classes_, clf.metrics_ = run.config, True, run.classes, run.metrics
+        clf.config = run.config if cache_dir is None else run.config.replace(cache_dir=str(cache_dir))
+        clf.verbose, clf.classes_, clf.metrics_ = True, run.classes, run.metrics
         head = read_tensors(run.model_path, "head.")
         clf.head_ = ProbeHead(head["weight"], head["bias"], float(run.metrics.get("probe", {}).get("l2") or 0))
         clf.spec_, clf.net_, clf.checkpoint_dir_ = modality.spec_from_run(run), None, None
         clf.source_head_, clf.adapter_ = None, None
         clf.run_engine_ = Path(path) / RUN_ENGINE
         return clf
+
+
+def share_probe_engine(modality: Modality, spec: Any, path: Path, cache_dir: str | None) -> None:
+    """A loaded run's engine and features are cached under its content fingerprint (runs/integrity.py), not the
+    backbone's: the engine this probe's features came from (the same network and preprocessing the run holds) is
+    linked there now, so the run's first predict exports nothing."""
+    name = modality.engine_file(spec)
+    saved = modality.spec_from_run(read_run(path, modality.run_files))
+    seed_engine(saved.fingerprint, name, engine_dir(spec.fingerprint, cache_dir) / name, cache_dir)

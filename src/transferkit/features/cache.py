@@ -83,20 +83,6 @@ def check_cache_writable(cache_dir: str | Path | None, hint: str = "") -> None:
                          f"writable folder{hint}")
 
 
-def usable_cache_dir(cache_dir: str | None) -> str | None:
-    """``cache_dir`` if it is a folder that can be written to here, else None (the default cache) with a notice:
-    a run folder copied from another machine names that machine's cache."""
-    if cache_dir is None:
-        return None
-    problem = None if Path(cache_dir).is_dir() else "not found"
-    problem = problem or write_problem(cache_dir)
-    if problem is None:
-        return cache_dir
-    log(f"notice: the run's cache folder {cache_dir} cannot be used here ({problem}); using the default cache "
-        f"({arg('cache_dir')} picks another)")
-    return None
-
-
 def file_key(path: str | Path) -> str:
     """Identity of a file's content without reading it: absolute path, size and modification time.
 

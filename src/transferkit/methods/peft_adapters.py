@@ -134,6 +134,11 @@ class LoraAdapter(PeftAdapter):
     def options(self) -> dict[str, Any]:
         return {"r": self.r, "alpha": self.alpha, "dropout": self.dropout}
 
+    def check_saved(self, shapes: dict[str, list[int]]) -> str | None:
+        ranks = {shape[0] for name, shape in shapes.items() if "lora_A" in name and shape} | \
+                {shape[1] for name, shape in shapes.items() if "lora_B" in name and len(shape) > 1}
+        return None if ranks <= {self.r} else f"r={self.r}, but its tensors have rank {sorted(ranks)[0]}"
+
     def tuner_for(self, backbone: nn.Module, targets: list[str]) -> Any:
         from peft import LoraConfig
         from peft.tuners.lora import LoraModel

@@ -31,9 +31,10 @@ import numpy as np
 
 from transferkit.config import RunConfig, read_config_file
 from transferkit.errors import RunDirError, TransferkitError
-from transferkit.features.cache import usable_cache_dir
 from transferkit.runs.folders import (CHECKPOINT_DIR, FILES, LAST_CHECKPOINT, PICKLED_CHECKPOINT, another_out,
                                       check_out_vs_data, check_writable, checkpoint_dir, is_seeds_folder, reason)
+from transferkit.runs.integrity import check_classes, check_metrics, check_model_meta
+from transferkit.runs.schema import MAX_METRICS, damaged, read_json_file
 
 # names that callers import from here, where they have always been
 __all__ = ["CHECKPOINT_DIR", "FILES", "LAST_CHECKPOINT", "PICKLED_CHECKPOINT", "RunFiles", "check_out_vs_data",
@@ -41,7 +42,6 @@ __all__ = ["CHECKPOINT_DIR", "FILES", "LAST_CHECKPOINT", "PICKLED_CHECKPOINT", "
            "training_files", "write_run"]
 HEAD = ("head.weight", "head.bias")
 RUN_CONFIG_KEYS = {"data", "backbone", "strategy", "seed"}  # in every run's config.yaml since the first
-LABEL_TYPES = (str, int, float, bool)  # class names as saved: strings, or the user's own int labels
 
 
 @dataclass
@@ -130,9 +130,12 @@ def swap_into_place(staging: Path, target: Path) -> None:
 
 
 def read_run(path: str | Path, required: tuple[str, ...] = ()) -> RunFiles:
-    """The common files of a run folder, each checked; ``required`` names what else must be there (a text run's
-    tokenizer). A config whose ``cache_dir`` cannot be used here (a run copied from another machine) reads as
-    the default cache."""
+    """The common files of a run folder, each read with a cap and checked against its schema, and checked to
+    agree with each other (runs/integrity.py); ``required`` names what else must be there (a text run's
+    tokenizer). The preprocessing is checked by the modality that reads it.
+
+    A run's stored paths are hints for reading at most: its ``cache_dir`` is never written to (a copied or shared
+    run could name any folder), so the run reads as using the default cache unless the caller names another."""
     path = Path(path)
     if not path.is_dir():
         raise RunDirError(f"{path}: run folder not found; pass the --out folder of `transferkit train`")
@@ -144,16 +147,16 @@ def read_run(path: str | Path, required: tuple[str, ...] = ()) -> RunFiles:
     if missing:
         raise RunDirError(f"{path}: not a complete run (missing {', '.join(missing)}); train again into it")
     config = read_run_config(path / "config.yaml")
-    classes = read_json(path / "classes.json", list, "a list of class names")
-    if not classes or not all(isinstance(c, LABEL_TYPES) for c in classes) or len(set(classes)) < len(classes):
-        raise RunDirError(f"{path / 'classes.json'}: damaged (expected a list of distinct class names); train the "
-                          "run again")
-    run = RunFiles(config=config.replace(cache_dir=usable_cache_dir(config.cache_dir)), classes=classes,
-                   preprocessing=read_json(path / "preprocessing.json", dict, "an object"),
-                   model_meta=read_model_meta(path / "model.safetensors"),
-                   metrics=read_json(path / "metrics.json", dict, "an object"), path=path)
-    check_head(run)
-    return run
+    classes = check_classes(path / "classes.json", read_json_file(path / "classes.json"))
+    preprocessing = read_json_file(path / "preprocessing.json")
+    if not isinstance(preprocessing, dict):
+        raise damaged(path / "preprocessing.json", "", "expected an object")
+    model = path / "model.safetensors"
+    head = check_head(path, model, len(classes))
+    return RunFiles(config=config.replace(cache_dir=None), classes=classes, preprocessing=preprocessing,
+                    model_meta=check_model_meta(model, read_model_meta(model), head, len(classes)),
+                    metrics=check_metrics(path / "metrics.json", read_json_file(path / "metrics.json", MAX_METRICS),
+                                          len(classes)), path=path)
 
 
 def read_run_config(source: Path) -> RunConfig:
@@ -169,25 +172,24 @@ def read_run_config(source: Path) -> RunConfig:
 
 
 def read_json(path: Path, kind: type, expected: str) -> Any:
-    try:
-        value = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError) as exc:
-        raise RunDirError(f"{path}: damaged ({reason(exc)}); train the run again") from None
+    """A small JSON file of a run (read with a cap), of type ``kind``."""
+    value = read_json_file(path)
     if not isinstance(value, kind):
-        raise RunDirError(f"{path}: damaged (expected {expected}); train the run again")
+        raise damaged(path, "", f"expected {expected}")
     return value
 
 
-def check_head(run: RunFiles) -> None:
-    """The model has a head, and it has one output per class in classes.json."""
-    shapes = tensor_shapes(run.model_path)
+def check_head(path: Path, model: Path, n_classes: int) -> list[int]:
+    """The model has a head, and it has one output per class in classes.json: the head's shape."""
+    shapes = tensor_shapes(model)
     weight, bias = (shapes.get(name) for name in HEAD)
     if weight is None or bias is None or len(weight) != 2 or list(bias) != weight[:1]:
-        raise RunDirError(f"{run.model_path}: damaged (no head.weight/head.bias of matching shapes); train the "
+        raise RunDirError(f"{model}: damaged (no head.weight/head.bias of matching shapes); train the "
                           "run again")
-    if weight[0] != len(run.classes):
-        raise RunDirError(f"{run.path}: model.safetensors has {weight[0]} outputs but classes.json lists "
-                          f"{len(run.classes)} classes; the files come from different runs: train it again")
+    if weight[0] != n_classes:
+        raise RunDirError(f"{path}: model.safetensors has {weight[0]} outputs but classes.json lists "
+                          f"{n_classes} classes; the files come from different runs: train it again")
+    return weight
 
 
 def read_model_meta(model: str | Path) -> dict[str, str]:

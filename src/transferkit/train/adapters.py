@@ -19,9 +19,13 @@ import torch
 from safetensors.numpy import load_file
 from torch import nn
 
-from transferkit.errors import RunDirError
+from transferkit.errors import TransferkitError, first_line
 from transferkit.runs.folders import ADAPTER_CONFIG, ADAPTER_FILE
+from transferkit.runs.rundir import tensor_shapes
+from transferkit.runs.schema import check_object, damaged, one_of, read_json_file
 from transferkit.train.registries import ADAPTERS
+
+MAX_TARGETS = 10_000  # layers an adapter.json may name
 
 
 @dataclass
@@ -66,6 +70,11 @@ class Adapter:
         ``statistics``: BatchNorm's running statistics trained too, so they go along."""
         return None
 
+    def check_saved(self, shapes: dict[str, list[int]]) -> str | None:
+        """Why tensors of these shapes (an adapter.safetensors) cannot be this adapter's, or None: checked before
+        :meth:`attach` allocates anything."""
+        return None
+
     def load(self, model: nn.Module, tensors: dict[str, Any]) -> None:
         """Put :meth:`saved` tensors into an attached model."""
         model.backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in tensors.items()
@@ -95,18 +104,35 @@ class BitFitAdapter(Adapter):
 
 def apply_adapter_file(model: nn.Module, folder: str | Path) -> nn.Module:
     """A pretrained model plus a run's adapter.safetensors / adapter.json, merged: the run's model rebuilt from
-    the base weights and the adapter alone (a few hundred kB instead of the whole network)."""
+    the base weights and the adapter alone (a few hundred kB instead of the whole network). Both files are
+    untrusted: the options are checked against the adapter's own, and against the saved tensors' shapes before
+    anything is allocated (a rank of 100000 in adapter.json is gigabytes)."""
     folder = Path(folder)
-    try:
-        config = dict(json.loads((folder / ADAPTER_CONFIG).read_text()))
-        name = config.pop("adapter")
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise RunDirError(f"{folder / ADAPTER_CONFIG}: cannot read the adapter's options ({exc}); the run has no "
-                          "usable adapter file: use its merged model.safetensors") from None
-    targets = config.pop("target_modules", None)
-    if targets:  # the exact layers it was trained on, whatever preset or regex chose them then
-        config["targets"] = "|".join(re.escape(t) for t in targets)
-    adapter = ADAPTERS.factory(ADAPTERS.check(name)[0])(**config)
+    adapter = read_adapter_config(folder / ADAPTER_CONFIG)
+    shapes = tensor_shapes(folder / ADAPTER_FILE)
+    problem = adapter.check_saved(shapes)
+    if problem:
+        raise damaged(folder / ADAPTER_CONFIG, "", f"disagrees with {ADAPTER_FILE} ({problem})")
     model = adapter.attach(model)
-    adapter.load(model, {k: torch.from_numpy(v) for k, v in load_file(str(folder / ADAPTER_FILE)).items()})
+    try:
+        adapter.load(model, {k: torch.from_numpy(v) for k, v in load_file(str(folder / ADAPTER_FILE)).items()})
+    except (TransferkitError, RuntimeError, ValueError) as exc:  # torch's shape mismatches are RuntimeErrors
+        raise damaged(folder / ADAPTER_FILE, "", f"does not fit the model ({first_line(exc)})") from None
     return adapter.merge(model).eval()
+
+
+def read_adapter_config(source: Path) -> Adapter:
+    """The adapter an adapter.json names, built from its options; every field checked first."""
+    names = ADAPTERS.names()
+    config = dict(check_object(source, read_json_file(source), {"adapter": one_of(*names)}, extra=True))
+    name = config.pop("adapter")
+    targets = config.pop("target_modules", None)
+    if targets is not None:  # the exact layers it was trained on, whatever preset or regex chose them then
+        if not (isinstance(targets, list) and len(targets) <= MAX_TARGETS
+                and all(isinstance(t, str) and 0 < len(t) <= 500 for t in targets)):
+            raise damaged(source, "target_modules", f"is not a list of at most {MAX_TARGETS} layer names")
+        config["targets"] = "|".join(re.escape(t) for t in targets)
+    try:  # the registry's declared options and bounds, as for a typed --adapter spec (lora r <= 1024, ...)
+        return ADAPTERS.factory(name)(**ADAPTERS.check_options(name, config))
+    except (TransferkitError, TypeError, ValueError) as exc:
+        raise damaged(source, "", f"holds options adapter {name} refuses ({first_line(exc)})") from None

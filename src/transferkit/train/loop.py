@@ -26,9 +26,10 @@ import torch
 from torch import nn
 
 from transferkit.config import RunConfig
-from transferkit.errors import RESUME_HINT, TrainingError
+from transferkit.errors import RESUME_HINT, TrainingError, first_line
 from transferkit.metrics import classification_metrics
 from transferkit.progress import log, progress
+from transferkit.runs.schema import damaged
 from transferkit.train import state as ckpt
 from transferkit.train.adapters import AdapterWeights
 from transferkit.train.batches import BatchStream
@@ -147,17 +148,23 @@ class Trainer:
 
     def restore(self) -> None:
         path = self.context.directory / ckpt.LAST
-        saved = self.saved = ckpt.load(path)
+        saved = self.saved = ckpt.check_checkpoint(path, ckpt.load(path))
         ckpt.check_resumable(saved["config"], self.config.to_dict(), path)
-        self.model.load_state_dict(saved["model"])
-        for term in self.terms:
-            term.load_state_dict(saved["terms"][term.name])
+        try:  # shapes and names the schema cannot know: the model's own
+            self.model.load_state_dict(saved["model"])
+            for term in self.terms:
+                term.load_state_dict(saved["terms"][term.name])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise damaged(path, "", f"does not fit the model ({first_line(exc)})") from None
         state = self.context.state = ckpt.TrainState(**saved["state"])
         if state.stopped or (state.epoch >= self.epochs and not state.step):
             raise TrainingError(f"{self.context.directory.parent}: this run already finished (epoch {state.epoch}/"
                                 f"{self.epochs}{', stopped early' if state.stopped else ''}); nothing to resume. "
                                 "Train into a new --out, or start it again with --overwrite")
-        ckpt.set_rng_state(saved["rng"])
+        try:
+            ckpt.set_rng_state(saved["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise damaged(path, "rng", f"is not the random generators' state ({first_line(exc)})") from None
         if self.accelerator.is_main_process:
             within = f", step {state.step}" if state.step else ""
             log(f"resuming after epoch {state.epoch}/{self.epochs}{within} (phase '{saved['phase_name']}')")
@@ -211,10 +218,14 @@ class Trainer:
         if trainable != saved["trainable"]:
             raise ckpt.CheckpointError(f"{self.context.directory / ckpt.LAST}: the checkpoint's trainable parameters "
                                        f"do not match phase '{phase.name}'; it belongs to another run")
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        if self.accelerator.scaler is not None and saved.get("scaler"):
-            self.accelerator.scaler.load_state_dict(saved["scaler"])
+        try:
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+            if self.accelerator.scaler is not None and saved.get("scaler"):
+                self.accelerator.scaler.load_state_dict(saved["scaler"])
+        except (KeyError, RuntimeError, TypeError, ValueError, IndexError) as exc:
+            raise damaged(self.context.directory / ckpt.LAST, "optimizer", f"state does not fit the run "
+                                                                          f"({first_line(exc)})") from None
 
     # -- epochs and steps ------------------------------------------------------------------------------------
     def run_epoch(self, epoch: int, phase: Phase, fast_head: bool) -> None:
@@ -367,7 +378,10 @@ class Trainer:
             model = acc.unwrap_model(self.wrapped, keep_fp32_wrapper=False)
         best = self.context.directory / ckpt.BEST
         if state.best_epoch is not None and best.is_file():
-            model.load_state_dict(ckpt.load(best)["model"])
+            try:
+                model.load_state_dict(ckpt.load(best)["model"])
+            except (KeyError, RuntimeError, TypeError) as exc:  # a resumed run's best.safetensors was edited
+                raise damaged(best, "", f"does not fit the model ({first_line(exc)})") from None
         adapter = self.adapter.saved(model, statistics=self.bn_mode == "train")
         model = self.adapter.merge(model).cpu().eval()
         result_val = (self.predict(model, self.val[0], None), self.val[1]) if self.val is not None else None

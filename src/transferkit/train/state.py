@@ -26,6 +26,7 @@ import torch
 
 from transferkit.atomic import atomic_write
 from transferkit.errors import CheckpointError
+from transferkit.runs.schema import Check, check_object, number, one_of, optional, text
 from transferkit.runs.rundir import CHECKPOINT_DIR, LAST_CHECKPOINT as LAST, PICKLED_CHECKPOINT as PICKLED_V1, checkpoint_dir
 
 __all__ = ["CHECKPOINT_DIR", "LAST", "BEST", "checkpoint_dir", "TrainState", "save", "load"]
@@ -142,6 +143,26 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a transferkit checkpoint")
     return state
+
+
+def check_checkpoint(path: Path, saved: dict[str, Any]) -> dict[str, Any]:
+    """The values a resumed run reads from the last checkpoint, each of its type and within bounds (the file may
+    have been edited)."""
+    objects = ("config", "state", "model", "optimizer", "scheduler", "rng", "terms")
+    schema: dict[str, Check] = {key: is_object for key in objects}
+    check_object(path, saved, {**schema, "phase": number(0, 1000, integer=True), "phase_name": text(100)},
+                 extra=True)
+    counts = number(0, 1e9, integer=True)
+    check_object(path, saved["state"], {
+        "epoch": counts, "step": counts, "bad_epochs": counts, "best": optional(number(-1e30, 1e30)),
+        "best_epoch": optional(counts), "stopped": one_of(True, False), "partial": is_object,
+        "history": lambda v: None if isinstance(v, list) and all(isinstance(r, dict) for r in v) else "a list of objects",
+    })
+    return saved
+
+
+def is_object(value: Any) -> str | None:
+    return None if isinstance(value, dict) else "an object"
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from transferkit.digests import file_digest
-from transferkit.errors import BackboneError, not_found
+from transferkit.errors import BackboneError, first_line, not_found
 from transferkit.modalities.hub import cached_hub_file, hf_endpoint, offline_reason, quiet_hub
 from transferkit.modalities.image.preprocessing import Preprocessing
 from transferkit.runs.rundir import read_tensors
+from transferkit.runs.schema import damaged
 
 if TYPE_CHECKING:
     import torch
@@ -115,7 +116,11 @@ class BackboneSpec:
         plain = dataclasses.replace(self, run_model=None, pretrained=False, weights=None)
         model = plain.build()
         state = {k: torch.from_numpy(v) for k, v in read_tensors(self.run_model, "features.backbone.").items()}
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:  # missing, unexpected or misshapen tensors: the metadata's arch is not theirs
+            raise damaged(self.run_model, "", f"its features.backbone tensors do not fit architecture "
+                                              f"{self.arch!r} ({first_line(exc)})") from None
         return model.eval()
 
 

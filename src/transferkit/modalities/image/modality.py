@@ -19,6 +19,9 @@ from transferkit.modalities.image.arrays import as_items, featurize_images, is_i
 from transferkit.modalities.image.folders import labelled_files, stratified_split, labelled_split, list_image_inputs, load_image_folder
 from transferkit.modalities.image.preprocessing import Preprocessing
 from transferkit.modalities.image.source_head import source_head
+from transferkit.runs.folders import RUN_ENGINE
+from transferkit.runs.integrity import agree, content_fingerprint
+from transferkit.runs.rundir import read_tensors
 
 if TYPE_CHECKING:
     from torch import nn
@@ -28,6 +31,24 @@ if TYPE_CHECKING:
     from transferkit.train.strategies import Strategy
 
 IMAGE_FORMAT = "transferkit-image-1"
+NORMALIZE = "features.normalize."  # the model's own mean and std (modalities/image/model.py: Normalize)
+
+
+def check_run_preprocessing(run: "RunFiles", preprocessing: Preprocessing) -> None:
+    """preprocessing.json agrees with the run's config (the size and crop it asked for) and with the mean and std
+    inside its model: a run whose files disagree is refused, not used with one of them."""
+    source = run.path / "preprocessing.json"
+    config = run.config
+    if config.image_size is not None:
+        agree(source, "input_size", preprocessing.input_size, config.image_size, "config.yaml's image_size")
+    if config.crop_pct is not None:
+        agree(source, "crop_pct", preprocessing.crop_pct, config.crop_pct, "config.yaml's crop_pct")
+    stored = read_tensors(run.model_path, NORMALIZE)
+    for name in ("mean", "std"):
+        if name in stored:
+            inside = [round(float(v), 5) for v in np.ravel(stored[name])]
+            agree(source, name, [round(v, 5) for v in getattr(preprocessing, name)], inside,
+                  f"model.safetensors' {NORMALIZE}{name}")
 
 
 class ImageModality:
@@ -102,14 +123,19 @@ class ImageModality:
                                 config.image_size, config.crop_pct)
 
     def spec_from_run(self, run: "RunFiles") -> BackboneSpec:
+        """The run's network, its preprocessing checked field by field and against the config and the model's own
+        normalisation; cached under the run's content fingerprint (runs/integrity.py), not the one it claims."""
         meta = run.model_meta
         missing = [key for key in ("arch", "fingerprint") if not meta.get(key)]
         if missing:
             raise RunDirError(f"{run.model_path}: its metadata lacks '{missing[0]}' (not written by transferkit, or "
                               "damaged); train the run again")
+        preprocessing = Preprocessing.from_run_file(run.preprocessing, run.path / "preprocessing.json")
+        check_run_preprocessing(run, preprocessing)
+        fingerprint = content_fingerprint(run.model_path, meta, preprocessing.to_dict(), (run.path / RUN_ENGINE,))
         return BackboneSpec(meta.get("backbone", run.config.backbone), meta["arch"], meta.get("source", "timm"),
-                            Preprocessing.from_dict(run.preprocessing), None, pretrained=False,
-                            run_model=str(run.model_path), fixed_fingerprint=meta["fingerprint"])
+                            preprocessing, None, pretrained=False, run_model=str(run.model_path),
+                            fixed_fingerprint=fingerprint)
 
     def build_net(self, spec: BackboneSpec) -> "nn.Module":
         return FeatureSource.from_spec(spec).build_net()

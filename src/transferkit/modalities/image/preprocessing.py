@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from transferkit.config import CROP_RANGE, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+from transferkit.runs.schema import Check, check_object, number, numbers, one_of
 
 _PIL_INTERPOLATION = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
     "nearest": Image.Resampling.NEAREST,
     "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+# What a run's preprocessing.json may hold (to_dict's fields); the bounds are the config's (image_size, crop_pct).
+RUN_FILE_SCHEMA: dict[str, Check] = {
+    "input_size": number(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, integer=True),
+    "mean": numbers(3, number(-10, 10)),
+    "std": numbers(3, number(0, 10, open_low=True)),
+    "interpolation": one_of(*_PIL_INTERPOLATION),
+    "crop_pct": number(*CROP_RANGE),
 }
 
 
@@ -45,6 +59,12 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Preprocessing":
         return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+
+    @classmethod
+    def from_run_file(cls, data: Any, path: str | Path) -> "Preprocessing":
+        """A run's preprocessing.json, every field checked: an input size is memory (a 60000-pixel side is tens
+        of gigabytes per image), the rest decides every feature."""
+        return cls.from_dict(check_object(path, data, RUN_FILE_SCHEMA))
 
     @classmethod
     def from_timm_cfg(cls, cfg: dict[str, Any]) -> "Preprocessing":

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from transferkit.config import RunConfig
+from transferkit.config import TOKENS_RANGE, RunConfig
 from transferkit.errors import DataError, TransferkitError
 from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Predictor, RunParts, Split, sort_classes,
                                          stratified_indices, warn_single_examples)
@@ -27,6 +27,9 @@ from transferkit.modalities.text.encoder import TEXT_ENGINE_FILE, export_text_on
 from transferkit.modalities.text.reading import text_records, warn_table
 from transferkit.modalities.text.table import (TEXT_SUFFIXES, TextTable, describe_skipped, is_text_data,
                                                read_text_table, texts_table)
+from transferkit.runs.folders import RUN_ENGINE
+from transferkit.runs.integrity import agree, content_fingerprint
+from transferkit.runs.schema import Check, check_object, number, one_of
 from transferkit.train.strategies import parse_strategy
 
 if TYPE_CHECKING:
@@ -40,6 +43,13 @@ TEXT_FORMAT = "transferkit-text-1"
 # A probe reads the last four layers (see pooled_encoder); fine-tuning reads the sentence embedding, which
 # did better there: rt_polarity, gradual, one epoch: test 0.835 with 1 layer against 0.815 with 4.
 PROBE_FEATURE_LAYERS = 4
+MAX_LAYERS = 256  # encoder layers pooled: the deepest encoders have a few dozen
+# What a text run's preprocessing.json holds (run_parts writes it); the model's metadata repeats some of it.
+RUN_FILE_SCHEMA: dict[str, Check] = {
+    "kind": one_of("text"), "max_length": number(*TOKENS_RANGE, integer=True), "pooling": one_of("mean", "cls"),
+    "normalize": one_of(True, False), "layers": number(1, MAX_LAYERS, integer=True),
+    "tokenizer": one_of("tokenizer/"), "encoder_config": one_of("encoder/config.json"),
+}
 
 
 def feature_layers(config: RunConfig) -> int:
@@ -129,13 +139,22 @@ class TextModality:
         return spec if config.pretrained and strategy.pretrained else dataclasses.replace(spec, pretrained=False)
 
     def spec_from_run(self, run: "RunFiles") -> TextBackboneSpec:
-        # The fingerprint names the cached ONNX engine and embeddings; the encoder is rebuilt from the run
-        # (encoder/config.json + features.* tensors) only when neither is cached on this machine.
+        """The run's encoder: preprocessing.json checked field by field and against the config and the model's
+        metadata; cached under the run's content fingerprint (runs/integrity.py: the tensors, tokenizer/,
+        encoder/ and the run's engine), not the one it claims. The encoder is rebuilt from the run (encoder/config.json
+        + features.* tensors) only when neither its engine nor its embeddings are cached on this machine."""
         meta, path = run.model_meta, run.path
+        source = path / "preprocessing.json"
+        stored = check_object(source, run.preprocessing, RUN_FILE_SCHEMA)
+        agree(source, "max_length", stored["max_length"], run.config.max_length, "config.yaml's max_length")
+        for key, default in (("pooling", "mean"), ("normalize", "false"), ("layers", "1")):
+            agree(source, key, str(stored[key]).lower(), meta.get(key, default), "model.safetensors' metadata")
+        fingerprint = content_fingerprint(run.model_path, meta, stored,
+                                          (path / "tokenizer", path / "encoder", path / RUN_ENGINE))
         return TextBackboneSpec(meta.get("backbone", run.config.backbone), str(path / "encoder"), "run",
-                                meta.get("pooling", "mean"), meta.get("normalize") == "true", "",
-                                int(meta.get("layers", "1")), tokenizer_location=str(path / "tokenizer"),
-                                run_model=str(run.model_path), fixed_fingerprint=meta.get("fingerprint"))
+                                stored["pooling"], stored["normalize"], "", stored["layers"],
+                                tokenizer_location=str(path / "tokenizer"), run_model=str(run.model_path),
+                                fixed_fingerprint=fingerprint)
 
     def build_net(self, spec: TextBackboneSpec) -> "nn.Module":
         return spec.build()
