@@ -42,14 +42,30 @@ def cache(tmp_path: Path, fp32_engines: Path) -> Path:
     return tmp_path / "cache"
 
 
+class Builds:
+    """Every int8 graph quantised, in order (the real quantiser runs, in a child process: it writes them down)."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    def paths(self) -> list[Path]:
+        return [Path(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
+    def __eq__(self, other: object) -> bool:
+        return self.paths() == other
+
+    def __len__(self) -> int:
+        return len(self.paths())
+
+
 @pytest.fixture
-def builds(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Every int8 graph quantised, in order (the real quantiser runs)."""
-    made: list[Path] = []
+def builds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Builds:
+    made = Builds(tmp_path / "builds.log")
     real = engines.quantize_graph
 
     def counting(fp32_path: Path, target: Path, *args, **kwargs) -> None:
-        made.append(target)
+        with open(made.log, "a") as handle:
+            handle.write(f"{target}\n")
         real(fp32_path, target, *args, **kwargs)
 
     monkeypatch.setattr(engines, "quantize_graph", counting)
@@ -65,12 +81,12 @@ def int8_engines(cache: Path, source: FeatureSource) -> list[Path]:
 
 
 def test_built_once_from_calibration_images_then_reused(tmp_path: Path, source: FeatureSource, cache: Path,
-                                                        builds: list[Path], capsys):
-    files = files_of(make_folder(tmp_path / "d", {"": 6}))
+                                                        builds: Builds, capsys):
+    files = files_of(make_folder(tmp_path / "d", {"": 8}))
     first = extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False,
                              calibrate_on=files)
-    assert (first.engine, first.extracted) == ("onnx-int8", 12) and first.export_seconds > 0
-    assert "calibrating an int8 engine for efficientnet_lite0 on 12 of your images" in capsys.readouterr().err
+    assert (first.engine, first.extracted) == ("onnx-int8", 16) and first.export_seconds > 0
+    assert "calibrating an int8 engine for efficientnet_lite0 on 16 of your images" in capsys.readouterr().err
     [engine_file] = int8_engines(cache, source)
     assert builds == [engine_file]
     stamp = engine_file.stat().st_mtime_ns
@@ -83,7 +99,7 @@ def test_built_once_from_calibration_images_then_reused(tmp_path: Path, source: 
 
 
 def test_features_close_to_fp32_and_cached_apart(tmp_path: Path, source: FeatureSource, cache: Path):
-    files = files_of(make_folder(tmp_path / "d", {"": 5}))
+    files = files_of(make_folder(tmp_path / "d", {"": 8}))
     fp32 = extract_features(source, files, engine="onnx", cache_dir=cache, show_progress=False)
     int8 = extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False,
                             calibrate_on=files)
@@ -93,7 +109,7 @@ def test_features_close_to_fp32_and_cached_apart(tmp_path: Path, source: Feature
     assert distance.max() > 0  # really int8: not the fp32 graph under another name
     again = extract_features(source, files, engine="onnx", cache_dir=cache, show_progress=False)
     assert again.cached == len(files) and np.array_equal(again.features, fp32.features)  # fp32 rows untouched
-    assert extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False).cached == 10
+    assert extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False).cached == 16
 
 
 def test_fingerprint_differs_from_fp32_and_by_calibration(tmp_path: Path, source: FeatureSource, cache: Path):
@@ -111,8 +127,8 @@ def test_fingerprint_differs_from_fp32_and_by_calibration(tmp_path: Path, source
 
 
 def test_damaged_cached_engine_is_calibrated_again_without_running_it(tmp_path: Path, source: FeatureSource,
-                                                                      cache: Path, builds: list[Path], capsys):
-    files = files_of(make_folder(tmp_path / "d", {"": 4}))
+                                                                      cache: Path, builds: Builds, capsys):
+    files = files_of(make_folder(tmp_path / "d", {"": 8}))
     extract_features(source, files[:4], engine="onnx-int8", cache_dir=cache, show_progress=False, calibrate_on=files)
     [engine_file] = int8_engines(cache, source)
 
@@ -124,7 +140,7 @@ def test_damaged_cached_engine_is_calibrated_again_without_running_it(tmp_path: 
     result = extract_features(source, files[4:], engine="onnx-int8", cache_dir=cache, show_progress=False,
                               calibrate_on=files)
     err = capsys.readouterr().err
-    assert result.engine == "onnx-int8" and result.extracted == 4 and len(builds) == 2
+    assert result.engine == "onnx-int8" and result.extracted == 12 and len(builds) == 2
     notice = [line for line in err.splitlines() if "does not load" in line]
     assert len(notice) == 1 and "calibrating a new one" in notice[0] and "Traceback" not in err
     assert not (tmp_path / "executed").exists()
@@ -135,7 +151,7 @@ def test_damaged_cached_engine_is_calibrated_again_without_running_it(tmp_path: 
 def test_engine_too_far_from_fp32_is_refused_in_one_line(tmp_path: Path, source: FeatureSource, cache: Path,
                                                          monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(quantize, "MAX_MEAN_DISTANCE", -1.0)  # any engine is "too far": the guard must refuse it
-    files = files_of(make_folder(tmp_path / "d", {"": 2}))
+    files = files_of(make_folder(tmp_path / "d", {"": 8}))
     with pytest.raises(TransferkitError) as refused:
         extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False, calibrate_on=files)
     message = str(refused.value)
@@ -148,7 +164,7 @@ def test_without_images_to_calibrate_on_fp32_is_used(source: FeatureSource, cach
     assert type(engine) is OnnxEngine and "only training images calibrate one" in capsys.readouterr().err
 
 
-def test_predicting_never_calibrates_on_the_images_it_predicts(tiny_folder: Path, cache: Path, builds: list[Path],
+def test_predicting_never_calibrates_on_the_images_it_predicts(tiny_folder: Path, cache: Path, builds: Builds,
                                                                 tmp_path: Path, capsys):
     clf = ImageClassifier(**FAST, engine="onnx-int8", cache_dir=str(cache)).fit(tiny_folder)
     clf.save(tmp_path / "run")
@@ -161,7 +177,7 @@ def test_predicting_never_calibrates_on_the_images_it_predicts(tiny_folder: Path
     assert len(builds) == 1 and "only training images calibrate one" in capsys.readouterr().err
 
 
-def test_probe_run_predicts_with_the_engine_it_was_trained_on(tiny_folder: Path, cache: Path, builds: list[Path]):
+def test_probe_run_predicts_with_the_engine_it_was_trained_on(tiny_folder: Path, cache: Path, builds: Builds):
     clf = ImageClassifier(**FAST, engine="onnx-int8", cache_dir=str(cache)).fit(tiny_folder)
     assert clf.metrics_["embeddings"]["engine"] == "onnx-int8" and clf.metrics_["val"]["accuracy"] == 1.0
     new = make_image(tiny_folder.parent / "unseen" / "red.png", (230, 30, 30), seed=77)
@@ -189,7 +205,7 @@ def test_the_config_offers_exactly_the_engines_there_are_plans_for() -> None:
 def test_a_probe_calibrates_on_its_training_images_only(tmp_path: Path, cache: Path, monkeypatch):
     from transferkit.modalities.image import features as image_features
 
-    data = make_folder(tmp_path / "data", {"train": 4, "val": 2, "test": 2})
+    data = make_folder(tmp_path / "data", {"train": 8, "val": 2, "test": 2})
     sampled: list[str] = []
     real = image_features.calibration_sample
 
@@ -246,7 +262,7 @@ def embed(spec, texts: list[str], cache: Path, engine: str = "onnx-int8", calibr
 
 
 def test_text_int8_is_accepted_built_once_and_cached_under_its_own_fingerprint(text_spec, text_cache: Path,
-                                                                               builds: list[Path], capsys):
+                                                                               builds: Builds, capsys):
     from transferkit.modalities.text.encoder import TextOnnxInt8Engine, plan_text_engine
 
     texts = POSITIVE + NEGATIVE
@@ -304,7 +320,7 @@ def write_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-def test_damaged_text_int8_engine_is_rebuilt(tmp_path: Path, text_spec, text_cache: Path, builds: list[Path],
+def test_damaged_text_int8_engine_is_rebuilt(tmp_path: Path, text_spec, text_cache: Path, builds: Builds,
                                              capsys):
     embed(text_spec, POSITIVE, text_cache, calibrate_on=POSITIVE + NEGATIVE)
     [engine_file] = text_int8_engines(text_cache, text_spec)
