@@ -349,3 +349,79 @@ def test_text_int8_too_far_from_fp32_is_refused_in_one_line(tmp_path: Path, text
     lines = [line for line in err.splitlines() if "too far from fp32" in line]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert text_int8_engines(text_cache, text_spec) == [] and not list((text_cache / "engines").rglob("*.tmp.onnx"))
+
+
+# -- the CPU's int8 kernels, the calibration floor, the speed record ---------------------------------------------
+AVX2_ONLY = frozenset({"SSE42", "AVX", "AVX2", "FMA3"})  # e.g. Haswell, or an EPYC run without AVX512 and VNNI
+AVX512_VNNI = AVX2_ONLY | {"AVX512F", "AVX512BW", "AVX512VNNI"}
+
+
+@pytest.mark.parametrize("features, image, text", [
+    (AVX2_ONLY, "u8u8", "u8s8rr"), (AVX2_ONLY | {"AVX512F", "AVX512BW"}, "u8u8", "u8s8rr"),
+    (AVX512_VNNI, "u8s8", "u8s8"), (AVX2_ONLY | {"AVXVNNI"}, "u8s8", "u8s8"),
+    (frozenset({"NEON", "ASIMD"}), "u8s8", "u8s8"), (frozenset(), "u8u8", "u8s8rr")])
+def test_int8_kernels_follow_the_cpu_and_name_the_engine(features, image, text, monkeypatch):
+    """u8 x s8 pair sums saturate in 16 bits without VNNI: such CPUs (and unknown ones) get kernels that do not."""
+    monkeypatch.setattr(quantize, "cpu_features", lambda: features)
+    assert (quantize.STATIC_QDQ.kernels().tag, quantize.TEXT_DYNAMIC.kernels().tag) == (image, text)
+    sample = quantize.Calibration("same-images", list)
+    name = int8_file("features-64", sample, STATIC_QDQ)
+    monkeypatch.setattr(quantize, "cpu_features", lambda: AVX512_VNNI if image == "u8u8" else AVX2_ONLY)
+    assert int8_file("features-64", sample, STATIC_QDQ) != name  # other kernels, another engine file
+
+
+def test_this_cpus_features_are_read() -> None:
+    features = quantize.cpu_features()
+    assert {"SSE2", "ASIMD"} & features, features  # x86-64 always has SSE2, aarch64 ASIMD
+    assert quantize.cpu_summary().startswith(f"{__import__('os').cpu_count()} cores")
+
+
+def test_without_vnni_the_engine_takes_u8_weights_and_records_them(tmp_path: Path, source: FeatureSource,
+                                                                   cache: Path, monkeypatch, capsys):
+    import onnx
+
+    monkeypatch.setattr(quantize, "cpu_features", lambda: AVX2_ONLY)
+    files = files_of(make_folder(tmp_path / "d", {"": 8}))
+    fp32 = extract_features(source, files, engine="onnx", cache_dir=cache, show_progress=False)
+    int8 = extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False,
+                            calibrate_on=files)
+    distance = cosine_distance(fp32.features, int8.features)
+    assert 0 < distance.mean() < MAX_MEAN_DISTANCE, distance
+    [engine_file] = int8_engines(cache, source)
+    graph = onnx.load(str(engine_file)).graph
+    conv_weights = {node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    types = {init.data_type for init in graph.initializer if init.name in conv_weights and len(init.dims) == 4}
+    assert types == {onnx.TensorProto.UINT8}, types  # u8 weights: no s8 kernels to saturate
+    record = quantize.read_record(engine_file)
+    assert record["kernels"] == "u8u8" and set(record["speed"][quantize.cpu_summary()]) == {"int8", "fp32"}
+    plan = plan_engine(source.fingerprint, 64, source.build_net, "onnx-int8", cache)
+    assert plan.meta["int8_kernels"] == "u8u8"
+
+
+def test_a_sample_too_small_to_set_the_engine_is_refused(tmp_path: Path, source: FeatureSource, cache: Path,
+                                                         builds: Builds):
+    files = files_of(make_folder(tmp_path / "d", {"": 1}))
+    with pytest.raises(TransferkitError) as refused:
+        extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False, calibrate_on=files)
+    message = str(refused.value)
+    assert "needs at least 16 training images" in message and "(got 2)" in message and "\n" not in message
+    assert len(builds) == 0 and int8_engines(cache, source) == []  # nothing cached for later runs to reuse
+
+
+def test_int8_slower_than_fp32_on_this_cpu_is_said(tmp_path: Path, source: FeatureSource, cache: Path,
+                                                    monkeypatch, capsys):
+    """The engine is timed against fp32 once, when built (here: fake timings); later runs read the record."""
+    monkeypatch.setattr(engines, "items_per_second", lambda *a, **k: {"int8": 70.0, "fp32": 106.0})
+    files = files_of(make_folder(tmp_path / "d", {"": 8}))
+    extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False, calibrate_on=files)
+    slower = [line for line in capsys.readouterr().err.splitlines() if "slower than fp32" in line]
+    assert len(slower) == 1 and "(70 vs 106 images/s" in slower[0] and "onnx' is faster here" in slower[0]
+    [engine_file] = int8_engines(cache, source)
+    plan_engine(source.fingerprint, 64, source.build_net, "onnx-int8", cache)
+    assert "slower than fp32 (70 vs 106" in capsys.readouterr().err  # a later run says it too
+    quantize.record_speed(engine_file, STATIC_QDQ.kernels(), {"int8": 150.0, "fp32": 106.0})  # faster elsewhere
+    plan_engine(source.fingerprint, 64, source.build_net, "onnx-int8", cache)
+    assert "slower" not in capsys.readouterr().err
+    quantize.record_file(engine_file).write_text("{not json")  # a damaged record only informs: no notice, no error
+    plan_engine(source.fingerprint, 64, source.build_net, "onnx-int8", cache)
+    assert capsys.readouterr().err == ""
