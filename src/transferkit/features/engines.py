@@ -27,8 +27,9 @@ from transferkit.errors import TransferkitError, arg, first_line
 from transferkit.features.cache import cache_root, claim_root
 from transferkit.features.child import in_child
 from transferkit.features.quantize import (STATIC_QDQ, Calibration, QuantizationError, Recipe, check_close,
+                                           check_sample_size,
                                            features_identity, int8_file, int8_files, items_per_second,
-                                           quantize_graph, read_record, record_speed, slower_notice)
+                                           quantize_graph, read_record, record_speed, say_if_slower)
 from transferkit.progress import log
 from transferkit.runs.folders import reason
 
@@ -225,9 +226,8 @@ def plan_request(request: EngineRequest, engine: str = "auto") -> EnginePlan:
 
 def open_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.Module"], engine: str = "auto",
                 cache_dir: str | Path | None = None, label: str = "") -> Engine:
-    """The engine itself (see :func:`plan_engine`). ``auto`` picks torch on a GPU and ONNX Runtime on CPU.
-    When the ONNX export fails for an architecture, it falls back to torch with a one-line notice. Nothing is
-    calibrated here: an int8 engine not yet built needs the training images (:func:`plan_engine`)."""
+    """The engine itself (see :func:`plan_engine`); ``auto``: torch on a GPU, ONNX Runtime on CPU (torch when
+    the export fails). Nothing is calibrated here: an int8 engine needs the training images (:func:`plan_engine`)."""
     return plan_engine(fingerprint, input_size, build_net, engine, cache_dir, label).open()
 
 
@@ -245,9 +245,8 @@ def plan_int8(request: EngineRequest) -> EnginePlan:
         return plan_onnx(request)
     calibration = request.calibration() if cached is None else None
     path = cached.path if cached is not None else directory / int8_file(prefix, calibration, recipe)
-    notice = slower_notice(path, request.label, request.items) if cached is not None else None
-    if notice:
-        log(notice)
+    if cached is not None:  # timed when it was built (on this CPU, or not yet: then nothing is said)
+        say_if_slower(path, request.label, request.items)
     meta = {**request.meta(), "engine": "onnx-int8", "engine_file": path.name,
             "int8_kernels": read_record(path).get("kernels") if cached is not None else recipe.kernels().tag}
     return EnginePlan("onnx-int8", features_identity(request.fingerprint, path.name),
@@ -269,13 +268,9 @@ def cached_int8(directory: Path, prefix: str, request: EngineRequest) -> OnnxEng
 
 def build_int8(request: EngineRequest, path: Path, calibration: Calibration) -> Engine:
     """Quantise the fp32 graph (exported first if needed) to ``path`` in a child process, refused if too far
-    from fp32 on the user's sample (or the sample is too small to set the engine every later run reuses); the
-    new engine's speed against fp32 on this CPU is recorded beside it, and said when slower."""
+    from fp32 on the user's sample or the sample is too small; its speed against fp32 here is recorded beside it."""
     label, recipe = request.label or "this backbone", request.recipe
-    if calibration.size < recipe.min_items:
-        raise QuantizationError(f"{arg('engine', 'onnx-int8')} needs at least {recipe.min_items} training "
-                                f"{request.items} to {recipe.needs} the engine every later run of {label} reuses "
-                                f"(got {calibration.size}); train once on more, or use {arg('engine', 'onnx')}")
+    check_sample_size(calibration, recipe, label, request.items)
     start = time.perf_counter()
     if not isinstance(request.fp32(), OnnxEngine):  # the export fell back to torch: there is no graph to quantise
         raise QuantizationError(f"{arg('engine', 'onnx-int8')} needs the ONNX export, which failed for {label}; "
@@ -291,16 +286,13 @@ def build_int8(request: EngineRequest, path: Path, calibration: Calibration) -> 
         raise QuantizationError(f"cannot build the int8 engine for {label} ({first_line(exc)}); use "
                                 f"{arg('engine', 'onnx')}") from None
     record_speed(path, recipe.kernels(), rates)
-    notice = slower_notice(path, request.label, request.items)
-    if notice:
-        log(notice)
+    say_if_slower(path, request.label, request.items)
     engine.export_seconds = time.perf_counter() - start  # the fp32 export too, if it was needed
     return engine
 
 
 def quantize_and_time(request: EngineRequest, path: Path, calibration: Calibration) -> dict[str, float]:
-    """Build and check the int8 engine (in the child: see :func:`build_int8`), then time it against fp32 on the
-    sample: {"int8": items/s, "fp32": items/s}."""
+    """Build and check the int8 engine (in the child), then time it against fp32: {"int8": .., "fp32": items/s}."""
     fp32, limit = request.fp32(), request.recipe.max_mean_distance
     quantize_graph(request.fp32_path(), path, calibration,
                    lambda tmp: check_close(request.int8_engine(tmp), fp32, calibration, request.label, limit),
@@ -317,10 +309,8 @@ def cached_onnx_engine(path: Path, build_net: Callable[[], "nn.Module"],
                        export: Callable[["nn.Module", Path], None], meta: dict, label: str,
                        onnx_engine: Callable[[Path], Engine], torch_engine: Callable[["nn.Module"], Engine]) -> Engine:
     """``onnx_engine(path)``, exporting ``build_net()`` there first if needed (with its tensors and ``meta``).
-
-    When the export fails for an architecture, falls back to ``torch_engine`` with a one-line notice; a
-    cached graph that no longer loads (a copy cut short) is exported again.
-    """
+    When the export fails for an architecture, falls back to ``torch_engine`` with a one-line notice; a cached
+    graph that no longer loads (a copy cut short) is exported again."""
     if path.exists():
         try:
             return onnx_engine(path)
@@ -389,7 +379,7 @@ def net_tensors(fingerprint: str, build_net: Callable[[], "nn.Module"], cache_di
 
 
 def _export_and_store(build_net: Callable[[], "nn.Module"], export: Callable[["nn.Module", Path], None], path: Path,
-                      meta: dict) -> None:
+                      meta: dict) -> None:  # runs in a child: see cached_onnx_engine
     net = build_net()
     path.parent.mkdir(parents=True, exist_ok=True)
     export(net, path)

@@ -56,6 +56,7 @@ import numpy as np
 
 from transferkit.atomic import atomic_write_bytes
 from transferkit.errors import TransferkitError, arg
+from transferkit.progress import log
 
 LEADING_FLOAT_CONVS = 6  # convolutions (in graph order) kept in float with everything before them
 CALIBRATION_ITEMS = 64  # MinMax ranges: 32, 64 and 128 images gave the same mean distances
@@ -253,6 +254,14 @@ TEXT_DYNAMIC = Recipe("dynamic-s8-perchannel-matmul-float1stlayer", "int8dyn2", 
                       "check", 0.02, Kernels("u8s8rr", "QInt8", reduce_range=True))
 
 
+def check_sample_size(calibration: Calibration, recipe: Recipe, label: str, items: str) -> None:
+    """Refuse a sample under ``recipe.min_items``: its engine would be the one every later run reuses."""
+    if calibration.size < recipe.min_items:
+        raise QuantizationError(f"{arg('engine', 'onnx-int8')} needs at least {recipe.min_items} training {items} "
+                                f"to {recipe.needs} the engine every later run of {label} reuses (got "
+                                f"{calibration.size}); train once on more, or use {arg('engine', 'onnx')}")
+
+
 def check_close(engine: Callable[..., np.ndarray], reference: Callable[..., np.ndarray],
                 calibration: Calibration, label: str, limit: float | None = None) -> float:
     """The mean cosine distance of ``engine``'s features to ``reference``'s on the calibration batches; an
@@ -336,6 +345,12 @@ def read_record(engine_path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) and isinstance(record.get("speed", {}), dict) else {}
+
+
+def say_if_slower(engine_path: Path, label: str, items: str) -> None:
+    notice = slower_notice(engine_path, label, items)
+    if notice:
+        log(notice)
 
 
 def slower_notice(engine_path: Path, label: str, items: str) -> str | None:
