@@ -32,8 +32,10 @@ ONNX Runtime's u8 x s8 kernels on x86-64 without VNNI (AVX2, AVX512 before Casca
 16 bits, which saturate: on the tests' 64 px images (mean cosine distance to fp32, emulated Haswell / this VNNI
 host) u8s8 gave 0.027 / 0.0065, u8s8 with 7-bit weights (``reduce_range``) 0.0155 / 0.0155 (no saturation, less
 precision), u8 weights (U8U8, as ONNX Runtime advises) 0.0078 / 0.0078. So the image recipe takes u8 weights on such
-CPUs and s8 where the CPU has int8 dot products (VNNI; aarch64, whose kernels widen before adding) and u8u8 ran at
-half fp32's speed (VNNI host, Lite0 @224). Which kernels built an engine is part of its identity (:class:`Kernels`).
+CPUs, and s8 where the CPU has int8 dot products (VNNI; aarch64, whose kernels widen before adding): there u8u8 is
+slow (half fp32's speed on the VNNI host, Lite0 @224, u8s8 2x fp32 and more). Which kernels built an engine is part
+of its identity (:class:`Kernels`). Without VNNI, int8 may be slower than fp32 all the same (an AVX2 EPYC: CIFAR-10
+probe 70 img/s against 106): each engine is timed against fp32 once per CPU, and a run says when it is slower.
 
 Calibration data come from the caller (the user's own images or texts, prepared as extraction does them); their
 identity names the engine file. The first engine built for a network stays its engine (features/engines.py:
@@ -63,6 +65,7 @@ CALIBRATION_ITEMS = 64  # MinMax ranges: 32, 64 and 128 images gave the same mea
 # A sample this small would set the ranges of the engine every later run of the network reuses (and its check
 # would only see those few images): a floor, a quarter of the sample the recipe takes, not a measured optimum.
 MIN_CALIBRATION_ITEMS = 16
+CALIBRATION_ROWS = 2  # images per run of the calibration graph (see BatchReader)
 MAX_MEAN_DISTANCE = 0.01  # the recipe measured 0.004 at worst; the optimiser bug above, 0.24
 RECIPE = f"qdq-u8s8-perchannel-minmax-float{LEADING_FLOAT_CONVS}"
 INT8_TAG = "int8v1"  # in engine file names: a new recipe gets a new tag, never an old engine
@@ -174,17 +177,32 @@ def cpu_summary() -> str:
 
 
 class BatchReader:
-    """ONNX Runtime's CalibrationDataReader protocol over a calibration's batches."""
+    """ONNX Runtime's CalibrationDataReader protocol over a calibration's batches, in slices of ``rows`` images,
+    with the ``len``/``set_range`` that strided calibration reads: ranges are then merged slice by slice
+    (MinMax: the same ranges, the same engine) instead of the calibration graph running the whole sample at once.
+    Peak RSS of the quantisation, 64 images at 224 px: 1.9 GB at once, 1.05 GB in slices of 8, 400 MB of 2."""
 
-    def __init__(self, batches: Iterable[Batch], input_name: str) -> None:
-        self.batches: Iterator[Batch] = iter(batches)
-        self.input_name = input_name
+    def __init__(self, batches: Iterable[Batch], input_name: str, rows: int = CALIBRATION_ROWS) -> None:
+        self.feeds = [feed for batch in batches for feed in slices(batch, input_name, rows)]
+        self.position, self.end = 0, len(self.feeds)
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.position, self.end = start_index, min(end_index, len(self.feeds))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self.batches, None)
-        if batch is None:
+        if self.position >= self.end:
             return None
-        return batch if isinstance(batch, dict) else {self.input_name: np.ascontiguousarray(batch)}
+        self.position += 1
+        return self.feeds[self.position - 1]
+
+
+def slices(batch: Batch, input_name: str, rows: int) -> list[dict[str, np.ndarray]]:
+    if isinstance(batch, dict):
+        return [batch]
+    return [{input_name: np.ascontiguousarray(batch[i:i + rows])} for i in range(0, len(batch), rows)]
 
 
 def leading_nodes(model: "onnx.ModelProto", convs: int = LEADING_FLOAT_CONVS) -> list[str]:  # noqa: F821
@@ -224,7 +242,7 @@ def static_qdq(fp32_path: Path, target: Path, calibration: Calibration) -> None:
     quantize_static(str(fp32_path), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                     reduce_range=kernels.reduce_range, activation_type=QuantType.QUInt8,
                     weight_type=QuantType[kernels.weight_type], calibrate_method=CalibrationMethod.MinMax,
-                    nodes_to_exclude=leading_nodes(model))
+                    nodes_to_exclude=leading_nodes(model), extra_options={"CalibStridedMinMax": 1})
 
 
 def first_layer_nodes(model: "onnx.ModelProto") -> list[str]:  # noqa: F821
