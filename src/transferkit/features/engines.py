@@ -27,9 +27,9 @@ from transferkit.errors import TransferkitError, arg, first_line
 from transferkit.features.cache import cache_root, claim_root
 from transferkit.features.child import in_child
 from transferkit.features.quantize import (STATIC_QDQ, Calibration, QuantizationError, Recipe, check_close,
-                                           check_sample_size,
-                                           features_identity, int8_file, int8_files, items_per_second,
-                                           quantize_graph, read_record, record_speed, say_if_slower)
+                                           check_sample_size, features_identity, int8_file, int8_files,
+                                           items_per_second, quantize_graph, read_record, record_speed,
+                                           say_if_slower)
 from transferkit.progress import log
 from transferkit.runs.folders import reason
 
