@@ -371,9 +371,11 @@ def test_int8_kernels_follow_the_cpu_and_name_the_engine(features, image, text, 
 
 
 def test_this_cpus_features_are_read() -> None:
+    import os
+
     features = quantize.cpu_features()
     assert {"SSE2", "ASIMD"} & features, features  # x86-64 always has SSE2, aarch64 ASIMD
-    assert quantize.cpu_summary().startswith(f"{__import__('os').cpu_count()} cores")
+    assert quantize.cpu_summary().startswith(f"{os.cpu_count()} cores")
 
 
 def test_without_vnni_the_engine_takes_u8_weights_and_records_them(tmp_path: Path, source: FeatureSource,
