@@ -27,7 +27,7 @@ import numpy as np
 
 from run import DATA, save_results, table, timed, transferkit
 from transferkit.features.engines import OnnxEngine
-from transferkit.features.quantize import cosine_distance
+from transferkit.features.quantize import STATIC_QDQ, cosine_distance, cpu_summary
 from transferkit.modalities.image.backbones import resolve_backbone
 from transferkit.modalities.image.features import FeatureSource, extract_features
 
@@ -170,8 +170,10 @@ def main() -> None:
     import onnxruntime
 
     results: dict = {"machine_cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
+                     "cpu": cpu_summary(), "int8_kernels": STATIC_QDQ.kernels().tag,
                      "load_average_before": [round(x, 2) for x in os.getloadavg()], "sets": {}}
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; data: {DATA}")
+    print(f"machine: {cpu_summary()} (int8 kernels {STATIC_QDQ.kernels().tag}), load average "
+          f"{os.getloadavg()[0]:.2f}; data: {DATA}")
     source = FeatureSource.from_spec(resolve_backbone("efficientnet_lite0"))
     work = Path(tempfile.mkdtemp(prefix="transferkit-int8-"))
     try:

@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from transferkit.config import RunConfig  # noqa: E402
-from transferkit.features.quantize import cosine_distance  # noqa: E402
+from transferkit.features.quantize import TEXT_DYNAMIC, cosine_distance, cpu_summary  # noqa: E402
 from transferkit.modalities import TEXT  # noqa: E402
 from transferkit.modalities.text.embed import embed_texts, padded_batches  # noqa: E402
 from transferkit.modalities.text.encoder import plan_text_engine  # noqa: E402
@@ -136,8 +136,10 @@ def main() -> None:
     import onnxruntime
 
     results: dict = {"machine_cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
+                     "cpu": cpu_summary(), "int8_kernels": TEXT_DYNAMIC.kernels().tag,
                      "load_average_before": [round(x, 2) for x in os.getloadavg()], "sets": {}}
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; data: {DATA}")
+    print(f"machine: {cpu_summary()} (int8 kernels {TEXT_DYNAMIC.kernels().tag}), load average "
+          f"{os.getloadavg()[0]:.2f}; data: {DATA}")
     config = RunConfig(backbone=TEXT.default_backbone)
     spec = TEXT.resolve(config, parse_strategy(config.strategy))  # what a default CLI probe reads
     work = Path(tempfile.mkdtemp(prefix="transferkit-int8-text-"))

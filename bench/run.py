@@ -3,7 +3,7 @@
     make bench            # or: .venv/bin/python bench/run.py [--skip-cifar] [--skip-peers]
 
 Every contender runs as its own process, timed from the shell, so imports and start-up count.
-Tables: hymenoptera linear probe; Lite0@224 extraction throughput; CIFAR-10 linear probe (+ peak RSS).
+Tables: first-run (fresh cache) peak memory; hymenoptera linear probe; Lite0@224 extraction throughput; CIFAR-10 linear probe (+ peak RSS).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from transferkit.features.quantize import cpu_summary
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("TRANSFERKIT_DATA", HERE.parents[1] / "shared" / "data"))
@@ -104,14 +106,55 @@ def cifar(work: Path) -> None:
             str(rss)]])
 
 
+# The probe in-process, printing its own peak RSS (children excluded) as its last stderr line.
+OWN_PEAK = ("import atexit, resource, sys; atexit.register(lambda: print('own peak RSS KB', resource.getrusage("
+            "resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)); from transferkit.cli import main; sys.argv[0] = "
+            "'transferkit'; sys.exit(main())")
+
+
+def time_v(args: list[str], cache: Path) -> tuple[float, int, int]:
+    """Wall seconds, peak RSS in MB as ``/usr/bin/time -v`` reports it (the largest single process of the tree,
+    so a child that exports or quantises counts), and the probe process's own peak in MB."""
+    command = [sys.executable, "-c", OWN_PEAK, "train", *transferkit(*args, cache=cache)[2:]]
+    with tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        done = subprocess.run(["/usr/bin/time", "-v", *command], stdout=subprocess.DEVNULL, stderr=err, text=True)
+        seconds = time.perf_counter() - start
+        err.seek(0)
+        report = err.read()
+    if done.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(command)}\n{report[-2000:]}")
+    tree = next(line for line in report.splitlines() if "Maximum resident set size" in line)
+    own = next(line for line in report.splitlines() if line.startswith("own peak RSS KB"))
+    return seconds, int(tree.rsplit(":", 1)[1]) // 1024, int(own.split()[-1]) // 1024
+
+
+def cold_memory(work: Path) -> None:
+    """A first run of the backbone: the export (and for int8 the quantisation) is paid by the same probe, in
+    child processes (features/child.py)."""
+    data, rows = DATA / "hymenoptera_data", []
+    for engine in ("onnx", "onnx-int8"):
+        cache = work / f"cold-{engine}"  # fresh: nothing exported, quantised or extracted yet
+        seconds, tree, own = time_v([str(data), "--engine", engine, "--out", str(work / f"cold-{engine}-run")], cache)
+        _, warm, _ = time_v([str(data), "--engine", engine, "--out", str(work / f"warm-{engine}-run")], cache)
+        rows.append([engine, f"{seconds:.1f}", str(tree), str(own), str(warm)])
+    table("hymenoptera linear probe, Lite0 @224, first run of the backbone (fresh cache), peak RSS MB from "
+          "/usr/bin/time -v (its largest process: the export or quantisation child) and the probe's own",
+          ["engine", "cold wall s", "cold, time -v", "cold, probe's own", "warm, time -v"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-cifar", action="store_true")
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--cold-only", action="store_true", help="only the first-run memory table")
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores; data: {DATA}")
+    print(f"machine: {cpu_summary()}; data: {DATA}")
     work = Path(tempfile.mkdtemp(prefix="transferkit-bench-"))
     try:
+        cold_memory(work)
+        if args.cold_only:
+            return
         hymenoptera(work, args.skip_peers)
         throughput()
         if not args.skip_cifar:

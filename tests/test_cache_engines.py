@@ -129,3 +129,30 @@ def test_extraction_in_slices_and_shards_keeps_each_files_row(tmp_path: Path, so
     assert result.ok.tolist() == [True, False, True, True, True, False, True, True]
     np.testing.assert_allclose(result.features, whole[[1, 3, 0, 2, 5, 4]], atol=1e-4)
     assert len(list(cache.rglob("*.keys.json"))) == 3  # 2 rows, then a shard per decoded batch
+
+
+def test_export_runs_in_a_child_process(tmp_path: Path, source: FeatureSource, monkeypatch, capsys):
+    """The exporter's memory (torch, the tracer: 1.2 GB for Lite0 @224) is never the run's own."""
+    import transferkit.features.engines as engines
+
+    def recording(net, input_size, path):
+        (tmp_path / "exporter.pid").write_text(str(os.getpid()))
+        raise RuntimeError("unsupported operator for this test")
+
+    monkeypatch.setattr(engines, "export_onnx", recording)
+    engine = open_engine("never-exported", 64, source.build_net, "onnx", cache_dir=tmp_path, label="t")
+    assert isinstance(engine, TorchEngine) and "unsupported operator" in capsys.readouterr().err
+    assert int((tmp_path / "exporter.pid").read_text()) != os.getpid()
+
+
+def test_child_work_returns_its_result_or_raises_its_error():
+    import signal
+
+    from transferkit.errors import TransferkitError
+    from transferkit.features.child import ChildError, in_child
+
+    assert in_child(lambda: {"pid": os.getpid()})["pid"] != os.getpid()
+    with pytest.raises(TransferkitError, match="too far from fp32"):
+        in_child(lambda: (_ for _ in ()).throw(TransferkitError("too far from fp32")))
+    with pytest.raises(ChildError, match="signal 9, most likely out of memory"):
+        in_child(lambda: os.kill(os.getpid(), signal.SIGKILL))

@@ -42,14 +42,30 @@ def cache(tmp_path: Path, fp32_engines: Path) -> Path:
     return tmp_path / "cache"
 
 
+class Builds:
+    """Every int8 graph quantised, in order (the real quantiser runs, in a child process: it writes them down)."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    def paths(self) -> list[Path]:
+        return [Path(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
+    def __eq__(self, other: object) -> bool:
+        return self.paths() == other
+
+    def __len__(self) -> int:
+        return len(self.paths())
+
+
 @pytest.fixture
-def builds(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Every int8 graph quantised, in order (the real quantiser runs)."""
-    made: list[Path] = []
+def builds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Builds:
+    made = Builds(tmp_path / "builds.log")
     real = engines.quantize_graph
 
     def counting(fp32_path: Path, target: Path, *args, **kwargs) -> None:
-        made.append(target)
+        with open(made.log, "a") as handle:
+            handle.write(f"{target}\n")
         real(fp32_path, target, *args, **kwargs)
 
     monkeypatch.setattr(engines, "quantize_graph", counting)
@@ -65,12 +81,12 @@ def int8_engines(cache: Path, source: FeatureSource) -> list[Path]:
 
 
 def test_built_once_from_calibration_images_then_reused(tmp_path: Path, source: FeatureSource, cache: Path,
-                                                        builds: list[Path], capsys):
-    files = files_of(make_folder(tmp_path / "d", {"": 6}))
+                                                        builds: Builds, capsys):
+    files = files_of(make_folder(tmp_path / "d", {"": 8}))
     first = extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False,
                              calibrate_on=files)
-    assert (first.engine, first.extracted) == ("onnx-int8", 12) and first.export_seconds > 0
-    assert "calibrating an int8 engine for efficientnet_lite0 on 12 of your images" in capsys.readouterr().err
+    assert (first.engine, first.extracted) == ("onnx-int8", 16) and first.export_seconds > 0
+    assert "calibrating an int8 engine for efficientnet_lite0 on 16 of your images" in capsys.readouterr().err
     [engine_file] = int8_engines(cache, source)
     assert builds == [engine_file]
     stamp = engine_file.stat().st_mtime_ns
@@ -83,7 +99,7 @@ def test_built_once_from_calibration_images_then_reused(tmp_path: Path, source: 
 
 
 def test_features_close_to_fp32_and_cached_apart(tmp_path: Path, source: FeatureSource, cache: Path):
-    files = files_of(make_folder(tmp_path / "d", {"": 5}))
+    files = files_of(make_folder(tmp_path / "d", {"": 8}))
     fp32 = extract_features(source, files, engine="onnx", cache_dir=cache, show_progress=False)
     int8 = extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False,
                             calibrate_on=files)
@@ -93,7 +109,7 @@ def test_features_close_to_fp32_and_cached_apart(tmp_path: Path, source: Feature
     assert distance.max() > 0  # really int8: not the fp32 graph under another name
     again = extract_features(source, files, engine="onnx", cache_dir=cache, show_progress=False)
     assert again.cached == len(files) and np.array_equal(again.features, fp32.features)  # fp32 rows untouched
-    assert extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False).cached == 10
+    assert extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False).cached == 16
 
 
 def test_fingerprint_differs_from_fp32_and_by_calibration(tmp_path: Path, source: FeatureSource, cache: Path):
@@ -111,8 +127,8 @@ def test_fingerprint_differs_from_fp32_and_by_calibration(tmp_path: Path, source
 
 
 def test_damaged_cached_engine_is_calibrated_again_without_running_it(tmp_path: Path, source: FeatureSource,
-                                                                      cache: Path, builds: list[Path], capsys):
-    files = files_of(make_folder(tmp_path / "d", {"": 4}))
+                                                                      cache: Path, builds: Builds, capsys):
+    files = files_of(make_folder(tmp_path / "d", {"": 8}))
     extract_features(source, files[:4], engine="onnx-int8", cache_dir=cache, show_progress=False, calibrate_on=files)
     [engine_file] = int8_engines(cache, source)
 
@@ -124,7 +140,7 @@ def test_damaged_cached_engine_is_calibrated_again_without_running_it(tmp_path: 
     result = extract_features(source, files[4:], engine="onnx-int8", cache_dir=cache, show_progress=False,
                               calibrate_on=files)
     err = capsys.readouterr().err
-    assert result.engine == "onnx-int8" and result.extracted == 4 and len(builds) == 2
+    assert result.engine == "onnx-int8" and result.extracted == 12 and len(builds) == 2
     notice = [line for line in err.splitlines() if "does not load" in line]
     assert len(notice) == 1 and "calibrating a new one" in notice[0] and "Traceback" not in err
     assert not (tmp_path / "executed").exists()
@@ -135,7 +151,7 @@ def test_damaged_cached_engine_is_calibrated_again_without_running_it(tmp_path: 
 def test_engine_too_far_from_fp32_is_refused_in_one_line(tmp_path: Path, source: FeatureSource, cache: Path,
                                                          monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(quantize, "MAX_MEAN_DISTANCE", -1.0)  # any engine is "too far": the guard must refuse it
-    files = files_of(make_folder(tmp_path / "d", {"": 2}))
+    files = files_of(make_folder(tmp_path / "d", {"": 8}))
     with pytest.raises(TransferkitError) as refused:
         extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False, calibrate_on=files)
     message = str(refused.value)
@@ -148,7 +164,7 @@ def test_without_images_to_calibrate_on_fp32_is_used(source: FeatureSource, cach
     assert type(engine) is OnnxEngine and "only training images calibrate one" in capsys.readouterr().err
 
 
-def test_predicting_never_calibrates_on_the_images_it_predicts(tiny_folder: Path, cache: Path, builds: list[Path],
+def test_predicting_never_calibrates_on_the_images_it_predicts(tiny_folder: Path, cache: Path, builds: Builds,
                                                                 tmp_path: Path, capsys):
     clf = ImageClassifier(**FAST, engine="onnx-int8", cache_dir=str(cache)).fit(tiny_folder)
     clf.save(tmp_path / "run")
@@ -161,7 +177,7 @@ def test_predicting_never_calibrates_on_the_images_it_predicts(tiny_folder: Path
     assert len(builds) == 1 and "only training images calibrate one" in capsys.readouterr().err
 
 
-def test_probe_run_predicts_with_the_engine_it_was_trained_on(tiny_folder: Path, cache: Path, builds: list[Path]):
+def test_probe_run_predicts_with_the_engine_it_was_trained_on(tiny_folder: Path, cache: Path, builds: Builds):
     clf = ImageClassifier(**FAST, engine="onnx-int8", cache_dir=str(cache)).fit(tiny_folder)
     assert clf.metrics_["embeddings"]["engine"] == "onnx-int8" and clf.metrics_["val"]["accuracy"] == 1.0
     new = make_image(tiny_folder.parent / "unseen" / "red.png", (230, 30, 30), seed=77)
@@ -189,7 +205,7 @@ def test_the_config_offers_exactly_the_engines_there_are_plans_for() -> None:
 def test_a_probe_calibrates_on_its_training_images_only(tmp_path: Path, cache: Path, monkeypatch):
     from transferkit.modalities.image import features as image_features
 
-    data = make_folder(tmp_path / "data", {"train": 4, "val": 2, "test": 2})
+    data = make_folder(tmp_path / "data", {"train": 8, "val": 2, "test": 2})
     sampled: list[str] = []
     real = image_features.calibration_sample
 
@@ -246,7 +262,7 @@ def embed(spec, texts: list[str], cache: Path, engine: str = "onnx-int8", calibr
 
 
 def test_text_int8_is_accepted_built_once_and_cached_under_its_own_fingerprint(text_spec, text_cache: Path,
-                                                                               builds: list[Path], capsys):
+                                                                               builds: Builds, capsys):
     from transferkit.modalities.text.encoder import TextOnnxInt8Engine, plan_text_engine
 
     texts = POSITIVE + NEGATIVE
@@ -304,7 +320,7 @@ def write_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-def test_damaged_text_int8_engine_is_rebuilt(tmp_path: Path, text_spec, text_cache: Path, builds: list[Path],
+def test_damaged_text_int8_engine_is_rebuilt(tmp_path: Path, text_spec, text_cache: Path, builds: Builds,
                                              capsys):
     embed(text_spec, POSITIVE, text_cache, calibrate_on=POSITIVE + NEGATIVE)
     [engine_file] = text_int8_engines(text_cache, text_spec)
@@ -333,3 +349,81 @@ def test_text_int8_too_far_from_fp32_is_refused_in_one_line(tmp_path: Path, text
     lines = [line for line in err.splitlines() if "too far from fp32" in line]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert text_int8_engines(text_cache, text_spec) == [] and not list((text_cache / "engines").rglob("*.tmp.onnx"))
+
+
+# -- the CPU's int8 kernels, the calibration floor, the speed record ---------------------------------------------
+AVX2_ONLY = frozenset({"SSE42", "AVX", "AVX2", "FMA3"})  # e.g. Haswell, or an EPYC run without AVX512 and VNNI
+AVX512_VNNI = AVX2_ONLY | {"AVX512F", "AVX512BW", "AVX512VNNI"}
+
+
+@pytest.mark.parametrize("features, image, text", [
+    (AVX2_ONLY, "u8u8", "u8s8rr"), (AVX2_ONLY | {"AVX512F", "AVX512BW"}, "u8u8", "u8s8rr"),
+    (AVX512_VNNI, "u8s8", "u8s8"), (AVX2_ONLY | {"AVXVNNI"}, "u8s8", "u8s8"),
+    (frozenset({"NEON", "ASIMD"}), "u8s8", "u8s8"), (frozenset(), "u8u8", "u8s8rr")])
+def test_int8_kernels_follow_the_cpu_and_name_the_engine(features, image, text, monkeypatch):
+    """u8 x s8 pair sums saturate in 16 bits without VNNI: such CPUs (and unknown ones) get kernels that do not."""
+    monkeypatch.setattr(quantize, "cpu_features", lambda: features)
+    assert (quantize.STATIC_QDQ.kernels().tag, quantize.TEXT_DYNAMIC.kernels().tag) == (image, text)
+    sample = quantize.Calibration("same-images", list)
+    name = int8_file("features-64", sample, STATIC_QDQ)
+    monkeypatch.setattr(quantize, "cpu_features", lambda: AVX512_VNNI if image == "u8u8" else AVX2_ONLY)
+    assert int8_file("features-64", sample, STATIC_QDQ) != name  # other kernels, another engine file
+
+
+def test_this_cpus_features_are_read() -> None:
+    import os
+
+    features = quantize.cpu_features()
+    assert {"SSE2", "ASIMD"} & features, features  # x86-64 always has SSE2, aarch64 ASIMD
+    assert quantize.cpu_summary().startswith(f"{os.cpu_count()} cores")
+
+
+def test_without_vnni_the_engine_takes_u8_weights_and_records_them(tmp_path: Path, source: FeatureSource,
+                                                                   cache: Path, monkeypatch, capsys):
+    import onnx
+
+    monkeypatch.setattr(quantize, "cpu_features", lambda: AVX2_ONLY)
+    files = files_of(make_folder(tmp_path / "d", {"": 8}))
+    fp32 = extract_features(source, files, engine="onnx", cache_dir=cache, show_progress=False)
+    int8 = extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False,
+                            calibrate_on=files)
+    distance = cosine_distance(fp32.features, int8.features)
+    assert 0 < distance.mean() < MAX_MEAN_DISTANCE, distance
+    [engine_file] = int8_engines(cache, source)
+    graph = onnx.load(str(engine_file)).graph
+    conv_weights = {node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    types = {init.data_type for init in graph.initializer if init.name in conv_weights and len(init.dims) == 4}
+    assert types == {onnx.TensorProto.UINT8}, types  # u8 weights: no s8 kernels to saturate
+    record = quantize.read_record(engine_file)
+    assert record["kernels"] == "u8u8" and set(record["speed"][quantize.cpu_summary()]) == {"int8", "fp32"}
+    plan = plan_engine(source.fingerprint, 64, source.build_net, "onnx-int8", cache)
+    assert plan.meta["int8_kernels"] == "u8u8"
+
+
+def test_a_sample_too_small_to_set_the_engine_is_refused(tmp_path: Path, source: FeatureSource, cache: Path,
+                                                         builds: Builds):
+    files = files_of(make_folder(tmp_path / "d", {"": 1}))
+    with pytest.raises(TransferkitError) as refused:
+        extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False, calibrate_on=files)
+    message = str(refused.value)
+    assert "needs at least 16 training images" in message and "(got 2)" in message and "\n" not in message
+    assert len(builds) == 0 and int8_engines(cache, source) == []  # nothing cached for later runs to reuse
+
+
+def test_int8_slower_than_fp32_on_this_cpu_is_said(tmp_path: Path, source: FeatureSource, cache: Path,
+                                                    monkeypatch, capsys):
+    """The engine is timed against fp32 once, when built (here: fake timings); later runs read the record."""
+    monkeypatch.setattr(engines, "items_per_second", lambda *a, **k: {"int8": 70.0, "fp32": 106.0})
+    files = files_of(make_folder(tmp_path / "d", {"": 8}))
+    extract_features(source, files, engine="onnx-int8", cache_dir=cache, show_progress=False, calibrate_on=files)
+    slower = [line for line in capsys.readouterr().err.splitlines() if "slower than fp32" in line]
+    assert len(slower) == 1 and "(70 vs 106 images/s" in slower[0] and "onnx' is faster here" in slower[0]
+    [engine_file] = int8_engines(cache, source)
+    plan_engine(source.fingerprint, 64, source.build_net, "onnx-int8", cache)
+    assert "slower than fp32 (70 vs 106" in capsys.readouterr().err  # a later run says it too
+    quantize.record_speed(engine_file, STATIC_QDQ.kernels(), {"int8": 150.0, "fp32": 106.0})  # faster elsewhere
+    plan_engine(source.fingerprint, 64, source.build_net, "onnx-int8", cache)
+    assert "slower" not in capsys.readouterr().err
+    quantize.record_file(engine_file).write_text("{not json")  # a damaged record only informs: no notice, no error
+    plan_engine(source.fingerprint, 64, source.build_net, "onnx-int8", cache)
+    assert capsys.readouterr().err == ""

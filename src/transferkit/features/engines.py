@@ -25,8 +25,11 @@ import numpy as np
 from transferkit.atomic import atomic_write_bytes
 from transferkit.errors import TransferkitError, arg, first_line
 from transferkit.features.cache import cache_root, claim_root
+from transferkit.features.child import in_child
 from transferkit.features.quantize import (STATIC_QDQ, Calibration, QuantizationError, Recipe, check_close,
-                                           features_identity, int8_file, int8_files, quantize_graph)
+                                           check_sample_size, features_identity, int8_file, int8_files,
+                                           items_per_second, quantize_graph, read_record, record_speed,
+                                           say_if_slower)
 from transferkit.progress import log
 from transferkit.runs.folders import reason
 
@@ -223,9 +226,8 @@ def plan_request(request: EngineRequest, engine: str = "auto") -> EnginePlan:
 
 def open_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.Module"], engine: str = "auto",
                 cache_dir: str | Path | None = None, label: str = "") -> Engine:
-    """The engine itself (see :func:`plan_engine`). ``auto`` picks torch on a GPU and ONNX Runtime on CPU.
-    When the ONNX export fails for an architecture, it falls back to torch with a one-line notice. Nothing is
-    calibrated here: an int8 engine not yet built needs the training images (:func:`plan_engine`)."""
+    """The engine itself (see :func:`plan_engine`); ``auto``: torch on a GPU, ONNX Runtime on CPU (torch when
+    the export fails). Nothing is calibrated here: an int8 engine needs the training images (:func:`plan_engine`)."""
     return plan_engine(fingerprint, input_size, build_net, engine, cache_dir, label).open()
 
 
@@ -243,7 +245,10 @@ def plan_int8(request: EngineRequest) -> EnginePlan:
         return plan_onnx(request)
     calibration = request.calibration() if cached is None else None
     path = cached.path if cached is not None else directory / int8_file(prefix, calibration, recipe)
-    meta = {**request.meta(), "engine": "onnx-int8", "engine_file": path.name}
+    if cached is not None:  # timed when it was built (on this CPU, or not yet: then nothing is said)
+        say_if_slower(path, request.label, request.items)
+    meta = {**request.meta(), "engine": "onnx-int8", "engine_file": path.name,
+            "int8_kernels": read_record(path).get("kernels") if cached is not None else recipe.kernels().tag}
     return EnginePlan("onnx-int8", features_identity(request.fingerprint, path.name),
                       lambda: cached if cached is not None else build_int8(request, path, calibration), meta)
 
@@ -262,28 +267,37 @@ def cached_int8(directory: Path, prefix: str, request: EngineRequest) -> OnnxEng
 
 
 def build_int8(request: EngineRequest, path: Path, calibration: Calibration) -> Engine:
-    """Quantise the fp32 graph (exported first if needed) to ``path``, refused if too far from fp32 on the
-    user's sample."""
-    label = request.label or "this backbone"
+    """Quantise the fp32 graph (exported first if needed) to ``path`` in a child process, refused if too far
+    from fp32 on the user's sample or the sample is too small; its speed against fp32 here is recorded beside it."""
+    label, recipe = request.label or "this backbone", request.recipe
+    check_sample_size(calibration, recipe, label, request.items)
     start = time.perf_counter()
-    fp32 = request.fp32()
-    if not isinstance(fp32, OnnxEngine):  # the export fell back to torch: there is no graph to quantise
+    if not isinstance(request.fp32(), OnnxEngine):  # the export fell back to torch: there is no graph to quantise
         raise QuantizationError(f"{arg('engine', 'onnx-int8')} needs the ONNX export, which failed for {label}; "
                                 f"use {arg('engine', 'torch')}")
-    log(f"{request.recipe.verb} an int8 engine for {label} on {calibration.size} of your {request.items}, once "
+    log(f"{recipe.verb} an int8 engine for {label} on {calibration.size} of your {request.items}, once "
         f"(cached in {path.parent})")
     try:
-        quantize_graph(request.fp32_path(), path, calibration,
-                       lambda tmp: check_close(request.int8_engine(tmp), fp32, calibration, label,
-                                               request.recipe.max_mean_distance), request.recipe)
+        rates = in_child(lambda: quantize_and_time(request, path, calibration))
         engine = request.int8_engine(path)
     except QuantizationError:
         raise
     except Exception as exc:  # noqa: BLE001 - the quantiser's errors have no common type: one line says why
         raise QuantizationError(f"cannot build the int8 engine for {label} ({first_line(exc)}); use "
                                 f"{arg('engine', 'onnx')}") from None
+    record_speed(path, recipe.kernels(), rates)
+    say_if_slower(path, request.label, request.items)
     engine.export_seconds = time.perf_counter() - start  # the fp32 export too, if it was needed
     return engine
+
+
+def quantize_and_time(request: EngineRequest, path: Path, calibration: Calibration) -> dict[str, float]:
+    """Build and check the int8 engine (in the child), then time it against fp32: {"int8": .., "fp32": items/s}."""
+    fp32, limit = request.fp32(), request.recipe.max_mean_distance
+    quantize_graph(request.fp32_path(), path, calibration,
+                   lambda tmp: check_close(request.int8_engine(tmp), fp32, calibration, request.label, limit),
+                   request.recipe)
+    return items_per_second({"int8": request.int8_engine(path), "fp32": fp32}, calibration)
 
 
 PLANS: dict[str, Callable[[EngineRequest], EnginePlan]] = {"auto": plan_auto, "onnx": plan_onnx, "torch": plan_torch,
@@ -295,10 +309,8 @@ def cached_onnx_engine(path: Path, build_net: Callable[[], "nn.Module"],
                        export: Callable[["nn.Module", Path], None], meta: dict, label: str,
                        onnx_engine: Callable[[Path], Engine], torch_engine: Callable[["nn.Module"], Engine]) -> Engine:
     """``onnx_engine(path)``, exporting ``build_net()`` there first if needed (with its tensors and ``meta``).
-
-    When the export fails for an architecture, falls back to ``torch_engine`` with a one-line notice; a
-    cached graph that no longer loads (a copy cut short) is exported again.
-    """
+    When the export fails for an architecture, falls back to ``torch_engine`` with a one-line notice; a cached
+    graph that no longer loads (a copy cut short) is exported again."""
     if path.exists():
         try:
             return onnx_engine(path)
@@ -307,15 +319,13 @@ def cached_onnx_engine(path: Path, build_net: Callable[[], "nn.Module"],
             path.unlink(missing_ok=True)
     log(f"exporting {label or 'backbone'} to ONNX once (cached in {path.parent})")
     start = time.perf_counter()
-    net = build_net()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        export(net, path)
-        _store_net_tensors(net, path.parent / "features.safetensors")
-        atomic_write_bytes(path.parent / "meta.json", json.dumps(meta).encode())
+    try:  # in a child: the run keeps none of the exporter's memory (features/child.py)
+        in_child(lambda: _export_and_store(build_net, export, path, meta))
+    except TransferkitError:  # the network itself cannot be built: no fallback would either
+        raise
     except Exception as exc:  # noqa: BLE001 - any exporter failure: fall back, say so in one line
         log(f"notice: ONNX export failed for {label or 'this backbone'} ({first_line(exc)}); using torch instead")
-        return torch_engine(net)
+        return torch_engine(build_net())
     engine = onnx_engine(path)
     engine.export_seconds = time.perf_counter() - start  # reported apart: a run's own time excludes it
     return engine
@@ -366,6 +376,15 @@ def net_tensors(fingerprint: str, build_net: Callable[[], "nn.Module"], cache_di
         except (OSError, SafetensorError) as exc:
             log(f"warning: cannot write to the cache {path.parent} ({reason(exc)}); going on without it")
     return {k: v.detach().cpu().contiguous().numpy() for k, v in net.state_dict().items()}
+
+
+def _export_and_store(build_net: Callable[[], "nn.Module"], export: Callable[["nn.Module", Path], None], path: Path,
+                      meta: dict) -> None:  # runs in a child: see cached_onnx_engine
+    net = build_net()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export(net, path)
+    _store_net_tensors(net, path.parent / "features.safetensors")
+    atomic_write_bytes(path.parent / "meta.json", json.dumps(meta).encode())
 
 
 def _store_net_tensors(net: "nn.Module", path: Path) -> None:

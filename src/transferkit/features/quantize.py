@@ -28,6 +28,15 @@ output MatMul in float halved the distance (0.0020) but still -0.8 at 1.3-1.5x; 
 it sits at the bar, with no margin. Static QDQ lost 3.5 points on rt_polarity, per-tensor weights moved some
 embeddings to a cosine of 0.857. Its sample only checks the engine against fp32.
 
+ONNX Runtime's u8 x s8 kernels on x86-64 without VNNI (AVX2, AVX512 before Cascade Lake) add pairs of products in
+16 bits, which saturate: on the tests' 64 px images (mean cosine distance to fp32, emulated Haswell / this VNNI
+host) u8s8 gave 0.027 / 0.0065, u8s8 with 7-bit weights (``reduce_range``) 0.0155 / 0.0155 (no saturation, less
+precision), u8 weights (U8U8, as ONNX Runtime advises) 0.0078 / 0.0078. So the image recipe takes u8 weights on such
+CPUs, and s8 where the CPU has int8 dot products (VNNI; aarch64, whose kernels widen before adding): there u8u8 is
+slow (half fp32's speed on the VNNI host, Lite0 @224, u8s8 2x fp32 and more). Which kernels built an engine is part
+of its identity (:class:`Kernels`). Without VNNI, int8 may be slower than fp32 all the same (an AVX2 EPYC: CIFAR-10
+probe 70 img/s against 106): each engine is timed against fp32 once per CPU, and a run says when it is slower.
+
 Calibration data come from the caller (the user's own images or texts, prepared as extraction does them); their
 identity names the engine file. The first engine built for a network stays its engine (features/engines.py:
 plan_int8), so a head always meets the features it was fitted on; the sample only decides how that one is built.
@@ -37,7 +46,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,10 +56,16 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
+from transferkit.atomic import atomic_write_bytes
 from transferkit.errors import TransferkitError, arg
+from transferkit.progress import log
 
 LEADING_FLOAT_CONVS = 6  # convolutions (in graph order) kept in float with everything before them
 CALIBRATION_ITEMS = 64  # MinMax ranges: 32, 64 and 128 images gave the same mean distances
+# A sample this small would set the ranges of the engine every later run of the network reuses (and its check
+# would only see those few images): a floor, a quarter of the sample the recipe takes, not a measured optimum.
+MIN_CALIBRATION_ITEMS = 16
+CALIBRATION_ROWS = 2  # images per run of the calibration graph (see BatchReader)
 MAX_MEAN_DISTANCE = 0.01  # the recipe measured 0.004 at worst; the optimiser bug above, 0.24
 RECIPE = f"qdq-u8s8-perchannel-minmax-float{LEADING_FLOAT_CONVS}"
 INT8_TAG = "int8v1"  # in engine file names: a new recipe gets a new tag, never an old engine
@@ -56,6 +73,18 @@ FIRST_LAYER = "/layer.0/"  # the text recipe keeps the nodes of the first encode
 
 Batch = np.ndarray | dict[str, np.ndarray]
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """The int8 types an engine is built with, for the CPU it is built on: ``tag`` goes into its identity."""
+
+    tag: str
+    weight_type: str  # onnxruntime.quantization.QuantType's name: QInt8 (s8) or QUInt8 (u8)
+    reduce_range: bool = False  # 7-bit weights
+
+
+DOT_PRODUCT = Kernels("u8s8", "QInt8")  # CPUs with int8 dot products: the fastest, nothing saturates
 
 
 @dataclass(frozen=True)
@@ -69,6 +98,12 @@ class Recipe:
     verb: str  # for the log lines: "calibrating a new one"
     needs: str  # "only training images calibrate one"
     max_mean_distance: float | None = None  # the check's bound; None: MAX_MEAN_DISTANCE, read when checking
+    no_dot_product: Kernels = Kernels("u8u8", "QUInt8")  # on x86-64 without VNNI (see the module's docstring)
+    min_items: int = 1  # the smallest sample that may build the engine every later run reuses
+
+    def kernels(self) -> Kernels:
+        """The kernels this recipe builds with on this CPU."""
+        return DOT_PRODUCT if int8_dot_product() else self.no_dot_product
 
 
 @dataclass(frozen=True)
@@ -98,7 +133,7 @@ def digest(*parts: str) -> str:
 
 def int8_file(prefix: str, calibration: Calibration, recipe: Recipe) -> str:
     """The engine file of ``prefix`` (e.g. ``features-224``) made by ``recipe`` from ``calibration``."""
-    return f"{prefix}-{recipe.tag}-{digest(recipe.name, reduce_range_tag(), calibration.identity)[:16]}.onnx"
+    return f"{prefix}-{recipe.tag}-{digest(recipe.name, recipe.kernels().tag, calibration.identity)[:16]}.onnx"
 
 
 def int8_files(directory: Path, prefix: str, recipe: Recipe) -> list[Path]:
@@ -113,35 +148,61 @@ def features_identity(fingerprint: str, engine_file: str) -> str:
     return digest(fingerprint, engine_file)
 
 
-def reduce_range_tag() -> str:
-    """7-bit weights where the CPU lacks VNNI (u8 x s8 products saturate in 16 bits there), as ONNX Runtime
-    advises; the engine is built on the machine that runs it (the cache is local)."""
-    return "rr" if reduce_range() else "full"
+def cpu_features() -> frozenset[str]:
+    """The CPU's instruction sets as numpy's runtime dispatch reads them (cpuid on x86, so an emulated CPU shows
+    its own, unlike /proc/cpuinfo under qemu-user; auxv on ARM), on any OS."""
+    try:  # numpy's only record of them is this private table (numpy 2: _core, numpy 1: core)
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # pragma: no cover - numpy 1
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            return frozenset()
+    return frozenset(name for name, present in features.items() if present)
 
 
-def reduce_range() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            flags = next((line for line in handle if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        return False
-    if flags.startswith("Features") or not flags:  # ARM (dot-product kernels) or unknown: full range
-        return False
-    return not any(f" {flag}" in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+def int8_dot_product() -> bool:
+    """Whether ONNX Runtime's u8 x s8 kernels are exact here: VNNI on x86-64, any aarch64 (NEON widens before it
+    adds). Unknown CPUs count as without: the other kernels are slower but right everywhere."""
+    features = cpu_features()
+    return bool(features & {"AVX512VNNI", "AVXVNNI"}) or "ASIMD" in features
+
+
+def cpu_summary() -> str:
+    """The CPU as the int8 engine sees it, for logs and benchmarks: core count and the instruction sets that
+    decide ONNX Runtime's int8 kernels."""
+    shown = [f for f in ("AVX2", "AVX512F", "AVX512VNNI", "AVXVNNI", "AVX512_SPR", "ASIMD", "ASIMDDP")
+             if f in cpu_features()]
+    return f"{os.cpu_count()} cores, {' '.join(shown) or 'no AVX2/NEON'}"
 
 
 class BatchReader:
-    """ONNX Runtime's CalibrationDataReader protocol over a calibration's batches."""
+    """ONNX Runtime's CalibrationDataReader protocol over a calibration's batches, in slices of ``rows`` images,
+    with the ``len``/``set_range`` that strided calibration reads: ranges are then merged slice by slice
+    (MinMax: the same ranges, the same engine) instead of the calibration graph running the whole sample at once.
+    Peak RSS of the quantisation, 64 images at 224 px: 1.9 GB at once, 1.05 GB in slices of 8, 400 MB of 2."""
 
-    def __init__(self, batches: Iterable[Batch], input_name: str) -> None:
-        self.batches: Iterator[Batch] = iter(batches)
-        self.input_name = input_name
+    def __init__(self, batches: Iterable[Batch], input_name: str, rows: int = CALIBRATION_ROWS) -> None:
+        self.feeds = [feed for batch in batches for feed in slices(batch, input_name, rows)]
+        self.position, self.end = 0, len(self.feeds)
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.position, self.end = start_index, min(end_index, len(self.feeds))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self.batches, None)
-        if batch is None:
+        if self.position >= self.end:
             return None
-        return batch if isinstance(batch, dict) else {self.input_name: np.ascontiguousarray(batch)}
+        self.position += 1
+        return self.feeds[self.position - 1]
+
+
+def slices(batch: Batch, input_name: str, rows: int) -> list[dict[str, np.ndarray]]:
+    if isinstance(batch, dict):
+        return [batch]
+    return [{input_name: np.ascontiguousarray(batch[i:i + rows])} for i in range(0, len(batch), rows)]
 
 
 def leading_nodes(model: "onnx.ModelProto", convs: int = LEADING_FLOAT_CONVS) -> list[str]:  # noqa: F821
@@ -176,11 +237,12 @@ def static_qdq(fp32_path: Path, target: Path, calibration: Calibration) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    model = onnx.load(str(fp32_path))
+    model, kernels = onnx.load(str(fp32_path)), STATIC_QDQ.kernels()
     reader = BatchReader(calibration.batches(), model.graph.input[0].name)
     quantize_static(str(fp32_path), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    reduce_range=reduce_range(), activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=leading_nodes(model))
+                    reduce_range=kernels.reduce_range, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType[kernels.weight_type], calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=leading_nodes(model), extra_options={"CalibStridedMinMax": 1})
 
 
 def first_layer_nodes(model: "onnx.ModelProto") -> list[str]:  # noqa: F821
@@ -195,17 +257,27 @@ def dynamic_per_channel(fp32_path: Path, target: Path, calibration: Calibration)
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(fp32_path), str(target), per_channel=True, reduce_range=reduce_range(),
-                     weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+    kernels = TEXT_DYNAMIC.kernels()
+    quantize_dynamic(str(fp32_path), str(target), per_channel=True, reduce_range=kernels.reduce_range,
+                     weight_type=QuantType[kernels.weight_type], op_types_to_quantize=["MatMul"],
                      nodes_to_exclude=first_layer_nodes(onnx.load(str(fp32_path))))
 
 
-STATIC_QDQ = Recipe(RECIPE, INT8_TAG, static_qdq, "calibrating", "calibrate")
+STATIC_QDQ = Recipe(RECIPE, INT8_TAG, static_qdq, "calibrating", "calibrate", min_items=MIN_CALIBRATION_ITEMS)
 # bench/int8_text.py (all train + test texts, probe's four pooled layers): mean cosine distance to fp32 0.0030 on
 # rt_polarity, 0.0026 on trec (max 0.010 / 0.005), against 0.0045 / 0.0037 when layer 0 and the Gathers were
 # quantised too; broken recipes (per-tensor weights) reach 0.1 and more, so the 0.02 bound stays.
+# Without VNNI it keeps s8 weights at 7 bits (the suite passed so on an AVX2 machine): its ranges are per batch.
 TEXT_DYNAMIC = Recipe("dynamic-s8-perchannel-matmul-float1stlayer", "int8dyn2", dynamic_per_channel, "quantising",
-                      "check", 0.02)
+                      "check", 0.02, Kernels("u8s8rr", "QInt8", reduce_range=True))
+
+
+def check_sample_size(calibration: Calibration, recipe: Recipe, label: str, items: str) -> None:
+    """Refuse a sample under ``recipe.min_items``: its engine would be the one every later run reuses."""
+    if calibration.size < recipe.min_items:
+        raise QuantizationError(f"{arg('engine', 'onnx-int8')} needs at least {recipe.min_items} training {items} "
+                                f"to {recipe.needs} the engine every later run of {label} reuses (got "
+                                f"{calibration.size}); train once on more, or use {arg('engine', 'onnx')}")
 
 
 def check_close(engine: Callable[..., np.ndarray], reference: Callable[..., np.ndarray],
@@ -250,3 +322,64 @@ def quiet() -> Iterator[None]:
     finally:
         logger.setLevel(level)
         ort.set_default_logger_severity(2)
+
+
+def items_per_second(engines: dict[str, Callable[..., np.ndarray]], calibration: Calibration,
+                     rounds: int = 2) -> dict[str, float]:
+    """Each engine's speed on the calibration batches, the best of ``rounds`` interleaved rounds (after one
+    warm-up batch each), so load from other processes hits all alike."""
+    batches = list(calibration.batches())
+    items = sum(len(next(iter(b.values()))) if isinstance(b, dict) else len(b) for b in batches)
+    best = dict.fromkeys(engines, 0.0)
+    for name, engine in engines.items():
+        feed(engine, batches[0])
+    for _ in range(rounds):
+        for name, engine in engines.items():
+            start = time.perf_counter()
+            for batch in batches:
+                feed(engine, batch)
+            best[name] = max(best[name], items / max(time.perf_counter() - start, 1e-9))
+    return {name: round(rate, 1) for name, rate in best.items()}
+
+
+def record_file(engine_path: Path) -> Path:
+    """Beside an int8 engine: the kernels that built it and its speed against fp32 on each CPU it was timed on."""
+    return engine_path.with_suffix(".json")
+
+
+def record_speed(engine_path: Path, kernels: Kernels, rates: dict[str, float]) -> None:
+    """Add this CPU's timing to the engine's record (a record that cannot be read or written is started anew or
+    left alone: it only informs)."""
+    record = read_record(engine_path)
+    record.setdefault("kernels", kernels.tag)
+    record.setdefault("speed", {})[cpu_summary()] = rates
+    with contextlib.suppress(OSError):
+        atomic_write_bytes(record_file(engine_path), json.dumps(record, indent=1).encode())
+
+
+def read_record(engine_path: Path) -> dict:
+    try:
+        record = json.loads(record_file(engine_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) and isinstance(record.get("speed", {}), dict) else {}
+
+
+def say_if_slower(engine_path: Path, label: str, items: str) -> None:
+    notice = slower_notice(engine_path, label, items)
+    if notice:
+        log(notice)
+
+
+def slower_notice(engine_path: Path, label: str, items: str) -> str | None:
+    """One line when the engine ran slower than fp32 on this CPU when it was timed: the user asked for speed."""
+    rates = read_record(engine_path).get("speed", {}).get(cpu_summary())
+    try:
+        int8, fp32 = float(rates["int8"]), float(rates["fp32"])
+    except (TypeError, KeyError, ValueError):
+        return None
+    if int8 >= fp32:
+        return None
+    return (f"notice: on this CPU ({cpu_summary()}) the int8 engine for {label or 'this backbone'} ran slower than "
+            f"fp32 ({int8:.0f} vs {fp32:.0f} {items}/s on your calibration sample, timed once); "
+            f"{arg('engine', 'onnx')} is faster here")
