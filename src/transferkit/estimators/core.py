@@ -18,6 +18,7 @@ import numpy as np
 from transferkit.config import RunConfig
 from transferkit.errors import DataError, RunDirError, TransferkitError, first_line
 from transferkit.estimators.finetune import finetune
+from transferkit.exclusions import leave_out, read_exclusions
 from transferkit.estimators.parent import grown_head, parent_record, score_on_parent_data
 from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
 from transferkit.features.engines import check_precision_device, net_tensors, seed_engine
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
 def absolute_paths(config: RunConfig) -> RunConfig:
     """Paths in the config made absolute: a saved config.yaml re-runs from any directory."""
     return config.replace(**{name: str(Path(value).expanduser().resolve())
-                             for name in ("data", "val_data", "test_data", "weights", "cache_dir", "init_from")
+                             for name in ("data", "val_data", "test_data", "exclude", "weights", "cache_dir",
+                                          "init_from")
                              if (value := getattr(config, name))})
 
 
@@ -118,6 +120,8 @@ class TransferClassifier(ConfiguredEstimator):
     def read_data(self, data: Any, labels: Sequence[Any] | None, val_data: Any, config: RunConfig) -> LabelledData:
         """The modality's training data, with ``config.test_data`` read as the test split when given."""
         dataset = self.modality.read_training(data, labels, val_data, config)
+        if config.exclude:
+            leave_out(dataset, read_exclusions(config.exclude), data, val_data)
         if config.test_data:
             dataset.test, skipped = self.modality.read_labelled(config.test_data, None, dataset.classes, config)
             dataset.skipped = dataset.skipped + skipped
