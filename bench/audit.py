@@ -157,6 +157,13 @@ def duplicates(seed: int, work: Path) -> dict[str, Any]:
             "audit_seconds": result["seconds"]}
 
 
+def recovered(row: dict[str, Any]) -> str:
+    """The share of the accuracy the noise cost that training without the flagged items won back ("-" when the
+    noise cost less than two test items' worth: the share would be noise)."""
+    cost = row["probe_clean"] - row["probe_noisy"]
+    return f"{(row['probe_excluded'] - row['probe_noisy']) / cost:.2f}" if cost > 0.002 else "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
@@ -181,7 +188,7 @@ def main() -> None:
            "recovered", "audit s (warm)"],
           [[r["set"], r["seed"], r["flipped"], r["flagged"], f"{r['precision']:.3f}", f"{r['recall']:.3f}",
             f"{r['probe_clean']:.4f}", f"{r['probe_noisy']:.4f}", f"{r['probe_excluded']:.4f}",
-            f"{(r['probe_excluded'] - r['probe_noisy']) / max(1e-9, r['probe_clean'] - r['probe_noisy']):.2f}",
+            recovered(r),
             f"{r['audit_seconds']['total'] - r['audit_seconds']['features']:.1f}"] for r in results["label_noise"]])
     if not args.skip_duplicates:
         with tempfile.TemporaryDirectory(prefix="tk-audit-") as work:
