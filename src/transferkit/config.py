@@ -101,6 +101,8 @@ class RunConfig:
                                          "train by --val-fraction)", DATA)
     test_data: str | None = declare(None, "Test data, in the form of DATA, scored after training (default: its "
                                           "test/)", DATA)
+    exclude: str | None = declare(None, "A file of items to leave out of train and val, one a line (transferkit "
+                                        "audit --exclusions writes it); test items are never left out", DATA)
     backbone: str = declare("efficientnet_lite0", "efficientnet_lite0/1/2, timm:<arch>, torchvision:<arch>; "
                                                    "for text a Hugging Face encoder (all-MiniLM-L6-v2)", MODEL)
     weights: str | None = declare(None, "Local .safetensors/.pth weights for the backbone", MODEL)

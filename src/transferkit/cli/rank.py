@@ -4,7 +4,6 @@ data and feature options are ``transferkit train``'s (generated from RunConfig).
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -12,22 +11,13 @@ import typer
 
 from transferkit.bounds import Bound, option_check
 from transferkit.cli.output import cell, console, print_json
-from transferkit.cli.train import CONFIG_FIELDS, config_option
+from transferkit.cli.options import with_config_options
 from transferkit.config import IMAGE_SIZE
 from transferkit.errors import TransferkitError, shown
 
 # the RunConfig fields that decide which items are read and how their features are computed
 RANK_FIELDS = ("seed", "strict", "crop_pct", "engine", "batch_size", "workers", "cache", "cache_dir", "cache_dtype",
                "text_column", "label_column", "max_length", "pooling", "feature_layers")
-
-
-def with_rank_options(command: Any) -> Any:
-    """``command``'s own parameters, then one option per field of :data:`RANK_FIELDS`."""
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
-           if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    generated = [config_option(CONFIG_FIELDS[name]) for name in RANK_FIELDS]
-    command.__signature__ = inspect.Signature([*own, *generated], return_annotation=None)
-    return command
 
 
 FOLDS = Bound(int, 2, 100, why="cross-validation needs at least 2 folds")
@@ -55,7 +45,7 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
-@with_rank_options
+@with_config_options(RANK_FIELDS)
 def rank(
     data: Annotated[Path, typer.Argument(help="Labelled data: an image folder (train/<class>/* or <class>/*; "
                                               "train and val are scored, test is left alone) or a .csv/.tsv/.jsonl",

@@ -21,6 +21,7 @@ from transferkit.errors import DataError, RunDirError, TransferkitError, first_l
 from transferkit.estimators.finetune import finetune
 from transferkit.estimators.parent import (check_data_kind, check_parent_classes, grown_head, load_parent,
                                           parent_record, score_on_parent_data)
+from transferkit.exclusions import leave_out, read_exclusions
 from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
 from transferkit.features.engines import check_precision_device, engine_dir, net_tensors, seed_engine
 from transferkit.heads.probe import ProbeHead, fit_probe
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
 def absolute_paths(config: RunConfig) -> RunConfig:
     """Paths in the config made absolute: a saved config.yaml re-runs from any directory."""
     return config.replace(**{name: str(Path(value).expanduser().resolve())
-                             for name in ("data", "val_data", "test_data", "weights", "cache_dir", "init_from")
+                             for name in ("data", "val_data", "test_data", "exclude", "weights", "cache_dir",
+                                          "init_from")
                              if (value := getattr(config, name))})
 
 
@@ -122,6 +124,8 @@ class TransferClassifier(ConfiguredEstimator):
     def read_data(self, data: Any, labels: Sequence[Any] | None, val_data: Any, config: RunConfig) -> LabelledData:
         """The modality's training data, with ``config.test_data`` read as the test split when given."""
         dataset = self.modality.read_training(data, labels, val_data, config)
+        if config.exclude:
+            leave_out(dataset, read_exclusions(config.exclude), data, val_data)
         if config.test_data:
             dataset.test, skipped = self.modality.read_labelled(config.test_data, None, dataset.classes, config)
             dataset.skipped = dataset.skipped + skipped

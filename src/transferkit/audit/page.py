@@ -1,0 +1,116 @@
+"""The audit as one self-contained HTML page (the report's style): counts, balance, then each finding with the
+items themselves (image thumbnails or the texts), worst first. Opens without a network or any other file."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import io
+from pathlib import Path
+from typing import Any, Callable
+
+from transferkit import __version__
+from transferkit.atomic import atomic_write_bytes
+from transferkit.errors import TransferkitError, arg
+from transferkit.report.html import STYLE, esc
+
+SHOWN = 60  # rows per section at the most (the JSON has them all)
+THUMBNAIL = 96  # px, the longer side
+MARK = "<!-- transferkit audit -->"
+EXTRA_STYLE = "img.thumb{max-width:96px;max-height:96px;display:block} td.item{max-width:420px;word-break:break-all}"
+
+
+def thumbnail(path: str) -> str:
+    """An <img> with the item as a small JPEG data URI, or the reason it cannot be shown."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (THUMBNAIL * 2, THUMBNAIL * 2))
+            small = image.convert("RGB")
+            small.thumbnail((THUMBNAIL, THUMBNAIL))
+            buffer = io.BytesIO()
+            small.save(buffer, "JPEG", quality=80)
+    except (OSError, ValueError) as exc:
+        return f"<span class=note>cannot show ({esc(str(exc).splitlines()[0][:80])})</span>"
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return f'<img class=thumb alt="{esc(Path(path).name)}" src="data:image/jpeg;base64,{data}">'
+
+
+def item_view(result: dict[str, Any]) -> Callable[[str], str]:
+    """How an item shows: a text row as its text (the result keeps the flagged ones), any other as a thumbnail."""
+    texts = result.get("texts", {})
+
+    def view(item: str) -> str:
+        shown = esc(texts[item]) if item in texts else thumbnail(item)
+        return f"{shown}<br><span class=note>{esc(item)}</span>"
+    return view
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td class=item>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def section(title: str, total: int, headers: list[str], rows: list[list[str]], none: str) -> str:
+    if not total:
+        return f"<h2>{esc(title)}</h2><p class=note>{esc(none)}</p>"
+    more = f"<p class=note>{total - SHOWN} more in the JSON (--json)</p>" if total > SHOWN else ""
+    return f"<h2>{esc(title)} ({total})</h2>{table(headers, rows[:SHOWN])}{more}"
+
+
+def render(result: dict[str, Any]) -> str:
+    view = item_view(result)
+    cards = "".join(f"<div class=card><b>{value}</b><span>{esc(name)}</span></div>" for name, value in (
+        ("items", result["items"]), ("label issues", len(result["label_issues"])),
+        ("duplicate pairs", len(result["duplicates"])), ("outliers", len(result["outliers"])),
+        ("item issues", len(result["item_issues"])), ("to exclude", len(result["exclusions"]))))
+    balance = result["balance"]
+    counts = table(["class", "train", "val", "test"], [[esc(name), *(str(row[s]) for s in ("train", "val", "test"))]
+                                                      for name, row in balance["per_class"].items()])
+    sizes = ", ".join(f"{esc(k.replace('_', ' '))} {esc(v)}" for k, v in result["sizes"].items())
+    parts = [
+        f"<h1>Audit of {esc(result['data'])}</h1>",
+        f"<p class=meta>{result['items']} items, {len(result['classes'])} classes, features of "
+        f"{esc(result['backbone'])}; transferkit {__version__}, {datetime.date.today()}; "
+        f"{result['seconds']['total']:.1f} s</p><div class=cards>{cards}</div>",
+        f"<h2>Balance and sizes</h2>{counts}<p>{esc(balance['advice'])}</p><p class=note>{sizes}</p>",
+        section("Label issues", len(result["label_issues"]), ["item", "split", "given", "looks like", "quality"],
+                [[view(i["item"]), esc(i["split"]), esc(i["given"]), esc(i["suggested"]), f"{i['quality']:.3f}"]
+                 for i in result["label_issues"]], "No label looks wrong to confident learning."),
+        section("Duplicates and leaks", len(result["duplicates"]), ["kind", "first", "second", "similarity"],
+                [[esc(p["kind"]) + ("" if not p["exact"] else " (exact)"),
+                  f"{view(p['items'][0])}{esc(p['splits'][0])}, {esc(p['labels'][0])}",
+                  f"{view(p['items'][1])}{esc(p['splits'][1])}, {esc(p['labels'][1])}", f"{p['similarity']:.3f}"]
+                 for p in result["duplicates"]], "No two items are copies of each other."),
+        section("Outliers", len(result["outliers"]), ["item", "split", "label", "unlike", "isolation"],
+                [[view(o["item"]), esc(o["split"]), esc(o["label"]), f"its {o['scope']}" if o["scope"] == "class"
+                  else "the whole set", f"{o['score']:.3f}"] for o in result["outliers"]],
+                "No item stands far from the others."),
+        section("Item issues", len(result["item_issues"]), ["item", "split", "issue"],
+                [[view(c["item"]), esc(c["split"]), esc(f"{c['kind']}: {c['detail']}")] for c in result["item_issues"]],
+                "No blank, tiny, stretched, empty or unreadable item."),
+    ]
+    return (f"<!doctype html>\n{MARK}\n<html lang=en><head><meta charset=utf-8><title>transferkit audit</title>"
+            f"<style>{STYLE}{EXTRA_STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def check_page_path(out: str | Path) -> None:
+    """An audit page may replace an earlier audit page, never another file."""
+    target = Path(out)
+    if target.is_dir():
+        raise TransferkitError(f"{arg('out', str(out))} is a folder; give a file name such as audit.html")
+    if target.exists():
+        with open(target, "rb") as handle:
+            head = handle.read(200)
+        if MARK.encode() not in head:
+            raise TransferkitError(f"{arg('out', str(out))} exists and is not an audit page transferkit wrote; "
+                                   "give another file name")
+
+
+def write_page(result: dict[str, Any], out: str | Path) -> Path:
+    target = Path(out)
+    check_page_path(target)
+    atomic_write_bytes(target, render(result).encode())
+    return target

@@ -1,0 +1,149 @@
+"""``transferkit audit`` from Python: :func:`audit` reads the data as ``train`` does, takes every item's features
+through the cache, and runs the checks; the result is a JSON-ready dict that the page and the CLI show."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from transferkit.audit.checks import ItemIssue, balance, image_checks, text_checks
+from transferkit.audit.duplicates import DuplicatePair, exact_pairs, file_digest, scan, text_key
+from transferkit.audit.items import AuditItems, read_items
+from transferkit.audit.labels import find_label_issues, out_of_fold_proba
+from transferkit.audit.outliers import NEIGHBOURS, find_outliers, isolation
+from transferkit.config import RunConfig
+from transferkit.modalities.base import Modality
+from transferkit.progress import log
+from transferkit.selection.candidates import Backbone, featurize, modality_of
+from transferkit.train.strategies import parse_strategy
+
+# what each kind of finding does to an exclusions file: duplicates drop their later copy (within train and val),
+# leaks their training copy; outliers are listed for a look, never excluded (rare is not wrong)
+EXCLUDED_KINDS = ("label issue", "duplicate", "conflicting labels", "leak", "blank", "unreadable", "empty")
+
+
+def timed(seconds: dict[str, float], name: str, work: Callable[[], Any]) -> Any:
+    start = time.perf_counter()
+    result = work()
+    seconds[name] = round(time.perf_counter() - start, 3)
+    return result
+
+
+def audit(data: Any, **settings: Any) -> dict[str, Any]:
+    """Audit labelled ``data`` (an image folder or a text table; ``settings`` are RunConfig fields: backbone,
+    image_size, val_data, test_data, engine, cache_dir, ...). Nothing in the data is modified."""
+    start, seconds = time.perf_counter(), {}
+    modality = modality_of(data)
+    settings.setdefault("backbone", modality.default_backbone)
+    config = RunConfig(data=str(Path(data).resolve()), **settings)
+    config = config.replace(**{name: str(Path(value).resolve()) for name in ("val_data", "test_data")
+                               if (value := getattr(config, name))})
+    config.validate()
+    items = timed(seconds, "read", lambda: read_items(modality, config.data, config))
+    return audit_items(modality, items, config, seconds, start)
+
+
+def audit_items(modality: Modality, items: AuditItems, config: RunConfig, seconds: dict[str, float] | None = None,
+                start: float | None = None) -> dict[str, Any]:
+    """The audit of items already read (``audit`` reads them from a folder or table; a bench plants its own)."""
+    start, seconds = start or time.perf_counter(), seconds if seconds is not None else {}
+    spec = modality.resolve(config, parse_strategy(config.strategy))
+    log(f"audit: {len(items)} items ({', '.join(f'{s} {int((items.splits == s).sum())}' for s in ('train', 'val', 'test'))}), "
+        f"{len(items.classes)} classes, features of {config.backbone}")
+    featurized = timed(seconds, "features", lambda: featurize(modality, Backbone(config.backbone, None, config, spec),
+                                                              items.items))
+    unreadable = [ItemIssue(int(i), "unreadable", why) for i, (_, why) in
+                  zip(np.flatnonzero(~featurized.ok), featurized.failed)]
+    rows = np.flatnonzero(featurized.ok)  # item index of each feature row
+    features, labels = featurized.features, items.labels[rows]
+    proba = timed(seconds, "out_of_fold", lambda: out_of_fold_proba(
+        features, labels, len(items.classes), not featurized.normalized, config.seed))
+    issues = timed(seconds, "label_issues", lambda: find_label_issues(labels, proba))
+    exact = timed(seconds, "exact_duplicates", lambda: exact_pairs(content_keys(items)))
+    known = {(p.first, p.second) for p in exact}
+    neighbours = timed(seconds, "neighbours", lambda: scan(
+        features, NEIGHBOURS, skip=lambda i, j: (int(rows[i]), int(rows[j])) in known))
+    near = [DuplicatePair(int(rows[p.first]), int(rows[p.second]), p.similarity, False) for p in neighbours.pairs]
+    outliers = timed(seconds, "outliers", lambda: find_outliers(isolation(neighbours.similarity), features, labels))
+    checks, sizes = timed(seconds, "checks", lambda: (image_checks if items.lines is None else text_checks)(items))
+    result = {
+        "data": str(config.data), "modality": modality.name, "backbone": config.backbone, "classes": items.classes,
+        "items": len(items), "splits": {s: int((items.splits == s).sum()) for s in ("train", "val", "test")},
+        "features": {k: featurized.stats.get(k) for k in ("cached", "extracted", "seconds", "engine")},
+        "label_issues": [{"item": items.where(int(rows[i.index])), "split": str(items.splits[rows[i.index]]),
+                          "given": items.classes[i.given], "suggested": items.classes[i.suggested],
+                          "quality": i.quality, "index": int(rows[i.index])} for i in issues],
+        "duplicates": [pair_record(items, pair) for pair in exact + near],
+        "near_pairs_total": neighbours.total_pairs,
+        "outliers": [{"item": items.where(int(rows[o.index])), "split": str(items.splits[rows[o.index]]),
+                      "label": items.classes[int(labels[o.index])], "score": o.score, "scope": o.scope,
+                      "index": int(rows[o.index])} for o in outliers],
+        "item_issues": [{"item": items.where(c.index), "split": str(items.splits[c.index]), "kind": c.kind,
+                         "detail": c.detail, "index": c.index} for c in checks + unreadable],
+        "balance": balance(items), "sizes": sizes,
+    }
+    result["exclusions"] = exclusions(result)
+    result["texts"] = flagged_texts(items, result)
+    result["seconds"] = {**seconds, "total": round(time.perf_counter() - start, 3)}
+    log(f"audit: {len(result['label_issues'])} label issue(s), {len(result['duplicates'])} duplicate pair(s), "
+        f"{len(result['outliers'])} outlier(s), {len(result['item_issues'])} item issue(s) in "
+        f"{result['seconds']['total']:.1f} s")
+    return result
+
+
+def flagged_texts(items: AuditItems, result: dict[str, Any]) -> dict[str, str]:
+    """The texts of the flagged text rows by name, for the page (images show from their files)."""
+    if items.lines is None:
+        return {}
+    indices = {r["index"] for key in ("label_issues", "outliers", "item_issues") for r in result[key]}
+    indices |= {i for pair in result["duplicates"] for i in pair["index"]}
+    return {items.where(i): items.items[i] for i in sorted(indices)}
+
+
+def content_keys(items: AuditItems) -> list[str | None]:
+    """What makes two items exact copies: an image file's bytes, a text's words (case and spacing aside)."""
+    if items.lines is None:
+        return [file_digest(path) for path in items.items]
+    return [text_key(text) for text in items.items]
+
+
+def pair_record(items: AuditItems, pair: DuplicatePair) -> dict[str, Any]:
+    first, second = pair.first, pair.second
+    splits = (str(items.splits[first]), str(items.splits[second]))
+    conflicting = bool(items.labels[first] != items.labels[second])
+    kind = "leak" if "train" in splits and splits != ("train", "train") else \
+        "conflicting labels" if conflicting else "duplicate"
+    return {"kind": kind, "exact": pair.exact, "similarity": pair.similarity, "splits": list(splits),
+            "items": [items.where(first), items.where(second)],
+            "labels": [items.classes[int(items.labels[first])], items.classes[int(items.labels[second])]],
+            "index": [first, second]}
+
+
+def exclusions(result: dict[str, Any]) -> list[dict[str, str]]:
+    """The training and validation items worth leaving out, each once, with why: flagged labels, the later copy of
+    a duplicate, both copies of a conflicting pair, the training copy of a leak, blank and unreadable items."""
+    named: dict[str, str] = {}
+
+    def add(item: str, split: str, why: str) -> None:
+        if split != "test" and item not in named:
+            named[item] = why
+
+    for issue in result["label_issues"]:
+        add(issue["item"], issue["split"], f"label issue: given {issue['given']}, looks like {issue['suggested']}")
+    for pair in result["duplicates"]:
+        (a, b), (sa, sb) = pair["items"], pair["splits"]
+        if pair["kind"] == "leak":
+            train_copy = a if sa == "train" else b
+            add(train_copy, "train", f"leak: a copy is in {sb if sa == 'train' else sa}")
+        elif pair["kind"] == "conflicting labels":
+            add(a, sa, "a copy has another label")
+            add(b, sb, "a copy has another label")
+        else:
+            add(b, sb, f"copy of {a}")
+    for issue in result["item_issues"]:
+        if issue["kind"] in EXCLUDED_KINDS:
+            add(issue["item"], issue["split"], issue["kind"])
+    return [{"item": item, "why": why} for item, why in named.items()]

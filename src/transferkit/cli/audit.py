@@ -1,0 +1,75 @@
+"""``transferkit audit``: label issues, duplicates and leaks across splits, outliers, balance and sizes of labelled
+data, on the features ``train`` caches. The data and feature options are ``train``'s (generated from RunConfig)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from transferkit.cli.options import with_config_options
+from transferkit.cli.output import cell, console, print_json
+
+AUDIT_FIELDS = ("backbone", "weights", "image_size", "val_data", "test_data", "seed", "strict", "crop_pct", "engine",
+                "batch_size", "workers", "cache", "cache_dir", "cache_dtype", "text_column", "label_column",
+                "max_length", "pooling", "feature_layers")
+LISTED = 10  # rows per finding in the terminal (the page and --json have them all)
+
+
+@with_config_options(AUDIT_FIELDS)
+def audit(
+    data: Annotated[Path, typer.Argument(help="Labelled data: an image folder (train/<class>/* with optional val/ "
+                                              "and test/, or <class>/*) or a .csv/.tsv/.jsonl table",
+                                         show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(help="Write the audit as one HTML page (thumbnails or texts of "
+                                                     "every finding)", show_default=False)] = None,
+    exclusions: Annotated[Optional[Path], typer.Option(help="Write the flagged training and validation items, one a "
+                                                            "line, for train --exclude", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: every finding, counts, seconds")] = False,
+    **settings: Any,
+) -> None:
+    """Find label errors, duplicates and leaks across splits, outliers and imbalance in DATA (never modified)."""
+    from transferkit.audit.page import check_page_path, write_page  # lazy: numpy; --help must not pay for it
+    from transferkit.audit.run import audit as run_audit
+    from transferkit.exclusions import check_exclusions_path, write_exclusions
+
+    if out is not None:
+        check_page_path(out)
+    if exclusions is not None:
+        check_exclusions_path(exclusions)
+    chosen = {name: value for name, value in settings.items() if value is not None}
+    result = run_audit(data, **chosen)
+    written = []
+    if out is not None:
+        written.append(f"page: {write_page(result, out)}")
+    if exclusions is not None:
+        written.append(f"exclusions: {write_exclusions(exclusions, [e['item'] for e in result['exclusions']])} "
+                       f"({len(result['exclusions'])} items; train --exclude {exclusions})")
+    if as_json:
+        print_json(result)
+        return
+    show(result, written)
+
+
+def show(result: dict[str, Any], written: list[str]) -> None:
+    screen = console()
+    screen.print(cell(f"{result['data']}: {result['items']} items ({', '.join(f'{k} {v}' for k, v in result['splits'].items() if v)}), "
+                      f"{len(result['classes'])} classes; {result['balance']['advice']}"))
+    for title, rows, line in (
+            ("label issues", result["label_issues"],
+             lambda r: f"{r['item']} ({r['split']}): given {r['given']}, looks like {r['suggested']} ({r['quality']:.3f})"),
+            ("duplicate pairs", result["duplicates"],
+             lambda r: f"{r['kind']}{' (exact)' if r['exact'] else ''}: {r['items'][0]} ({r['splits'][0]}) ~ "
+                       f"{r['items'][1]} ({r['splits'][1]}) {r['similarity']:.3f}"),
+            ("outliers", result["outliers"], lambda r: f"{r['item']} ({r['split']}, {r['label']}): unlike its "
+                                                       f"{'class' if r['scope'] == 'class' else 'set'} ({r['score']:.3f})"),
+            ("item issues", result["item_issues"], lambda r: f"{r['item']} ({r['split']}): {r['kind']}, {r['detail']}")):
+        screen.print(f"{title}: {len(rows)}")
+        for row in rows[:LISTED]:
+            screen.print(cell(f"  {line(row)}"))
+        if len(rows) > LISTED:
+            screen.print(f"  ... {len(rows) - LISTED} more (--out PAGE or --json)")
+    for line in written:
+        screen.print(cell(line))
+    screen.print(f"audited in {result['seconds']['total']:.1f} s")

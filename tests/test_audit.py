@@ -1,0 +1,171 @@
+"""transferkit audit: each check on tiny data where the answer is planted (a flipped label, an exact and a
+near-duplicate leaking into test, a blank image, a text row copied into test), the exclusions file that
+``train --exclude`` reads, the page in a real browser, and the refusals."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SHARED_DATA, run_main
+from transferkit.audit.duplicates import exact_pairs, scan
+from transferkit.audit.outliers import far_out
+from transferkit.audit.run import audit
+
+CHROMIUM = next((found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
+SETTINGS = {"image_size": 64, "engine": "onnx"}
+
+
+def real_images(folder: Path, count: int, skip: int = 0) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[skip:skip + count]
+
+
+# three classes of real images a probe tells apart at 64 px: hymenoptera's ants, CIFAR-10's cars, MNIST's sevens
+SOURCES = {"ant": SHARED_DATA / "hymenoptera_data" / "train" / "ants",
+           "car": SHARED_DATA / "cifar10" / "train" / "automobile",
+           "seven": SHARED_DATA / "digits_mnist_usps" / "mnist" / "7"}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("audit") / "data"
+    for name, source in SOURCES.items():
+        for split, (count, skip) in (("train", (14, 0)), ("test", (4, 14))):
+            for path in real_images(source, count, skip):
+                target = root / split / name / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target)
+    car = real_images(SOURCES["car"], 1, 30)[0]
+    shutil.copy(car, root / "train" / "seven" / "flipped.jpg")  # a car labelled seven
+    ant = real_images(SOURCES["ant"], 1, 3)[0]
+    shutil.copy(ant, root / "test" / "ant" / "exact_copy.jpg")
+    near = Image.open(ant).convert("RGB")
+    near = near.crop((5, 5, near.width - 5, near.height - 5)).resize((near.width // 2, near.height // 2))
+    near.save(root / "test" / "ant" / "near_copy.jpg", "JPEG", quality=80)  # cropped, halved, recompressed
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(root / "train" / "car" / "blank.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def result(planted: Path, session_cache: Path) -> dict:
+    return audit(planted, **SETTINGS, cache_dir=str(session_cache))
+
+
+def named(records: list[dict], key: str = "item") -> list[str]:
+    return [Path(r[key]).name for r in records]
+
+
+def test_flipped_label_is_flagged_with_its_true_class(result: dict) -> None:
+    flagged = {Path(i["item"]).name: i for i in result["label_issues"]}
+    assert "flipped.jpg" in flagged, result["label_issues"]
+    assert (flagged["flipped.jpg"]["given"], flagged["flipped.jpg"]["suggested"]) == ("seven", "car")
+    assert len(flagged) <= 3, f"too many clean items flagged: {sorted(flagged)}"
+
+
+def test_exact_and_near_copies_leaking_into_test_are_found(result: dict) -> None:
+    original = real_images(SOURCES["ant"], 1, 3)[0].name
+    pairs = {tuple(sorted(Path(p).name for p in pair["items"])): pair for pair in result["duplicates"]}
+    exact = pairs[tuple(sorted((original, "exact_copy.jpg")))]
+    assert exact["exact"] and exact["kind"] == "leak"
+    near = pairs[tuple(sorted((original, "near_copy.jpg")))]
+    assert not near["exact"] and near["kind"] == "leak" and near["similarity"] >= 0.85
+    assert len(pairs) <= 4, f"distinct images paired: {sorted(pairs)}"
+
+
+def test_blank_image_is_an_item_issue_and_exclusions_never_name_test_items(result: dict, planted: Path) -> None:
+    assert [(Path(c["item"]).name, c["kind"]) for c in result["item_issues"]] == [("blank.png", "blank")]
+    excluded = {Path(e["item"]).name for e in result["exclusions"]}
+    original = real_images(SOURCES["ant"], 1, 3)[0].name
+    assert {"flipped.jpg", "blank.png", original} <= excluded  # the training copy of each leak
+    assert not excluded & {"exact_copy.jpg", "near_copy.jpg"}
+    assert all(str(planted / "test") not in e["item"] for e in result["exclusions"])
+
+
+def test_balance_and_sizes(result: dict) -> None:
+    per_class = result["balance"]["per_class"]
+    assert per_class["seven"] == {"train": 15, "val": 0, "test": 4} and per_class["ant"]["test"] == 6
+    assert result["sizes"]["min_side"] == 28 and result["sizes"]["max_side"] > 300
+
+
+def test_near_duplicates_and_outliers_on_features() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 128))
+    features = (centres[rng.integers(0, 5, 300)] + rng.normal(0, 1.0, (300, 128))).astype(np.float32)
+    features[7] = features[200] + rng.normal(0, 0.02, 128)  # a near copy
+    features[50] = 3 * rng.normal(size=128)  # in no cluster
+    neighbours = scan(features, k=5)
+    assert [(p.first, p.second) for p in neighbours.pairs] == [(7, 200)]
+    flagged = far_out(1 - neighbours.similarity.mean(axis=1))
+    assert flagged.tolist()[:1] == [50] and len(flagged) <= 6
+    assert [(p.first, p.second) for p in exact_pairs(["a", "b", None, "a", None, "a"])] == [(0, 3), (0, 5)]
+
+
+def test_cli_page_exclusions_and_train_exclude(planted: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    page, listing = tmp_path / "audit.html", tmp_path / "exclusions.txt"
+    code, out, err = run_main(monkeypatch, capsys, "audit", planted, "--image-size", "64", "--engine", "onnx",
+                              "--out", page, "--exclusions", listing)
+    assert code == 0, err
+    assert "flipped.jpg" in out and "leak (exact)" in out
+    html = page.read_text()
+    assert html.count("data:image/jpeg;base64,") >= 6 and "flipped.jpg" in html
+    names = [line for line in listing.read_text().splitlines() if not line.startswith("#")]
+    assert any(n.endswith("flipped.jpg") for n in names) and not any("/test/" in n for n in names)
+
+    code, out, err = run_main(monkeypatch, capsys, "train", planted, "--image-size", "64", "--engine", "onnx",
+                              "--exclude", listing, "--out", tmp_path / "run")
+    assert code == 0, err
+    assert f"left out {len(names)} of the {len(names)} item(s)" in err
+
+    (tmp_path / "notes.html").write_text("<html>my notes</html>")
+    for option, target in (("--out", tmp_path / "notes.html"), ("--exclusions", tmp_path / "notes.html")):
+        code, out, err = run_main(monkeypatch, capsys, "audit", planted, option, target)
+        assert code == 2 and err.count("error:") == 1 and "not" in err and "Traceback" not in err
+    assert (tmp_path / "notes.html").read_text() == "<html>my notes</html>"
+
+
+def test_text_rows_copied_into_test_and_a_flipped_label(tmp_path: Path, session_cache: Path) -> None:
+    good = ["a wonderful warm film", "a delightful and moving story", "brilliant joyful acting throughout",
+            "a lovely charming tale for everyone", "superb touching performances", "an uplifting beautiful movie",
+            "the best comedy I have seen this year", "gorgeous music and a clever script", "I loved every minute",
+            "a triumph of direction", "tender funny and wise", "a masterpiece that deserves every award"]
+    bad = ["a dull tedious film", "a boring lifeless story", "awful clumsy acting throughout",
+           "a dreary tiresome tale for nobody", "terrible wooden performances", "a miserable ugly movie",
+           "the worst comedy I have seen this year", "noisy music and a stupid script", "I hated every minute",
+           "a disaster of direction", "cold unfunny and dumb", "a mess that deserves no audience"]
+    rows = [(text, "pos") for text in good] + [(text, "neg") for text in bad]
+    rows.append(("an awful boring dreadful film and the worst of all", "pos"))  # flipped
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    test = tmp_path / "test.csv"
+    test.write_text(f"text,label\n{good[0]},pos\nsomething else entirely,neg\n")
+    result = audit(train, test_data=str(test), max_length=16, engine="onnx", cache_dir=str(session_cache))
+    assert result["modality"] == "text"
+    assert f"{train.resolve()}:{len(rows) + 1}" in [i["item"] for i in result["label_issues"]]
+    leak = [p for p in result["duplicates"] if p["exact"]]
+    assert [p["items"] for p in leak] == [[f"{train.resolve()}:2", f"{test.resolve()}:2"]]
+    assert result["texts"][f"{test.resolve()}:2"] == good[0]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)")
+def test_page_renders_its_thumbnails_in_headless_chromium(result: dict, tmp_path: Path) -> None:
+    from transferkit.audit.page import write_page
+
+    page = write_page(result, tmp_path / "audit.html").read_text()
+    shown = page.count("<img")
+    assert shown >= 6
+    # the same page, with a script that counts the thumbnails the browser decoded once it has loaded
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", "<script>addEventListener('load',()=>{const i=[...document.images];"
+                                             "document.body.setAttribute('data-drawn',i.filter(x=>x.complete&&"
+                                             "x.naturalWidth>0).length)})</script></body>"))
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                          "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                          "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert f'data-drawn="{shown}"' in dom, dom[:300]
+    assert "Label issues (" in dom and "Duplicates and leaks (" in dom
