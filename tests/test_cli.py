@@ -87,8 +87,8 @@ def test_train_help_is_generated_from_run_config() -> None:
 
 
 def test_cli_start_up_imports_no_heavy_library() -> None:
-    code = ("import sys, transferkit.cli; "
-            "print([m for m in ('torch', 'numpy', 'sklearn', 'transformers') if m in sys.modules])")
+    code = ("import sys, transferkit.cli.app; "
+            "print([m for m in ('torch', 'numpy', 'sklearn', 'transformers', 'PIL') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr
 

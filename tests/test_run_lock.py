@@ -104,8 +104,12 @@ def test_a_failed_command_leaves_no_folder_behind(tmp_path: Path) -> None:
 
 def test_other_ranks_of_a_launch_leave_the_lock_to_rank_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
     with hold_run_folder(tmp_path / "run"):
         assert not lock_file(tmp_path / "run").exists()
+    monkeypatch.setenv("WORLD_SIZE", "1")  # a scheduler's RANK outside a launch: this process locks
+    with hold_run_folder(tmp_path / "run"):
+        assert lock_file(tmp_path / "run").exists()
 
 
 def test_a_stale_lock_in_a_seeds_folder_is_not_a_foreign_entry(tmp_path: Path) -> None:

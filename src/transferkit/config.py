@@ -54,6 +54,8 @@ MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB; anything near this is not on
 # Image input side, in pixels: the largest pretrained backbones take 800-1024; each pixel is memory in every batch
 # (a 60000-pixel side is 10 GB per decoded image), so a run file or option beyond this is refused.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
+# Pillow warns above ~89 MP and raises above twice that; transferkit makes every larger image an error
+MAX_IMAGE_PIXELS = 89_478_485
 CROP_RANGE = (0.3, 1.0)
 TOKENS_RANGE = (2, 8192)  # max_length: tokens per text
 # Fine-tuning fields a linear probe may carry at non-default values without a word: callbacks are plug-ins a

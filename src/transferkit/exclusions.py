@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from transferkit.atomic import atomic_write_bytes, check_replaceable
 from transferkit.errors import TransferkitError, arg
 
 if TYPE_CHECKING:
@@ -28,6 +29,9 @@ def read_exclusions(path: str | Path) -> set[str]:
     """The names in an exclusions file (one line, naming the file, when it cannot be read)."""
     where = Path(path)
     try:
+        if where.exists() and not where.is_file():  # a pipe or device: reading it would block or never end
+            raise TransferkitError(f"{arg('exclude', str(path))}: not a regular file (a device, pipe or socket); give "
+                                   "the file audit --exclusions wrote")
         if where.stat().st_size > MAX_BYTES:
             raise TransferkitError(f"{arg('exclude', str(path))}: {where.stat().st_size} bytes is not an exclusions "
                                    f"file (at most {MAX_BYTES >> 20} MB); give the file audit --exclusions wrote")
@@ -42,20 +46,10 @@ def read_exclusions(path: str | Path) -> set[str]:
 
 def check_exclusions_path(path: str | Path) -> None:
     """An exclusions file may replace an earlier one, never another file."""
-    target = Path(path)
-    if target.is_dir():
-        raise TransferkitError(f"{arg('exclusions', str(path))} is a folder; give a file name such as exclusions.txt")
-    if target.exists():
-        with open(target, "rb") as handle:
-            first = handle.readline(len(HEADER) + 2).decode(errors="replace").strip()
-        if first != HEADER:
-            raise TransferkitError(f"{arg('exclusions', str(path))} exists and is not an exclusions file transferkit "
-                                   "wrote; give another file name")
+    check_replaceable(path, arg("exclusions"), lambda head: head.startswith(HEADER.encode()), "exclusions.txt")
 
 
 def write_exclusions(path: str | Path, names: Sequence[str]) -> Path:
-    from transferkit.atomic import atomic_write_bytes
-
     target = Path(path)
     check_exclusions_path(target)
     atomic_write_bytes(target, ("\n".join([HEADER, *names]) + "\n").encode())

@@ -34,17 +34,19 @@ def image_facts(path: str) -> tuple[int, int, float | None]:
         image.draft("RGB", (64, 64))  # JPEG decodes at 1/8 scale: the spread needs no detail
         try:
             small = np.asarray(image.convert("L").resize((32, 32)), dtype=np.float32)
-        except (OSError, ValueError):
+        except (OSError, ValueError, Image.DecompressionBombError):
             return width, height, None
     return width, height, float(small.std())
 
 
 def image_checks(data: AuditItems) -> tuple[list[ItemIssue], dict[str, Any]]:
+    from PIL import Image
+
     issues, sides = [], []
     for index, path in enumerate(data.items):
         try:
             width, height, spread = image_facts(path)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
             issues.append(ItemIssue(index, "unreadable", str(exc).splitlines()[0][:200]))
             continue
         sides.append((width, height))

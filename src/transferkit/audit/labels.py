@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from transferkit.audit.duplicates import principal_axes
 from transferkit.errors import TransferkitError
 from transferkit.heads.probe import fit_probe
 from transferkit.selection.crossval import fold_count, stratified_folds
@@ -38,11 +39,7 @@ def principal(features: np.ndarray, dims: int | None, standardize: bool) -> np.n
     x = features.astype(np.float32) - features.mean(axis=0, dtype=np.float64).astype(np.float32)
     std = x.std(axis=0) if standardize else np.full(x.shape[1], float(np.sqrt(x.var(axis=0).mean())))
     x /= np.maximum(std, 0.1 * float(np.median(std)) + 1e-6)  # the probe's floor (heads/probe.py)
-    if dims is None or x.shape[1] <= dims:
-        return x
-    sample = x[np.random.default_rng(0).permutation(len(x))[:8192]].astype(np.float64)
-    _, axes = np.linalg.eigh(sample.T @ sample)
-    return x @ axes[:, -dims:].astype(np.float32)
+    return x if dims is None or x.shape[1] <= dims else principal_axes(x, dims, 8192)
 
 
 def out_of_fold_proba(features: np.ndarray, labels: np.ndarray, n_classes: int, standardize: bool,
@@ -58,7 +55,7 @@ def out_of_fold_proba(features: np.ndarray, labels: np.ndarray, n_classes: int, 
         for fold in np.unique(fold_of):
             test, train = fold_of == fold, fold_of != fold
             x_train, y_train = features[train], y[train]
-            if l2 is None:  # chosen on a stratified fifth of the first fold's training items
+            if l2 is None:  # chosen on one stratified fold of the first fold's training items
                 inner = stratified_folds(y_train, fold_count(y_train, folds), seed + 1) == 0
                 chooser = fit_probe(x_train[~inner], y_train[~inner], n_classes, x_train[inner], y_train[inner],
                                     standardize=False)

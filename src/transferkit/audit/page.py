@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from transferkit import __version__
-from transferkit.atomic import atomic_write_bytes
-from transferkit.errors import TransferkitError, arg
+from transferkit.atomic import atomic_write_bytes, check_replaceable
+from transferkit.errors import arg
 from transferkit.report.html import STYLE, esc
 
 SHOWN = 60  # rows per section at the most (the JSON has them all)
@@ -31,7 +31,7 @@ def thumbnail(path: str) -> str:
             small.thumbnail((THUMBNAIL, THUMBNAIL))
             buffer = io.BytesIO()
             small.save(buffer, "JPEG", quality=80)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         return f"<span class=note>cannot show ({esc(str(exc).splitlines()[0][:80])})</span>"
     data = base64.b64encode(buffer.getvalue()).decode()
     return f'<img class=thumb alt="{esc(Path(path).name)}" src="data:image/jpeg;base64,{data}">'
@@ -98,15 +98,7 @@ def render(result: dict[str, Any]) -> str:
 
 def check_page_path(out: str | Path) -> None:
     """An audit page may replace an earlier audit page, never another file."""
-    target = Path(out)
-    if target.is_dir():
-        raise TransferkitError(f"{arg('out', str(out))} is a folder; give a file name such as audit.html")
-    if target.exists():
-        with open(target, "rb") as handle:
-            head = handle.read(200)
-        if MARK.encode() not in head:
-            raise TransferkitError(f"{arg('out', str(out))} exists and is not an audit page transferkit wrote; "
-                                   "give another file name")
+    check_replaceable(out, arg("out"), lambda head: MARK.encode() in head[:200], "audit.html")
 
 
 def write_page(result: dict[str, Any], out: str | Path) -> Path:

@@ -11,7 +11,7 @@ import numpy as np
 
 from transferkit.audit.checks import ItemIssue, balance, image_checks, text_checks
 from transferkit.audit.duplicates import DuplicatePair, exact_pairs, file_digest, scan, text_key
-from transferkit.audit.items import AuditItems, read_items
+from transferkit.audit.items import SPLITS, AuditItems, read_items
 from transferkit.audit.labels import find_label_issues, out_of_fold_proba
 from transferkit.audit.outliers import NEIGHBOURS, find_outliers, isolation
 from transferkit.config import RunConfig
@@ -22,7 +22,7 @@ from transferkit.train.strategies import parse_strategy
 
 # what each kind of finding does to an exclusions file: duplicates drop their later copy (within train and val),
 # leaks their training copy; outliers are listed for a look, never excluded (rare is not wrong)
-EXCLUDED_KINDS = ("label issue", "duplicate", "conflicting labels", "leak", "blank", "unreadable", "empty")
+EXCLUDED_KINDS = ("blank", "unreadable", "empty")  # the item issues an exclusions file names
 
 
 def timed(seconds: dict[str, float], name: str, work: Callable[[], Any]) -> Any:
@@ -51,8 +51,8 @@ def audit_items(modality: Modality, items: AuditItems, config: RunConfig, second
     """The audit of items already read (``audit`` reads them from a folder or table; a bench plants its own)."""
     start, seconds = start or time.perf_counter(), seconds if seconds is not None else {}
     spec = modality.resolve(config, parse_strategy(config.strategy))
-    log(f"audit: {len(items)} items ({', '.join(f'{s} {int((items.splits == s).sum())}' for s in ('train', 'val', 'test'))}), "
-        f"{len(items.classes)} classes, features of {config.backbone}")
+    counts = ", ".join(f"{split} {int((items.splits == split).sum())}" for split in SPLITS)
+    log(f"audit: {len(items)} items ({counts}), {len(items.classes)} classes, features of {config.backbone}")
     featurized = timed(seconds, "features", lambda: featurize(modality, Backbone(config.backbone, None, config, spec),
                                                               items.items))
     unreadable = [ItemIssue(int(i), "unreadable", why) for i, (_, why) in
@@ -62,16 +62,18 @@ def audit_items(modality: Modality, items: AuditItems, config: RunConfig, second
     proba = timed(seconds, "out_of_fold", lambda: out_of_fold_proba(
         features, labels, len(items.classes), not featurized.normalized, config.seed))
     issues = timed(seconds, "label_issues", lambda: find_label_issues(labels, proba))
-    exact = timed(seconds, "exact_duplicates", lambda: exact_pairs(content_keys(items)))
-    known = {(p.first, p.second) for p in exact}
-    neighbours = timed(seconds, "neighbours", lambda: scan(
-        features, NEIGHBOURS, skip=lambda i, j: (int(rows[i]), int(rows[j])) in known))
+    keys = content_keys(items)
+    exact = timed(seconds, "exact_duplicates", lambda: exact_pairs(keys))
+    neighbours = timed(seconds, "neighbours", lambda: scan(  # exact copies are listed once, as exact pairs
+        features, NEIGHBOURS, skip=lambda i, j: keys[rows[i]] is not None and keys[rows[i]] == keys[rows[j]]))
     near = [DuplicatePair(int(rows[p.first]), int(rows[p.second]), p.similarity, False) for p in neighbours.pairs]
     outliers = timed(seconds, "outliers", lambda: find_outliers(isolation(neighbours.similarity), features, labels))
     checks, sizes = timed(seconds, "checks", lambda: (image_checks if items.lines is None else text_checks)(items))
+    checked = {c.index for c in checks if c.kind == "unreadable"}
+    unreadable = [c for c in unreadable if c.index not in checked]  # an image neither could open: listed once
     result = {
         "data": str(config.data), "modality": modality.name, "backbone": config.backbone, "classes": items.classes,
-        "items": len(items), "splits": {s: int((items.splits == s).sum()) for s in ("train", "val", "test")},
+        "items": len(items), "splits": {s: int((items.splits == s).sum()) for s in SPLITS},
         "features": {k: featurized.stats.get(k) for k in ("cached", "extracted", "seconds", "engine")},
         "label_issues": [{"item": items.where(int(rows[i.index])), "split": str(items.splits[rows[i.index]]),
                           "given": items.classes[i.given], "suggested": items.classes[i.suggested],
@@ -114,8 +116,7 @@ def pair_record(items: AuditItems, pair: DuplicatePair) -> dict[str, Any]:
     first, second = pair.first, pair.second
     splits = (str(items.splits[first]), str(items.splits[second]))
     conflicting = bool(items.labels[first] != items.labels[second])
-    kind = "leak" if "train" in splits and splits != ("train", "train") else \
-        "conflicting labels" if conflicting else "duplicate"
+    kind = "leak" if splits[0] != splits[1] else "conflicting labels" if conflicting else "duplicate"
     return {"kind": kind, "exact": pair.exact, "similarity": pair.similarity, "splits": list(splits),
             "items": [items.where(first), items.where(second)],
             "labels": [items.classes[int(items.labels[first])], items.classes[int(items.labels[second])]],
@@ -124,7 +125,8 @@ def pair_record(items: AuditItems, pair: DuplicatePair) -> dict[str, Any]:
 
 def exclusions(result: dict[str, Any]) -> list[dict[str, str]]:
     """The training and validation items worth leaving out, each once, with why: flagged labels, the later copy of
-    a duplicate, both copies of a conflicting pair, the training copy of a leak, blank and unreadable items."""
+    a duplicate, both copies of a conflicting pair, the earlier split's copy of a leak (train's beside val or
+    test, val's beside test), blank, unreadable and empty items."""
     named: dict[str, str] = {}
 
     def add(item: str, split: str, why: str) -> None:
@@ -135,9 +137,9 @@ def exclusions(result: dict[str, Any]) -> list[dict[str, str]]:
         add(issue["item"], issue["split"], f"label issue: given {issue['given']}, looks like {issue['suggested']}")
     for pair in result["duplicates"]:
         (a, b), (sa, sb) = pair["items"], pair["splits"]
-        if pair["kind"] == "leak":
-            train_copy = a if sa == "train" else b
-            add(train_copy, "train", f"leak: a copy is in {sb if sa == 'train' else sa}")
+        if pair["kind"] == "leak":  # the copy in the split that trains (or validates) goes, the later one stays
+            (early, split), (_, later) = sorted([(a, sa), (b, sb)], key=lambda copy: SPLITS.index(copy[1]))
+            add(early, split, f"leak: a copy is in {later}")
         elif pair["kind"] == "conflicting labels":
             add(a, sa, "a copy has another label")
             add(b, sb, "a copy has another label")

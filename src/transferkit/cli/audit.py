@@ -54,17 +54,20 @@ def audit(
 
 def show(result: dict[str, Any], written: list[str]) -> None:
     screen = console()
-    screen.print(cell(f"{result['data']}: {result['items']} items ({', '.join(f'{k} {v}' for k, v in result['splits'].items() if v)}), "
-                      f"{len(result['classes'])} classes; {result['balance']['advice']}"))
+    splits = ", ".join(f"{name} {count}" for name, count in result["splits"].items() if count)
+    screen.print(cell(f"{result['data']}: {result['items']} items ({splits}), {len(result['classes'])} classes; "
+                      f"{result['balance']['advice']}"))
     for title, rows, line in (
             ("label issues", result["label_issues"],
-             lambda r: f"{r['item']} ({r['split']}): given {r['given']}, looks like {r['suggested']} ({r['quality']:.3f})"),
+             lambda r: f"{r['item']} ({r['split']}): given {r['given']}, looks like {r['suggested']} "
+                       f"({r['quality']:.3f})"),
             ("duplicate pairs", result["duplicates"],
              lambda r: f"{r['kind']}{' (exact)' if r['exact'] else ''}: {r['items'][0]} ({r['splits'][0]}) ~ "
                        f"{r['items'][1]} ({r['splits'][1]}) {r['similarity']:.3f}"),
             ("outliers", result["outliers"], lambda r: f"{r['item']} ({r['split']}, {r['label']}): unlike its "
-                                                       f"{'class' if r['scope'] == 'class' else 'set'} ({r['score']:.3f})"),
-            ("item issues", result["item_issues"], lambda r: f"{r['item']} ({r['split']}): {r['kind']}, {r['detail']}")):
+                                                       f"{r['scope']} ({r['score']:.3f})"),
+            ("item issues", result["item_issues"],
+             lambda r: f"{r['item']} ({r['split']}): {r['kind']}, {r['detail']}")):
         screen.print(f"{title}: {len(rows)}")
         for row in rows[:LISTED]:
             screen.print(cell(f"  {line(row)}"))

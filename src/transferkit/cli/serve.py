@@ -11,7 +11,7 @@ import typer
 
 from transferkit.cli.evaluate import RUN_HELP, CacheDir
 from transferkit.errors import TransferkitError
-from transferkit.modalities.image.images import MAX_IMAGE_PIXELS
+from transferkit.config import MAX_IMAGE_PIXELS
 from transferkit.progress import log
 
 # The range of each numeric option (name -> lowest, highest, what follows them in a message). The highest values

@@ -31,12 +31,21 @@ def in_child(work: Callable[[], T]) -> T:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child: coverage does not follow it
-        os.close(read)
-        os._exit(child(work, write))
+        code = 1
+        try:
+            os.close(read)
+            code = child(work, write)
+        finally:
+            os._exit(code)  # never back into the parent's code, whatever happened
     os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
+    try:
+        with os.fdopen(read, "rb") as pipe:
+            data = pipe.read()
+    except BaseException:  # interrupted: the child's work is not wanted any more
+        os.kill(pid, 9)
+        raise
+    finally:
+        _, status = os.waitpid(pid, 0)
     if not data:
         raise ChildError(f"its process ended without a result ({describe(status)})")
     ok, value = pickle.loads(data)  # our own child's answer

@@ -42,7 +42,8 @@ def lock_file(out: str | Path) -> Path:
 
 def is_other_rank() -> bool:
     """A process of a multi-process launch other than rank 0 (whose lock covers the launch)."""
-    return os.environ.get("RANK", "0").strip() not in ("", "0")
+    launched = os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1")  # a scheduler's RANK alone is no launch
+    return launched and os.environ.get("RANK", "0").strip() not in ("", "0")
 
 
 @contextmanager
@@ -97,7 +98,11 @@ def acquire(path: Path, out: str | Path) -> Held:
             if same_file(fd, path):  # not a file a finishing holder unlinked while we waited to lock it
                 break
             os.close(fd)
-        write_record(fd)
+        try:
+            write_record(fd)
+        except BaseException:
+            os.close(fd)  # else the flock stays held by this process and its next run refuses itself
+            raise
         return Held(fd, made)
     except OSError as exc:
         remove_empty(made)

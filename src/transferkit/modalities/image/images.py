@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from transferkit.config import MAX_IMAGE_PIXELS
+
 # torchvision's ImageFolder extensions: a .gif in a photo folder is usually a placeholder, not a sample.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
 
-# Pillow warns above ~89 MP and raises above twice that; we make every oversized image an error.
-MAX_IMAGE_PIXELS = 89_478_485
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # config.py: every image over it is an error
 # Resizing the short side to the backbone's size multiplies a thin image's pixels by its aspect ratio (a
 # 50000x1 PNG became 12800000x256): the resized image is limited too, to 16 MP (48 MB as RGB per thread).
 MAX_RESIZED_PIXELS = 4096 * 4096
