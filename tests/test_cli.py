@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from transferkit import __version__
 from transferkit.cli import app, main
 from transferkit.cli.compare import short_names
-from transferkit.cli.train import option_name
+from transferkit.cli.options import option_name
 from transferkit.config import FIELD_TYPES, RunConfig, choices
 from transferkit.train.registries import CALLBACKS, LOSS_TERMS
 from transferkit.train.strategies import STRATEGY_NAMES

@@ -58,6 +58,7 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
 MAX_IMAGE_PIXELS = 89_478_485
 CROP_RANGE = (0.3, 1.0)
 TOKENS_RANGE = (2, 8192)  # max_length: tokens per text
+LAYERS_RANGE = (1, 128)  # feature_layers: encoder layers pooled (the deepest encoders have a few dozen)
 # Fine-tuning fields a linear probe may carry at non-default values without a word: callbacks are plug-ins a
 # probe does not call, but a config that names them is still a valid probe (see validate). Loss terms are not:
 # a probe asked for L2-SP or DANN would silently be a plain probe.
@@ -175,7 +176,7 @@ class RunConfig:
     # the text probe's default, PROBE_FEATURE_LAYERS, lives with the text estimator
     feature_layers: int | None = declare(None, "Pool the last N encoder layers and concatenate them (default: 4 "
                                                "for linear-probe, 1 (the sentence embedding) when fine-tuning)",
-                                         TEXT, Int(1, 128))
+                                         TEXT, Int(*LAYERS_RANGE))
 
     def __post_init__(self) -> None:
         self.check_fields()

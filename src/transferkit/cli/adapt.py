@@ -5,7 +5,6 @@ criterion chooses. The run's other options are ``transferkit train``'s (generate
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -13,7 +12,8 @@ import typer
 
 from transferkit.bounds import option_check
 from transferkit.cli.output import cell, console, print_json
-from transferkit.cli.train import CONFIG_FIELDS, check_before_work, claimed, config_option
+from transferkit.cli.options import CONFIG_FIELDS, with_config_options
+from transferkit.cli.train import check_before_work, claimed
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
 from transferkit.runs.folders import CANDIDATES_DIR
@@ -25,16 +25,7 @@ CANDIDATES = (SOURCE_ONLY, *DOMAIN_TERMS)  # the built-in ones; plug-in terms ar
 OWN_FIELDS = ("data", "methods")  # an argument, and adapt's own --method (candidates, not combined terms)
 
 
-def with_run_options(command: Any) -> Any:
-    """``command``'s own parameters, then one option per RunConfig field except :data:`OWN_FIELDS`."""
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
-           if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    generated = [config_option(f) for name, f in CONFIG_FIELDS.items() if name not in OWN_FIELDS]
-    command.__signature__ = inspect.Signature([*own, *generated], return_annotation=None)
-    return command
-
-
-@with_run_options
+@with_config_options([name for name in CONFIG_FIELDS if name not in OWN_FIELDS])
 def adapt(
     data: Annotated[Path, typer.Argument(help="Labelled source image folder (<class>/ or train/<class>/)",
                                          show_default=False)],

@@ -3,10 +3,64 @@ help, panel and choices), so a new field is a new option without an edit in the 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from typing import Any, Callable, Sequence
+import typing
+from typing import Any, Callable, Optional, Sequence
 
-from transferkit.cli.train import CONFIG_FIELDS, config_option
+import typer
+
+from transferkit.config import FIELD_TYPES, RunConfig, choices
+
+
+CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def option_name(field: dataclasses.Field) -> str:
+    """``--val-fraction``; ``--no-cache`` for a flag that is on by default; a list field names its repeatable
+    option in its metadata (``--method``)."""
+    if field.metadata["option"]:
+        return field.metadata["option"]
+    name = field.name.replace("_", "-")
+    return f"--no-{name}" if field.default is True else f"--{name}"
+
+
+def option_help(field: dataclasses.Field) -> str:
+    values = choices(FIELD_TYPES[field.name])
+    text = field.metadata["help"] + (f"; one of: {', '.join(values)}" if values else "")
+    if isinstance(field.default, bool):
+        return f"{text} (default: {'on' if field.default else 'off'})"
+    if field.default not in (None, dataclasses.MISSING):  # null defaults say what they mean in the help
+        return f"{text} (default: {field.default})"
+    return text
+
+
+def cli_type(hint: Any) -> Any:
+    """The option's type: the field's type without ``None`` (unset is ``None`` for every option)."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        (hint,) = (arg for arg in args if arg is not type(None))
+    return Optional[hint]
+
+
+def config_option(field: dataclasses.Field) -> inspect.Parameter:
+    hint, name = FIELD_TYPES[field.name], option_name(field)
+    info: dict[str, Any] = {"help": option_help(field), "rich_help_panel": field.metadata["panel"],
+                            "show_default": False}
+    if hint is bool and field.default is True:
+        info["callback"] = switch_off
+    elif choices(hint):  # the choices are in the help, where they wrap between words
+        info["metavar"] = "<choice>"
+    elif typing.get_origin(hint) is list:
+        info["metavar"] = "<spec>"
+    # Typer's older spelling (the option as the default) builds faster than Annotated[...], ~50 of them per start
+    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(None, name, **info),
+                             annotation=cli_type(hint))
+
+
+def switch_off(given: bool | None) -> bool | None:
+    """``--no-cache`` given sets ``cache`` to False; not given, the field keeps --config's value."""
+    return False if given else None
 
 
 def with_config_options(fields: Sequence[str]) -> Callable[[Any], Any]:

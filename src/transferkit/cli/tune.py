@@ -11,8 +11,8 @@ import typer
 
 from transferkit.bounds import option_check
 from transferkit.cli.output import cell, console, print_json
-from transferkit.cli.train import (CONFIG_FIELDS, check_before_work, claimed, option_name, print_summary,
-                                   with_config_options)
+from transferkit.cli.options import CONFIG_FIELDS, option_name, with_config_options
+from transferkit.cli.train import TRAIN_FIELDS, check_before_work, claimed, print_summary
 from transferkit.errors import TransferkitError
 from transferkit.tuning.base import PRUNER_NAMES, TRIALS, require_optuna
 from transferkit.tuning.space import SPACES
@@ -20,7 +20,7 @@ from transferkit.tuning.space import SPACES
 SPACE_HELP = "; ".join(f"{name}: {space.summary}" for name, space in SPACES.items())
 
 
-@with_config_options
+@with_config_options(TRAIN_FIELDS)
 def tune(
     data: Annotated[Path, typer.Argument(help="Labelled data, as for train: trials learn from its train split and are "
                                               "scored on its validation split; its test split is scored by the "

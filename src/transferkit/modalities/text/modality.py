@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from transferkit.config import TOKENS_RANGE, RunConfig
+from transferkit.config import LAYERS_RANGE, TOKENS_RANGE, RunConfig
 from transferkit.errors import DataError, TransferkitError
 from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Predictor, RunParts, Split, sort_classes,
                                          stratified_indices, warn_single_examples)
@@ -43,11 +43,10 @@ TEXT_FORMAT = "transferkit-text-1"
 # A probe reads the last four layers (see pooled_encoder); fine-tuning reads the sentence embedding, which
 # did better there: rt_polarity, gradual, one epoch: test 0.835 with 1 layer against 0.815 with 4.
 PROBE_FEATURE_LAYERS = 4
-MAX_LAYERS = 256  # encoder layers pooled: the deepest encoders have a few dozen
 # What a text run's preprocessing.json holds (run_parts writes it); the model's metadata repeats some of it.
 RUN_FILE_SCHEMA: dict[str, Check] = {
     "kind": one_of("text"), "max_length": number(*TOKENS_RANGE, integer=True), "pooling": one_of("mean", "cls"),
-    "normalize": one_of(True, False), "layers": number(1, MAX_LAYERS, integer=True),
+    "normalize": one_of(True, False), "layers": number(*LAYERS_RANGE, integer=True),
     "tokenizer": one_of("tokenizer/"), "encoder_config": one_of("encoder/config.json"),
 }
 
