@@ -38,10 +38,8 @@ class Service:
 
     def __init__(self, run: str | Path, limits: Limits, cache_dir: str | Path | None = None) -> None:
         self.run, self.limits = Path(run), limits
-        clf = load_classifier(run)
+        clf = load_classifier(run, cache_dir)  # the caller's cache, or the default: never the run's own stored one
         clf.verbose = False
-        if cache_dir is not None:
-            clf.config = clf.config.replace(cache_dir=str(Path(cache_dir).expanduser().resolve()))
         self.clf, self.inputs = clf, inputs_for(clf)
         self.files = read_run(run)
         self.engine = self.inputs.engine()  # opened once: ONNX Runtime's session lives as long as the server

@@ -52,7 +52,7 @@ def check_study_database(url: str) -> None:
     scheme, _, rest = url.partition("://")
     if scheme.split("+")[0] != "sqlite" or not rest.removeprefix("/"):
         return  # a server database, or no file: optuna and the server say what is wrong
-    path = rest.removeprefix("/")
+    path = rest.removeprefix("/").partition("?")[0]  # the file itself: a ?query would drop the mode=ro below
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
