@@ -109,7 +109,7 @@ CASES: list[Case] = [
     bounded("lr-inf", "usability", (*FINETUNE, "--lr", "inf"), (r"'lr' = inf", r"\(0, 10\]")),
     bounded("lr-nan", "usability", (*FINETUNE, "--lr", "nan"), (r"'lr' = nan", r"\(0, 10\]")),
     bounded("image-size-huge", "security", ("train", "data", "--image-size", "100000", "--out", "run"),
-            (r"image_size", r"\[16, 4096\]")),
+            (r"image_size", r"\[16, 1024\]")),
     bounded("batch-size-huge", "security", (*FINETUNE, "--batch-size", "1000000000"), (r"batch_size", r"\[1, 8192\]")),
     bounded("workers-huge", "security", (*FINETUNE, "--workers", "100000"), (r"workers", r"\[0, 256\]")),
     bounded("seed-negative", "usability", ("train", "data", "--seed", "-1", "--out", "run"),
@@ -136,7 +136,7 @@ CASES: list[Case] = [
 ]
 CASES += [
     bounded("rank-image-sizes-huge", "security", ("rank", "data", "--image-sizes", "32,100000"),
-            (r"--image-sizes", r"<= 4096")),
+            (r"--image-sizes", r"<= 1024")),
     bounded("rank-image-sizes-thousands-of-digits", "traceback", ("rank", "data", "--image-sizes", "9" * 5000),
-            (r"--image-sizes", r"<= 4096")),
+            (r"--image-sizes", r"<= 1024")),
 ]

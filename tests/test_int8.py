@@ -306,7 +306,7 @@ def test_text_int8_checks_on_training_texts_only(tmp_path: Path, text_cache: Pat
     assert clf.metrics_["embeddings"]["engine"] == "onnx-int8" and clf.metrics_["test"]["n"] == 2
     assert sorted(sampled) == sorted(t for t, _ in rows)  # never a validation or test text
     clf.save(tmp_path / "run")
-    loaded = TextClassifier.load(tmp_path / "run")
+    loaded = TextClassifier.load(tmp_path / "run", text_cache)  # a loaded run caches where it is told, never its own
     loaded.verbose = False
     assert loaded.predict(["a superb, witty delight"]) == ["pos"]
     assert loaded.embed_stats_["engine"] == "onnx-int8"  # the run predicts with the engine it was trained on

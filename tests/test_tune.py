@@ -194,7 +194,7 @@ def test_spaces_tune_what_applies_and_leave_fixed_settings_alone() -> None:
     (["--storage", "sqlite:///:memory:"], "in-memory database keeps no study"),
     (["--storage", "nosuchdb://host/x"], "cannot open it as a study database"),
     (["--storage", "sqlite:///{tmp}/junk.db"], "cannot open it as a study database"),
-    (["--trials", "0"], "--trials 0: run at least 1 trial"),
+    (["--trials", "0"], "--trials=0: expected an integer in [1, 100000]"),
     (["--space", "grid"], "--space grid: unknown search space; choose one of: probe, finetune"),
     (["--study", "a b"], "--study a b: use letters"),
     (["--study", "007"], "--study 007: use letters"),  # it would reach the trials' prune callback as 7

@@ -360,4 +360,8 @@ def share_probe_engine(modality: Modality, spec: Any, path: Path, cache_dir: str
     linked there now, so the run's first predict exports nothing."""
     name = modality.engine_file(spec)
     saved = modality.spec_from_run(read_run(path, modality.run_files))
-    seed_engine(saved.fingerprint, name, engine_dir(spec.fingerprint, cache_dir) / name, cache_dir)
+    source = engine_dir(spec.fingerprint, cache_dir)
+    # the fp32 engine, and the int8 engines built from it (NAME-TAG-DIGEST.onnx): an int8 probe's run meets the
+    # int8 features it was fitted on (hard links keep their order: the first built stays the engine)
+    for engine in [source / name, *sorted(source.glob(f"{Path(name).stem}-*.onnx"))]:
+        seed_engine(saved.fingerprint, engine.name, engine, cache_dir)
