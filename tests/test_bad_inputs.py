@@ -474,7 +474,7 @@ SILENT = [
          says=(r"(?i)finished|complete",), keep=("run",)),
     Case("offline-hub-backbone", "silent", data,
          ("train", "data", "--backbone", "timm:resnet18", *PROBE, "--out", "run"), 2,
-         says=(r"resnet18", r"--weights"), max_seconds=10, absent=("run",)),
+         says=(r"resnet18", r"--weights"), max_seconds=30, absent=("run",)),
 ]
 
 

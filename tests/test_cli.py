@@ -103,6 +103,19 @@ def test_wrong_type_in_yaml_is_one_line_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "wanted"), [
+    (["train", "data", "--epochs", "abc"], "error: Invalid value for '--epochs': Input should be a valid integer"),
+    (["train", "data", "--nope"], "error: No such option: --nope"),
+    (["serve"], "error: Missing argument 'run'."),
+    (["nosuch"], "error: No such command 'nosuch'."),
+])
+def test_usage_mistakes_are_one_line_errors(args: list[str], wanted: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "transferkit", *args], capture_output=True, text=True)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith(wanted) and result.stderr.count("\n") == 1, result.stderr
+    assert "--help')" in result.stderr  # says where to look
+
+
+@pytest.mark.parametrize(("args", "wanted"), [
     (["--adapter", "bitfitt"], "adapter 'bitfitt' is not known; did you mean bitfit?"),
     (["--method", "test-term:weight=1", "--method", "test-trem"],
      "method 'test-trem' is not known; did you mean test-term?"),

@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+# typer (pinned in pyproject) carries its own click; its usage errors are these classes, not the click package's
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
 from transferkit import __version__
 from transferkit.cli.adapt import adapt
 from transferkit.cli.audit import audit
@@ -50,7 +53,21 @@ def root(ctx: typer.Context,
 def main() -> None:
     """The console script: a user error is one line on stderr (exit 2), Ctrl-C exits 130."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # a bare `transferkit`: the help it asked for
+        print(exc.format_message(), file=sys.stderr)
+        sys.exit(2)
+    except UsageError as exc:  # a mistyped option or value: one line, like every other user error
+        command = exc.ctx.command_path if exc.ctx else "transferkit"
+        message = exc.format_message().replace("Value error, ", "")  # typer's coercion prefix says nothing
+        print(f"error: {message} (see '{command} --help')", file=sys.stderr)
+        sys.exit(2)
+    except ClickException as exc:
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     except TransferkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -61,6 +78,7 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)  # typer.Exit(code) gives a code
 
 
 if __name__ == "__main__":
