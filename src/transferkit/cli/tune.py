@@ -26,9 +26,12 @@ def tune(
                                               "scored on its validation split; its test split is scored by the "
                                               "final run only", show_default=False)],
     storage: Annotated[str, typer.Option(help="Database URL of the study, e.g. sqlite:///study.db (re-running the "
-                                              "command resumes the study in it)", show_default=False)],
+                                              "command resumes the study in it); several workers on one study, "
+                                              "on one machine or many: postgresql://user:password@host/db "
+                                              "(transferkit[scale])", show_default=False)],
     out: Annotated[str, typer.Option(help="Run folder to write the best trial's run to", show_default=False)],
-    trials: Annotated[int, typer.Option(help="Finished trials the study should hold (those it holds count)",
+    trials: Annotated[int, typer.Option(help="Finished trials the study should hold (those it holds count, and "
+                                             "those other workers on the study run)",
                                         callback=option_check(TRIALS, "--trials"))] = 20,
     space: Annotated[Optional[str], typer.Option(help=f"What to tune ({SPACE_HELP}); default: the --strategy's "
                                                       "(linear-probe: probe)", show_default=False)] = None,
@@ -54,6 +57,9 @@ def tune(
     with claimed(Path(out), lambda: check_before_work(Path(out), search.config, overwrite, resume=False,
                                                       resumable=False)):
         summary, clf = run_search(search, trials, storage, out, study, pruner)
+        if clf is None:  # another worker on the study fits the best trial (it said so on stderr)
+            print_json(summary) if as_json else print_trials(summary)
+            return
         if not getattr(clf, "is_main_process_", True):
             return  # other ranks of a multi-process run: rank 0 saves
         clf.save(out, overwrite=overwrite)

@@ -12,7 +12,9 @@ the run's config, not handed an object.
 from __future__ import annotations
 
 import functools
+import random
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -21,14 +23,21 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from transferkit.errors import arg, shown
+from transferkit.progress import log
 from transferkit.registry import format_spec
 from transferkit.runs.folders import write_problem
 from transferkit.tuning.base import TuningError
 
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 30  # three missed heartbeats: the trial's process is gone
+OPEN_TRIES = 3
+
+SCALE_HINT = "pip install 'transferkit[scale]'"
+# the URLs whose drivers transferkit[scale] installs (SQLAlchemy's default MySQL driver needs a C build)
+DRIVERS = ("postgresql://", "mysql+pymysql://")
 
 PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
     "none": optuna.pruners.NopPruner,
@@ -92,7 +101,8 @@ def check_url(url: str) -> None:
     if "," in url:
         raise TuningError(f"{storage_option(url)}: a storage URL with a comma cannot be passed to the prune "
                           "callback; rename the file or folder")
-    if scheme.split("+")[0] != "sqlite":  # a server database: its driver and the server say what is wrong
+    if scheme.split("+")[0] != "sqlite":  # a server database: past its driver, the server says what is wrong
+        check_driver(url)
         return
     try:  # sqlite:///study.db is study.db here; sqlite:////abs/study.db is /abs/study.db
         path = make_url(url).database or ""
@@ -107,6 +117,20 @@ def check_url(url: str) -> None:
     problem = write_problem(folder)  # SQLite writes its journal beside the database
     if problem:
         raise TuningError(f"{storage_option(url)}: cannot write the study database there ({problem})")
+
+
+def check_driver(url: str) -> None:
+    """One line naming the extra when the URL's database driver is not installed (SQLAlchemy would raise an
+    ImportError from deep inside Optuna)."""
+    try:
+        dialect = make_url(url).get_dialect()
+        dialect.import_dbapi()
+    except ImportError:
+        driver = getattr(locals().get("dialect"), "driver", "its driver")
+        raise TuningError(f"{storage_option(url)}: the database driver {driver} is not installed; run {SCALE_HINT} "
+                          f"(it brings the drivers of {' and '.join(DRIVERS)} URLs)") from None
+    except Exception:  # noqa: BLE001 - an unknown scheme: open_storage says so with SQLAlchemy's words
+        return
 
 
 def check_tables(url: str) -> None:
@@ -136,16 +160,29 @@ def table_names(url: str) -> list[str]:
 def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
     """The database at ``url`` (created if new), with heartbeats for the trials this process runs."""
     check_url(url)
-    beats = {"heartbeat_interval": HEARTBEAT_SECONDS, "grace_period": GRACE_SECONDS} if heartbeat else {}
-    try:
-        check_tables(url)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats are "experimental" since optuna 2.9
-            return optuna.storages.RDBStorage(url, **beats)
-    except TuningError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy, its drivers and optuna's schema check each raise their own
-        raise TuningError(f"{storage_option(url)}: cannot open it as a study database ({why(exc, url)})") from None
+    beats = {"heartbeat_interval": HEARTBEAT_SECONDS, "grace_period": GRACE_SECONDS,
+             "heartbeat_stale_trial_callback": log_stale} if heartbeat else {}
+    for attempt in range(1, OPEN_TRIES + 1):
+        try:
+            check_tables(url)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats are "experimental" since optuna 2.9
+                return optuna.storages.RDBStorage(url, **beats)
+        except TuningError:
+            raise
+        except (IntegrityError, ProgrammingError):
+            # workers started together on a new database each create Optuna's tables: all but one collide
+            # (PostgreSQL: a duplicate type or table); once the tables exist, opening it again succeeds
+            if attempt == OPEN_TRIES:
+                raise TuningError(f"{storage_option(url)}: cannot create the study's tables there") from None
+            time.sleep(random.uniform(0.5, 1.5))
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy, its drivers and optuna's schema check each raise their own
+            raise TuningError(f"{storage_option(url)}: cannot open it as a study database ({why(exc, url)})") from None
+    raise AssertionError("not reached")
+
+
+def log_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    log(f"trial {trial.number}: failed, its worker stopped (no heartbeat for {GRACE_SECONDS} s)")
 
 
 def prune_spec(url: str, study: str, number: int, pruner: str) -> str:

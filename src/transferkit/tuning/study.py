@@ -28,8 +28,8 @@ from transferkit.tuning.base import LOG_LOSS_ATTR, PRUNED_ATTR, TuningError
 from transferkit.tuning.objective import FinetuneObjective, ProbeObjective, Search
 from transferkit.tuning.space import space_for
 from transferkit.tuning.storage import PRUNERS, open_storage, shown_url, storage_option
+from transferkit.tuning.workers import FINISHED, SURPLUS_ATTR, claim_fit, run_trials
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 IDENTITY_ATTR = "transferkit"  # the study's user attribute naming the search it belongs to
 # Settings that change how fast trials run, or what only the final run scores, not what a trial computes: a
 # study resumed with other values of these is the same search. Not the engine: int8 features are not fp32's.
@@ -59,10 +59,12 @@ def plan(data: str | Path, settings: dict[str, Any], space: str | None = None) -
 
 
 def tune(search: Search, trials: int, storage: str, out: str | Path, study_name: str | None = None,
-         pruner: str | None = None) -> tuple[dict[str, Any], TransferClassifier]:
-    """Run the study to ``trials`` finished trials (those it already holds count) and fit the best trial's
-    settings (a fine-tune's checkpoints go to ``out``); returns (the search's summary, the fitted classifier,
-    the summary also in its ``metrics_["tune"]``), which ``clf.save(out)`` turns into a run folder."""
+         pruner: str | None = None) -> tuple[dict[str, Any], TransferClassifier | None]:
+    """Run the study to ``trials`` finished trials (those it already holds count, and those other workers on the
+    same study run: see workers.py) and fit the best trial's settings (a fine-tune's checkpoints go to ``out``);
+    returns (the search's summary, the fitted classifier, the summary also in its ``metrics_["tune"]``), which
+    ``clf.save(out)`` turns into a run folder. The classifier is None when another worker fits the best trial:
+    the summary's ``"fitted_by"`` names it."""
     start = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # log_trial says one line per trial instead
     if trials < 1:
@@ -74,16 +76,23 @@ def tune(search: Search, trials: int, storage: str, out: str | Path, study_name:
     if not STUDY_NAME.fullmatch(name) or parse_value(name) != name:  # trials' callbacks carry it as text
         raise TuningError(f"{arg('study', name)}: use letters, digits, '.', '_' and '-' only, and not a number or "
                           "true/false alone")
-    study = open_study(open_storage(storage), name, search, pruner, storage)
+    database = open_storage(storage)
+    study = open_study(database, name, search, pruner, storage)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     log(f"tune: study '{name}' ({search.space.name}: "
         f"{'; '.join(d.describe(search.kind) for d in search.dimensions)}), {done} of {trials} trial(s) finished")
+    took_part = False
     if done < trials:
         objective = (FinetuneObjective(search, storage, name, pruner) if search.space.trains_backbone
                      else ProbeObjective(search))  # a trial that trains the backbone goes through the training loop
-        study.optimize(objective, n_trials=trials - done, catch=(TrainingError,), callbacks=[log_trial],
-                       gc_after_trial=search.space.trains_backbone)
+        took_part = run_trials(study, objective, trials, search.config.seed, [log_trial],
+                               search.space.trains_backbone)
     summary = summarize(study, search, trials, storage, time.perf_counter() - start)
+    fitter = claim_fit(database, study, trials, str(out)) if took_part else None
+    if fitter is not None:
+        log(f"tune: the best trial ({summary['best']['number']}) is fitted by the worker of process "
+            f"{fitter.get('pid')} on {fitter.get('host')} into {fitter.get('out')}; nothing to fit here")
+        return {**summary, "fitted_by": fitter}, None
     clf = fit_best(search, summary["best"]["params"], out)
     clf.metrics_["tune"] = summary
     return summary, clf
@@ -125,12 +134,12 @@ def open_study(storage: optuna.storages.RDBStorage, name: str, search: Search, p
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # trials of a killed tune: failed, so never counted or resumed
-    # seeded past the trials already run, so a resumed search does not propose its first settings again
-    study.sampler = optuna.samplers.TPESampler(seed=search.config.seed + len(study.get_trials(deepcopy=False)))
-    return study
+    return study  # its sampler is seeded trial by trial (workers.Slotted)
 
 
 def log_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    if trial.user_attrs.get(SURPLUS_ATTR):  # never run: other workers took the study's last slots
+        return
     params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in trial.params.items())
     seconds = f"{trial.duration.total_seconds():.1f} s" if trial.duration else "?"
     if trial.state == TrialState.COMPLETE:
@@ -161,7 +170,7 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def summarize(study: optuna.Study, search: Search, trials: int, storage: str, seconds: float) -> dict[str, Any]:
-    rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+    rows = [trial_row(t) for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS_ATTR)]
     timed = [row["seconds"] for row in rows if row["state"] in ("complete", "pruned") and row["seconds"] is not None]
     best = best_trial(study)
     return {"study": study.study_name, "storage": shown_url(storage),
