@@ -8,6 +8,8 @@
   a fine-tune through the ordinary estimator, never reading the test split);
 * :mod:`~transferkit.tuning.prune`: the ``optuna-prune`` training callback that reports validation curves to the
   trial and stops pruned ones;
+* :mod:`~transferkit.tuning.workers`: several workers on one study (the total of trials they share, a dead
+  worker's trial, the one final fit);
 * :mod:`~transferkit.tuning.study`: the whole search, and the best trial re-fitted as a normal run folder.
 
 Only :mod:`~transferkit.tuning.space` and :mod:`~transferkit.tuning.base` are free of optuna and numpy: the

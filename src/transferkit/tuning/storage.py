@@ -1,7 +1,8 @@
 """The study's database and what trials share through it.
 
-The study lives in a SQL database (SQLite: ``sqlite:///study.db``), so a killed ``tune`` loses only the trial it
-was running: the next run loads the study and goes on. The database is the study's own: one that holds another
+The study lives in a SQL database (SQLite: ``sqlite:///study.db``; PostgreSQL or MySQL for workers on several
+machines, their drivers in the ``scale`` extra), so a killed ``tune`` loses only the trial it was running: the
+next run loads the study and goes on. The database is the study's own: one that holds another
 application's tables is refused before Optuna adds its tables beside them, and a URL's password is never shown.
 Trials record a heartbeat; one whose process died (no heartbeat for :data:`GRACE_SECONDS`) is marked failed
 when the next trial starts, and a trial still shown as running is never counted as finished. The prune callback
@@ -124,13 +125,13 @@ def check_driver(url: str) -> None:
     ImportError from deep inside Optuna)."""
     try:
         dialect = make_url(url).get_dialect()
-        dialect.import_dbapi()
-    except ImportError:
-        driver = getattr(locals().get("dialect"), "driver", "its driver")
-        raise TuningError(f"{storage_option(url)}: the database driver {driver} is not installed; run {SCALE_HINT} "
-                          f"(it brings the drivers of {' and '.join(DRIVERS)} URLs)") from None
     except Exception:  # noqa: BLE001 - an unknown scheme: open_storage says so with SQLAlchemy's words
         return
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        raise TuningError(f"{storage_option(url)}: the database driver {dialect.driver} is not installed; run "
+                          f"{SCALE_HINT} (it brings the drivers of {' and '.join(DRIVERS)} URLs)") from None
 
 
 def check_tables(url: str) -> None:
