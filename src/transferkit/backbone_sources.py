@@ -115,5 +115,6 @@ SOURCES = SourceRegistry({
     "timm": "transferkit.modalities.image.sources.timm:TimmSource",
     "torchvision": "transferkit.modalities.image.sources.torchvision:TorchvisionSource",
     "all-minilm-l6-v2": "transferkit.modalities.text.sources.minilm:MiniLMSource",
+    "all-mpnet-base-v2": "transferkit.modalities.text.sources.mpnet:MpnetSource",
     "huggingface": "transferkit.modalities.text.sources.huggingface:HuggingFaceSource",
 })
