@@ -36,7 +36,8 @@ class BackboneSource:
         raise BackboneError(f"backbone '{name}': source {self.name} cannot resolve it")
 
     def build(self, spec: Any) -> "nn.Module":
-        """The feature network of ``spec``, pretrained weights loaded when it asks for them."""
+        """The feature network of ``spec``, with the source's own pretrained weights when it asks for them (a weights
+        file, packaged or ``--weights``, is loaded by the spec, the same way for every source)."""
         raise BackboneError(f"backbone '{spec.name}': source {self.name} cannot build it")
 
     def rows(self) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
-from transferkit.atomic import atomic_write_bytes
+from transferkit.atomic import atomic_write_bytes, reason
 from transferkit.config import ENGINES
 from transferkit.errors import TransferkitError, arg, first_line
 from transferkit.features.cache import cache_root, claim_root
@@ -32,7 +32,6 @@ from transferkit.features.quantize import (STATIC_QDQ, Calibration, Quantization
                                            items_per_second, quantize_graph, read_record, record_speed,
                                            say_if_slower)
 from transferkit.progress import log
-from transferkit.runs.folders import reason
 
 if TYPE_CHECKING:
     from torch import nn

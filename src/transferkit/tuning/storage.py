@@ -21,9 +21,9 @@ from optuna.exceptions import ExperimentalWarning
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 
+from transferkit.atomic import write_problem
 from transferkit.errors import arg, shown
 from transferkit.registry import format_spec
-from transferkit.runs.folders import write_problem
 from transferkit.tuning.base import PRUNERS, TuningError
 
 HEARTBEAT_SECONDS = 10
