@@ -18,7 +18,8 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
-from transferkit.modalities.image.backbones import PACKAGED, load_weights, read_state_dict  # noqa: E402
+from transferkit.modalities.image.backbones import load_weights, read_state_dict  # noqa: E402
+from transferkit.modalities.image.sources.packaged import PACKAGED  # noqa: E402
 
 
 def lite0() -> torch.nn.Module:

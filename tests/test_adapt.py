@@ -303,7 +303,7 @@ def test_only_domain_terms_bring_the_target_stream() -> None:
 
 
 def test_adapt_select_choices_are_the_criteria() -> None:
-    assert SELECT_CHOICES == tuple(CRITERIA)  # the CLI keeps its own copy so --help imports no numpy
+    assert SELECT_CHOICES == tuple(CRITERIA)  # the CLI reads the numpy-free table selection.py scores by
 
 
 @pytest.mark.parametrize(("args", "wanted"), [

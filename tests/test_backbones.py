@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from transferkit.modalities.image.backbones import PACKAGED, list_backbones, load_weights, read_state_dict, resolve_backbone
+from transferkit.modalities.image.backbones import list_backbones, load_weights, read_state_dict, resolve_backbone
+from transferkit.modalities.image.sources.packaged import PACKAGED
 from transferkit.errors import BackboneError
 
 

@@ -86,6 +86,18 @@ def test_train_help_is_generated_from_run_config() -> None:
     assert {"--no-cache", "--strict", "--method", "--callback", "--adapter", "--val-fraction"} <= set(listed)
 
 
+def test_a_flag_on_by_default_says_it_turns_the_setting_off() -> None:
+    from transferkit.cli.options import option_help
+
+    for name in ("pretrained", "cache", "nesterov"):  # shown as --no-NAME: its help must not read as turning it on
+        field = next(f for f in dataclasses.fields(RunConfig) if f.name == name)
+        assert option_name(field) == f"--no-{name}" and option_help(field).startswith("Turn off (on by default): ")
+    strict = next(f for f in dataclasses.fields(RunConfig) if f.name == "strict")
+    assert option_help(strict).endswith("(default: off)") and option_name(strict) == "--strict"
+    text = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).stdout
+    assert re.search(r"--no-pretrained +<bool> +Turn off \(on by default\): start from the backbone's pretrained", text)
+
+
 def test_cli_start_up_imports_no_heavy_library() -> None:
     code = ("import sys, transferkit.cli.app; "
             "print([m for m in ('torch', 'numpy', 'sklearn', 'transformers', 'PIL') if m in sys.modules])")

@@ -193,13 +193,13 @@ def test_calibration_is_spread_over_the_files_and_bounded():
 
 
 def test_the_config_offers_exactly_the_engines_there_are_plans_for() -> None:
-    """config.py stays numpy-free, so its Engine choices are spelled there too: they must name the plans."""
+    """config.py stays numpy-free: its Engine choices are the names of the registry that refers to the plans."""
     import typing
 
-    from transferkit.config import Engine
-    from transferkit.features.engines import PLANS
+    from transferkit.config import ENGINES, Engine
 
-    assert set(typing.get_args(Engine)) == set(PLANS)
+    assert set(typing.get_args(Engine)) == set(ENGINES.names())
+    assert all(callable(ENGINES.factory(name)) for name in ENGINES.names())  # each names a plan that exists
 
 
 def test_a_probe_calibrates_on_its_training_images_only(tmp_path: Path, cache: Path, monkeypatch):

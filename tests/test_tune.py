@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Iterator, get_type_hints
 
 import optuna
 import pytest
@@ -19,7 +19,7 @@ from transferkit.modalities import IMAGE
 from transferkit.train.registries import CALLBACKS
 from transferkit.tuning import storage as tuning_storage
 from transferkit.tuning import study as tuning_study
-from transferkit.tuning.base import PRUNED_ATTR, PRUNER_NAMES
+from transferkit.tuning.base import PRUNED_ATTR, PRUNERS
 from transferkit.tuning.objective import trial_classifier
 from transferkit.tuning.space import FINETUNE, PROBE
 from transferkit.tuning.storage import open_storage, prune_spec
@@ -38,10 +38,11 @@ def stored_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
 
 
 @pytest.fixture
-def always_prune(monkeypatch: pytest.MonkeyPatch) -> str:
+def always_prune() -> Iterator[str]:
     """A pruner that stops every trial at its first report (validation accuracy is never >= 2)."""
-    monkeypatch.setitem(tuning_storage.PRUNERS, "always", lambda: optuna.pruners.ThresholdPruner(lower=2.0))
-    return "always"
+    PRUNERS.register("always", lambda: optuna.pruners.ThresholdPruner(lower=2.0))
+    yield "always"
+    PRUNERS.unregister("always")
 
 
 def test_probe_tune_writes_a_run_that_predicts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -236,9 +237,13 @@ def test_strict_stops_a_probe_study_on_an_unreadable_image(tmp_path: Path, monke
 
 
 def test_the_cli_names_exactly_the_pruners_there_are() -> None:
-    """tuning/base.py spells the names so --help imports no optuna: they must be storage.PRUNERS' own."""
-    assert set(PRUNER_NAMES) == set(tuning_storage.PRUNERS)
-    assert all(space.pruner in PRUNER_NAMES for space in (PROBE, FINETUNE))
+    """tuning/base.py declares the pruners without optuna: --help names each, and each space's default is one."""
+    from transferkit.cli.tune import tune
+
+    shown = get_type_hints(tune, include_extras=True)["pruner"].__metadata__[0].help
+    assert all(f"{name}" in shown for name in PRUNERS.names())
+    assert all(space.pruner in PRUNERS.names() for space in (PROBE, FINETUNE))
+    assert isinstance(PRUNERS.create("median"), optuna.pruners.MedianPruner)
 
 
 # -- the study's database, its URL's password, and what tune offers after an interruption -------------------------

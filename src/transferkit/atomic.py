@@ -1,4 +1,5 @@
-"""One way to write a file so a kill at any moment leaves either the old file or the whole new one.
+"""Files, the layer below everything that writes them: one way to write a file so a kill at any moment leaves
+either the old file or the whole new one, and why a folder cannot be written to.
 
 Every writer (run files, checkpoints, cached features and engines) writes to a temporary sibling and renames
 it into place with ``os.replace``; readers therefore never see half a file.
@@ -7,6 +8,7 @@ it into place with ``os.replace``; readers therefore never see half a file.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -53,3 +55,30 @@ def check_replaceable(path: str | Path, option: str, ours: Callable[[bytes], boo
     if not ours(head):
         raise TransferkitError(f"{option} {path} exists and is not a file transferkit wrote there; give another "
                                "file name")
+
+
+def reason(exc: BaseException) -> str:
+    """An OS error's own words ("No space left on device"), without errno numbers and paths."""
+    return getattr(exc, "strerror", None) or str(exc).splitlines()[0][:120] or type(exc).__name__
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (what creating ``path`` writes into)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def write_problem(folder: str | Path) -> str | None:
+    """Why nothing can be created in ``folder`` (or where it would be created), or None if something can:
+    a temporary file is made and removed, which also catches read-only mounts and ACLs that modes do not show."""
+    target = nearest_existing(Path(folder))
+    if not target.is_dir():
+        return f"{target} is not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=target, prefix=".transferkit-probe-"):
+            pass
+    except OSError as exc:
+        return f"{reason(exc)} in {target}" if target != Path(os.path.abspath(folder)) else reason(exc)
+    return None

@@ -18,7 +18,7 @@ from typing import Any, Callable, Literal
 from transferkit.atomic import atomic_write_bytes
 from transferkit.bounds import Bound, Int, Real
 from transferkit.errors import TransferkitError, arg, shown
-from transferkit.registry import Registry
+from transferkit.registry import Registry, plugin
 from transferkit.train.registries import ADAPTERS, CALLBACKS, LOSS_TERMS
 from transferkit.train.strategies import STRATEGY_NAMES, parse_strategy
 
@@ -28,7 +28,15 @@ BnMode = Literal["auto", "frozen", "train"]
 Augment = Literal["none", "light", "affine", "strong"]
 Metric = Literal["val_accuracy", "val_macro_f1", "val_loss"]
 Precision = Literal["auto", "no", "bf16", "fp16"]
-Engine = Literal["auto", "onnx", "torch", "onnx-int8"]
+# The feature engines by name, each the plan in features/engines.py that opens it (referenced, not imported:
+# this module stays numpy-free); the engine field's choices are their names.
+ENGINES = Registry("engine", {
+    "auto": plugin("transferkit.features.engines:plan_auto"),
+    "onnx": plugin("transferkit.features.engines:plan_onnx"),
+    "torch": plugin("transferkit.features.engines:plan_torch"),
+    "onnx-int8": plugin("transferkit.features.engines:plan_int8"),
+})
+Engine = Literal[tuple(ENGINES.names())]  # type: ignore[valid-type]  # the same Literal, from the registry
 CacheDtype = Literal["float32", "float16"]
 ClassWeights = Literal["auto", "none"]
 Pooling = Literal["auto", "mean", "cls"]

@@ -13,14 +13,14 @@ import typer
 from transferkit.bounds import option_check
 from transferkit.cli.output import cell, console, print_json
 from transferkit.cli.options import CONFIG_FIELDS, with_config_options
-from transferkit.cli.train import check_before_work, claimed
+from transferkit.cli.common import check_before_work, claimed
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
+from transferkit.methods.domain.criteria import CRITERIA
 from transferkit.runs.folders import CANDIDATES_DIR
 from transferkit.train.registries import BOTTLENECK, DOMAIN_TERMS, SOURCE_ONLY
 
-# selection.CRITERIA, copied (a test holds them equal) so that --help imports no numpy
-SELECT_CHOICES = ("source-val", "entropy", "info-max", "dev")
+SELECT_CHOICES = tuple(CRITERIA)  # read from the numpy-free table selection.py scores by
 CANDIDATES = (SOURCE_ONLY, *DOMAIN_TERMS)  # the built-in ones; plug-in terms are candidates too
 OWN_FIELDS = ("data", "methods")  # an argument, and adapt's own --method (candidates, not combined terms)
 

@@ -8,7 +8,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from transferkit.cli.output import console, print_json
+from transferkit.cli.output import cell, console, print_json
 
 
 def backbones(as_json: Annotated[bool, typer.Option("--json", help="One JSON list, a row per backbone")] = False,
@@ -29,5 +29,6 @@ def backbones(as_json: Annotated[bool, typer.Option("--json", help="One JSON lis
             offline = "yes" if row["offline"] else "no"
             needs = f"; needs {row['needs']}" if not row["offline"] and row.get("needs") else ""
             size = str(row["input_size"] or "model's") if modality == "image" else "tokens"
-            table.add_row(row["name"], offline, size, str(row["num_features"] or "model's"), row["source"] + needs)
+            table.add_row(cell(row["name"]), offline, size, str(row["num_features"] or "model's"),
+                          cell(row["source"] + needs))  # cells, not markup: "transferkit[mpnet]" shows as it is
         console().print(table)

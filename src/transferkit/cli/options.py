@@ -26,8 +26,12 @@ def option_name(field: dataclasses.Field) -> str:
 
 
 def option_help(field: dataclasses.Field) -> str:
+    """The field's help as it reads for the option shown: a flag that is on by default shows as ``--no-NAME``,
+    whose help says that it turns the setting off."""
     values = choices(FIELD_TYPES[field.name])
     text = field.metadata["help"] + (f"; one of: {', '.join(values)}" if values else "")
+    if option_name(field).startswith("--no-"):  # the flag turns off what the field's help describes
+        return f"Turn off (on by default): {text[:1].lower() + text[1:] if text[1:2].islower() else text}"
     if isinstance(field.default, bool):
         return f"{text} (default: {'on' if field.default else 'off'})"
     if field.default not in (None, dataclasses.MISSING):  # null defaults say what they mean in the help

@@ -12,9 +12,9 @@ import typer
 from transferkit.bounds import option_check
 from transferkit.cli.output import cell, console, print_json
 from transferkit.cli.options import CONFIG_FIELDS, option_name, with_config_options
-from transferkit.cli.train import TRAIN_FIELDS, check_before_work, claimed, print_summary
+from transferkit.cli.common import TRAIN_FIELDS, check_before_work, claimed, print_summary
 from transferkit.errors import TransferkitError
-from transferkit.tuning.base import PRUNER_NAMES, TRIALS, require_optuna
+from transferkit.tuning.base import PRUNERS, TRIALS, require_optuna
 from transferkit.tuning.space import SPACES
 
 SPACE_HELP = "; ".join(f"{name}: {space.summary}" for name, space in SPACES.items())
@@ -38,7 +38,7 @@ def tune(
     study: Annotated[Optional[str], typer.Option(help="Study name in the storage (default: from the data, the "
                                                       "space and the settings)", show_default=False)] = None,
     pruner: Annotated[Optional[str], typer.Option(help=f"Stops fine-tuning trials behind the others: "
-                                                       f"{' or '.join(PRUNER_NAMES)} (default: the space's, "
+                                                       f"{' or '.join(PRUNERS.names())} (default: the space's, "
                                                        f"finetune: {SPACES['finetune'].pruner})",
                                                   show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder at --out (never a "

@@ -33,6 +33,7 @@ import onnxruntime as ort
 import torch
 
 from transferkit import __version__
+from transferkit.atomic import reason
 from transferkit.errors import RunDirError, TransferkitError, arg, first_line
 from transferkit.estimators import load_classifier
 from transferkit.estimators.core import TransferClassifier
@@ -40,7 +41,7 @@ from transferkit.export.adapters import OUTPUT, ModelInputs, inputs_for
 from transferkit.estimators.heldout import capped, heldout_split
 from transferkit.export.model import ExportedClassifier, whole_model
 from transferkit.progress import log
-from transferkit.runs.folders import is_run_folder, reason
+from transferkit.runs.folders import is_run_folder
 from transferkit.runs.rundir import read_run, swap_into_place
 
 PARITY_ITEMS = 512  # validation items the parity check runs through both models (spread over the split)

@@ -23,10 +23,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from transferkit.atomic import atomic_write_bytes
+from transferkit.atomic import atomic_write_bytes, reason, write_problem
 from transferkit.errors import CacheError, arg
 from transferkit.progress import log
-from transferkit.runs.folders import reason, write_problem
 
 ENV_CACHE_DIR = "TRANSFERKIT_CACHE"
 MARKER = "CACHEDIR.TAG"

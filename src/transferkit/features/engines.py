@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
-from transferkit.atomic import atomic_write_bytes
+from transferkit.atomic import atomic_write_bytes, reason
+from transferkit.config import ENGINES
 from transferkit.errors import TransferkitError, arg, first_line
 from transferkit.features.cache import cache_root, claim_root
 from transferkit.features.child import in_child
@@ -31,7 +32,6 @@ from transferkit.features.quantize import (STATIC_QDQ, Calibration, Quantization
                                            items_per_second, quantize_graph, read_record, record_speed,
                                            say_if_slower)
 from transferkit.progress import log
-from transferkit.runs.folders import reason
 
 if TYPE_CHECKING:
     from torch import nn
@@ -218,10 +218,10 @@ def plan_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.M
 
 
 def plan_request(request: EngineRequest, engine: str = "auto") -> EnginePlan:
-    """The plan named ``engine`` (one of :data:`ENGINES`) for ``request``, an image or a text network's."""
-    if engine not in PLANS:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    return PLANS[engine](request)
+    """The plan named ``engine`` (one of config.ENGINES) for ``request``, an image or a text network's."""
+    if engine not in ENGINES.names():
+        raise ValueError(f"engine must be one of {tuple(ENGINES.names())}, got {engine!r}")
+    return ENGINES.factory(engine)(request)
 
 
 def open_engine(fingerprint: str, input_size: int, build_net: Callable[[], "nn.Module"], engine: str = "auto",
@@ -298,11 +298,6 @@ def quantize_and_time(request: EngineRequest, path: Path, calibration: Calibrati
                    lambda tmp: check_close(request.int8_engine(tmp), fp32, calibration, request.label, limit),
                    request.recipe)
     return items_per_second({"int8": request.int8_engine(path), "fp32": fp32}, calibration)
-
-
-PLANS: dict[str, Callable[[EngineRequest], EnginePlan]] = {"auto": plan_auto, "onnx": plan_onnx, "torch": plan_torch,
-                                                          "onnx-int8": plan_int8}
-ENGINES = tuple(PLANS)
 
 
 def cached_onnx_engine(path: Path, build_net: Callable[[], "nn.Module"],

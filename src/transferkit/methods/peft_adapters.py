@@ -1,8 +1,8 @@
 """LoRA and (IA)^3 through ``peft``'s custom-model path: explicit target modules inside the backbone, the new
 head trained and saved beside them, and the adapter merged back so the run holds one plain module.
 
-Targets are chosen per family unless ``targets=REGEX`` says otherwise: the first preset that matches any
-linear / 1x1-capable convolution of the backbone. Depthwise and grouped convolutions are never targeted:
+Targets are chosen per family unless ``targets=REGEX`` says otherwise: the first preset (each backbone source
+names its families', backbone_sources.py) that matches any linear / 1x1-capable convolution of the backbone. Depthwise and grouped convolutions are never targeted:
 peft refuses to merge convolutions with ``groups > 1``.
 """
 
@@ -13,16 +13,11 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from transferkit.backbone_sources import SOURCES
 from transferkit.errors import TrainingError
 from transferkit.progress import log
 from transferkit.train.adapters import Adapter, AdapterWeights
 
-# (family, module-name regex), tried in order; measured: Lite0 with r=8 trains 182,272 of 3.55M (5.1%)
-TARGET_PRESETS: tuple[tuple[str, str], ...] = (
-    ("EfficientNet / MobileNet pointwise convolutions", r"conv_pw|conv_pwl|conv_head"),
-    ("ViT attention and MLP", r"qkv|proj|fc1|fc2"),
-    ("BERT-style attention and MLP", r"query|key|value|dense"),
-)
 ADAPTER_NAME = "default"  # peft's name for the one adapter a run trains
 
 
@@ -45,7 +40,7 @@ def select_targets(backbone: nn.Module, targets: str | None) -> list[str]:
     """Full names of the modules to adapt: those ``targets`` matches, else the first preset that matches."""
     candidates = [(n, m) for n, m in backbone.named_modules() if n and adaptable(m)]
     if targets is None:
-        for _, preset in TARGET_PRESETS:
+        for _, preset in SOURCES.lora_targets():
             chosen = [n for n, m in candidates if matches(re.compile(preset), n) and getattr(m, "groups", 1) == 1]
             if chosen:
                 return chosen

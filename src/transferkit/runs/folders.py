@@ -12,11 +12,10 @@ CLI checks ``--out`` before it imports the heavy parts.
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 
+from transferkit.atomic import reason, write_problem
 from transferkit.config import read_config_file
 from transferkit.errors import RunDirError, arg
 
@@ -54,33 +53,6 @@ def another_out() -> str:
 
 def checkpoint_dir(out: str | Path) -> Path:
     return Path(out) / CHECKPOINT_DIR
-
-
-def reason(exc: BaseException) -> str:
-    """An OS error's own words ("No space left on device"), without errno numbers and paths."""
-    return getattr(exc, "strerror", None) or str(exc).splitlines()[0][:120] or type(exc).__name__
-
-
-def nearest_existing(path: Path) -> Path:
-    """``path`` or its closest ancestor that exists (what creating ``path`` writes into)."""
-    path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def write_problem(folder: str | Path) -> str | None:
-    """Why nothing can be created in ``folder`` (or where it would be created), or None if something can:
-    a temporary file is made and removed, which also catches read-only mounts and ACLs that modes do not show."""
-    target = nearest_existing(Path(folder))
-    if not target.is_dir():
-        return f"{target} is not a folder"
-    try:
-        with tempfile.TemporaryFile(dir=target, prefix=".transferkit-probe-"):
-            pass
-    except OSError as exc:
-        return f"{reason(exc)} in {target}" if target != Path(os.path.abspath(folder)) else reason(exc)
-    return None
 
 
 def safetensors_format(path: Path) -> str:

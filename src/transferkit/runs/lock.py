@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from transferkit.atomic import reason, write_problem
 from transferkit.errors import RunDirError
-from transferkit.runs.folders import LOCK_SUFFIX, another_out, reason, write_problem
+from transferkit.runs.folders import LOCK_SUFFIX, another_out
 
 MAX_RECORD = 4096  # the holder's record is a few hundred bytes
 COMMAND_CHARS = 100  # of the holder's command line, shown in the message

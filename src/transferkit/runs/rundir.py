@@ -29,10 +29,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from transferkit.atomic import reason
 from transferkit.config import RunConfig, read_config_file
 from transferkit.errors import RunDirError, TransferkitError
 from transferkit.runs.folders import (CHECKPOINT_DIR, FILES, LAST_CHECKPOINT, PICKLED_CHECKPOINT, another_out,
-                                      check_out_vs_data, check_writable, checkpoint_dir, is_seeds_folder, reason)
+                                      check_out_vs_data, check_writable, checkpoint_dir, is_seeds_folder)
 from transferkit.runs.integrity import check_classes, check_metrics, check_model_meta
 from transferkit.runs.schema import MAX_METRICS, damaged, read_json_file
 

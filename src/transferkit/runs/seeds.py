@@ -26,12 +26,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from transferkit.atomic import atomic_write_bytes
+from transferkit.atomic import atomic_write_bytes, reason, write_problem
 from transferkit.confidence import paired_bootstrap, t_interval
 from transferkit.metrics import scored_split
 from transferkit.errors import RunDirError, TransferkitError, arg
 from transferkit.runs.folders import (FORMAT_PREFIX, LISTED, SEED_PREFIX, SEEDS_FILE, another_out, check_writable,
-                                      is_run_folder, is_seed_name, is_seeds_folder, reason, write_problem)
+                                      is_run_folder, is_seed_name, is_seeds_folder)
 from transferkit.runs.rundir import RunFiles, read_json, read_run
 
 MANIFEST_FORMAT = f"{FORMAT_PREFIX}seeds-1"

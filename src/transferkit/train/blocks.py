@@ -3,24 +3,18 @@ what layer-wise learning-rate decay steps over."""
 
 from __future__ import annotations
 
-import re
-
 from torch import nn
 
+from transferkit.backbone_sources import SOURCES
 from transferkit.errors import TrainingError
 
 
 def backbone_blocks(backbone: "nn.Module") -> list[list[str]]:
-    """Parameter names of the backbone grouped into blocks, input end first."""
+    """Parameter names of the backbone grouped into blocks, input end first: as the source that knows the
+    network's family groups them (backbone_sources.py), else one block per top-level module."""
     names = [n for n, _ in backbone.named_parameters()]
-    if hasattr(backbone, "group_matcher"):
-        from timm.models import group_parameters
-
-        grouped = group_parameters(backbone, backbone.group_matcher(coarse=True))
-        blocks = [list(grouped[k]) for k in sorted(grouped)]
-    elif any(LAYER_INDEX.search(n) for n in names):
-        blocks = layer_blocks(names)
-    else:
+    blocks = SOURCES.blocks(backbone, names)
+    if blocks is None:
         order: dict[str, list[str]] = {}
         for name in names:
             order.setdefault(name.split(".")[0], []).append(name)
@@ -30,28 +24,6 @@ def backbone_blocks(backbone: "nn.Module") -> list[list[str]]:
     missing = [n for n in names if n not in covered]
     if missing:  # anything the matcher left out belongs with the stem
         blocks[0] = missing + blocks[0]
-    return blocks
-
-
-LAYER_INDEX = re.compile(r"(?:^|\.)(?:layer|layers|block|blocks|h)\.(\d+)\.")
-
-
-def layer_blocks(names: list[str]) -> list[list[str]]:
-    """Transformer-style names (``encoder.layer.3.attention...``): what precedes the first layer (embeddings),
-    one block per layer index, and what follows the last layer (pooler, final norm) with the last layer."""
-    before: list[str] = []
-    layers: dict[int, list[str]] = {}
-    after: list[str] = []
-    for name in names:
-        match = LAYER_INDEX.search(name)
-        if match:
-            layers.setdefault(int(match.group(1)), []).append(name)
-        elif layers:
-            after.append(name)
-        else:
-            before.append(name)
-    blocks = [before] + [layers[i] for i in sorted(layers)]
-    blocks[-1] = blocks[-1] + after
     return blocks
 
 

@@ -7,13 +7,18 @@ from importlib.util import find_spec
 
 from transferkit.bounds import Int
 from transferkit.errors import TransferkitError
+from transferkit.registry import Registry, plugin
 
 TRIALS = Int(1, 100_000)  # finished trials a study holds
 
 INSTALL_HINT = "pip install 'transferkit[tune]'"
 PRUNED_ATTR = "pruned_at_epoch"  # set by the prune callback on the trial it stopped
 LOG_LOSS_ATTR = "val_log_loss"  # breaks ties between trials of equal validation accuracy
-PRUNER_NAMES = ("median", "none")  # storage.PRUNERS' names (a test holds them equal), for --help without optuna
+# Optuna's pruners by name, declared without importing optuna (--help and the option's check read the names here)
+PRUNERS = Registry("pruner", {
+    "median": plugin("transferkit.tuning.storage:median_pruner"),
+    "none": plugin("optuna.pruners:NopPruner"),
+})
 
 
 class TuningError(TransferkitError):

@@ -111,7 +111,7 @@ class SearchSpace:
     name: str
     trains_backbone: bool
     default_strategy: str  # when the user names no strategy
-    pruner: str  # the default pruner (tuning.storage.PRUNERS)
+    pruner: str  # the default pruner (tuning.base.PRUNERS)
     dimensions: tuple[Dimension, ...]
     summary: str
 

@@ -18,7 +18,6 @@ import re
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
@@ -26,11 +25,11 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+from transferkit.atomic import write_problem
 from transferkit.errors import arg, shown
 from transferkit.progress import log
 from transferkit.registry import format_spec
-from transferkit.runs.folders import write_problem
-from transferkit.tuning.base import TuningError
+from transferkit.tuning.base import PRUNERS, TuningError
 
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 30  # three missed heartbeats: the trial's process is gone
@@ -40,12 +39,11 @@ SCALE_HINT = "pip install 'transferkit[scale]'"
 # the URLs whose drivers transferkit[scale] installs (SQLAlchemy's default MySQL driver needs a C build)
 DRIVERS = ("postgresql://", "mysql+pymysql://")
 
-PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
-    "none": optuna.pruners.NopPruner,
-    # Stop a trial whose best validation accuracy so far is below the median of earlier trials at the same
-    # epoch, from its first epoch on (short fine-tunes save most there); never within the first 2 trials.
-    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
-}
+
+def median_pruner() -> optuna.pruners.BasePruner:
+    """Stop a trial whose best validation accuracy so far is below the median of earlier trials at the same
+    epoch, from its first epoch on (short fine-tunes save most there); never within the first 2 trials."""
+    return optuna.pruners.MedianPruner(n_startup_trials=2)
 
 
 # Optuna's tables (its RDB storage's models, and alembic's, which its schema upgrades use); a study database
@@ -201,11 +199,11 @@ def trial_storage(url: str) -> optuna.storages.RDBStorage:
 def trial_handle(url: str, study: str, number: int, pruner: str) -> optuna.Trial:
     """Trial ``number`` of ``study``, rebuilt from the database: reports through it are the trial's own, and
     ``should_prune`` asks ``pruner`` about the curves of the study's other trials."""
-    if pruner not in PRUNERS:
-        raise TuningError(f"pruner '{pruner}' is not known; choose one of: {', '.join(PRUNERS)}")
+    if pruner not in PRUNERS.names():
+        raise TuningError(f"pruner '{pruner}' is not known; choose one of: {', '.join(PRUNERS.names())}")
     storage = trial_storage(url)
     try:
-        loaded = optuna.load_study(study_name=study, storage=storage, pruner=PRUNERS[pruner](),
+        loaded = optuna.load_study(study_name=study, storage=storage, pruner=PRUNERS.create(pruner),
                                    sampler=optuna.samplers.RandomSampler())
         trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study), number)
     except KeyError:

@@ -18,16 +18,16 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
 from transferkit.config import RunConfig
-from transferkit.errors import RESUME_HINT, TrainingError, arg
+from transferkit.errors import RESUME_HINT, arg
 from transferkit.estimators import classifier_for_data
 from transferkit.estimators.core import TransferClassifier, absolute_paths
 from transferkit.progress import log
 from transferkit.registry import parse_value
 from transferkit.train.strategies import parse_strategy
-from transferkit.tuning.base import LOG_LOSS_ATTR, PRUNED_ATTR, TuningError
+from transferkit.tuning.base import LOG_LOSS_ATTR, PRUNED_ATTR, PRUNERS, TuningError
 from transferkit.tuning.objective import FinetuneObjective, ProbeObjective, Search
 from transferkit.tuning.space import space_for
-from transferkit.tuning.storage import PRUNERS, open_storage, shown_url, storage_option
+from transferkit.tuning.storage import open_storage, shown_url, storage_option
 from transferkit.tuning.workers import FINISHED, SURPLUS_ATTR, claim_fit, run_trials
 
 IDENTITY_ATTR = "transferkit"  # the study's user attribute naming the search it belongs to
@@ -70,8 +70,8 @@ def tune(search: Search, trials: int, storage: str, out: str | Path, study_name:
     if trials < 1:
         raise TuningError(f"{arg('trials', trials)}: run at least 1 trial")
     pruner = pruner or search.space.pruner
-    if pruner not in PRUNERS:
-        raise TuningError(f"{arg('pruner', pruner)}: unknown pruner; choose one of: {', '.join(PRUNERS)}")
+    if pruner not in PRUNERS.names():
+        raise TuningError(f"{arg('pruner', pruner)}: unknown pruner; choose one of: {', '.join(PRUNERS.names())}")
     name = study_name or default_study_name(search)
     if not STUDY_NAME.fullmatch(name) or parse_value(name) != name:  # trials' callbacks carry it as text
         raise TuningError(f"{arg('study', name)}: use letters, digits, '.', '_' and '-' only, and not a number or "
@@ -117,7 +117,7 @@ def open_study(storage: optuna.storages.RDBStorage, name: str, search: Search, p
                url: str) -> optuna.Study:
     """The study ``name``, new or resumed; one line when it holds another search's trials."""
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-                                pruner=PRUNERS[pruner]())
+                                pruner=PRUNERS.create(pruner))
     wanted, found = identity(search), study.user_attrs.get(IDENTITY_ATTR)
     if found is None and study.get_trials(deepcopy=False):
         raise TuningError(f"study '{name}' in {storage_option(url)} holds trials transferkit tune did not run; "

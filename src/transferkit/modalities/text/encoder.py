@@ -92,7 +92,7 @@ class TextEngineRequest(EngineRequest):
 def plan_text_engine(spec: TextBackboneSpec, engine: str = "auto", cache_dir: str | Path | None = None,
                      build_net: Callable[[], "nn.Module"] | None = None,
                      calibration: Callable[[], Calibration] | None = None) -> EnginePlan:
-    """The engine named ``engine`` (see features/engines.py: ENGINES) for ``spec``; an int8 engine not yet built
+    """The engine named ``engine`` (see config.ENGINES) for ``spec``; an int8 engine not yet built
     is checked on ``calibration`` (training texts only), and without it fp32 serves."""
     return plan_request(TextEngineRequest(spec.fingerprint, 0, build_net or spec.build, cache_dir, spec.name,
                                           calibration, spec.pooling), engine)

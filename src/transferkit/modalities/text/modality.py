@@ -134,7 +134,7 @@ class TextModality:
         return list_text_backbones()
 
     def resolve(self, config: RunConfig, strategy: "Strategy") -> TextBackboneSpec:
-        spec = resolve_text_backbone(config.backbone, config.pooling, feature_layers(config))
+        spec = resolve_text_backbone(config.backbone, config.pooling, feature_layers(config), config.cache_dir)
         return spec if config.pretrained and strategy.pretrained else dataclasses.replace(spec, pretrained=False)
 
     def spec_from_run(self, run: "RunFiles") -> TextBackboneSpec:
