@@ -170,12 +170,13 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--noise", type=float, default=0.05)
     parser.add_argument("--skip-duplicates", action="store_true")
+    parser.add_argument("--skip-labels", action="store_true", help="only the planted duplicates")
     parser.add_argument("--out", default="audit.json")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores ({cpu_flags()}), load average {os.getloadavg()[0]:.2f}")
     results: dict[str, Any] = {"cpu": cpu_flags(), "cores": os.cpu_count(), "noise": args.noise, "label_noise": [],
                                "duplicates": []}
-    for name in args.sets:
+    for name in [] if args.skip_labels else args.sets:
         for seed in args.seeds:
             start = time.perf_counter()
             row = label_noise(name, seed, args.noise)
