@@ -1,5 +1,6 @@
 """Duplicates: exact copies (the same bytes, or the same text up to case and spacing) and near copies (resized,
-recompressed, slightly cropped: features almost parallel), within a split and across splits.
+recompressed, slightly cropped), within a split and across splits: texts whose features are almost parallel here,
+images by their pixels in :mod:`transferkit.audit.copies` (these neighbours are among its candidates).
 
 Near copies are found on centred, L2-normalised features by blocked matrix products (a block of rows against
 every later row), so memory stays at one block of similarities whatever the set's size.
@@ -15,10 +16,9 @@ from typing import Callable, Sequence
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-# Centred cosine of Lite0 @224 features. Copies resized 0.5-2x, cropped up to 10% and recompressed (JPEG 60-95):
-# hymenoptera (397 photos + 100 copies): recall 0.78 at 0.85 with no distinct pair above it (0.91 at 0.8, still none);
-# CIFAR-10 train (10,000 + 200 copies of 32 px images): recall 0.44 at 0.85 and 92 other items above it (some of
-# them CIFAR's own near-copies), 0.24 and 21 at 0.9. Pooled features are not a copy detector for 32 px images.
+# Centred cosine at which two texts are near copies (images are verified on their pixels: audit/copies.py). For
+# images it was no copy detector: Lite0 @224 on CIFAR-10 (10,000 + 200 copies resized 0.5-2x, cropped up to 10%,
+# recompressed) found 0.44 of the copies at 0.85 with 92 other items above it.
 NEAR_SIMILARITY = 0.85
 BLOCK = 2048  # rows per similarity block: 2048 x 20,000 float32 is 160 MB
 DIMS = 256  # principal axes the similarities are taken on
@@ -63,7 +63,8 @@ def principal_axes(x: np.ndarray, dims: int, sample: int, seed: int = 0) -> np.n
     """``x`` (centred) on its ``dims`` principal axes, found on at most ``sample`` rows: what tells items apart,
     at a fraction of the cost of every product that follows."""
     rows = x[np.random.default_rng(seed).permutation(len(x))[:sample]].astype(np.float64)
-    _, axes = np.linalg.eigh(rows.T @ rows)
+    with threadpool_limits(1):  # threaded LAPACK on a busy 2-core machine: 31 s for 1,280 x 1,280, 1.4 s alone
+        _, axes = np.linalg.eigh(rows.T @ rows)
     return x @ axes[:, -dims:].astype(np.float32)
 
 
@@ -104,6 +105,8 @@ def scan(features: np.ndarray, k: int = 10, threshold: float = NEAR_SIMILARITY,
             rows = np.arange(len(block))
             block[rows, start + rows] = -np.inf  # an item is not its own neighbour
             nearest[start:start + len(block)], index[start:start + len(block)] = top(block, k)
+            if threshold > 1.0:  # neighbours only: no cosine reaches it
+                continue
             hit_rows, hit_cols = np.nonzero(block >= threshold)
             later = hit_cols > start + hit_rows  # each pair once, from its first item's row
             total += int(later.sum())
