@@ -173,7 +173,7 @@ def test_page_renders_its_thumbnails_in_headless_chromium(result: dict, tmp_path
 
 def test_a_resized_cropped_recompressed_copy_correlates_and_a_look_alike_does_not(tmp_path: Path) -> None:
     from transferkit.audit.checks import image_facts
-    from transferkit.audit.copies import COPY_CORRELATION, copy_correlation
+    from transferkit.audit.copies import COPY_CORRELATION, copy_correlation, near_copies
 
     cars = real_images(SOURCES["car"], 40)
     original = Image.open(cars[0]).convert("RGB")
@@ -189,6 +189,9 @@ def test_a_resized_cropped_recompressed_copy_correlates_and_a_look_alike_does_no
     scores = copy_correlation(thumbnails, np.zeros(n - 1, dtype=np.int64), np.arange(1, n))
     assert (scores[:3] >= COPY_CORRELATION).all(), scores[:3]
     assert (scores[3:] < COPY_CORRELATION).all(), scores[3:].max()  # 39 other cars, some alike in layout
+    # two images, one nearest other each (the audit of a tiny set): the pair is still compared
+    pair = near_copies(thumbnails[:2], np.array([[1], [0]]), lambda i, j: False)
+    assert [(p.first, p.second) for p in pair] == [(0, 1)]
 
 
 def test_label_issues_are_the_flags_the_probe_is_sure_of() -> None:

@@ -6,6 +6,7 @@ recall 0.43 with 353 distinct pairs at the feature threshold that kept hymenopte
 its pixels: small grey versions of the two images correlate almost perfectly once the crop is undone. So each
 candidate pair is compared as normalised cross-correlation of SIDE x SIDE grey crops, the larger image cropped at
 a few scales and offsets (the crops a copy may have had) against the whole of the other, both ways round.
+At 12 px, glyph-like sets look alike: 3,000 MNIST digits gave 2,241 pairs (distinct writers' strokes merge).
 """
 
 from __future__ import annotations
@@ -128,9 +129,8 @@ def candidate_pairs(thumbnails: np.ndarray, feature_neighbours: np.ndarray) -> n
     cropped from a busy scene; each is cheap."""
     shapes = layout(thumbnails)
     by_layout = scan(shapes, CANDIDATES, threshold=2.0, centre=False).index
-    n = len(thumbnails)
-    first = np.repeat(np.arange(n), 2 * CANDIDATES)
-    second = np.concatenate([feature_neighbours[:, :CANDIDATES], by_layout], axis=1).ravel()
+    others = np.concatenate([feature_neighbours[:, :CANDIDATES], by_layout], axis=1)  # fewer in a tiny set
+    first, second = np.repeat(np.arange(len(thumbnails)), others.shape[1]), others.ravel()
     pairs = np.unique(np.sort(np.stack([first, second], axis=1), axis=1), axis=0)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
     return pairs[np.einsum("pd,pd->p", shapes[pairs[:, 0]], shapes[pairs[:, 1]]) >= LAYOUT_FLOOR]
