@@ -1,6 +1,6 @@
 """Does ``transferkit audit`` find what was planted? (issue 25; not run by the tests)
 
-    .venv/bin/python bench/audit.py [--sets hymenoptera cifar10 trec] [--seeds 0 1 2] [--noise 0.05]
+    .venv/bin/python bench/audit.py [--sets hymenoptera cifar10 trec] [--seeds 0 1 2] [--noise 0.05] [--skip-labels]
 
 For each set and seed, label noise: ``--noise`` of the training labels flipped to another class (seeded); the
 audit (its own threshold, every split: the set's test split clean) flags items; precision and recall of the
@@ -11,7 +11,9 @@ trec: train.csv / test.csv.
 Duplicates (cifar10): 100 training images copied into the test split after a random resize (0.5-2x), JPEG
 recompression (quality 60-95) and a crop of up to 10%, and 100 others copied byte for byte: recall of each kind,
 and the pairs found that were not planted (CIFAR's own near-duplicates among them: ciFAIR, Barz & Denzler 2020).
-Speed: the audit's seconds with every feature cached (the second audit of a set). Writes bench/results/audit.json.
+Speed: the audit's seconds with every feature cached (the second audit of a set), and its CPU seconds (every
+thread; the wall time on a shared machine counts the neighbours' work too). --skip-labels: duplicates only.
+Writes bench/results/audit.json (--out).
 """
 
 from __future__ import annotations
