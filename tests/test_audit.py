@@ -169,3 +169,40 @@ def test_page_renders_its_thumbnails_in_headless_chromium(result: dict, tmp_path
                           "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120, check=True).stdout
     assert f'data-drawn="{shown}"' in dom, dom[:300]
     assert "Label issues (" in dom and "Duplicates and leaks (" in dom
+
+
+def test_a_resized_cropped_recompressed_copy_correlates_and_a_look_alike_does_not(tmp_path: Path) -> None:
+    from transferkit.audit.checks import image_facts
+    from transferkit.audit.copies import COPY_CORRELATION, copy_correlation, near_copies
+
+    cars = real_images(SOURCES["car"], 40)
+    original = Image.open(cars[0]).convert("RGB")
+    copies = []
+    for k, (scale, cut, quality) in enumerate(((0.5, 0.1, 60), (2.0, 0.06, 95), (1.3, 0.0, 70))):
+        w, h = original.size
+        image = original.crop((0, round(cut * h), round((1 - cut) * w), h))  # cut from the top and right
+        image = image.resize((round(image.width * scale), round(image.height * scale)))
+        image.save(tmp_path / f"copy{k}.jpg", "JPEG", quality=quality)
+        copies.append(tmp_path / f"copy{k}.jpg")
+    thumbnails = np.stack([image_facts(str(p))[2] for p in [cars[0], *copies, *cars[1:]]])
+    n = len(thumbnails)
+    scores = copy_correlation(thumbnails, np.zeros(n - 1, dtype=np.int64), np.arange(1, n))
+    assert (scores[:3] >= COPY_CORRELATION).all(), scores[:3]
+    assert (scores[3:] < COPY_CORRELATION).all(), scores[3:].max()  # 39 other cars, some alike in layout
+    # two images, one nearest other each (the audit of a tiny set): the pair is still compared
+    pair = near_copies(thumbnails[:2], np.array([[1], [0]]), lambda i, j: False)
+    assert [(p.first, p.second) for p in pair] == [(0, 1)]
+
+
+def test_label_issues_are_the_flags_the_probe_is_sure_of() -> None:
+    from transferkit.audit.labels import find_label_issues
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 100)
+    given = np.clip(rng.normal(0.9, 0.05, 200), 0.6, 0.99)  # the probe's probability of each given label
+    given[[3, 150]] = 0.03  # two wrong labels the probe is sure of
+    given[[10, 20, 160]] = 0.35  # three hard items: confident learning flags them too
+    proba = np.where(np.eye(2, dtype=bool)[labels], given[:, None], 1 - given[:, None])
+    found = {issue.index: issue for issue in find_label_issues(labels, proba)}
+    assert sorted(found) == [3, 150]
+    assert (found[3].given, found[3].suggested) == (0, 1)

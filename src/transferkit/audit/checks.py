@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from transferkit.audit.copies import THUMB
 from transferkit.audit.items import SPLITS, AuditItems
 
 TINY = 16  # px: an image side below this carries little a 224 px backbone can use
@@ -25,31 +26,36 @@ class ItemIssue:
     detail: str
 
 
-def image_facts(path: str) -> tuple[int, int, float | None]:
-    """(width, height, grey-level spread of a small decode; None when it cannot be decoded)."""
+def image_facts(path: str) -> tuple[int, int, np.ndarray | None]:
+    """(width, height, the grey THUMB x THUMB thumbnail; None when it cannot be decoded)."""
     from PIL import Image
 
     with Image.open(path) as image:
         width, height = image.size
-        image.draft("RGB", (64, 64))  # JPEG decodes at 1/8 scale: the spread needs no detail
+        image.draft("RGB", (2 * THUMB, 2 * THUMB))  # JPEG decodes at up to 1/8 scale: neither use needs detail
         try:
-            small = np.asarray(image.convert("L").resize((32, 32)), dtype=np.float32)
+            return width, height, np.asarray(image.convert("L").resize((THUMB, THUMB), Image.BOX), dtype=np.uint8)
         except (OSError, ValueError, Image.DecompressionBombError):
             return width, height, None
-    return width, height, float(small.std())
 
 
-def image_checks(data: AuditItems) -> tuple[list[ItemIssue], dict[str, Any]]:
+def image_checks(data: AuditItems) -> tuple[list[ItemIssue], dict[str, Any], np.ndarray]:
+    """Item issues, sizes, and every image's grey thumbnail [n, THUMB, THUMB] (blank where unreadable), which the
+    copy check compares: each image is decoded once."""
     from PIL import Image
 
     issues, sides = [], []
+    thumbnails = np.zeros((len(data), THUMB, THUMB), dtype=np.uint8)
     for index, path in enumerate(data.items):
         try:
-            width, height, spread = image_facts(path)
+            width, height, thumbnail = image_facts(path)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             issues.append(ItemIssue(index, "unreadable", str(exc).splitlines()[0][:200]))
             continue
         sides.append((width, height))
+        spread = None if thumbnail is None else float(thumbnail.std())
+        if thumbnail is not None:
+            thumbnails[index] = thumbnail
         if min(width, height) < TINY:
             issues.append(ItemIssue(index, "tiny", f"{width}x{height} px"))
         if max(width, height) / max(1, min(width, height)) > STRETCHED:
@@ -59,10 +65,10 @@ def image_checks(data: AuditItems) -> tuple[list[ItemIssue], dict[str, Any]]:
     widths, heights = (np.asarray([s[i] for s in sides] or [0]) for i in (0, 1))
     size = {"median_width": int(np.median(widths)), "median_height": int(np.median(heights)),
             "min_side": int(min(widths.min(), heights.min())), "max_side": int(max(widths.max(), heights.max()))}
-    return issues, size
+    return issues, size, thumbnails
 
 
-def text_checks(data: AuditItems) -> tuple[list[ItemIssue], dict[str, Any]]:
+def text_checks(data: AuditItems) -> tuple[list[ItemIssue], dict[str, Any], None]:
     words = np.asarray([len(text.split()) for text in data.items])
     median = float(np.median(words)) if len(words) else 0.0
     issues = [ItemIssue(i, "empty", "no words") for i in np.flatnonzero(words == 0).tolist()]
@@ -70,7 +76,7 @@ def text_checks(data: AuditItems) -> tuple[list[ItemIssue], dict[str, Any]]:
     issues += [ItemIssue(int(i), "very long", f"{words[i]} words (median {median:.0f})") for i in long]
     size = {"median_words": median, "p95_words": float(np.percentile(words, 95)) if len(words) else 0.0,
             "max_words": int(words.max()) if len(words) else 0}
-    return issues, size
+    return issues, size, None
 
 
 def balance(data: AuditItems) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from typing import Any, Callable
 import numpy as np
 
 from transferkit.audit.checks import ItemIssue, balance, image_checks, text_checks
-from transferkit.audit.duplicates import DuplicatePair, exact_pairs, file_digest, scan, text_key
+from transferkit.audit.copies import near_copies
+from transferkit.audit.duplicates import NEAR_SIMILARITY, DuplicatePair, exact_pairs, file_digest, scan, text_key
 from transferkit.audit.items import SPLITS, AuditItems, read_items
 from transferkit.audit.labels import find_label_issues, out_of_fold_proba
 from transferkit.audit.outliers import NEIGHBOURS, find_outliers, isolation
@@ -64,11 +65,22 @@ def audit_items(modality: Modality, items: AuditItems, config: RunConfig, second
     issues = timed(seconds, "label_issues", lambda: find_label_issues(labels, proba))
     keys = content_keys(items)
     exact = timed(seconds, "exact_duplicates", lambda: exact_pairs(keys))
-    neighbours = timed(seconds, "neighbours", lambda: scan(  # exact copies are listed once, as exact pairs
-        features, NEIGHBOURS, skip=lambda i, j: keys[rows[i]] is not None and keys[rows[i]] == keys[rows[j]]))
-    near = [DuplicatePair(int(rows[p.first]), int(rows[p.second]), p.similarity, False) for p in neighbours.pairs]
+    checks, sizes, thumbnails = timed(seconds, "checks", lambda: (image_checks if items.lines is None
+                                                                   else text_checks)(items))
+
+    def same(i: int, j: int) -> bool:  # exact copies are listed once, as exact pairs
+        return keys[i] is not None and keys[i] == keys[j]
+
+    neighbours = timed(seconds, "neighbours", lambda: scan(
+        features, NEIGHBOURS, threshold=NEAR_SIMILARITY if thumbnails is None else 2.0,
+        skip=lambda i, j: same(rows[i], rows[j])))
+    if thumbnails is None:  # texts: near copies are near-parallel features
+        near = [DuplicatePair(int(rows[p.first]), int(rows[p.second]), p.similarity, False)
+                for p in neighbours.pairs]
+    else:  # images: candidates by features and layout, verified on their pixels
+        near = timed(seconds, "copies", lambda: near_copies(thumbnails, item_neighbours(rows, neighbours.index,
+                                                                                          len(items)), same))
     outliers = timed(seconds, "outliers", lambda: find_outliers(isolation(neighbours.similarity), features, labels))
-    checks, sizes = timed(seconds, "checks", lambda: (image_checks if items.lines is None else text_checks)(items))
     checked = {c.index for c in checks if c.kind == "unreadable"}
     unreadable = [c for c in unreadable if c.index not in checked]  # an image neither could open: listed once
     result = {
@@ -79,7 +91,7 @@ def audit_items(modality: Modality, items: AuditItems, config: RunConfig, second
                           "given": items.classes[i.given], "suggested": items.classes[i.suggested],
                           "quality": i.quality, "index": int(rows[i.index])} for i in issues],
         "duplicates": [pair_record(items, pair) for pair in exact + near],
-        "near_pairs_total": neighbours.total_pairs,
+        "near_pairs_total": neighbours.total_pairs if thumbnails is None else len(near),
         "outliers": [{"item": items.where(int(rows[o.index])), "split": str(items.splits[rows[o.index]]),
                       "label": items.classes[int(labels[o.index])], "score": o.score, "scope": o.scope,
                       "index": int(rows[o.index])} for o in outliers],
@@ -94,6 +106,13 @@ def audit_items(modality: Modality, items: AuditItems, config: RunConfig, second
         f"{len(result['outliers'])} outlier(s), {len(result['item_issues'])} item issue(s) in "
         f"{result['seconds']['total']:.1f} s")
     return result
+
+
+def item_neighbours(rows: np.ndarray, index: np.ndarray, n_items: int) -> np.ndarray:
+    """[n_items, k] each item's nearest others by features, as item indices (itself where it has no features)."""
+    out = np.repeat(np.arange(n_items)[:, None], index.shape[1], axis=1)
+    out[rows] = rows[index]
+    return out
 
 
 def flagged_texts(items: AuditItems, result: dict[str, Any]) -> dict[str, str]:
