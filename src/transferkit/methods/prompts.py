@@ -41,8 +41,18 @@ class PromptAdapter(Adapter):
         return {"tokens": self.tokens}
 
     def attach(self, model: nn.Module) -> nn.Module:
-        self.add(model.backbone, initialise=True)
+        held = getattr(model.backbone, self.module, None)
+        if held is None:
+            self.add(model.backbone, initialise=True)
+        elif self.held(held) != self.options():  # a parent run's prompt (--from): trained further, not doubled
+            given = ",".join(f"{k}={v}" for k, v in self.held(held).items()).lower()
+            raise TrainingError(f"adapter {self.name}: the run this continues (--from) holds a {self.name} with "
+                                f"{given}; pass --adapter {self.name}:{given} to train it further")
         return model
+
+    def held(self, module: nn.Module) -> dict[str, Any]:
+        """The options a module :meth:`add` made was made with (peft's prompt modules: their embedding's rows)."""
+        return {"tokens": int(module.embedding.num_embeddings)}
 
     def rebuild(self, backbone: nn.Module) -> None:
         self.add(backbone, initialise=False)

@@ -27,9 +27,9 @@ from transferkit.methods.prompts import PromptAdapter, has_tokens
 class VisualPrompts(nn.Module):
     """(blocks or 1, tokens, width) prompt tokens; ``start``: where they sit (after the class/register tokens)."""
 
-    def __init__(self, layers: int, tokens: int, width: int, start: int) -> None:
+    def __init__(self, layers: int, tokens: int, width: int, start: int, deep: bool) -> None:
         super().__init__()
-        self.start, self.tokens = start, tokens
+        self.start, self.tokens, self.deep = start, tokens, deep
         self.vectors = nn.Parameter(torch.zeros(layers, tokens, width))
 
     def initialise(self, patch_pixels: int) -> None:
@@ -77,10 +77,13 @@ class VisualPromptTuning(PromptAdapter):
     def options(self) -> dict[str, object]:
         return {"tokens": self.tokens, "deep": self.deep}
 
+    def held(self, module: nn.Module) -> dict[str, object]:
+        return {"tokens": int(module.tokens), "deep": bool(module.deep)}
+
     def add(self, backbone: nn.Module, initialise: bool) -> None:
         blocks = token_blocks(backbone)
         prompts = VisualPrompts(len(blocks) if self.deep else 1, self.tokens, int(backbone.embed_dim),
-                                int(backbone.num_prefix_tokens))
+                                int(backbone.num_prefix_tokens), self.deep)
         if initialise:
             prompts.initialise(math.prod(getattr(backbone.patch_embed, "patch_size", (16, 16))))
         backbone.add_module(self.module, prompts)

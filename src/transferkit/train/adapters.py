@@ -141,6 +141,10 @@ def restore_unmerged(backbone: nn.Module, state: dict[str, Any], run_model: str 
     if problem:
         raise damaged(source, "", f"disagrees with {Path(run_model).name} ({problem})")
     adapter.rebuild(backbone)
+    unknown = sorted(extra - set(backbone.state_dict()))
+    if unknown:
+        raise damaged(source, "", f"names adapter {adapter.name}, which keeps no tensor {unknown[0]} "
+                                  f"({Path(run_model).name} holds it)")
 
 
 def read_adapter_config(source: Path) -> Adapter:
