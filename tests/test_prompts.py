@@ -141,6 +141,8 @@ def test_prompt_through_the_cli_predicts_and_continues_with_from(tmp_path: Path)
     loaded = load_classifier(tmp_path / "run")  # predict and evaluate, as the CLI's commands do
     assert {r["predictions"][0]["label"] for r in loaded.predict_records(TEXTS, text=True)} <= {"pos", "neg"}
     assert loaded.evaluate(data)["n"] == 24
+    parity = json.loads((export_run(tmp_path / "run", "onnx", tmp_path / "onnx").folder / "parity.json").read_text())
+    assert parity["ok"] and parity["max_abs_diff"] <= 1e-5
     grown = cli("train", str(data), "--from", str(tmp_path / "run"), "--adapter", "prompt:tokens=3", *common,
                 "--out", str(tmp_path / "child"))
     assert grown.returncode == 0, grown.stderr
