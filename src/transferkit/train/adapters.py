@@ -134,7 +134,7 @@ def restore_unmerged(backbone: nn.Module, state: dict[str, Any], run_model: str 
         return
     source = Path(run_model).parent / ADAPTER_CONFIG
     if not source.is_file():
-        raise damaged(run_model, "", f"holds {len(extra)} tensor(s) its architecture lacks ({sorted(extra)[0]}) and "
+        raise damaged(run_model, "", f"holds {len(extra)} tensor(s) its architecture lacks ({min(extra)}) and "
                                      f"no {ADAPTER_CONFIG} says which adapter they belong to")
     adapter = read_adapter_config(source)
     problem = adapter.check_saved({f"backbone.{k}": list(state[k].shape) for k in extra})
