@@ -167,8 +167,9 @@ def goals(tables: dict[str, list[dict]]) -> list[str]:
     lines = []
     for name, table in tables.items():
         rows = {r["method"]: r for r in table}
-        best = max((rows[m] for m in ("finetune", "gradual") if m in rows), key=lambda r: r["test_mean"])
-        if "LoRA r=8" in rows:
+        tuned = [rows[m] for m in ("finetune", "gradual") if m in rows]
+        best = max(tuned, key=lambda r: r["test_mean"]) if tuned else None  # --rows may leave both out
+        if "LoRA r=8" in rows and best is not None:
             lora = rows["LoRA r=8"]
             gap = (best["test_mean"] - lora["test_mean"]) * 100
             lines.append(f"{name}: LoRA {-gap:+.1f} points against the best full fine-tune ({best['method']}), goal >= -1: "
@@ -187,7 +188,7 @@ def goals(tables: dict[str, list[dict]]) -> list[str]:
             gain = (rows["KD student"]["test_mean"] - rows["gradual"]["test_mean"]) * 100
             lines.append(f"{name}: KD student {gain:+.1f} points over the student alone, goal >= +1: "
                          f"{'met' if gain >= 1 else 'MISSED'}")
-        if "LwF a=0.5" in rows and rows["LwF a=0.5"]["retention"] is not None:
+        if "LwF a=0.5" in rows and rows["LwF a=0.5"]["retention"] is not None and best is not None:
             lwf = rows["LwF a=0.5"]
             gap = (best["test_mean"] - lwf["test_mean"]) * 100
             ok = lwf["retention"] >= 0.9 and gap <= 1
