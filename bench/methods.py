@@ -1,7 +1,8 @@
 """Transfer methods side by side: probe, fine-tune, gradual, LoRA, BitFit, L2-SP, LwF and distillation.
 
-    .venv/bin/python bench/methods.py [--sets hymenoptera,cifar,text] [--seeds 0,1,2] [--epochs 3]
+    .venv/bin/python bench/methods.py [--sets hymenoptera,cifar,text,trec] [--seeds 0,1,2] [--epochs 3]
                                       [--image-size 160] [--cifar-per-class 50] [--text-train 2000]
+                                      [--rows "LoRA r=8,prefix tokens=10"] [--out methods.json]
 
 Every row is one ``transferkit train`` process per seed with the same epochs and augmentation; test accuracy
 is the mean and a 95% t-interval over the seeds. Validation (which picks the best epoch and the probe's L2) is
@@ -10,12 +11,13 @@ split off the training data; the test split is only scored. Sets:
 * hymenoptera: ``train/`` is the data, ``val/`` (153 images) the test split;
 * cifar: the first ``--cifar-per-class`` training images per class of ../shared/data/cifar10, its first 100
   test images per class as the test split;
+* trec: question types (6 classes), as text (no KD unless ``--rows`` names it);
 * text: rt_polarity, ``--text-train`` shuffled training rows (seeded), the official test file. KD's teacher is
   all-mpnet-base-v2 with a linear probe (assembled from its PyPI packages into bench/.models), the student
   MiniLM-L6 ``gradual``.
 
 Rows that fine-tune share the strategy ``gradual`` (probe head first). Adapters train at 3x the base LR, as
-parameter-efficient methods usually need. KD: an efficientnet_lite2 ``gradual`` run teaches efficientnet_lite0
+parameter-efficient methods usually need; text prompts (``prefix``, ``prompt``) at 1e-2 and 3e-2. KD: an efficientnet_lite2 ``gradual`` run teaches efficientnet_lite0
 (images) at its own input size; the student alone is the ``gradual`` row. Source retention: top-1 agreement of the tuned model's
 ImageNet head with the original model's on the validation images. Goals (issue 12) are checked at the end.
 """
@@ -61,8 +63,19 @@ def text_rows(lr: float) -> list[tuple[str, list[str]]]:
         ("gradual", ["--strategy", "gradual"]),
         ("LoRA r=8", ["--strategy", "gradual", "--adapter", "lora:r=8,alpha=16", *adapter_lr]),
         ("BitFit", ["--strategy", "gradual", "--adapter", "bitfit", *adapter_lr]),
+        # prompts train a few thousand vectors and need far larger steps (P-tuning v2: 5e-3..1e-2 on BERT)
+        ("prefix tokens=10", ["--strategy", "gradual", "--adapter", "prefix:tokens=10", "--lr", "1e-2"]),
+        ("prompt tokens=10", ["--strategy", "gradual", "--adapter", "prompt:tokens=10", "--lr", "3e-2"]),
         ("L2-SP", ["--strategy", "gradual", "--method", "l2sp:alpha=0.01,beta=0.01", "--weight-decay", "0"]),
     ]
+
+
+MINILM_ENCODER = 22_713_216  # all-MiniLM-L6-v2's parameters (the gradual row's trainable, less its 2-class head)
+
+
+def chosen(rows: list[tuple[str, list[str]]], only: str | None) -> list[tuple[str, list[str]]]:
+    """The rows ``--rows`` names (comma-separated labels), or all."""
+    return rows if not only else [r for r in rows if r[0] in only.split(",")]
 
 
 def train(data: Path, test: Path, out: Path, args: list[str], epochs: int, seed: int, cache: Path) -> dict:
@@ -89,14 +102,15 @@ def summarise(name: str, runs: list[dict]) -> dict:
 
 
 def bench_set(name: str, data: Path, test: Path, rows: list[tuple[str, list[str]]], seeds: list[int],
-              epochs: int, common: list[str], scratch: Path, teacher: list[str] | None) -> list[dict]:
+              epochs: int, common: list[str], scratch: Path, teacher: list[str] | None,
+              only: str | None = None) -> list[dict]:
     table = []
-    for label, args in rows:
+    for label, args in chosen(rows, only):
         runs = [train(data, test, scratch / f"{name}-{label}-{s}".replace(" ", "_"), [*args, *common], epochs, s,
                       scratch / f"cache-{name}") for s in seeds]
         table.append(summarise(label, runs))
         print(json.dumps(table[-1]), flush=True)
-    if teacher is not None:
+    if teacher is not None and (only is None or "KD" in only.split(",")):
         teacher_runs, student_runs = [], []
         for s in seeds:
             run = scratch / f"{name}-teacher-{s}"
@@ -153,23 +167,42 @@ def goals(tables: dict[str, list[dict]]) -> list[str]:
     lines = []
     for name, table in tables.items():
         rows = {r["method"]: r for r in table}
-        best = max((rows[m] for m in ("finetune", "gradual") if m in rows), key=lambda r: r["test_mean"])
-        if "LoRA r=8" in rows:
+        tuned = [rows[m] for m in ("finetune", "gradual") if m in rows]
+        best = max(tuned, key=lambda r: r["test_mean"]) if tuned else None  # --rows may leave both out
+        if "LoRA r=8" in rows and best is not None:
             lora = rows["LoRA r=8"]
             gap = (best["test_mean"] - lora["test_mean"]) * 100
             lines.append(f"{name}: LoRA {-gap:+.1f} points against the best full fine-tune ({best['method']}), goal >= -1: "
                          f"{'met' if gap <= 1 else 'MISSED'}; adapter file {lora['artefact_kb']} kB (goal <= 1024)")
+        if "prefix tokens=10" in rows and "LoRA r=8" in rows:
+            prefix, lora = rows["prefix tokens=10"], rows["LoRA r=8"]
+            gap = (lora["test_mean"] - prefix["test_mean"]) * 100
+            share = prefix["trainable"] / MINILM_ENCODER * 100
+            lines.append(f"{name}: prefix {-gap:+.1f} points against LoRA (goal >= -1) with {share:.2f}% of the "
+                         f"parameters trained (goal <= 1%): {'met' if gap <= 1 and share <= 1 else 'MISSED'}; adapter "
+                         f"file {prefix['artefact_kb']} kB (goal <= 200)")
+        if "prompt tokens=10" in rows and "LoRA r=8" in rows:
+            gap = (rows["LoRA r=8"]["test_mean"] - rows["prompt tokens=10"]["test_mean"]) * 100
+            lines.append(f"{name}: prompt {-gap:+.1f} points against LoRA (reported, no goal)")
         if "KD student" in rows and "gradual" in rows:
             gain = (rows["KD student"]["test_mean"] - rows["gradual"]["test_mean"]) * 100
             lines.append(f"{name}: KD student {gain:+.1f} points over the student alone, goal >= +1: "
                          f"{'met' if gain >= 1 else 'MISSED'}")
-        if "LwF a=0.5" in rows and rows["LwF a=0.5"]["retention"] is not None:
+        if "LwF a=0.5" in rows and rows["LwF a=0.5"]["retention"] is not None and best is not None:
             lwf = rows["LwF a=0.5"]
             gap = (best["test_mean"] - lwf["test_mean"]) * 100
             ok = lwf["retention"] >= 0.9 and gap <= 1
             lines.append(f"{name}: LwF source agreement {lwf['retention']:.3f} (goal >= 0.9), {-gap:+.1f} points against "
                          f"fine-tune (goal >= -1): {'met' if ok else 'MISSED'}")
     return lines
+
+
+def write_report(args: argparse.Namespace, seeds: list[int], tables: dict[str, list[dict]]) -> dict:
+    report = {"seeds": seeds, "epochs": args.epochs, "image_size": args.image_size, "text_train": args.text_train,
+              "tables": tables, "goals": goals(tables), "cpu_count": os.cpu_count(), "argv": sys.argv[1:]}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / args.out).write_text(json.dumps(report, indent=2))
+    return report
 
 
 def main() -> None:
@@ -180,6 +213,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--cifar-per-class", type=int, default=50)
     parser.add_argument("--text-train", type=int, default=2000)
+    parser.add_argument("--rows", default=None, help="only these methods (comma-separated labels; KD: 'KD')")
+    parser.add_argument("--out", default="methods.json", help="the results file, under bench/results/")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     common = ["--image-size", str(args.image_size)] if args.image_size else []
@@ -191,22 +226,21 @@ def main() -> None:
             if name == "hymenoptera":
                 root = DATA / "hymenoptera_data"
                 tables[name] = bench_set(name, root / "train", root / "val", image_rows(3e-4), seeds, args.epochs,
-                                         common, scratch, teacher)
+                                         common, scratch, teacher, args.rows)
             elif name == "cifar":
                 root = subset(DATA / "cifar10", scratch / "cifar", {"train": ("train", args.cifar_per_class),
                                                                     "test": ("test", 100)})
                 tables[name] = bench_set(name, root / "train", root / "test", image_rows(3e-4), seeds, args.epochs,
-                                         common, scratch, teacher)
-            elif name == "text":
-                data = text_subset(DATA / "rt_polarity", scratch / "rt", args.text_train, 0)
-                mpnet = mpnet_folder()
+                                         common, scratch, teacher, args.rows)
+            elif name in ("text", "trec"):  # text: rt_polarity; trec: question types (6 classes)
+                source = DATA / ("rt_polarity" if name == "text" else "trec")
+                data = text_subset(source, scratch / name, args.text_train, 0)
+                kd = args.rows is None or "KD" in args.rows.split(",")
+                mpnet = mpnet_folder() if kd else None
                 teacher_text = ["--backbone", str(mpnet), "--strategy", "linear-probe"] if mpnet else None
-                tables[name] = bench_set(name, data, DATA / "rt_polarity" / "test.csv", text_rows(2e-4), seeds,
-                                         args.epochs, [], scratch, teacher_text)
-    report = {"seeds": seeds, "epochs": args.epochs, "image_size": args.image_size, "tables": tables,
-              "goals": goals(tables), "cpu_count": os.cpu_count(), "argv": sys.argv[1:]}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "methods.json").write_text(json.dumps(report, indent=2))
+                tables[name] = bench_set(name, data, source / "test.csv", text_rows(2e-4), seeds, args.epochs, [],
+                                         scratch, teacher_text, args.rows)
+            report = write_report(args, seeds, tables)  # after each set: a long run keeps what it finished
     for name, table in tables.items():
         print(f"\n{name} (test accuracy, mean ± 95% CI over seeds {args.seeds}; {args.epochs} epochs)")
         print(f"{'method':28} {'test':>15} {'retention':>9} {'trainable':>11} {'artefact':>10} {'wall':>7}")

@@ -75,6 +75,10 @@ class Adapter:
         :meth:`attach` allocates anything."""
         return None
 
+    def rebuild(self, backbone: nn.Module) -> None:
+        """Add, untrained, the modules this adapter keeps in the saved model (those :meth:`merge` cannot fold
+        into weights: a prompt), so a run's saved tensors load into a bare backbone; most adapters keep none."""
+
     def load(self, model: nn.Module, tensors: dict[str, Any]) -> None:
         """Put :meth:`saved` tensors into an attached model."""
         model.backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in tensors.items()
@@ -119,6 +123,28 @@ def apply_adapter_file(model: nn.Module, folder: str | Path) -> nn.Module:
     except (TransferkitError, RuntimeError, ValueError) as exc:  # torch's shape mismatches are RuntimeErrors
         raise damaged(folder / ADAPTER_FILE, "", f"does not fit the model ({first_line(exc)})") from None
     return adapter.merge(model).eval()
+
+
+def restore_unmerged(backbone: nn.Module, state: dict[str, Any], run_model: str | Path) -> None:
+    """Before a run's saved backbone tensors (``state``) load into a bare ``backbone``: when they hold tensors
+    the architecture lacks, the run's adapter.json names the adapter that kept them (a prompt: nothing to
+    merge), checked as an adapter file is, and that adapter adds them. Other runs are left as they are."""
+    extra = set(state) - set(backbone.state_dict())
+    if not extra:
+        return
+    source = Path(run_model).parent / ADAPTER_CONFIG
+    if not source.is_file():
+        raise damaged(run_model, "", f"holds {len(extra)} tensor(s) its architecture lacks ({min(extra)}) and "
+                                     f"no {ADAPTER_CONFIG} says which adapter they belong to")
+    adapter = read_adapter_config(source)
+    problem = adapter.check_saved({f"backbone.{k}": list(state[k].shape) for k in extra})
+    if problem:
+        raise damaged(source, "", f"disagrees with {Path(run_model).name} ({problem})")
+    adapter.rebuild(backbone)
+    unknown = sorted(extra - set(backbone.state_dict()))
+    if unknown:
+        raise damaged(source, "", f"names adapter {adapter.name}, which keeps no tensor {unknown[0]} "
+                                  f"({Path(run_model).name} holds it)")
 
 
 def read_adapter_config(source: Path) -> Adapter:

@@ -18,6 +18,7 @@ TEMPERATURE = Real(0, 100, open_low=True)
 SHARE = Real(0, 1)
 HIDDEN = Int(1, 8192)  # a discriminator's width: hidden x hidden weights
 GAMMA = Real(0, 100)
+PROMPT_TOKENS = Int(1, 512)  # prompt / prefix / visual prompt vectors (each is read at every step)
 
 ADAPTERS = Registry("adapter", {
     "full": plugin("transferkit.train.adapters:FullAdapter"),
@@ -25,6 +26,9 @@ ADAPTERS = Registry("adapter", {
     "lora": plugin("transferkit.methods.peft_adapters:LoraAdapter", r=Int(1, 1024),
                    alpha=Real(0, 10000, open_low=True), dropout=Real(0, 1, open_high=True), targets=TEXT),
     "ia3": plugin("transferkit.methods.peft_adapters:IA3Adapter", targets=TEXT),
+    "prompt": plugin("transferkit.methods.prompts:PromptTuning", tokens=PROMPT_TOKENS),
+    "prefix": plugin("transferkit.methods.prompts:PrefixTuning", tokens=PROMPT_TOKENS),
+    "vpt": plugin("transferkit.methods.visual_prompts:VisualPromptTuning", tokens=PROMPT_TOKENS, deep=FLAG),
 })
 
 # unsupervised domain adaptation on the unlabelled target stream (methods/domain/); named apart for the help

@@ -78,7 +78,10 @@ class BackboneSpec:
 
         plain = dataclasses.replace(self, run_model=None, pretrained=False, weights=None)
         model = plain.build()
+        from transferkit.train.adapters import restore_unmerged
+
         state = {k: torch.from_numpy(v) for k, v in read_tensors(self.run_model, "features.backbone.").items()}
+        restore_unmerged(model, state, self.run_model)  # a visual prompt's tensors, kept in the saved model
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:  # missing, unexpected or misshapen tensors: the metadata's arch is not theirs

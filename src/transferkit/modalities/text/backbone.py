@@ -85,9 +85,13 @@ class TextBackboneSpec:
             if self.source == "run":
                 import torch
 
+                from transferkit.train.adapters import restore_unmerged
+
                 model = AutoModel.from_config(AutoConfig.from_pretrained(self.location))
                 net = self._pooled(model)
                 state = {k: torch.from_numpy(v) for k, v in read_tensors(self.run_model, "features.").items()}
+                restore_unmerged(net.encoder, {k.removeprefix("encoder."): v for k, v in state.items()
+                                               if k.startswith("encoder.")}, self.run_model)  # a prompt's tensors
                 net.load_state_dict(state)
                 return net.eval()
             with quiet_hub():
