@@ -149,6 +149,10 @@ def test_prompt_through_the_cli_predicts_and_continues_with_from(tmp_path: Path)
     child = read_tensors(tmp_path / "child" / "model.safetensors", "features.encoder.soft_prompt.")
     parent = read_tensors(tmp_path / "run" / "model.safetensors", "features.encoder.soft_prompt.")
     assert child.keys() == parent.keys() and not np.allclose(child["embedding.weight"], parent["embedding.weight"])
+    other = cli("train", str(data), "--from", str(tmp_path / "run"), "--adapter", "lora", *common,
+                "--out", str(tmp_path / "lora-child"))
+    assert other.returncode == 2 and "keeps a prompt adapter" in other.stderr and "Traceback" not in other.stderr
+    assert not (tmp_path / "lora-child").exists()
     with pytest.raises(TransferkitError, match=r"holds a prompt with tokens=3; pass --adapter prompt:tokens=3"):
         TextClassifier(max_length=32, epochs=1, strategy="finetune", adapter="prompt:tokens=5",
                        init_from=str(tmp_path / "run")).fit(str(data))

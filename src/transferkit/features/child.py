@@ -4,7 +4,9 @@ them then keeps only what extraction needs: that memory is returned when the chi
 
 The child is forked (Linux), so it inherits the closures that build a network, which could not be pickled for a
 spawned one; it reports back through a pipe (a result or the exception, never a log line: those are the
-parent's). Where fork is not the platform's way (macOS, Windows), the work runs in this process, as before.
+parent's). Where fork is not the platform's way (macOS, Windows), the work runs in this process, as before; so
+it does while other Python threads run (a study's heartbeat, a server, a prefetching pool): a lock one of them
+held at the fork stays locked in the child for ever (seen: an export child of `auto` hung on one).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import threading
 from typing import Callable, TypeVar
 
 from transferkit.errors import first_line
@@ -26,7 +29,7 @@ class ChildError(RuntimeError):
 def in_child(work: Callable[[], T]) -> T:
     """``work()``'s result, computed in a forked child; its exception is raised here (by its type and message
     when it cannot be sent whole)."""
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or threading.active_count() > 1:
         return work()
     read, write = os.pipe()
     pid = os.fork()

@@ -141,10 +141,21 @@ def restore_unmerged(backbone: nn.Module, state: dict[str, Any], run_model: str 
     if problem:
         raise damaged(source, "", f"disagrees with {Path(run_model).name} ({problem})")
     adapter.rebuild(backbone)
+    backbone.kept_adapter = adapter.name  # a --from continuation must train this adapter (check_continuation)
     unknown = sorted(extra - set(backbone.state_dict()))
     if unknown:
         raise damaged(source, "", f"names adapter {adapter.name}, which keeps no tensor {unknown[0]} "
                                   f"({Path(run_model).name} holds it)")
+
+
+def check_continuation(adapter: Adapter, model: nn.Module) -> None:
+    """Refuse another adapter on a model that keeps an unmergeable one (a --from run's prompt): attaching, say,
+    LoRA beside it would fail deep in the model, or drop the prompt the parent learnt."""
+    kept = next((module.kept_adapter for module in model.modules() if hasattr(module, "kept_adapter")), None)
+    if kept is not None and kept != adapter.name:
+        raise TransferkitError(f"--adapter {adapter.name}: the run this continues (--from) keeps a {kept} adapter "
+                               f"in its model, which cannot be merged into the weights; continue it with --adapter "
+                               f"{kept} (the options in its adapter.json), or start from its base backbone")
 
 
 def read_adapter_config(source: Path) -> Adapter:

@@ -31,7 +31,7 @@ from transferkit.metrics import classification_metrics
 from transferkit.progress import log, progress
 from transferkit.runs.schema import damaged
 from transferkit.train import state as ckpt
-from transferkit.train.adapters import AdapterWeights
+from transferkit.train.adapters import AdapterWeights, check_continuation
 from transferkit.train.batches import BatchStream
 from transferkit.train.callbacks import SIGNAL, Callback, Callbacks, Context, default_callbacks
 from transferkit.train.data import TrainData, seed_epoch
@@ -101,6 +101,7 @@ class Trainer:
         self.adapter = ADAPTERS.create(config.adapter)
         if config.grad_checkpointing:
             checkpoint_activations(model.backbone)
+        check_continuation(self.adapter, model)
         self.model = self.adapter.attach(model)
         self.terms = build_terms(config, terms)
         self.callbacks = Callbacks(default_callbacks(config) + [CALLBACKS.create(s) for s in config.callbacks]
