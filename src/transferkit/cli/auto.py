@@ -53,11 +53,11 @@ def auto(
                                "--dry-run")
     if out is not None and not out.strip():
         raise TransferkitError("--out is empty: name the run folder to write (e.g. --out runs/NAME)")
-    from transferkit.auto.budget import parse_budget
+    from transferkit.automl.budget import parse_budget
 
     parse_budget(budget)  # before any data is read
     require_optuna()
-    from transferkit.auto.run import auto as run_auto  # lazy: numpy, optuna; --help must not pay
+    from transferkit.automl.run import auto as run_auto  # lazy: numpy, optuna; --help must not pay
 
     names = parse_names(backbones) if backbones is not None else []
     chosen = {name: value for name, value in settings.items() if value is not None}

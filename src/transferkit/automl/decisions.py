@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from transferkit.atomic import atomic_write_bytes
-from transferkit.auto.search import Outcome
+from transferkit.automl.search import Outcome
 from transferkit.runs.folders import AUTO_DECISIONS as DECISIONS_FILE
 
 FORMAT = "transferkit-auto-decisions-1"

@@ -13,8 +13,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from transferkit.auto.budget import Clock
-from transferkit.auto.plan import SAFETY, Plan, Trial
+from transferkit.automl.budget import Clock
+from transferkit.automl.plan import SAFETY, Plan, Trial
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError, first_line
 from transferkit.estimators.core import TransferClassifier

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from transferkit.auto.candidates import Ranked
-from transferkit.auto.cost import Cost
+from transferkit.automl.candidates import Ranked
+from transferkit.automl.cost import Cost
 
 PROBE_FIT_SECONDS = 3.0  # the L-BFGS head along its L2 path, on cached features
 SAFETY = 1.15  # a trial is started only when its estimate with this margin fits what is left

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from transferkit.auto.budget import Clock
+from transferkit.automl.budget import Clock
 from transferkit.config import RunConfig
 from transferkit.features.engines import engine_dir
 from transferkit.modalities.base import LabelledData, Modality

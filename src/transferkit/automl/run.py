@@ -11,13 +11,13 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
-from transferkit.auto.budget import Clock, parse_budget
-from transferkit.auto.candidates import RANK_ITEMS, Ranked, rank_backbones
-from transferkit.auto.cost import Cost, measure
-from transferkit.auto.decisions import choose, record, write_decisions
-from transferkit.auto.facts import Facts, derive
-from transferkit.auto.plan import make_plan
-from transferkit.auto.search import Outcome, STUDY_FILE, open_auto_study, run_trials
+from transferkit.automl.budget import Clock, parse_budget
+from transferkit.automl.candidates import RANK_ITEMS, Ranked, rank_backbones
+from transferkit.automl.cost import Cost, measure
+from transferkit.automl.decisions import choose, record, write_decisions
+from transferkit.automl.facts import Facts, derive
+from transferkit.automl.plan import make_plan
+from transferkit.automl.search import Outcome, STUDY_FILE, open_auto_study, run_trials
 from transferkit.config import FINE_TUNING, RunConfig
 from transferkit.errors import DataError, TransferkitError, arg
 from transferkit.estimators import classifier_for_data
