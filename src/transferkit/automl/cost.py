@@ -15,6 +15,7 @@ from transferkit.progress import log
 from transferkit.train.strategies import parse_strategy
 
 STEPS = 3  # the first warms up (allocations, one-off kernels); the others are timed
+SAMPLE = 8  # items per measured step, scaled to the training batch: decoding and stepping 64 would cost a trial
 INFERENCE_SHARE = 0.35  # a forward pass alone, against a training step (backward is ~2x forward)
 SETUP_SECONDS = 8.0  # a fine-tuning trial's fixed cost: building the network, the optimiser, accelerate, saving
 
@@ -44,30 +45,36 @@ def measure(modality: Modality, config: RunConfig, dataset: LabelledData) -> Cos
     import torch
     from torch.utils.data import default_collate
 
+    from transferkit.train.precision import resolve_precision
+
     start = time.perf_counter()
     kind = modality.name
     batch = int(config.setting("batch_size", kind))
     spec = modality.resolve(config.replace(strategy="finetune"), parse_strategy("finetune"))
     n_classes = len(dataset.classes)
-    take = min(len(dataset.train), batch)
+    take = min(len(dataset.train), batch, SAMPLE)
     split = Split(dataset.train.items[:take], dataset.train.labels[:take],
                   None if dataset.train.lines is None else dataset.train.lines[:take])
     data = modality.train_data(spec, split, config.replace(workers=0), n_classes)
     pairs = [data.dataset[i] for i in range(take)]
     inputs, labels = (data.collate or default_collate)(pairs)
     model = modality.build_model(spec, n_classes).train()
+    if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:  # as the loop runs it (train/loop.py, batches.py)
+        model, inputs = model.to(memory_format=torch.channels_last), inputs.contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    bf16 = resolve_precision(config) == "bf16" and not torch.cuda.is_available()
     built = time.perf_counter()
     timings = []
     for _ in range(STEPS):
         tick = time.perf_counter()
-        _, logits = model(inputs, with_features=True)
-        loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            _, logits = model(inputs, with_features=True)
+        loss = torch.nn.functional.cross_entropy(logits.float(), torch.as_tensor(labels))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         timings.append(time.perf_counter() - tick)
-    # a partial batch costs its share of a full one
+    # a batch costs in proportion to its items on a CPU (an over-estimate where fixed per-step costs dominate)
     step = min(timings[1:]) * batch / take
     cost = Cost(config.backbone, batch, step, max(SETUP_SECONDS, built - start), time.perf_counter() - start)
     log(f"auto: {config.backbone}: {step:.2f} s per training step of {batch} (measured in {cost.measured_in:.1f} s)")

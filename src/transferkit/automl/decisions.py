@@ -48,7 +48,7 @@ def record(*, budget: float, used: float, metric: str, facts: dict[str, Any], ra
     return {"format": FORMAT, "dry_run": dry_run, "budget_seconds": round(budget, 1), "used_seconds": round(used, 1),
             "metric": metric, "facts": facts, "ranking": ranking, "cost": cost, "notes": notes, "trials": trials,
             "winner": None if winner is None else {"key": winner.trial.key, "settings": winner.trial.settings,
-                                                   "val": winner.scores},
+                                                   "val": winner.scores, "final_fit": winner.note},
             "study": study,
             "chosen_on": "validation only: trials never read the test split; it is scored once, after the choice"}
 

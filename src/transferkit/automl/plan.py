@@ -40,7 +40,7 @@ class Trial:
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "kind": self.kind, "settings": self.settings, "estimate_seconds": round(self.estimate, 1),
-                "why": self.why}
+                "tries": self.why}
 
 
 @dataclass

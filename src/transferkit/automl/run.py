@@ -32,7 +32,7 @@ METRICS = ("accuracy", "macro_f1")
 SAVE_SECONDS = 5.0  # writing the run folder
 EXPORT_SECONDS = 20.0  # a fine-tuned winner's engine is exported to ONNX when saved
 REPORT_SECONDS = 10.0  # report.html: matplotlib's import and figures
-MEASURE_SECONDS = 30.0  # less budget than this left after ranking: no step is measured, only probes run
+MEASURE_SECONDS = 45.0  # less budget than this left after ranking: no step is measured, only probes run
 OWN_CALLBACKS = ("deadline", "optuna-prune")  # what trials added to their configs; the saved run has none
 # settings only fine-tuning reads: a probe given one is refused (config.py), so they go to fine-tuning trials only
 FINETUNE_ONLY = frozenset(f.name for f in dataclasses.fields(RunConfig) if f.metadata["panel"] == FINE_TUNING)
@@ -44,7 +44,7 @@ def prepare(data: Any, settings: dict[str, Any], metric: str) -> tuple[type[Tran
     if metric not in METRICS:
         raise TransferkitError(f"{arg('metric', metric)}: choose one of {', '.join(METRICS)}")
     classifier = classifier_for_data(str(data))
-    config = absolute_paths(RunConfig(data=str(data), **settings))
+    config = absolute_paths(RunConfig(data=str(data), **{"backbone": classifier.modality.default_backbone, **settings}))
     config.validate()
     reader = classifier(**{k: v for k, v in config.to_dict().items() if k != "data"})
     dataset = reader.read_data(config.data, None, config.val_data, config)
@@ -132,6 +132,9 @@ def finish(winner: Outcome, outcomes: list[Outcome], base: RunConfig, classifier
         winner.note = "refitted: an earlier run of this command trained it"
     callbacks = [c for c in clf.config.callbacks if c.split(":")[0] not in OWN_CALLBACKS]
     clf.config = clf.config.replace(callbacks=callbacks, test_data=config.test_data)
+    refit = (clf.metrics_.get("probe") or {}).get("refit_on_train_and_val")
+    winner.note = winner.note or ("the probe's head refitted on train + validation (validation chose its L2)" if refit
+                                  else "trained on train; validation chose the epoch and the winner")
     if len(dataset.test):
         names = [dataset.classes[i] for i in dataset.test.labels]
         scored = clf.evaluate(dataset.test.items, names)

@@ -88,7 +88,7 @@ def show(decisions: dict[str, Any], test: dict[str, Any] | None, out: str | None
         value = row["val"].get(metric)
         table.add_row(cell(row["key"]), row["state"], "-" if value is None else f"{value:.4f}",
                       f"{row['seconds']:.0f}" if row["seconds"] else "-", f"{row['estimate_seconds']:.0f}",
-                      cell(row.get("why") or row["why"]))
+                      cell(row.get("why") or row["tries"]))
     screen = console()
     screen.print(table)
     for note in decisions["notes"]:
