@@ -122,3 +122,33 @@ def test_text_dry_run_measures_a_step_and_sizes_the_texts(tmp_path: Path, monkey
     assert plan["cost"]["step_seconds"] > 0
     kinds = [t["kind"] for t in plan["trials"]]
     assert kinds[0] == "probe" and "finetune" in kinds and all(t["state"] == "planned" for t in plan["trials"])
+
+
+def test_auto_classifier_follows_scikit_learn(split_data: Path) -> None:
+    from sklearn.base import clone
+
+    from transferkit import AutoClassifier
+
+    est = AutoClassifier(budget="30s")
+    assert clone(est).get_params() == est.get_params()
+    with pytest.raises(Exception, match="not fitted"):
+        est.predict([str(split_data / "test" / "red" / "img_0.png")])
+    est.fit(split_data)
+    assert est.predict([str(split_data / "test" / "red" / "img_0.png")]) == ["red"]
+    assert est.decisions_["winner"]["key"] and est.score(split_data / "test") >= 0.75
+
+
+def test_a_finetuning_winner_is_a_plain_run(split_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    code, stdout, err = run_main(monkeypatch, capsys, "auto", split_data, "--budget", "300s", "--out", out,
+                                 "--strategy", "gradual", "--epochs", "1", "--image-size", "32", "--batch-size", "8",
+                                 "--json", *FAST)
+    assert code == 0, err
+    decisions = json.loads(stdout)
+    ran = [t for t in decisions["trials"] if t["state"] != "skipped"]
+    assert ran and all(t["kind"] == "finetune" and t["settings"]["epochs"] == 1 for t in decisions["trials"])
+    assert decisions["winner"]["key"].startswith("backbone=efficientnet_lite0/strategy=gradual")
+    clf = load_classifier(out)
+    assert clf.config.strategy == "gradual" and clf.config.callbacks == []  # no trial's deadline or pruner left
+    assert clf.predict([str(split_data / "test" / "blue" / "img_0.png")]) == ["blue"]

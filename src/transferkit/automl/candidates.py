@@ -83,7 +83,9 @@ def rank_backbones(modality: Modality, dataset: LabelledData, config: RunConfig,
         scores, _ = score_features(result.features, ok_labels, folds[result.ok], not result.normalized, None,
                                    config.seed)
         extracted = result.stats.get("extracted") or 0
-        per_item = (result.stats.get("seconds") or 0.0) / extracted if extracted else None
+        # the rate of extraction alone: a first export of the engine is counted in "seconds" too
+        busy = (result.stats.get("seconds") or 0.0) - (result.stats.get("export_seconds") or 0.0)
+        per_item = max(0.0, busy) / extracted if extracted else None
         values = {k: v["value"] for k, v in scores.items() if v is not None}
         ranked.append(Ranked(backbone.name, values, time.perf_counter() - start, per_item))
         log(f"auto: ranked {backbone.name}: cross-validated probe accuracy {values['probe_accuracy']:.3f}, "

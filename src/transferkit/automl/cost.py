@@ -14,7 +14,7 @@ from transferkit.modalities.base import LabelledData, Modality, Split
 from transferkit.progress import log
 from transferkit.train.strategies import parse_strategy
 
-STEPS = 3  # the first warms up (allocations, one-off kernels); the others are timed
+STEPS = 2  # the first warms up (allocations, one-off kernels); the second is timed
 SAMPLE = 8  # items per measured step, scaled to the training batch: decoding and stepping 64 would cost a trial
 INFERENCE_SHARE = 0.35  # a forward pass alone, against a training step (backward is ~2x forward)
 SETUP_SECONDS = 8.0  # a fine-tuning trial's fixed cost: building the network, the optimiser, accelerate, saving
@@ -75,7 +75,7 @@ def measure(modality: Modality, config: RunConfig, dataset: LabelledData) -> Cos
         optimizer.zero_grad(set_to_none=True)
         timings.append(time.perf_counter() - tick)
     # a batch costs in proportion to its items on a CPU (an over-estimate where fixed per-step costs dominate)
-    step = min(timings[1:]) * batch / take
+    step = timings[-1] * batch / take
     cost = Cost(config.backbone, batch, step, max(SETUP_SECONDS, built - start), time.perf_counter() - start)
     log(f"auto: {config.backbone}: {step:.2f} s per training step of {batch} (measured in {cost.measured_in:.1f} s)")
     return cost

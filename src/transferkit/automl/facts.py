@@ -50,23 +50,27 @@ class Facts:
                 "settings": {k: {"value": v, "why": self.reasons[k]} for k, v in self.settings.items()}}
 
 
-def derive(modality: Modality, dataset: LabelledData, config: RunConfig, given: dict[str, Any]) -> Facts:
-    """The facts of ``dataset`` (as the modality read it with ``config``); ``given``: the settings the user fixed."""
+def derive(modality: Modality, dataset: LabelledData, config: RunConfig, given: dict[str, Any],
+           metric: str = "accuracy") -> Facts:
+    """The facts of ``dataset`` (as the modality read it with ``config``); ``given``: the settings the user fixed.
+    Imbalanced classes are weighted for macro-F1 (which rewards every class's recall); for accuracy, which
+    rewards the large classes, the probe tries both and validation chooses (plan.py)."""
     counts = Counter(dataset.train.labels + dataset.val.labels)
     facts = Facts(modality.name, list(dataset.classes), {dataset.classes[c]: n for c, n in sorted(counts.items())},
                   len(dataset.train), len(dataset.val), len(dataset.test), dataset.val_source)
     ratio = max(counts.values()) / max(1, min(counts.values()))
     facts.measured["imbalance"] = round(ratio, 2)
-    facts.decide("class_weights", "auto" if ratio >= IMBALANCE else None,
-                 f"largest class {ratio:.1f}x the smallest (weighted from {IMBALANCE:g}x)", given)
-    if modality.name == "image":
-        image_facts(facts, dataset, config, given)
-    elif modality.name == "text":
-        text_facts(facts, modality, dataset, config, given)
+    facts.measured["imbalanced"] = ratio >= IMBALANCE
+    facts.decide("class_weights", "auto" if ratio >= IMBALANCE and metric == "macro_f1" else None,
+                 f"largest class {ratio:.1f}x the smallest (weighted from {IMBALANCE:g}x for macro-F1)", given)
+    derive_kind = DERIVERS.get(modality.name)  # a modality without one keeps its defaults
+    if derive_kind is not None:
+        derive_kind(facts, modality, dataset, config, given)
     return facts
 
 
-def image_facts(facts: Facts, dataset: LabelledData, config: RunConfig, given: dict[str, Any]) -> None:
+def image_facts(facts: Facts, modality: Modality, dataset: LabelledData, config: RunConfig,
+                given: dict[str, Any]) -> None:
     from PIL import Image
 
     rng = np.random.default_rng(config.seed)
@@ -109,3 +113,6 @@ def text_facts(facts: Facts, modality: Modality, dataset: LabelledData, config: 
     # the next power of two over 99% of the texts: padding and attention cost follow the longest text of a batch
     length = int(min(MAX_TOKENS, max(32, 1 << max(0, p99 - 1).bit_length())))
     facts.decide("max_length", length, f"99% of texts have <= {p99} tokens", given)
+
+
+DERIVERS = {"image": image_facts, "text": text_facts}  # what each kind of data settles, by modality name

@@ -12,6 +12,7 @@ from transferkit.automl.candidates import Ranked
 from transferkit.automl.cost import Cost
 
 PROBE_FIT_SECONDS = 3.0  # the L-BFGS head along its L2 path, on cached features
+PROBE_FIT_PER_ITEM = 0.005  # and per item (reading its features, the path): trec's 5,452 texts took ~30 s here
 SAFETY = 1.15  # a trial is started only when its estimate with this margin fits what is left
 # (strategy, adapter, lr, what it tries), per modality; lr None: the kind's default (config.py KIND_DEFAULTS)
 FINETUNES: dict[str, list[tuple[str, str, float | None, str]]] = {
@@ -53,15 +54,21 @@ class Plan:
         return sum(t.estimate for t in self.trials)
 
 
-def probe_trials(ranked: Sequence[Ranked], n_items: int, ranked_items: int) -> list[Trial]:
-    """A probe per kept backbone; its features for the items ranking left out are extracted at the rate measured."""
+def probe_trials(ranked: Sequence[Ranked], n_items: int, ranked_items: int, weigh: bool) -> list[Trial]:
+    """A probe per kept backbone; its features for the items ranking left out are extracted at the rate measured.
+    ``weigh``: imbalanced classes, so the best backbone's probe is tried with class weights too."""
     trials = []
+    fit = PROBE_FIT_SECONDS + PROBE_FIT_PER_ITEM * n_items
     for row in ranked:
         if not row.kept:
             continue
         extract = (row.per_item or 0.0) * max(0, n_items - ranked_items)
         trials.append(Trial(f"probe/{row.name}", {"backbone": row.name, "strategy": "linear-probe"},
-                            extract + PROBE_FIT_SECONDS, "linear probe on cached features: cheap, a strong baseline"))
+                            extract + fit, "linear probe on cached features: cheap, a strong baseline"))
+    if weigh and trials:
+        first = trials[0]
+        trials.insert(1, Trial(f"{first.key}/class_weights=auto", {**first.settings, "class_weights": "auto"}, fit,
+                               "the same probe with classes weighted by inverse frequency (imbalanced data)"))
     return trials
 
 
@@ -83,7 +90,7 @@ def finetune_trials(kind: str, cost: Cost, n_train: int, n_val: int, seconds: fl
         for n in range(len(options), 0, -1):
             affordable = int((seconds / n / SAFETY - cost.setup_seconds) // epoch)
             epochs = fixed if fixed is not None else min(most, affordable)
-            if epochs >= floor and (fixed is None or affordable >= fixed):
+            if (fixed is None and epochs >= floor) or (fixed is not None and affordable >= fixed):
                 chosen = (n, epochs)
                 break
         if chosen:
@@ -97,6 +104,8 @@ def finetune_trials(kind: str, cost: Cost, n_train: int, n_val: int, seconds: fl
         settings: dict[str, Any] = {"backbone": cost.backbone, "strategy": strategy, "adapter": adapter,
                                     "epochs": epochs, "lr": lr}
         settings = {**{k: v for k, v in settings.items() if v is not None and k not in given}, **fixed_settings}
+        if strategy == "gradual" and epochs < 2 and "freeze_epochs" not in given:
+            settings["freeze_epochs"] = 0  # one epoch: the probe's head is the head-only phase's start, train it all
         key = "/".join(f"{k}={settings.get(k, given.get(k))}" for k in ("backbone", "strategy", "adapter", "lr",
                                                                          "epochs"))
         trials.append(Trial(key, settings, cost.setup_seconds + epochs * epoch, why, "finetune"))
@@ -106,14 +115,15 @@ def finetune_trials(kind: str, cost: Cost, n_train: int, n_val: int, seconds: fl
 
 
 def make_plan(kind: str, ranked: Sequence[Ranked], cost: Cost | None, n_train: int, n_val: int, ranked_items: int,
-              seconds: float, given: dict[str, Any], tuned: dict[str, Any]) -> Plan:
+              seconds: float, given: dict[str, Any], tuned: dict[str, Any], why_not: str = "",
+              weigh: bool = False) -> Plan:
     """Probes, then the fine-tunes that fit what the probes leave of ``seconds``; ``tuned``: the settings every
     fine-tune takes (the user's and the data's fine-tuning settings, which a probe would refuse)."""
     plan = Plan()
     if given.get("strategy", "linear-probe") == "linear-probe":
-        plan.trials += probe_trials(ranked, n_train + n_val, ranked_items)
+        plan.trials += probe_trials(ranked, n_train + n_val, ranked_items, weigh and "class_weights" not in given)
     if cost is None:
-        plan.notes.append("no fine-tuning: the budget left no time to measure a training step")
+        plan.notes.append(why_not or "no fine-tuning: no training step was measured")
         return plan
     trials, note = finetune_trials(kind, cost, n_train, n_val, seconds - plan.estimate * SAFETY, given, tuned)
     plan.trials += trials

@@ -13,10 +13,10 @@ from typing import Any, Sequence
 
 from transferkit.automl.budget import Clock, parse_budget
 from transferkit.automl.candidates import RANK_ITEMS, Ranked, rank_backbones
-from transferkit.automl.cost import Cost, measure
+from transferkit.automl.cost import SETUP_SECONDS, measure
 from transferkit.automl.decisions import choose, record, write_decisions
 from transferkit.automl.facts import Facts, derive
-from transferkit.automl.plan import make_plan
+from transferkit.automl.plan import EPOCHS, make_plan
 from transferkit.automl.search import Outcome, STUDY_FILE, open_auto_study, run_trials
 from transferkit.config import FINE_TUNING, RunConfig
 from transferkit.errors import DataError, TransferkitError, arg
@@ -32,6 +32,7 @@ METRICS = ("accuracy", "macro_f1")
 SAVE_SECONDS = 5.0  # writing the run folder
 EXPORT_SECONDS = 20.0  # a fine-tuned winner's engine is exported to ONNX when saved
 REPORT_SECONDS = 10.0  # report.html: matplotlib's import and figures
+BACKWARD_FACTOR = 3  # a training step against a forward pass alone (backward is ~2x forward)
 MEASURE_SECONDS = 45.0  # less budget than this left after ranking: no step is measured, only probes run
 OWN_CALLBACKS = ("deadline", "optuna-prune")  # what trials added to their configs; the saved run has none
 # settings only fine-tuning reads: a probe given one is refused (config.py), so they go to fine-tuning trials only
@@ -62,6 +63,12 @@ def reserve_for(dataset: LabelledData, ranked: Sequence[Ranked], finetunes: bool
             + (REPORT_SECONDS if report else 0.0))
 
 
+def training_floor(top: Ranked, epochs: int, n_train: int) -> float:
+    """The least the shortest fine-tune can cost, from the inference rate ranking measured (0 when its features
+    were cached: nothing measured, so the step is timed)."""
+    return (top.per_item or 0.0) * BACKWARD_FACTOR * n_train * epochs + SETUP_SECONDS
+
+
 def study_name(config: RunConfig, given: dict[str, Any]) -> str:
     """The same data and fixed settings resume the same study (the budget may differ: trials are known by key)."""
     identity = json.dumps({"data": config.data, "val": config.val_data, "given": given, "metric": config.metric},
@@ -83,19 +90,25 @@ def auto(data: str | Path, out: str | Path | None = None, budget: str | float = 
     shared = {k: v for k, v in given.items() if k not in FINETUNE_ONLY}
     classifier, config, dataset = prepare(data, shared, metric)
     modality = classifier.modality
-    facts = derive(modality, dataset, config, given)
+    facts = derive(modality, dataset, config, given, metric)
     base = config.replace(**{k: v for k, v in facts.settings.items() if k not in FINETUNE_ONLY})
     tuned = {**{k: v for k, v in facts.settings.items() if k in FINETUNE_ONLY},
              **{k: v for k, v in given.items() if k in FINETUNE_ONLY}, "metric": f"val_{metric}"}
     log("auto: " + "; ".join(f"{k} {v} ({facts.reasons[k]})" for k, v in facts.settings.items()))
     ranked = rank_backbones(modality, dataset, base, backbones, clock)
     top = next(r for r in ranked if r.kept)
-    cost = None
-    if clock.left - reserve_for(dataset, ranked, True, report) > MEASURE_SECONDS:
+    cost, why_not = None, "no fine-tuning: the budget left no time to measure a training step"
+    floor = training_floor(top, given.get("epochs", EPOCHS[modality.name][0]), len(dataset.train))
+    if floor > clock.left - reserve_for(dataset, ranked, True, report):
+        why_not = (f"no fine-tuning: a training step costs at least ~{BACKWARD_FACTOR}x inference, so "
+                   f"{given.get('epochs', EPOCHS[modality.name][0])} epoch(s) of {top.name} need >= {floor:.0f} s at the extraction rate "
+                   f"measured here, more than the budget leaves")
+    elif clock.left - reserve_for(dataset, ranked, True, report) > MEASURE_SECONDS:
         cost = measure(modality, base.replace(backbone=top.name), dataset)
     seconds = clock.left - reserve_for(dataset, ranked, cost is not None, report)
+    weigh = facts.measured["imbalanced"] and "class_weights" not in facts.settings  # the probe tries both
     plan = make_plan(modality.name, ranked, cost, len(dataset.train), len(dataset.val), min(RANK_ITEMS, len(
-        dataset.train) + len(dataset.val)), seconds, given, tuned)
+        dataset.train) + len(dataset.val)), seconds, given, tuned, why_not, weigh)
     common = {"budget": clock.budget, "metric": metric, "facts": facts.to_dict(),
               "ranking": [r.to_dict() for r in ranked], "cost": cost.to_dict() if cost else None, "notes": plan.notes}
     if dry_run:
@@ -109,7 +122,9 @@ def auto(data: str | Path, out: str | Path | None = None, budget: str | float = 
         outcomes = run_trials(plan, base, classifier, study, folder or Path(scratch), clock, reserve)
         winner = choose(outcomes, metric)
         if winner is None:
-            raise TransferkitError(f"no trial finished within {arg('budget', budget)}; give a larger budget")
+            why = "; ".join([*plan.notes, *(f"{o.trial.key}: {o.note}" for o in outcomes)][:3])
+            raise TransferkitError(f"no trial finished within {arg('budget', budget)} ({why or 'none planned'}); "
+                                   "give a larger budget")
         clf = finish(winner, outcomes, base, classifier, config, dataset, metric)
         clf.metrics_["auto"] = record(used=clock.used, outcomes=outcomes, winner=winner, study=study.study_name,
                                       **common)
