@@ -114,7 +114,8 @@ def main() -> None:
                   f"val {row.get('val')}  test {row.get('test')}  best in bench/results "
                   f"{None if best is None else round(best['value'], 4)}  train default "
                   f"{row.get('peer_train_default')}", flush=True)
-    cpu = platform.processor() or platform.machine()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
     Path(args.out).write_text(json.dumps({"cpu": cpu, "cores": os.cpu_count(), "rows": rows}, indent=2) + "\n")
 
 

@@ -152,3 +152,13 @@ def test_a_finetuning_winner_is_a_plain_run(split_data: Path, tmp_path: Path, mo
     clf = load_classifier(out)
     assert clf.config.strategy == "gradual" and clf.config.callbacks == []  # no trial's deadline or pruner left
     assert clf.predict([str(split_data / "test" / "blue" / "img_0.png")]) == ["blue"]
+
+
+def test_decisions_section_reads_a_damaged_record_safely() -> None:
+    from transferkit.report.decisions import decisions_section
+
+    assert decisions_section({}) == "" and decisions_section({"auto": [1, 2]}) == ""
+    page = decisions_section({"auto": {"metric": "accuracy", "facts": "x", "ranking": {"a": 1},
+                                       "trials": [1, {"key": "<script>", "val": "high", "scores": 3, "seconds": True}],
+                                       "notes": ["<b>n</b>"]}})
+    assert "Decisions" in page and "<script>" not in page and "&lt;script&gt;" in page and "<b>n" not in page

@@ -20,6 +20,11 @@ def rows(items: Any) -> list[dict[str, Any]]:
     return [row for row in items if isinstance(row, dict)] if isinstance(items, list) else []
 
 
+def sub(row: dict[str, Any], key: str) -> dict[str, Any]:
+    value = row.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def table(head: list[str], body: list[list[str]]) -> str:
     cells = "".join(f"<th>{esc(h)}</th>" for h in head)
     lines = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in body)
@@ -32,8 +37,7 @@ def decisions_section(metrics: dict[str, Any]) -> str:
     if not isinstance(record, dict):
         return ""
     metric = str(record.get("metric", "accuracy"))
-    facts = record.get("facts") if isinstance(record.get("facts"), dict) else {}
-    settings = facts.get("settings") if isinstance(facts.get("settings"), dict) else {}
+    settings = sub(sub(record, "facts"), "settings")
     parts = ["<h3>Decisions</h3>",
              f'<p class="note">Chosen by transferkit auto on validation {esc(metric)} in '
              f"{num(record.get('used_seconds'), '.0f')} s of a {num(record.get('budget_seconds'), '.0f')} s budget; "
@@ -41,11 +45,11 @@ def decisions_section(metrics: dict[str, Any]) -> str:
     chosen = [[esc(k), esc(v.get("value")), esc(v.get("why"))] for k, v in settings.items() if isinstance(v, dict)]
     if chosen:
         parts.append(table(["setting", "value", "why"], chosen))
-    ranking = [[esc(r.get("backbone")), num((r.get("scores") or {}).get("probe_accuracy"), ".3f"),
-                num((r.get("scores") or {}).get("logme"), ".3f"), esc(r.get("why"))] for r in rows(record.get("ranking"))]
+    ranking = [[esc(r.get("backbone")), num(sub(r, "scores").get("probe_accuracy"), ".3f"),
+                num(sub(r, "scores").get("logme"), ".3f"), esc(r.get("why"))] for r in rows(record.get("ranking"))]
     if ranking:
         parts.append(table(["backbone", "cv probe acc", "LogME", "ranking"], ranking))
-    trials = [[esc(r.get("key")), esc(r.get("state")), num((r.get("val") or {}).get(metric), ".4f"),
+    trials = [[esc(r.get("key")), esc(r.get("state")), num(sub(r, "val").get(metric), ".4f"),
                num(r.get("seconds"), ".0f"), num(r.get("estimate_seconds"), ".0f"), esc(r.get("why", r.get("note")))]
               for r in rows(record.get("trials"))]
     if trials:
