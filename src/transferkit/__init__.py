@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["ImageClassifier", "RunConfig", "TextClassifier", "TransferClassifier", "classifier_for_data",
+__all__ = ["AutoClassifier", "ImageClassifier", "auto", "RunConfig", "TextClassifier", "TransferClassifier", "classifier_for_data",
            "load_classifier"]
 
-_LAZY = {"ImageClassifier": "estimators.image", "RunConfig": "config", "TextClassifier": "estimators.text",
+_LAZY = {"auto": "automl.run", "AutoClassifier": "automl.estimator", "ImageClassifier": "estimators.image", "RunConfig": "config", "TextClassifier": "estimators.text",
          "TransferClassifier": "estimators.core", "classifier_for_data": "estimators",
          "load_classifier": "estimators"}
 

@@ -14,6 +14,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 from transferkit import __version__
 from transferkit.cli.adapt import adapt
 from transferkit.cli.audit import audit
+from transferkit.cli.auto import auto
 from transferkit.cli.backbones import backbones
 from transferkit.cli.cache import cache_app
 from transferkit.cli.compare import compare
@@ -29,7 +30,7 @@ from transferkit.cli.tune import tune
 from transferkit.errors import FRONT_END, TransferkitError
 
 app = typer.Typer(name="transferkit", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-for command in (train, adapt, rank, tune, audit, evaluate, predict, compare, backbones, demo, export, serve, report):
+for command in (train, adapt, rank, tune, auto, audit, evaluate, predict, compare, backbones, demo, export, serve, report):
     app.command(command.__name__)(command)
 app.add_typer(cache_app, name="cache")
 

@@ -20,6 +20,7 @@ from transferkit.modalities import IMAGE, TEXT
 from transferkit.modalities.image.images import load_rgb
 from transferkit.report import figures
 from transferkit.report.collect import Heldout, RunReport, collect
+from transferkit.report.decisions import decisions_section
 from transferkit.runs.folders import RUN_REPORT, is_run_folder
 from transferkit.train.strategies import parse_strategy
 
@@ -65,7 +66,8 @@ def img(figure: Any, alt: str) -> str:
 # -- one run ----------------------------------------------------------------------------------------------------
 def run_section(report: RunReport) -> str:
     metrics = report.metrics
-    parts = [f"<section class=\"run\"><h2>{esc(report.path)}</h2>", facts(report), cards(metrics)]
+    parts = [f"<section class=\"run\"><h2>{esc(report.path)}</h2>", facts(report), cards(metrics),
+             decisions_section(metrics)]
     parts.append("<h3>Learning curves</h3>")
     probe = metrics.get("probe") if isinstance(metrics.get("probe"), dict) else {}
     if report.history:

@@ -34,8 +34,10 @@ RUN_REPORT = "report.html"  # the one HTML report a run folder may hold (train -
 ADAPTER_FILE, ADAPTER_CONFIG = "adapter.safetensors", "adapter.json"  # an adapter alone, beside the merged model
 # `adapt` with several candidates keeps every fitted one in <run>/candidates/<name>/, each a run folder
 CANDIDATES_DIR = "candidates"
+# `auto` keeps its Optuna study (a re-run resumes it) and the record of its choices in the run it saves
+AUTO_STUDY, AUTO_DECISIONS = "auto.db", "decisions.json"
 RUN_ENTRIES = (*FILES, "metrics.jsonl", CHECKPOINT_DIR, "tokenizer", "encoder", RUN_ENGINE, RUN_REPORT,
-               ADAPTER_FILE, ADAPTER_CONFIG, CANDIDATES_DIR)
+               ADAPTER_FILE, ADAPTER_CONFIG, CANDIDATES_DIR, AUTO_STUDY, AUTO_DECISIONS)
 FORMAT_PREFIX = "transferkit-"  # model.safetensors' (and a checkpoint's) "format" metadata
 # `train --seeds 0,1,2 --out RUN` writes a seeds folder: one run folder per seed (RUN/seed-0, ...) and its
 # manifest RUN/seeds.json (whose "format" starts with FORMAT_PREFIX); runs/seeds.py writes and reads them.

@@ -1,0 +1,123 @@
+"""``transferkit auto`` against the issue's goals, side by side with ``transferkit train`` at its defaults, in
+one run on this machine: per set, the budget, auto's wall time, its chosen configuration, validation and test
+accuracy, the best test figure bench/results holds for the set, and the peer's test accuracy and wall time.
+
+    python bench/auto.py [--budget 10m] [--sets hymenoptera,trec] [--out bench/results/auto.json]
+
+hymenoptera is laid out as train/ + test/ (its val/ images are the test split), so auto holds its own
+validation out of train; trec is train.csv with test.csv as test. Never chosen on test: see tests/test_auto.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "bench" / "results"
+
+
+def hymenoptera(work: Path) -> tuple[Path, list[str]]:
+    root = work / "hymenoptera"
+    if not root.exists():
+        shutil.copytree(DATA / "hymenoptera_data" / "train", root / "train")
+        shutil.copytree(DATA / "hymenoptera_data" / "val", root / "test")
+    return root, []
+
+
+def trec(work: Path) -> tuple[Path, list[str]]:
+    return DATA / "trec" / "train.csv", ["--test-data", str(DATA / "trec" / "test.csv")]
+
+
+SETS = {"hymenoptera": hymenoptera, "trec": trec}
+
+
+def run(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "transferkit", *args], env=env, capture_output=True, text=True)
+    if done.returncode:
+        print(done.stderr[-2000:], file=sys.stderr)
+    return time.perf_counter() - start, done
+
+
+def best_figure(name: str) -> dict[str, Any] | None:
+    """The highest test accuracy any bench/results file records for the set (keys naming test, under the set)."""
+    best: dict[str, Any] | None = None
+
+    def walk(value: Any, path: str, file: str) -> None:
+        nonlocal best
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, f"{path}/{key}", file)
+        elif isinstance(value, list):
+            for i, inner in enumerate(value):
+                walk(inner, f"{path}/{i}", file)
+        elif isinstance(value, float) and 0 < value <= 1 and "test" in path.rsplit("/", 1)[-1].lower() \
+                and (name in path.lower() or name in file) and "ci95" not in path and "std" not in path:
+            if best is None or value > best["value"]:
+                best = {"value": value, "file": file, "path": path}
+
+    for file in sorted(RESULTS.glob("*.json")):
+        if file.name == "auto.json":
+            continue
+        try:
+            walk(json.loads(file.read_text()), "", file.name)
+        except ValueError:
+            continue
+    return best
+
+
+def one_set(name: str, budget: str, work: Path) -> dict[str, Any]:
+    data, extra = SETS[name](work)
+    out = work / f"auto-{name}"
+    wall, done = run(["auto", str(data), "--budget", budget, "--out", str(out), "--overwrite", "--json", *extra])
+    row: dict[str, Any] = {"set": name, "budget": budget, "wall_s": round(wall, 1), "ok": done.returncode == 0}
+    if done.returncode == 0:
+        decisions = json.loads(done.stdout)
+        metrics = json.loads((out / "metrics.json").read_text())
+        row.update(chosen=decisions["winner"]["key"], val=metrics.get("val", {}).get("accuracy"),
+                   test=metrics.get("test", {}).get("accuracy"),
+                   trials=[(t["key"], t["state"], t["val"].get("accuracy"), t["seconds"]) for t in decisions["trials"]])
+    peer_out = work / f"train-{name}"
+    peer_wall, peer = run(["train", str(data), "--out", str(peer_out), "--overwrite", *extra])
+    if peer.returncode == 0:
+        metrics = json.loads((peer_out / "metrics.json").read_text())
+        row["peer_train_default"] = {"test": metrics.get("test", {}).get("accuracy"), "wall_s": round(peer_wall, 1)}
+    row["best_in_bench_results"] = best_figure(name)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--budget", default="10m")
+    parser.add_argument("--sets", default="hymenoptera,trec")
+    parser.add_argument("--out", default=str(RESULTS / "auto.json"))
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tk-bench-auto-") as work:
+        for name in args.sets.split(","):
+            rows.append(one_set(name, args.budget, Path(work)))
+            row = rows[-1]
+            best = row["best_in_bench_results"]
+            print(f"{name:12} budget {row['budget']:>5}  wall {row['wall_s']:6.1f} s  chosen {row.get('chosen')}  "
+                  f"val {row.get('val')}  test {row.get('test')}  best in bench/results "
+                  f"{None if best is None else round(best['value'], 4)}  train default "
+                  f"{row.get('peer_train_default')}", flush=True)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
+    Path(args.out).write_text(json.dumps({"cpu": cpu, "cores": os.cpu_count(), "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

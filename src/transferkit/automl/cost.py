@@ -1,0 +1,81 @@
+"""Seconds per training step, measured before any trial is planned: the candidate's network (backbone + head)
+at its input size takes a few real training batches forward and backward here, with every parameter trained (the
+most a strategy can cost). An epoch is then ``steps x step`` plus scoring the validation split at the measured
+inference rate; no trial is planned on a guess."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from transferkit.config import RunConfig
+from transferkit.modalities.base import LabelledData, Modality, Split
+from transferkit.progress import log
+from transferkit.train.strategies import parse_strategy
+
+STEPS = 2  # the first warms up (allocations, one-off kernels); the second is timed
+SAMPLE = 8  # items per measured step, scaled to the training batch: decoding and stepping 64 would cost a trial
+INFERENCE_SHARE = 0.35  # a forward pass alone, against a training step (backward is ~2x forward)
+SETUP_SECONDS = 8.0  # a fine-tuning trial's fixed cost: building the network, the optimiser, accelerate, saving
+
+
+@dataclass
+class Cost:
+    """What one backbone costs on this machine, as measured."""
+
+    backbone: str
+    batch_size: int
+    step_seconds: float
+    setup_seconds: float
+    measured_in: float
+
+    def epoch_seconds(self, n_train: int, n_val: int) -> float:
+        steps = -(-n_train // self.batch_size)
+        val_batches = -(-n_val // self.batch_size)
+        return self.step_seconds * (steps + INFERENCE_SHARE * val_batches)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backbone": self.backbone, "batch_size": self.batch_size, "step_seconds": round(self.step_seconds, 4),
+                "setup_seconds": round(self.setup_seconds, 2), "measured_in_seconds": round(self.measured_in, 2)}
+
+
+def measure(modality: Modality, config: RunConfig, dataset: LabelledData) -> Cost:
+    """Time :data:`STEPS` training steps of ``config.backbone`` (at its input size) on real training batches."""
+    import torch
+    from torch.utils.data import default_collate
+
+    from transferkit.train.precision import resolve_precision
+
+    start = time.perf_counter()
+    kind = modality.name
+    batch = int(config.setting("batch_size", kind))
+    spec = modality.resolve(config.replace(strategy="finetune"), parse_strategy("finetune"))
+    n_classes = len(dataset.classes)
+    take = min(len(dataset.train), batch, SAMPLE)
+    split = Split(dataset.train.items[:take], dataset.train.labels[:take],
+                  None if dataset.train.lines is None else dataset.train.lines[:take])
+    data = modality.train_data(spec, split, config.replace(workers=0), n_classes)
+    pairs = [data.dataset[i] for i in range(take)]
+    inputs, labels = (data.collate or default_collate)(pairs)
+    model = modality.build_model(spec, n_classes).train()
+    if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:  # as the loop runs it (train/loop.py, batches.py)
+        model, inputs = model.to(memory_format=torch.channels_last), inputs.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    bf16 = resolve_precision(config) == "bf16" and not torch.cuda.is_available()
+    built = time.perf_counter()
+    timings = []
+    for _ in range(STEPS):
+        tick = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            _, logits = model(inputs, with_features=True)
+        loss = torch.nn.functional.cross_entropy(logits.float(), torch.as_tensor(labels))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        timings.append(time.perf_counter() - tick)
+    # a batch costs in proportion to its items on a CPU (an over-estimate where fixed per-step costs dominate)
+    step = timings[-1] * batch / take
+    cost = Cost(config.backbone, batch, step, max(SETUP_SECONDS, built - start), time.perf_counter() - start)
+    log(f"auto: {config.backbone}: {step:.2f} s per training step of {batch} (measured in {cost.measured_in:.1f} s)")
+    return cost

