@@ -15,7 +15,7 @@ from transferkit.automl.budget import Clock, parse_budget
 from transferkit.automl.candidates import RANK_ITEMS, Ranked, rank_backbones
 from transferkit.automl.cost import SETUP_SECONDS, measure
 from transferkit.automl.decisions import choose, record, write_decisions
-from transferkit.automl.facts import Facts, derive
+from transferkit.automl.facts import derive
 from transferkit.automl.plan import EPOCHS, make_plan
 from transferkit.automl.search import Outcome, STUDY_FILE, open_auto_study, run_trials
 from transferkit.config import FINE_TUNING, RunConfig

@@ -64,7 +64,7 @@ def auto(
     result = run_auto(data, out, budget, names, metric, dry_run, overwrite, report, **chosen)
     decisions = result if dry_run else result.metrics_["auto"]
     if report and not dry_run:
-        from transferkit.cli.train import write_html_report
+        from transferkit.cli.common import write_html_report
 
         write_html_report(Path(out))
     if as_json:

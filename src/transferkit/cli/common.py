@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 from transferkit.cli.options import CONFIG_FIELDS
 from transferkit.cli.output import console
 from transferkit.config import RunConfig
+from transferkit.progress import log
 from transferkit.runs.lock import hold_run_folder
 
 # every RunConfig field but DATA (the argument) is one of train's options
@@ -57,3 +58,14 @@ def print_summary(metrics: dict[str, Any], out: Path) -> None:
         screen.print(f"target {m['folder']}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")
     export = f", plus {metrics['export_seconds']:.1f} s for the one-off ONNX export" if metrics.get("export_seconds") else ""
     screen.print(f"saved to {out}  ({metrics['train_seconds']:.1f} s{export})")
+
+
+def write_html_report(out: Path) -> None:
+    """RUN/report.html, when the report extra is installed (else a notice)."""
+    try:
+        from transferkit.report.html import write_report  # lazy: matplotlib, an optional extra
+        from transferkit.runs.folders import RUN_REPORT
+    except ImportError:
+        log("notice: no report.html (pip install 'transferkit[report]' for one)")
+        return
+    log(f"report: {write_report([out], out / RUN_REPORT)}")

@@ -9,12 +9,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from transferkit.cli.common import TRAIN_FIELDS, check_before_work, claimed, print_summary
+from transferkit.cli.common import TRAIN_FIELDS, check_before_work, claimed, print_summary, write_html_report
 from transferkit.cli.options import CONFIG_FIELDS, with_config_options
 from transferkit.cli.output import console, print_json
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
-from transferkit.progress import log
 from transferkit.train.registries import DOMAIN_TERMS
 
 
@@ -149,16 +148,6 @@ def print_spread(summary: dict[str, Any], seeds: list[int], out: Path) -> None:
         screen.print(f"{what:<13} mean {s['mean']:.4f}  std {s['std']:.4f}  95% interval "
                      f"[{s['low']:.4f}, {s['high']:.4f}]")
     screen.print(f"saved to {out}: a run folder per seed, and seeds.json")
-
-
-def write_html_report(out: Path) -> None:
-    try:
-        from transferkit.report.html import write_report  # lazy: matplotlib, an optional extra
-        from transferkit.runs.folders import RUN_REPORT
-    except ImportError:
-        log("notice: no report.html (pip install 'transferkit[report]' for one)")
-        return
-    log(f"report: {write_report([out], out / RUN_REPORT)}")
 
 
 def resume_paths(out: Path | None, config: Path | None) -> tuple[Path, Path]:
