@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
-from typing import Any, Callable, Optional, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional, Sequence
 
 import typer
 
@@ -14,6 +15,10 @@ from transferkit.config import FIELD_TYPES, RunConfig, choices
 
 
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+# the DATA argument of the commands that read a labelled set whole (audit, auto)
+LabelledData = Annotated[Path, typer.Argument(help="Labelled data: an image folder (train/<class>/* with optional "
+                                                   "val/ and test/, or <class>/*) or a .csv/.tsv/.jsonl table",
+                                              show_default=False)]
 
 
 def option_name(field: dataclasses.Field) -> str:
