@@ -21,9 +21,9 @@ from transferkit.estimators.core import TransferClassifier
 from transferkit.progress import log
 from transferkit.registry import format_spec
 from transferkit.runs.folders import AUTO_STUDY as STUDY_FILE
-from transferkit.tuning.base import PRUNED_ATTR
+from transferkit.tuning.base import PRUNED_ATTR, PRUNERS
 from transferkit.tuning.objective import trial_classifier
-from transferkit.tuning.storage import PRUNERS, open_storage, prune_spec
+from transferkit.tuning.storage import open_storage, prune_spec
 
 KEY_ATTR = "auto_key"
 
@@ -58,7 +58,7 @@ def open_auto_study(folder: Path, name: str) -> optuna.Study:
     # trials are asked and told here, not run by study.optimize: no heartbeats; a killed run's trial stays
     # "running" and, not finished, is run again
     return optuna.create_study(storage=open_storage(study_url(folder), heartbeat=False), study_name=name,
-                               direction="maximize", load_if_exists=True, pruner=PRUNERS["median"]())
+                               direction="maximize", load_if_exists=True, pruner=PRUNERS.create("median"))
 
 
 def finished(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from transferkit.cli.options import LabelledData, with_config_options
+from transferkit.cli.options import LabelledDataArgument, with_config_options
 from transferkit.cli.output import cell, console, print_json
 
 AUDIT_FIELDS = ("backbone", "weights", "image_size", "val_data", "test_data", "seed", "strict", "crop_pct", "engine",
@@ -19,7 +19,7 @@ LISTED = 10  # rows per finding in the terminal (the page and --json have them a
 
 @with_config_options(AUDIT_FIELDS)
 def audit(
-    data: LabelledData,
+    data: LabelledDataArgument,
     out: Annotated[Optional[Path], typer.Option(help="Write the audit as one HTML page (thumbnails or texts of "
                                                      "every finding)", show_default=False)] = None,
     exclusions: Annotated[Optional[Path], typer.Option(help="Write the flagged training and validation items, one a "

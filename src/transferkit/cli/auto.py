@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from transferkit.cli.options import LabelledData, with_config_options
+from transferkit.cli.options import LabelledDataArgument, with_config_options
 from transferkit.cli.output import cell, console, print_json
 from transferkit.errors import TransferkitError
 
@@ -21,7 +21,7 @@ AUTO_FIELDS = ("val_data", "test_data", "exclude", "seed", "val_fraction", "stri
 
 @with_config_options(AUTO_FIELDS)
 def auto(
-    data: LabelledData,
+    data: LabelledDataArgument,
     out: Annotated[Optional[str], typer.Option(help="Run folder to write the winner to (its study auto.db is kept "
                                                     "there: the same command resumes it)", show_default=False)] = None,
     budget: Annotated[str, typer.Option(help="Time for the whole job: 90s, 15m, 1h30m or seconds")] = "15m",

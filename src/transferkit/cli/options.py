@@ -16,7 +16,7 @@ from transferkit.config import FIELD_TYPES, RunConfig, choices
 
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 # the DATA argument of the commands that read a labelled set whole (audit, auto)
-LabelledData = Annotated[Path, typer.Argument(help="Labelled data: an image folder (train/<class>/* with optional "
+LabelledDataArgument = Annotated[Path, typer.Argument(help="Labelled data: an image folder (train/<class>/* with optional "
                                                    "val/ and test/, or <class>/*) or a .csv/.tsv/.jsonl table",
                                               show_default=False)]
 
