@@ -1,5 +1,7 @@
 import multiprocessing as mp
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -140,19 +142,50 @@ def test_export_runs_in_a_child_process(tmp_path: Path, source: FeatureSource, m
         raise RuntimeError("unsupported operator for this test")
 
     monkeypatch.setattr(engines, "export_onnx", recording)
+    monkeypatch.setattr("threading.active_count", lambda: 1)  # as in a command's process (other tests left threads)
     engine = open_engine("never-exported", 64, source.build_net, "onnx", cache_dir=tmp_path, label="t")
     assert isinstance(engine, TorchEngine) and "unsupported operator" in capsys.readouterr().err
     assert int((tmp_path / "exporter.pid").read_text()) != os.getpid()
 
 
+CHILD_CHECKS = """
+import os, signal, sys
+from transferkit.errors import TransferkitError
+from transferkit.features.child import ChildError, in_child
+assert in_child(lambda: {"pid": os.getpid()})["pid"] != os.getpid()
+try:
+    in_child(lambda: (_ for _ in ()).throw(TransferkitError("too far from fp32")))
+except TransferkitError as exc:
+    assert "too far from fp32" in str(exc)
+else:
+    sys.exit("no error")
+try:
+    in_child(lambda: os.kill(os.getpid(), signal.SIGKILL))
+except ChildError as exc:
+    assert "signal 9, most likely out of memory" in str(exc), exc
+else:
+    sys.exit("no ChildError")
+print("ok")
+"""
+
+
 def test_child_work_returns_its_result_or_raises_its_error():
-    import signal
+    # a fresh process: this one has threads left by other tests, and then the work stays here (next test)
+    done = subprocess.run([sys.executable, "-c", CHILD_CHECKS], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr
 
-    from transferkit.errors import TransferkitError
-    from transferkit.features.child import ChildError, in_child
 
-    assert in_child(lambda: {"pid": os.getpid()})["pid"] != os.getpid()
-    with pytest.raises(TransferkitError, match="too far from fp32"):
-        in_child(lambda: (_ for _ in ()).throw(TransferkitError("too far from fp32")))
-    with pytest.raises(ChildError, match="signal 9, most likely out of memory"):
-        in_child(lambda: os.kill(os.getpid(), signal.SIGKILL))
+def test_child_work_stays_here_while_other_threads_run():
+    """A lock another thread holds at the fork would stay locked in the child for ever: no fork then."""
+    import threading
+
+    from transferkit.features.child import in_child
+
+    release = threading.Event()
+    waiting = threading.Thread(target=release.wait, daemon=True)
+    waiting.start()
+    try:
+        assert in_child(lambda: os.getpid()) == os.getpid()
+    finally:
+        release.set()
+        waiting.join()

@@ -15,13 +15,20 @@ import pytest
 from conftest import make_folder
 from typer.testing import CliRunner
 
+from transferkit import atomic
 from transferkit.cli import app, main
 from transferkit.config import MAX_CONFIG_BYTES, RunConfig
-from transferkit.errors import FRONT_END, CacheError, RunDirError, TransferkitError, arg, shown
+from transferkit.errors import (
+    FRONT_END,
+    CacheError,
+    RunDirError,
+    TransferkitError,
+    arg,
+    shown,
+)
 from transferkit.features import cache as cache_module
 from transferkit.features import engines
 from transferkit.features.cache import MARKER, FeatureStore, cache_clear, file_key
-from transferkit.runs import folders
 from transferkit.runs.folders import check_out_vs_data, check_writable, is_run_folder
 from transferkit.runs.rundir import read_run, read_tensors, write_run
 
@@ -347,7 +354,7 @@ def test_out_that_cannot_be_written_is_refused_before_the_work(tmp_path: Path, p
         (tmp_path / "ro").mkdir(mode=0o555)
         with pytest.raises(RunDirError, match="Permission denied"):
             check_writable(tmp_path / "ro" / "run", overwrite=False)
-    monkeypatch.setattr(folders.tempfile, "TemporaryFile", denied)  # as a read-only mount would, even for root
+    monkeypatch.setattr(atomic.tempfile, "TemporaryFile", denied)  # as a read-only mount would, even for root
     with pytest.raises(RunDirError, match="cannot write the run there \\(Permission denied"):
         check_writable(tmp_path / "new-run", overwrite=False)
 

@@ -100,9 +100,10 @@ def Int(low: int, high: int, required: bool = False) -> Bound:  # noqa: N802 - r
     return Bound(int, low, high, required=required)
 
 
-def Real(low: float, high: float, open_low: bool = False, open_high: bool = False) -> Bound:  # noqa: N802
+def Real(low: float, high: float, open_low: bool = False, open_high: bool = False,  # noqa: N802
+         required: bool = False) -> Bound:
     """A finite number in [low, high] (an end marked open is excluded)."""
-    return Bound(float, low, high, open_low, open_high)
+    return Bound(float, low, high, open_low, open_high, required=required)
 
 
 FLAG = Bound(bool)

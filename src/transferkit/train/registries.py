@@ -61,5 +61,5 @@ CALLBACKS = Registry("callback", {
     "optuna-prune": plugin("transferkit.tuning.prune:OptunaPrune", storage=REQUIRED_TEXT, study=REQUIRED_TEXT,
                            trial=Int(0, 10**9, required=True), pruner=TEXT),
     # auto's time budget: no epoch starts that would end past it
-    "deadline": plugin("transferkit.automl.deadline:Deadline", at=Real(0, 1e11)),
+    "deadline": plugin("transferkit.automl.deadline:Deadline", at=Real(0, 1e11, required=True)),
 })
