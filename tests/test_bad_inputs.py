@@ -508,6 +508,15 @@ USABILITY = [
     Case("cache-clear-still-clears-a-real-cache", "usability", cache_copy,
          ("cache", "clear", "--cache-dir", "cache", "--kind", "features"), 0, check=cleared("cache/features"),
          note="the guard against the lost cases' fix refusing transferkit's own cache"),
+    # a mistyped option or value was Click's usage box (several lines, no 'error:'): now one line like the rest
+    Case("typed-option-not-a-number", "usability", data, ("train", "data", "--epochs", "abc", "--out", "run"), 2,
+         says=(r"--epochs", r"--help"), absent=("run",)),
+    Case("unknown-option", "usability", data, ("train", "data", "--epoch", "3", "--out", "run"), 2,
+         says=(r"No such option: --epoch", r"--epochs"), absent=("run",)),
+    Case("auto-budget-not-a-time", "usability", data, ("auto", "data", "--budget", "soon", "--out", "run"), 2,
+         says=(r"--budget",), absent=("run",)),
+    Case("auto-budget-infinite", "usability", data, ("auto", "data", "--budget", "inf", "--out", "run"), 2,
+         says=(r"--budget",), absent=("run",)),
 ]
 
 CASES = [*SECURITY, *LOST, *TRACEBACK, *SILENT, *USABILITY]
