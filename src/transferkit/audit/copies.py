@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from transferkit.audit.duplicates import DuplicatePair, scan
+from transferkit.audit.duplicates import NO_PAIRS, DuplicatePair, scan
 
 THUMB = 32  # px: the grey thumbnail kept per image (the image checks decode it anyway)
 SIDE = 12  # px: the two images are compared at this size (a 10% crop is then about one pixel)
@@ -128,7 +128,7 @@ def candidate_pairs(thumbnails: np.ndarray, feature_neighbours: np.ndarray) -> n
     small image (their blur moves them: 6 of 100 CIFAR copies sat outside the 10 nearest), layouts miss copies
     cropped from a busy scene; each is cheap."""
     shapes = layout(thumbnails)
-    by_layout = scan(shapes, CANDIDATES, threshold=2.0, centre=False).index
+    by_layout = scan(shapes, CANDIDATES, threshold=NO_PAIRS, centre=False).index
     others = np.concatenate([feature_neighbours[:, :CANDIDATES], by_layout], axis=1)  # fewer in a tiny set
     first, second = np.repeat(np.arange(len(thumbnails)), others.shape[1]), others.ravel()
     pairs = np.unique(np.sort(np.stack([first, second], axis=1), axis=1), axis=0)

@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 NEAR_SIMILARITY = 0.85
 BLOCK = 2048  # rows per similarity block: 2048 x 20,000 float32 is 160 MB
 DIMS = 256  # principal axes the similarities are taken on
+NO_PAIRS = 2.0  # a threshold no cosine reaches: scan() then gives each item's neighbours, and no pairs
 MAX_PAIRS = 100_000  # pairs kept at the most (a set of near-identical items would otherwise list n^2 of them)
 
 

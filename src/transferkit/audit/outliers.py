@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from transferkit.audit.duplicates import scan
+from transferkit.audit.duplicates import NO_PAIRS, scan
 
 NEIGHBOURS = 10
 ROBUST_Z = 5.0  # median + 5 scaled MADs: about 1 item in 1,000 of a normal spread is flagged by chance
@@ -45,7 +45,7 @@ def class_isolation(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         if len(members) > NEIGHBOURS:
-            scores[members] = isolation(scan(features[members], NEIGHBOURS, threshold=2.0).similarity)
+            scores[members] = isolation(scan(features[members], NEIGHBOURS, threshold=NO_PAIRS).similarity)
     return scores
 
 

@@ -11,7 +11,8 @@ import numpy as np
 
 from transferkit.audit.checks import ItemIssue, balance, image_checks, text_checks
 from transferkit.audit.copies import near_copies
-from transferkit.audit.duplicates import NEAR_SIMILARITY, DuplicatePair, exact_pairs, file_digest, scan, text_key
+from transferkit.audit.duplicates import (NEAR_SIMILARITY, NO_PAIRS, DuplicatePair, exact_pairs, file_digest, scan,
+                                         text_key)
 from transferkit.audit.items import SPLITS, AuditItems, read_items
 from transferkit.audit.labels import find_label_issues, out_of_fold_proba
 from transferkit.audit.outliers import NEIGHBOURS, find_outliers, isolation
@@ -72,7 +73,7 @@ def audit_items(modality: Modality, items: AuditItems, config: RunConfig, second
         return keys[i] is not None and keys[i] == keys[j]
 
     neighbours = timed(seconds, "neighbours", lambda: scan(
-        features, NEIGHBOURS, threshold=NEAR_SIMILARITY if thumbnails is None else 2.0,
+        features, NEIGHBOURS, threshold=NEAR_SIMILARITY if thumbnails is None else NO_PAIRS,
         skip=lambda i, j: same(rows[i], rows[j])))
     if thumbnails is None:  # texts: near copies are near-parallel features
         near = [DuplicatePair(int(rows[p.first]), int(rows[p.second]), p.similarity, False)

@@ -64,10 +64,7 @@ class PromptAdapter(Adapter):
         return name.startswith(f"{self.module}.")
 
     def saved(self, model: nn.Module, statistics: bool = False) -> AdapterWeights:
-        tensors = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()
-                   if k.startswith(f"{self.module}.") or (statistics and "running_" in k)}
-        tensors.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
-        return AdapterWeights.of(tensors, {"adapter": self.name, **self.options()})
+        return AdapterWeights.of(self.trained_tensors(model, statistics), {"adapter": self.name, **self.options()})
 
     def expected(self, shapes: dict[str, list[int]]) -> dict[str, str]:  # pragma: no cover - abstract
         """name -> why its shape is wrong (or "" when it fits), for each tensor the adapter needs."""

@@ -70,6 +70,14 @@ class Adapter:
         ``statistics``: BatchNorm's running statistics trained too, so they go along."""
         return None
 
+    def trained_tensors(self, model: nn.Module, statistics: bool) -> dict[str, torch.Tensor]:
+        """The backbone tensors :meth:`trains` names (with BatchNorm's running statistics when they trained too)
+        and the head's: what an adapter that adds or picks parameters, rather than merging them, saves."""
+        tensors = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()
+                   if self.trains(k, v) or (statistics and "running_" in k)}
+        tensors.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
+        return tensors
+
     def check_saved(self, shapes: dict[str, list[int]]) -> str | None:
         """Why tensors of these shapes (an adapter.safetensors) cannot be this adapter's, or None: checked before
         :meth:`attach` allocates anything."""
@@ -100,10 +108,7 @@ class BitFitAdapter(Adapter):
         return name.rsplit(".", 1)[-1] == "bias"
 
     def saved(self, model: nn.Module, statistics: bool = False) -> AdapterWeights:
-        tensors = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()
-                   if k.rsplit(".", 1)[-1] == "bias" or (statistics and "running_" in k)}
-        tensors.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
-        return AdapterWeights.of(tensors, {"adapter": self.name})
+        return AdapterWeights.of(self.trained_tensors(model, statistics), {"adapter": self.name})
 
 
 def apply_adapter_file(model: nn.Module, folder: str | Path) -> nn.Module:
