@@ -32,11 +32,6 @@ def parse_budget(text: str | float | int) -> float:
     return seconds
 
 
-def shown_seconds(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
 @dataclass
 class Clock:
     """The budget being spent: started when ``auto`` starts, so reading the data and ranking count too."""

@@ -105,7 +105,7 @@ def run_one(planned: Trial, base: RunConfig, classifier: type[TransferClassifier
     trial.set_user_attr(KEY_ATTR, planned.key)
     config = base.replace(test_data=None, **planned.settings)
     if planned.kind == "finetune":  # each epoch reaches the pruner; no epoch starts that would pass the budget
-        deadline = format_spec("deadline", {"at": round(time.time() + clock.left - reserve, 1)})
+        deadline = format_spec("deadline", {"at": round(clock.deadline_epoch - reserve, 1)})
         config = config.replace(callbacks=[*config.callbacks, deadline,
                                            prune_spec(study_url(folder), study.study_name, trial.number, "median")])
     log(f"auto: trial {trial.number} {planned.key} (~{planned.estimate:.0f} s; {clock.left:.0f} s of the budget left)")
