@@ -66,9 +66,6 @@ def main() -> None:
     except ClickException as exc:
         print(f"error: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
     except TransferkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -76,7 +73,7 @@ def main() -> None:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):  # typer.Abort: Ctrl-C at one of its prompts
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)  # typer.Exit(code) gives a code
