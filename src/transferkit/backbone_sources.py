@@ -2,7 +2,8 @@
 
 A :class:`BackboneSource` resolves the names it claims to a torch-free spec, builds the network, lists its rows
 for ``transferkit backbones``, reads the pretrained classifier (the source head), groups a network's parameters
-into blocks (gradual unfreezing, layer-wise decay) and names its LoRA target presets. Sources are tried in the
+into blocks (gradual unfreezing, layer-wise decay), names its LoRA target presets, the width of its networks' pooled
+features, and how a weights file saved for another input size fits its network. Sources are tried in the
 order of :data:`SOURCES`, as timm's ``@register_model`` fills its tables: a new source is a new module plus one
 line below. Entries are ``"module:attribute"`` references imported only when asked (this module imports neither
 torch nor the sources), or objects given to :meth:`SourceRegistry.register` (a test, a user's source).
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 from transferkit.errors import BackboneError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 
@@ -55,6 +57,19 @@ class BackboneSource:
     def blocks(self, backbone: "nn.Module", names: list[str]) -> list[list[str]] | None:
         """Parameter names grouped into blocks, input end first, for networks of this family; else None."""
         return None
+
+    def lora_presets(self, backbone: "nn.Module") -> tuple[tuple[str, str], ...]:
+        """The presets that may fit ``backbone``, in the order they are tried (a source that knows the network's
+        family names only that family's)."""
+        return self.lora_targets
+
+    def feature_width(self, backbone: "nn.Module") -> int:
+        """The width of what the network of :meth:`build` returns (the new head's input)."""
+        return int(backbone.num_features)
+
+    def fit_state(self, model: "nn.Module", state: "dict[str, torch.Tensor]") -> "dict[str, torch.Tensor]":
+        """A weights file's tensors made to fit ``model`` (a position table resampled to its input size, say)."""
+        return state
 
 
 class SourceRegistry:
@@ -97,10 +112,10 @@ class SourceRegistry:
     def offline_names(self, modality: str) -> list[str]:
         return [name for source in self.of(modality) for name in source.offline_names()]
 
-    def lora_targets(self) -> list[tuple[str, str]]:
-        """Every source's LoRA presets, in source order (the first that matches a backbone is used)."""
+    def lora_targets(self, backbone: "nn.Module") -> list[tuple[str, str]]:
+        """The LoRA presets that may fit ``backbone``, in source order (the first that matches it is used)."""
         sources = map(self.get, self.names())
-        return list(dict.fromkeys(preset for source in sources for preset in source.lora_targets))
+        return list(dict.fromkeys(preset for source in sources for preset in source.lora_presets(backbone)))
 
     def blocks(self, backbone: "nn.Module", names: list[str]) -> list[list[str]] | None:
         """The first source's grouping that knows this network's family, else None."""

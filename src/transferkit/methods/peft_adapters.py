@@ -2,8 +2,8 @@
 head trained and saved beside them, and the adapter merged back so the run holds one plain module.
 
 Targets are chosen per family unless ``targets=REGEX`` says otherwise: the first preset (each backbone source
-names its families', backbone_sources.py) that matches any linear / 1x1-capable convolution of the backbone. Depthwise and grouped convolutions are never targeted:
-peft refuses to merge convolutions with ``groups > 1``.
+names its families', backbone_sources.py) that matches any linear or convolution layer of the backbone.
+Depthwise and grouped convolutions are never targeted: peft refuses to merge convolutions with ``groups > 1``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def select_targets(backbone: nn.Module, targets: str | None) -> list[str]:
     """Full names of the modules to adapt: those ``targets`` matches, else the first preset that matches."""
     candidates = [(n, m) for n, m in backbone.named_modules() if n and adaptable(m)]
     if targets is None:
-        for _, preset in SOURCES.lora_targets():
+        for _, preset in SOURCES.lora_targets(backbone):
             chosen = [n for n, m in candidates if matches(re.compile(preset), n) and getattr(m, "groups", 1) == 1]
             if chosen:
                 return chosen

@@ -67,9 +67,10 @@ class BackboneSpec:
         """The feature network (images -> pooled features), weights loaded. Imports torch and timm."""
         if self.run_model:
             return self._build_from_run()
-        model = SOURCES.get(self.source).build(self)
+        source = SOURCES.get(self.source)
+        model = source.build(self)
         if self.weights and self.pretrained:
-            load_weights(model, read_state_dict(self.weights), self.weights)
+            load_weights(model, source.fit_state(model, read_state_dict(self.weights)), self.weights)
         return model.eval()
 
     def _build_from_run(self) -> "nn.Module":

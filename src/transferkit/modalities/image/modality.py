@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from transferkit.backbone_sources import SOURCES
 from transferkit.config import RunConfig
 from transferkit.errors import DataError, RunDirError, TransferkitError
 from transferkit.features.engines import export_onnx, image_engine_file, open_engine
@@ -159,7 +160,8 @@ class ImageModality:
         from transferkit.modalities.image.model import ImageModel
 
         backbone = spec.build()
-        return ImageModel(backbone, spec.preprocessing, int(backbone.num_features), n_classes)
+        width = SOURCES.get(spec.source).feature_width(backbone)
+        return ImageModel(backbone, spec.preprocessing, width, n_classes)
 
     def train_data(self, spec: BackboneSpec, split: Split, config: RunConfig, n_classes: int) -> "TrainData":
         from transferkit.modalities.image.training import image_train_data

@@ -1,18 +1,23 @@
 """timm: ``timm:<arch>`` or a bare timm architecture name, with timm's pretrained weights from their hub (or a local
-``--weights`` file). timm owns its networks' block grouping (``group_matcher``), and the LoRA presets of its
-families: EfficientNet / MobileNet pointwise convolutions, ViT attention and MLP."""
+``--weights`` file). The timm family's facts: block grouping is timm's ``group_matcher``; the pooled width is
+``head_hidden_size`` (MobileNetV4's head convolution widens ``num_features``); networks with a fixed input size
+(ViTs: a position table per patch) are built at the run's input size and a weights file saved at another size is
+resampled by timm's own checkpoint filter (DINOv2's 518 px weights at 224 px); LoRA presets per timm model class.
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from transferkit.backbone_sources import BackboneSource
-from transferkit.errors import BackboneError
+from transferkit.errors import BackboneError, first_line
 from transferkit.modalities.hub import cached_hub_file, hf_endpoint, quiet_hub
 from transferkit.modalities.image.backbones import BackboneSpec, check_downloadable, offline_error, torch_hub_file
 from transferkit.modalities.image.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 
@@ -24,6 +29,15 @@ class TimmSource(BackboneSource):
         ("EfficientNet / MobileNet pointwise convolutions", r"conv_pw|conv_pwl|conv_head"),
         ("ViT attention and MLP", r"qkv|proj|fc1|fc2"),
     )
+    # timm model class -> its preset: MobileNetV3 is also MobileNetV4's class (universal inverted residuals,
+    # EdgeResidual stages, the hybrids' attention), ConvNeXt's MLP is linear layers beside depthwise convolutions
+    families: ClassVar[dict[str, tuple[str, str]]] = {
+        "EfficientNet": lora_targets[0],
+        "MobileNetV3": ("MobileNetV3 / V4 pointwise convolutions and attention",
+                        r"conv_pw|conv_pwl|conv_exp|conv_head|.*\.(pw_exp|pw_proj)\.conv|.*\.(query|key|value|output)\.proj"),
+        "VisionTransformer": lora_targets[1],
+        "ConvNeXt": ("ConvNeXt MLP", r"fc1|fc2"),
+    }
 
     def claims(self, name: str) -> bool:
         return name.startswith(f"{self.prefix}:") or ":" not in name
@@ -37,7 +51,7 @@ class TimmSource(BackboneSource):
         return BackboneSpec(name, arch, self.name, Preprocessing.from_timm_cfg(cfg), weights, pretrained)
 
     def build(self, spec: BackboneSpec) -> "nn.Module":
-        return timm_model(spec.name, spec.arch, spec.pretrained and not spec.weights)
+        return timm_model(spec.name, spec.arch, spec.pretrained and not spec.weights, spec.preprocessing.input_size)
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"name": "timm:<arch>", "source": "timm (hub)", "offline": False,
@@ -58,6 +72,25 @@ class TimmSource(BackboneSource):
 
         grouped = group_parameters(backbone, backbone.group_matcher(coarse=True))
         return [list(grouped[k]) for k in sorted(grouped)]
+
+    def lora_presets(self, backbone: "nn.Module") -> tuple[tuple[str, str], ...]:
+        family = self.families.get(type(backbone).__name__)
+        return (family,) if family else self.lora_targets
+
+    def feature_width(self, backbone: "nn.Module") -> int:
+        return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+
+    def fit_state(self, model: "nn.Module", state: "dict[str, torch.Tensor]") -> "dict[str, torch.Tensor]":
+        # the filter timm applies to its own hub weights (resamples position tables, converts original checkpoints),
+        # where the input size is part of the network; other files load as they are
+        checkpoint_filter = getattr(import_module(type(model).__module__), "checkpoint_filter_fn", None)
+        if checkpoint_filter is None or not getattr(model, "pretrained_cfg", {}).get("fixed_input_size"):
+            return state
+        try:
+            return checkpoint_filter(state, model)
+        except Exception as exc:  # noqa: BLE001 - a file of another architecture fails in the filter's own way
+            raise BackboneError(f"{type(model).__name__}: timm cannot fit these weights to the network "
+                                f"({first_line(exc)}); the file was saved from a different architecture") from None
 
 
 def timm_cfg(arch: str) -> dict[str, Any]:
@@ -86,11 +119,13 @@ def check_arch(name: str, arch: str) -> None:
         raise BackboneError(f"backbone '{name}': unknown timm architecture '{arch}'; see timm.list_models()")
 
 
-def timm_model(name: str, arch: str, download: bool) -> "nn.Module":
-    """timm's ``arch`` without its classifier (pooled features), with timm's pretrained weights if ``download``."""
+def timm_model(name: str, arch: str, download: bool, input_size: int | None = None) -> "nn.Module":
+    """timm's ``arch`` without its classifier (pooled features), with timm's pretrained weights if ``download``;
+    a network whose input size is fixed when it is built (a ViT's position table) is built at ``input_size``."""
     import timm
 
     check_arch(name, arch)
+    sized = {"img_size": input_size} if input_size and timm_cfg(arch).get("fixed_input_size") else {}
     overlay = None
     if download:
         cached, origin = timm_weights(arch)
@@ -99,7 +134,8 @@ def timm_model(name: str, arch: str, download: bool) -> "nn.Module":
         overlay = {"file": cached, "source": "timm"} if cached else None
     try:
         with quiet_hub():
-            return timm.create_model(arch, pretrained=download, num_classes=0, pretrained_cfg_overlay=overlay)
+            return timm.create_model(arch, pretrained=download, num_classes=0, pretrained_cfg_overlay=overlay,
+                                     **sized)
     except Exception as exc:  # noqa: BLE001 - network failures come in many types
         if download:
             raise offline_error(name, exc) from None
