@@ -98,9 +98,10 @@ def test_lora_preset_targets_the_family_and_merges(case: Case) -> None:
     from transferkit.methods.peft_adapters import LoraAdapter
     from transferkit.modalities import IMAGE
 
-    model = IMAGE.build_model(case.spec(), 2).eval()
+    model = IMAGE.build_model(case.spec(), 2)
     adapter = LoraAdapter(r=4)
     adapter.attach(model)
+    model.eval()  # LoRA's dropout too
     assert len(adapter.chosen) >= 4 and all(name.endswith(case.family.lora) for name in adapter.chosen)
     assert {name.rsplit(".", 1)[-1] for name in adapter.chosen} >= {part.rsplit(".", 1)[-1] for part in case.family.lora}
     for name, parameter in model.named_parameters():  # a trained adapter: B away from its zero start
