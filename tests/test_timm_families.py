@@ -167,15 +167,16 @@ def test_export_onnx_has_parity(tuned: Path, tmp_path: Path) -> None:
     check_parity(export_run(tuned, "onnx", tmp_path / "onnx").folder, items=4)
 
 
-def test_serves_a_request(tuned: Path) -> None:
+def test_serves_a_request_from_the_runs_own_engine(tuned: Path, tmp_path: Path, capsys) -> None:
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
     from test_serve import LIMITS, check_answer, png, upload
 
     from transferkit.serve.app import create_app
 
-    with TestClient(create_app(tuned, LIMITS)) as client:
+    with TestClient(create_app(tuned, LIMITS, cache_dir=tmp_path / "cache")) as client:
         check_answer(client.post("/predict?top_k=2", files=upload(png((220, 40, 40)))), 1, 2, ["blue", "red"])
+    assert "exporting" not in capsys.readouterr().err  # engine.onnx of the run, not a hidden export
 
 
 def test_weights_of_another_family_are_one_line(tmp_path: Path) -> None:

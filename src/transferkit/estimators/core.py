@@ -203,13 +203,18 @@ class TransferClassifier(ConfiguredEstimator):
             return None
         return {k: v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
 
-    def featurize(self, items: list[str], calibrate_on: list[str] | None = None) -> Featurized:
-        """Features of ``items`` and which were read, through the cache (a run's own engine seeded); an int8
-        engine is calibrated on ``calibrate_on`` (training items: never on validation or test images)."""
-        if getattr(self, "run_engine_", None) is not None:  # here, so a cache_dir set after load is the one seeded
+    def seed_run_engine(self) -> None:
+        """A loaded run's own engine becomes its cached engine (no export); here, not at load, so a cache_dir set
+        after loading is the one seeded."""
+        if getattr(self, "run_engine_", None) is not None:
             seed_engine(self.spec_.fingerprint, self.modality.engine_file(self.spec_), self.run_engine_,
                         self.config.cache_dir)
             self.run_engine_ = None
+
+    def featurize(self, items: list[str], calibrate_on: list[str] | None = None) -> Featurized:
+        """Features of ``items`` and which were read, through the cache (a run's own engine seeded); an int8
+        engine is calibrated on ``calibrate_on`` (training items: never on validation or test images)."""
+        self.seed_run_engine()
         result = self.modality.featurize(self.spec_, items, self.config, self.feature_net, self.verbose, calibrate_on)
         self.embed_stats_ = result.stats
         return result

@@ -42,6 +42,7 @@ class Service:
         clf.verbose = False
         self.clf, self.inputs = clf, inputs_for(clf)
         self.files = read_run(run)
+        clf.seed_run_engine()  # a fine-tuned run's engine.onnx: serving never pays a hidden export
         self.engine = self.inputs.engine()  # opened once: ONNX Runtime's session lives as long as the server
 
     @property
