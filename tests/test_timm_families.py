@@ -79,7 +79,7 @@ def test_the_int8_engine_on_avx2_only_kernels(case: Case, tmp_path: Path, isolat
     import onnx
     from test_int8 import AVX2_ONLY
 
-    import transferkit.features.quantize as quantize
+    from transferkit.features import quantize
 
     monkeypatch.setattr(quantize, "cpu_features", lambda: AVX2_ONLY)  # no VNNI: u8 weights, nothing saturates
     code, _, err = run_main(monkeypatch, capsys, "train", case.data, "--backbone", case.name, "--weights",
@@ -103,7 +103,7 @@ def test_lora_preset_targets_the_family_and_merges(case: Case) -> None:
     adapter.attach(model)
     model.eval()  # LoRA's dropout too
     assert len(adapter.chosen) >= 4 and all(name.endswith(case.family.lora) for name in adapter.chosen)
-    assert {name.rsplit(".", 1)[-1] for name in adapter.chosen} >= {part.rsplit(".", 1)[-1] for part in case.family.lora}
+    assert {n.rsplit(".", 1)[-1] for n in adapter.chosen} >= {part.rsplit(".", 1)[-1] for part in case.family.lora}
     for name, parameter in model.named_parameters():  # a trained adapter: B away from its zero start
         if "lora_B" in name:
             torch.nn.init.normal_(parameter, std=0.05)
@@ -188,3 +188,20 @@ def test_weights_of_another_family_are_one_line(tmp_path: Path) -> None:
         resolve_backbone("timm:vit_small_patch14_reg4_dinov2", weights=tmp_path / "convnext.safetensors",
                          input_size=SIZE).build()
     assert "\n" not in str(refused.value) and "convnext.safetensors" in str(refused.value)
+
+
+def test_vit_weights_saved_at_another_size_are_resampled_to_the_runs(tmp_path: Path) -> None:
+    """A DINOv2 file fine-tuned at 224 px (a 16 x 16 position table) into a 56 px run (4 x 4): timm's checkpoint
+    filter fits it to the network's 518 px, then the network is resampled to the run's size."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    at_224 = timm.create_model("vit_small_patch14_reg4_dinov2", img_size=224, num_classes=0)
+    save_file(at_224.state_dict(), str(tmp_path / "vit224.safetensors"))
+    net = resolve_backbone("timm:vit_small_patch14_reg4_dinov2", weights=tmp_path / "vit224.safetensors",
+                           input_size=SIZE).build()
+    assert tuple(net.pos_embed.shape) == (1, (SIZE // 14) ** 2, 384)
+    assert torch.equal(net.blocks[3].mlp.fc1.weight, at_224.blocks[3].mlp.fc1.weight)  # the file's, not random
+    with torch.no_grad():
+        assert net(torch.rand(2, 3, SIZE, SIZE)).shape == (2, 384)

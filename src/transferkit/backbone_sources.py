@@ -3,7 +3,7 @@
 A :class:`BackboneSource` resolves the names it claims to a torch-free spec, builds the network, lists its rows
 for ``transferkit backbones``, reads the pretrained classifier (the source head), groups a network's parameters
 into blocks (gradual unfreezing, layer-wise decay), names its LoRA target presets, the width of its networks' pooled
-features, and how a weights file saved for another input size fits its network. Sources are tried in the
+features, and how a weights file and the run's input size fit its network. Sources are tried in the
 order of :data:`SOURCES`, as timm's ``@register_model`` fills its tables: a new source is a new module plus one
 line below. Entries are ``"module:attribute"`` references imported only when asked (this module imports neither
 torch nor the sources), or objects given to :meth:`SourceRegistry.register` (a test, a user's source).
@@ -68,8 +68,11 @@ class BackboneSource:
         return int(backbone.num_features)
 
     def fit_state(self, model: "nn.Module", state: "dict[str, torch.Tensor]") -> "dict[str, torch.Tensor]":
-        """A weights file's tensors made to fit ``model`` (a position table resampled to its input size, say)."""
+        """A weights file's tensors made to fit ``model`` (a position table of another size resampled, say)."""
         return state
+
+    def fit_input_size(self, model: "nn.Module", input_size: int) -> None:
+        """Fit a network whose input size is part of it to the run's ``input_size``, its weights loaded."""
 
 
 class SourceRegistry:

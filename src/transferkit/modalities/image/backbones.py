@@ -70,7 +70,12 @@ class BackboneSpec:
         source = SOURCES.get(self.source)
         model = source.build(self)
         if self.weights and self.pretrained:
-            load_weights(model, source.fit_state(model, read_state_dict(self.weights)), self.weights)
+            try:
+                state = source.fit_state(model, read_state_dict(self.weights))
+            except BackboneError as exc:
+                raise BackboneError(f"{self.weights}: {exc}") from None
+            load_weights(model, state, self.weights)
+        source.fit_input_size(model, self.preprocessing.input_size)
         return model.eval()
 
     def _build_from_run(self) -> "nn.Module":

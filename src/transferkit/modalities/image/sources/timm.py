@@ -1,8 +1,8 @@
 """timm: ``timm:<arch>`` or a bare timm architecture name, with timm's pretrained weights from their hub (or a local
 ``--weights`` file). The timm family's facts: block grouping is timm's ``group_matcher``; the pooled width is
 ``head_hidden_size`` (MobileNetV4's head convolution widens ``num_features``); networks with a fixed input size
-(ViTs: a position table per patch) are built at the run's input size and a weights file saved at another size is
-resampled by timm's own checkpoint filter (DINOv2's 518 px weights at 224 px); LoRA presets per timm model class.
+(ViTs: a position table per patch) load a weights file through timm's own checkpoint filter and are then resampled
+to the run's input size (DINOv2's 518 px weights at 224 px); LoRA presets per timm model class.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ class TimmSource(BackboneSource):
     families: ClassVar[dict[str, tuple[str, str]]] = {
         "EfficientNet": lora_targets[0],
         "MobileNetV3": ("MobileNetV3 / V4 pointwise convolutions and attention",
-                        r"conv_pw|conv_pwl|conv_exp|conv_head|.*\.(pw_exp|pw_proj)\.conv|.*\.(query|key|value|output)\.proj"),
+                        (r"conv_pw|conv_pwl|conv_exp|conv_head|.*\.(pw_exp|pw_proj)\.conv"
+                         r"|.*\.(query|key|value|output)\.proj")),
         "VisionTransformer": lora_targets[1],
         "ConvNeXt": ("ConvNeXt MLP", r"fc1|fc2"),
     }
@@ -51,7 +52,7 @@ class TimmSource(BackboneSource):
         return BackboneSpec(name, arch, self.name, Preprocessing.from_timm_cfg(cfg), weights, pretrained)
 
     def build(self, spec: BackboneSpec) -> "nn.Module":
-        return timm_model(spec.name, spec.arch, spec.pretrained and not spec.weights, spec.preprocessing.input_size)
+        return timm_model(spec.name, spec.arch, spec.pretrained and not spec.weights)
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"name": "timm:<arch>", "source": "timm (hub)", "offline": False,
@@ -84,13 +85,23 @@ class TimmSource(BackboneSource):
         # the filter timm applies to its own hub weights (resamples position tables, converts original checkpoints),
         # where the input size is part of the network; other files load as they are
         checkpoint_filter = getattr(import_module(type(model).__module__), "checkpoint_filter_fn", None)
-        if checkpoint_filter is None or not getattr(model, "pretrained_cfg", {}).get("fixed_input_size"):
+        if checkpoint_filter is None or not fixed_size(model):
             return state
         try:
             return checkpoint_filter(state, model)
         except Exception as exc:  # noqa: BLE001 - a file of another architecture fails in the filter's own way
-            raise BackboneError(f"{type(model).__name__}: timm cannot fit these weights to the network "
-                                f"({first_line(exc)}); the file was saved from a different architecture") from None
+            raise BackboneError(f"timm cannot fit its tensors to {type(model).__name__} ({first_line(exc)}); the "
+                                "file was saved from a different architecture") from None
+
+    def fit_input_size(self, model: "nn.Module", input_size: int) -> None:
+        # built (and loaded) at its own size; a ViT that interpolates at run time (dynamic_img_size) is left so
+        if fixed_size(model) and not getattr(model, "dynamic_img_size", False) and hasattr(model, "set_input_size"):
+            model.set_input_size(img_size=(input_size, input_size))  # resamples its position table once
+
+
+def fixed_size(model: "nn.Module") -> bool:
+    """Whether the input size is part of the network (timm's ``fixed_input_size``: a ViT's position table)."""
+    return bool(getattr(model, "pretrained_cfg", {}).get("fixed_input_size"))
 
 
 def timm_cfg(arch: str) -> dict[str, Any]:
@@ -119,13 +130,11 @@ def check_arch(name: str, arch: str) -> None:
         raise BackboneError(f"backbone '{name}': unknown timm architecture '{arch}'; see timm.list_models()")
 
 
-def timm_model(name: str, arch: str, download: bool, input_size: int | None = None) -> "nn.Module":
-    """timm's ``arch`` without its classifier (pooled features), with timm's pretrained weights if ``download``;
-    a network whose input size is fixed when it is built (a ViT's position table) is built at ``input_size``."""
+def timm_model(name: str, arch: str, download: bool) -> "nn.Module":
+    """timm's ``arch`` without its classifier (pooled features), with timm's pretrained weights if ``download``."""
     import timm
 
     check_arch(name, arch)
-    sized = {"img_size": input_size} if input_size and timm_cfg(arch).get("fixed_input_size") else {}
     overlay = None
     if download:
         cached, origin = timm_weights(arch)
@@ -134,8 +143,7 @@ def timm_model(name: str, arch: str, download: bool, input_size: int | None = No
         overlay = {"file": cached, "source": "timm"} if cached else None
     try:
         with quiet_hub():
-            return timm.create_model(arch, pretrained=download, num_classes=0, pretrained_cfg_overlay=overlay,
-                                     **sized)
+            return timm.create_model(arch, pretrained=download, num_classes=0, pretrained_cfg_overlay=overlay)
     except Exception as exc:  # noqa: BLE001 - network failures come in many types
         if download:
             raise offline_error(name, exc) from None
