@@ -205,3 +205,19 @@ def test_vit_weights_saved_at_another_size_are_resampled_to_the_runs(tmp_path: P
     assert torch.equal(net.blocks[3].mlp.fc1.weight, at_224.blocks[3].mlp.fc1.weight)  # the file's, not random
     with torch.no_grad():
         assert net(torch.rand(2, 3, SIZE, SIZE)).shape == (2, 384)
+
+
+def test_a_last_batch_of_one_image_is_dropped_when_batchnorm_trains(tmp_path: Path) -> None:
+    """MobileNetV4 normalises its pooled head with a BatchNorm: a batch of one image cannot train it (it failed
+    with a traceback); 16 images in batches of 5 leave one, which waits for the next epoch's order."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    save_file(timm.create_model("mobilenetv4_conv_small").state_dict(), str(tmp_path / "mnv4.safetensors"))
+    data = make_folder(tmp_path / "data", {"train": 8, "val": 2})
+    clf = ImageClassifier(backbone="timm:mobilenetv4_conv_small", weights=str(tmp_path / "mnv4.safetensors"),
+                          image_size=SIZE, strategy="finetune", epochs=1, bn="train", batch_size=5, workers=0)
+    clf.verbose = False
+    clf.fit(str(data))
+    assert [row["phase"] for row in clf.metrics_["history"]] == ["all"]

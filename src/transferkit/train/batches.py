@@ -41,12 +41,13 @@ class IndexedCollate:
 
 def make_loader(data: TrainData, batch_size: int, accelerator: "Accelerator") -> DataLoader:
     """The epoch loader: the data's batch sampler if it has one, else its sampler in ``batch_size`` batches
-    (dropping a last short batch when a batch transform pairs samples up)."""
+    (dropping a last short batch when a batch transform pairs samples up, or when it would hold one item: a
+    BatchNorm after pooling, MobileNetV4's head, cannot normalise one value per channel in training mode)."""
     common = {"collate_fn": IndexedCollate(data.collate), "num_workers": data.workers}
     if data.batch_sampler is not None:
         loader = DataLoader(Indexed(data.dataset), batch_sampler=data.batch_sampler, **common)
     else:
-        drop_last = data.batch_transform is not None and len(data) > batch_size
+        drop_last = len(data) > batch_size and (data.batch_transform is not None or len(data) % batch_size == 1)
         loader = DataLoader(Indexed(data.dataset), batch_size=batch_size, sampler=data.sampler, drop_last=drop_last,
                             **common)
     return accelerator.prepare_data_loader(loader)
