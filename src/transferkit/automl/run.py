@@ -109,7 +109,7 @@ def auto(data: str | Path, out: str | Path | None = None, budget: str | float = 
     weigh = facts.measured["imbalanced"] and "class_weights" not in facts.settings  # the probe tries both
     plan = make_plan(modality.name, ranked, cost, len(dataset.train), len(dataset.val), min(RANK_ITEMS, len(
         dataset.train) + len(dataset.val)), seconds, given, tuned, why_not, weigh)
-    common = {"budget": clock.budget, "metric": metric, "facts": facts.to_dict(),
+    common = {"budget": clock.budget, "metric": metric, "n_val": len(dataset.val), "facts": facts.to_dict(),
               "ranking": [r.to_dict() for r in ranked], "cost": cost.to_dict() if cost else None, "notes": plan.notes}
     if dry_run:
         outcomes = [Outcome(t, "planned") for t in plan.trials]
@@ -120,7 +120,7 @@ def auto(data: str | Path, out: str | Path | None = None, budget: str | float = 
         study = open_auto_study(folder or Path(scratch), study_name(config, given))
         reserve = reserve_for(dataset, ranked, any(t.kind == "finetune" for t in plan.trials), report)
         outcomes = run_trials(plan, base, classifier, study, folder or Path(scratch), clock, reserve)
-        winner = choose(outcomes, metric)
+        winner = choose(outcomes, metric, len(dataset.val))
         if winner is None:
             why = "; ".join([*plan.notes, *(f"{o.trial.key}: {o.note}" for o in outcomes)][:3])
             raise TransferkitError(f"no trial finished within {arg('budget', budget)} ({why or 'none planned'}); "
