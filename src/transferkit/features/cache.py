@@ -142,6 +142,10 @@ class FeatureStore:
                     self._index[str(key)] = (shard, row)
         return self._index
 
+    def refresh(self) -> None:
+        """Read the index again when next asked: other processes' shards written since are then seen."""
+        self._index = None
+
     def __len__(self) -> int:
         return len(self._load_index())
 
