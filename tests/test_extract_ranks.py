@@ -25,7 +25,7 @@ def cached_rows(cache: Path) -> tuple[dict[str, np.ndarray], int, int]:
     """(key -> row, rows stored in all shards, shards) of the one features entry in ``cache``."""
     [entry] = (cache / "features").iterdir()
     store = FeatureStore(entry)
-    keys = sorted(store._load_index())  # noqa: SLF001 - the test reads the whole cache
+    keys = sorted(store.keys())
     shards = [np.load(p) for p in entry.glob("*.npy")]
     return dict(zip(keys, store.get(keys))), sum(len(s) for s in shards), len(shards)
 

@@ -149,6 +149,10 @@ class FeatureStore:
     def __len__(self) -> int:
         return len(self._load_index())
 
+    def keys(self) -> list[str]:
+        """Every key the cache holds a row for."""
+        return list(self._load_index())
+
     def __contains__(self, key: str) -> bool:
         return key in self._load_index()
 
