@@ -24,13 +24,14 @@ from transferkit.estimators.parent import (check_data_kind, check_parent_classes
 from transferkit.exclusions import leave_out, read_exclusions
 from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
 from transferkit.features.engines import check_precision_device, engine_dir, net_tensors, seed_engine
+from transferkit.features.ranks import across_ranks
 from transferkit.heads.probe import ProbeHead, fit_probe
 from transferkit.metrics import classification_metrics, record_scored_items
 from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Modality, Split, check_read,
                                         empty_split_error, skipped_record)
 from transferkit.progress import log
 from transferkit.runs.folders import RUN_ENGINE
-from transferkit.runs.lock import hold_run_folder
+from transferkit.runs.lock import hold_run_folder, is_other_rank
 from transferkit.runs.rundir import (check_out_vs_data, check_writable, checkpoint_dir, read_run, read_tensors,
                                      run_format, training_files, write_run)
 from transferkit.train.strategies import Strategy, parse_strategy
@@ -136,7 +137,7 @@ class TransferClassifier(ConfiguredEstimator):
         # A validation split carved out of the training data only chooses the L2 strength: the head is then
         # refitted on both. The user's own held-out set stays out of training.
         head = self._probe(train, val, refit=not dataset.held_out)
-        self.head_, self.is_main_process_ = head, True
+        self.head_, self.is_main_process_ = head, not is_other_rank()  # every rank fits the same head; rank 0 saves
         metrics["probe"] = {"l2": head.l2, "path": head.path, "refit_on_train_and_val": head.refit}
         metrics["embeddings"] = train[0].stats
         if len(val[1]):
@@ -150,7 +151,8 @@ class TransferClassifier(ConfiguredEstimator):
 
     def _featurize_splits(self, dataset: LabelledData, *splits: Split) -> list[tuple[Featurized, np.ndarray]]:
         """(features, labels of the items read) per split, through one pass over the cache and the engine."""
-        result = self.featurize([item for split in splits for item in split.items], splits[0].items)  # train first
+        with across_ranks():  # under a launch, every rank is here with the same items: they share the extraction
+            result = self.featurize([item for split in splits for item in split.items], splits[0].items)  # train first
         parts, start = [], 0
         for name, split in zip(("train", "val", "test"), splits):
             part = result.part(start, start + len(split))

@@ -27,6 +27,7 @@ from transferkit.config import ENGINES
 from transferkit.errors import TransferkitError, arg, first_line
 from transferkit.features.cache import cache_root, claim_root
 from transferkit.features.child import in_child
+from transferkit.features.ranks import cores_per_process
 from transferkit.features.quantize import (STATIC_QDQ, Calibration, QuantizationError, Recipe, check_close,
                                            check_sample_size, features_identity, int8_file, int8_files,
                                            items_per_second, quantize_graph, read_record, record_speed,
@@ -69,7 +70,7 @@ class OnnxEngine:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.intra_op_num_threads = threads or cores_per_process()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if not self.spinning:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
