@@ -39,6 +39,12 @@ class Trial:
     why: str
     kind: str = "probe"  # "probe" | "finetune"
 
+    @property
+    def trains_backbone(self) -> bool:
+        """A fine-tune: epochs the pruner and the deadline watch, an estimate the measured ones correct, and a
+        winner whose engine is exported when saved (a probe reads cached features: none of that)."""
+        return self.kind == "finetune"
+
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "kind": self.kind, "settings": self.settings, "estimate_seconds": round(self.estimate, 1),
                 "tries": self.why}

@@ -118,7 +118,7 @@ def auto(data: str | Path, out: str | Path | None = None, budget: str | float = 
     with hold_run_folder(folder) if folder is not None else nullcontext(), \
             tempfile.TemporaryDirectory(prefix="tk-auto-") as scratch:
         study = open_auto_study(folder or Path(scratch), study_name(config, given))
-        reserve = reserve_for(dataset, ranked, any(t.kind == "finetune" for t in plan.trials), report)
+        reserve = reserve_for(dataset, ranked, any(t.trains_backbone for t in plan.trials), report)
         outcomes = run_trials(plan, base, classifier, study, folder or Path(scratch), clock, reserve)
         winner = choose(outcomes, metric, len(dataset.val))
         if winner is None:
