@@ -84,3 +84,16 @@ def test_a_toy_modality_trains_exports_serves_and_reports(registered, files) -> 
     page = write_report([probe_run, tuned_run], files["root"] / "report.html").read_text()
     assert "<td>vector</td>" in page and "Comparison" in page
     assert "errors vectors" in page or "every item was classified correctly" in page
+
+
+def test_tune_and_training_read_the_modalitys_own_defaults(registered) -> None:
+    from transferkit.config import RunConfig
+    from transferkit.modalities import IMAGE, TEXT
+    from transferkit.tuning.space import FINETUNE, PROBE
+
+    config = RunConfig()
+    assert [config.setting("lr", m.defaults.training) for m in (IMAGE, TEXT, VECTORS)] == [3e-4, 2e-4, 1e-2]
+    # the toy modality lists no settings of its own: augment (images') and pooling (text's) are not tuned for it
+    assert [d.describe("vector") for d in FINETUNE.active("vector", config, frozenset())] == [
+        "lr log-uniform [3e-05, 0.003]", "layer_decay uniform [0.5, 1]", "epochs integer [1, 2]"]
+    assert [d.name for d in PROBE.active("vector", config, frozenset())] == ["l2", "class_weights"]
