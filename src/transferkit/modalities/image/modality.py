@@ -175,7 +175,7 @@ class ImageModality:
     def train_data(self, spec: BackboneSpec, split: Split, config: RunConfig, n_classes: int) -> "TrainData":
         from transferkit.modalities.image.training import image_train_data
 
-        return image_train_data(split, spec.preprocessing, config, n_classes)
+        return image_train_data(split, spec.preprocessing, config, n_classes, self.defaults.training)
 
     def eval_inputs(self, spec: BackboneSpec, split: Split,
                     config: RunConfig) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
