@@ -13,8 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from transferkit.features.graphs import export_graph
 from transferkit.modalities.base import MODEL_OUTPUT, Batches
-from transferkit.serve.requests import ERRORS, TopK, too_many
-from transferkit.serve.schema import PredictResponse
+from transferkit.modalities.http import ERRORS, PredictResponse, TopK, too_many
 
 
 class VectorInputs:

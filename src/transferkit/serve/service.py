@@ -1,5 +1,5 @@
 """The model behind the server: a run's feature engine (opened once) and its head, what GET /metadata says
-about it (the response schema: schema.py)."""
+about it (the response schema: modalities/http.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 from transferkit import __version__
 from transferkit.estimators import load_classifier
 from transferkit.export.adapters import inputs_for
+from transferkit.modalities.http import Prediction, PredictResponse, Result
 from transferkit.runs.rundir import read_run
 from transferkit.serve.limits import Limits
-from transferkit.serve.schema import Prediction, PredictResponse, Result
 
 
 class Service:

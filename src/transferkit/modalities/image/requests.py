@@ -13,15 +13,13 @@ from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
 from transferkit.errors import shown
-from transferkit.modalities.image.images import ImageRefused, load_rgb
-from transferkit.serve.budget import MemoryBudget, image_cost
-from transferkit.serve.requests import ERRORS, Served, TopK, out_of_memory, too_many
-from transferkit.serve.schema import PredictResponse
+from transferkit.modalities.http import ERRORS, Budget, PredictResponse, Served, TopK, out_of_memory, too_many
+from transferkit.modalities.image.images import ImageRefused, image_cost, load_rgb
 
 class ImageRequests:
     """Images uploaded as multipart form field ``files`` (one or several)."""
 
-    def __init__(self, service: Served, decoding: MemoryBudget) -> None:
+    def __init__(self, service: Served, decoding: Budget) -> None:
         self.service, self.limits, self.decoding = service, service.limits, decoding
         self.preprocessing = service.clf.spec_.preprocessing
 

@@ -9,9 +9,8 @@ from fastapi import FastAPI, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from transferkit.serve.budget import MemoryBudget, text_cost
-from transferkit.serve.requests import ERRORS, Served, TopK, out_of_memory, too_many
-from transferkit.serve.schema import PredictResponse
+from transferkit.modalities.http import ERRORS, Budget, PredictResponse, Served, TopK, out_of_memory, too_many
+from transferkit.modalities.text.tokenizer import text_cost
 
 
 class TextsRequest(BaseModel):
@@ -22,7 +21,7 @@ class TextsRequest(BaseModel):
 class TextRequests:
     """A JSON body ``{"texts": [...]}``."""
 
-    def __init__(self, service: Served, decoding: MemoryBudget) -> None:
+    def __init__(self, service: Served, decoding: Budget) -> None:
         self.service, self.limits, self.decoding = service, service.limits, decoding
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
