@@ -161,7 +161,7 @@ class VectorModality:
 
         return VectorInputs(clf)
 
-    def show_errors(self, errors: list[Misclassified]) -> str:
+    def show_errors(self, errors: list[Misclassified], embed: Any) -> str:
         rows = "".join(f"<tr><td>{html.escape(e.item)}</td><td>{html.escape(str(e.true))}</td>"
                        f"<td>{html.escape(str(e.predicted))}</td><td>{e.confidence:.2f}</td></tr>" for e in errors)
         head = "<tr><th>vector</th><th>true</th><th>predicted</th><th>p</th></tr>"

@@ -38,6 +38,7 @@ Predictor = Callable[["nn.Module", Any, "Accelerator | None"], np.ndarray]
 Decide = Callable[[str, Any, str], None]
 Batches = Iterator[tuple[np.ndarray, tuple[np.ndarray, ...]]]  # (positions of the batch's items, model inputs)
 MODEL_OUTPUT = "probabilities"  # the exported whole model's output
+Embed = Callable[[Any, str], str]  # (a matplotlib Figure, its alt text) -> the report's <img> of it
 
 
 @dataclass
@@ -254,8 +255,9 @@ class Modality(Protocol):
     def inputs(self, clf: Any) -> ModelInputs:
         """The inputs of the loaded run ``clf`` (a TransferClassifier): export and serve read them."""
 
-    def show_errors(self, errors: list[Misclassified]) -> str:
-        """The report's HTML of misclassified items (an image grid, rows of text, ...)."""
+    def show_errors(self, errors: list[Misclassified], embed: Embed) -> str:
+        """The report's HTML of misclassified items (an image grid, rows of text, ...); ``embed`` puts a figure
+        in the page as the report's own are."""
 
     def derive(self, dataset: LabelledData, config: RunConfig, decide: Decide) -> dict[str, Any]:
         """Settings the data itself settles for ``auto`` (each through ``decide``); returns what it measured."""

@@ -136,7 +136,7 @@ def heldout_parts(report: RunReport, probe: dict[str, Any]) -> str:
     if not total:
         parts.append('<p class="note">None: every item was classified correctly.</p>')
     else:
-        parts.append(report.clf.modality.show_errors(misclassified(heldout, wrong, predicted, report.classes)))
+        parts.append(report.clf.modality.show_errors(misclassified(heldout, wrong, predicted, report.classes), img))
     return "\n".join(parts)
 
 

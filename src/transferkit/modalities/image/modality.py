@@ -10,7 +10,7 @@ import numpy as np
 from transferkit.config import FINETUNE_DEFAULTS, RunConfig
 from transferkit.errors import DataError, RunDirError, TransferkitError
 from transferkit.features.engines import export_onnx, image_engine_file
-from transferkit.modalities.base import (Decide, Defaults, Featurized, Inputs, LabelledData, Misclassified,
+from transferkit.modalities.base import (Decide, Defaults, Embed, Featurized, Inputs, LabelledData, Misclassified,
                                          Predictor, RunParts, Split, warn_single_examples)
 from transferkit.modalities.image.backbones import (DEFAULT_IMAGE_BACKBONE, BackboneSpec, list_backbones,
                                                    resolve_backbone)
@@ -217,10 +217,10 @@ class ImageModality:
 
         return ImageInputs(clf)
 
-    def show_errors(self, errors: list[Misclassified]) -> str:
+    def show_errors(self, errors: list[Misclassified], embed: Embed) -> str:
         from transferkit.modalities.image.views import image_errors
 
-        return image_errors(errors)
+        return image_errors(errors, embed)
 
     def derive(self, dataset: LabelledData, config: RunConfig, decide: Decide) -> dict[str, Any]:
         from transferkit.modalities.image.facts import image_facts

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from transferkit.modalities.base import Misclassified
+from transferkit.modalities.base import Embed, Misclassified
 from transferkit.modalities.image.images import load_rgb
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 THUMBNAIL = 112  # px, the longer side of a misclassified image in the grid
+GRID_WIDTH = 7.2  # inches at 100 dpi, as the report's figures: the grid fits its 760-px column
 
 
-def image_errors(errors: list[Misclassified]) -> str:
-    from transferkit.report import figures  # reports only: matplotlib
+def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], columns: int = 6) -> "Figure":
+    from matplotlib.figure import Figure  # reports only
 
+    rows = max(1, -(-len(images) // columns))
+    figure = Figure(figsize=(GRID_WIDTH, 1.45 * rows + 0.2))
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False).ravel())
+    for axis, image, caption in zip(axes, images, captions):
+        axis.imshow(image)
+        axis.set_title(caption, fontsize=7)
+    for axis in axes:
+        axis.axis("off")
+    return figure
+
+
+def image_errors(errors: list[Misclassified], embed: Embed) -> str:
     thumbs, captions = [], []
     for error in errors:
         try:
@@ -28,5 +44,4 @@ def image_errors(errors: list[Misclassified]) -> str:
                         f"pred {str(error.predicted)[:14]} {error.confidence:.2f}")
     if not thumbs:
         return '<p class="note">The misclassified images can no longer be read.</p>'
-    uri = figures.data_uri(figures.image_grid(thumbs, captions))
-    return f'<img class="figure" alt="{html.escape("misclassified images", quote=True)}" src="{uri}">'
+    return embed(image_grid(thumbs, captions), "misclassified images")

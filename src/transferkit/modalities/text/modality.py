@@ -18,8 +18,9 @@ import numpy as np
 
 from transferkit.config import LAYERS_RANGE, TOKENS_RANGE, RunConfig
 from transferkit.errors import DataError, TransferkitError
-from transferkit.modalities.base import (Decide, Defaults, Featurized, Inputs, LabelledData, Misclassified, Predictor,
-                                         RunParts, Split, sort_classes, stratified_indices, warn_single_examples)
+from transferkit.modalities.base import (Decide, Defaults, Embed, Featurized, Inputs, LabelledData, Misclassified,
+                                         Predictor, RunParts, Split, sort_classes, stratified_indices,
+                                         warn_single_examples)
 from transferkit.modalities.text.backbone import (DEFAULT_TEXT_BACKBONE, TextBackboneSpec, list_text_backbones,
                                                   resolve_text_backbone)
 from transferkit.modalities.text.embed import embed_texts
@@ -244,10 +245,10 @@ class TextModality:
 
         return TextInputs(clf)
 
-    def show_errors(self, errors: list[Misclassified]) -> str:
+    def show_errors(self, errors: list[Misclassified], embed: Embed) -> str:
         from transferkit.modalities.text.views import text_errors
 
-        return text_errors(errors)
+        return text_errors(errors, embed)
 
     def derive(self, dataset: LabelledData, config: RunConfig, decide: Decide) -> dict[str, Any]:
         from transferkit.modalities.text.facts import text_facts

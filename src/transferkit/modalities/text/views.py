@@ -5,14 +5,14 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from transferkit.modalities.base import Misclassified
+from transferkit.modalities.base import Embed, Misclassified
 
 
 def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def text_errors(errors: list[Misclassified]) -> str:
+def text_errors(errors: list[Misclassified], embed: Embed) -> str:
     rows = []
     for error in errors:
         line = error.line if error.line is not None else ""
