@@ -34,6 +34,7 @@ def lite0_model(n_classes: int = 2):
 def test_lora_trains_only_adapter_and_head_tensors_and_merges_to_the_same_outputs() -> None:
     from transferkit.config import RunConfig
     from transferkit.methods.peft_adapters import LoraAdapter
+    from transferkit.modalities import IMAGE
     from transferkit.train.phases import apply_phase
     from transferkit.train.strategies import parse_strategy
 
@@ -43,7 +44,7 @@ def test_lora_trains_only_adapter_and_head_tensors_and_merges_to_the_same_output
     assert len(adapter.chosen) == 32 and all(n.rsplit(".", 1)[-1] in ("conv_pw", "conv_pwl", "conv_head")
                                              for n in adapter.chosen)
     strategy = parse_strategy("finetune")
-    apply_phase(model, strategy.phases(1, 0)[0], RunConfig(), strategy, adapter, "frozen", "image")
+    apply_phase(model, strategy.phases(1, 0)[0], RunConfig(), strategy, adapter, "frozen", IMAGE.defaults.training)
     training = [n for n, p in model.named_parameters() if p.requires_grad]
     assert training and all("lora_" in n or n.startswith("head.") for n in training)
     backbone_share = sum(p.numel() for n, p in model.backbone.named_parameters() if p.requires_grad)

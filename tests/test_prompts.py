@@ -47,6 +47,7 @@ def batch(*rows: list[int]) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("spec", ["prompt", "prefix"])
 def test_text_prompts_train_only_their_vectors_and_pool_only_the_text(spec: str) -> None:
     from transferkit.config import RunConfig
+    from transferkit.modalities import TEXT
     from transferkit.train.phases import apply_phase
     from transferkit.train.registries import ADAPTERS
     from transferkit.train.strategies import parse_strategy
@@ -58,7 +59,7 @@ def test_text_prompts_train_only_their_vectors_and_pool_only_the_text(spec: str)
     adapter = ADAPTERS.create(f"{spec}:tokens=10")
     adapter.attach(model)
     strategy = parse_strategy("finetune")
-    apply_phase(model, strategy.phases(1, 0)[0], RunConfig(), strategy, adapter, "frozen", "text")
+    apply_phase(model, strategy.phases(1, 0)[0], RunConfig(), strategy, adapter, "frozen", TEXT.defaults.training)
     training = {n for n, p in model.named_parameters() if p.requires_grad}
     assert training == {f"features.encoder.{adapter.module}.embedding.weight", "head.weight", "head.bias"}
     with torch.no_grad():

@@ -48,8 +48,7 @@ def measure(modality: Modality, config: RunConfig, dataset: LabelledData) -> Cos
     from transferkit.train.precision import resolve_precision
 
     start = time.perf_counter()
-    kind = modality.name
-    batch = int(config.setting("batch_size", kind))
+    batch = int(config.setting("batch_size", modality.defaults.training))
     spec = modality.resolve(config.replace(strategy="finetune"), parse_strategy("finetune"))
     n_classes = len(dataset.classes)
     take = min(len(dataset.train), batch, SAMPLE)

@@ -16,7 +16,7 @@ from transferkit.automl.candidates import RANK_ITEMS, Ranked, rank_backbones
 from transferkit.automl.cost import SETUP_SECONDS, measure
 from transferkit.automl.decisions import choose, record, write_decisions
 from transferkit.automl.facts import derive
-from transferkit.automl.plan import EPOCHS, make_plan
+from transferkit.automl.plan import make_plan
 from transferkit.automl.search import Outcome, STUDY_FILE, open_auto_study, run_trials
 from transferkit.config import FINE_TUNING, RunConfig
 from transferkit.errors import DataError, TransferkitError, arg
@@ -98,10 +98,10 @@ def auto(data: str | Path, out: str | Path | None = None, budget: str | float = 
     ranked = rank_backbones(modality, dataset, base, backbones, clock)
     top = next(r for r in ranked if r.kept)
     cost, why_not = None, "no fine-tuning: the budget left no time to measure a training step"
-    floor = training_floor(top, given.get("epochs", EPOCHS[modality.name][0]), len(dataset.train))
+    floor = training_floor(top, given.get("epochs", modality.defaults.epochs[0]), len(dataset.train))
     if floor > clock.left - reserve_for(dataset, ranked, True, report):
         why_not = (f"no fine-tuning: a training step costs at least ~{BACKWARD_FACTOR}x inference, so "
-                   f"{given.get('epochs', EPOCHS[modality.name][0])} epoch(s) of {top.name} need >= {floor:.0f} s at the extraction rate "
+                   f"{given.get('epochs', modality.defaults.epochs[0])} epoch(s) of {top.name} need >= {floor:.0f} s at the extraction rate "
                    f"measured here, more than the budget leaves")
     elif clock.left - reserve_for(dataset, ranked, True, report) > MEASURE_SECONDS:
         cost = measure(modality, base.replace(backbone=top.name), dataset)

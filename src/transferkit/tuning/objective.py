@@ -35,7 +35,7 @@ class Search:
     space: SearchSpace
     dimensions: list[Dimension]
     config: RunConfig
-    kind: str  # the modality's name: "image" | "text"
+    kind: str  # the data's modality's name: what its dimensions read of it (tuning/space.py: defaults_of)
     classifier: type[TransferClassifier]
 
     @property

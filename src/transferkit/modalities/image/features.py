@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from transferkit.features.cache import FeatureStore, file_key
-from transferkit.features.engines import Engine, EnginePlan, plan_engine
+from transferkit.features.engines import Engine, EnginePlan, open_engine, plan_engine
 from transferkit.features.quantize import Calibration, digest, spread
 from transferkit.features.ranks import SINGLE, extraction_ranks
 from transferkit.modalities.image.pipeline import decode_batches
@@ -43,6 +43,11 @@ class FeatureSource:
             return FeatureNet(spec.build(), spec.preprocessing).eval()
 
         return cls(spec.fingerprint, spec.preprocessing, build, spec.name)
+
+    def open(self, engine: str = "auto", cache_dir: str | Path | None = None) -> Engine:
+        """Its engine named ``engine`` (see config.ENGINES), from the cache in ``cache_dir`` or exported there."""
+        return open_engine(self.fingerprint, self.preprocessing.input_size, self.build_net, engine, cache_dir,
+                           self.label)
 
 
 def cache_keys(paths: Sequence[str]) -> list[str | None]:
