@@ -16,6 +16,7 @@ from torch import nn
 from conftest import FAST, make_folder, run_main
 from faults import FaultInjection
 
+from transferkit.cli.adapt import SELECT_CHOICES
 from transferkit.config import RunConfig
 from transferkit.errors import DataError, TrainingError
 from transferkit.heads.linear import probe_from_linear
@@ -24,15 +25,14 @@ from transferkit.methods.domain.discriminator import DomainDiscriminator
 from transferkit.methods.domain.experiment import Adaptation, Candidate, choose
 from transferkit.methods.domain.grl import ramp, reverse_gradient
 from transferkit.methods.domain.kernels import coral, mk_mmd
-from transferkit.cli.adapt import SELECT_CHOICES
 from transferkit.methods.domain.selection import CRITERIA, Evidence, all_scores
 from transferkit.modalities.image.preprocessing import Preprocessing
 from transferkit.modalities.image.target import NO_LABEL, read_target, target_train_data
+from transferkit.plugins import CALLBACKS
+from transferkit.strategies import parse_strategy
 from transferkit.train import state as ckpt
 from transferkit.train.data import EpochSampler, TrainData
 from transferkit.train.loop import Interrupted, train_model
-from transferkit.train.registries import CALLBACKS
-from transferkit.train.strategies import parse_strategy
 
 DIM = 4
 N, SHIFT = 256, 1.5  # samples per domain; how far the target blobs moved (along axis 1)

@@ -13,7 +13,7 @@ import numpy as np
 
 from transferkit.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, TOKENS_RANGE, RunConfig
 from transferkit.modalities.base import LabelledData, Modality
-from transferkit.train.strategies import parse_strategy
+from transferkit.strategies import parse_strategy
 
 SAMPLE = 64  # image headers read for the resolution (headers only: no pixels are decoded)
 TEXT_SAMPLE = 2000  # texts tokenized for their lengths

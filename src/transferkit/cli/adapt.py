@@ -11,14 +11,14 @@ from typing import Annotated, Any, Optional
 import typer
 
 from transferkit.bounds import option_check
-from transferkit.cli.output import cell, console, print_json
-from transferkit.cli.options import CONFIG_FIELDS, with_config_options
 from transferkit.cli.common import check_before_work, claimed
+from transferkit.cli.options import CONFIG_FIELDS, with_config_options
+from transferkit.cli.output import cell, console, print_json
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
 from transferkit.methods.domain.criteria import CRITERIA
+from transferkit.plugins import BOTTLENECK, DOMAIN_TERMS, SOURCE_ONLY
 from transferkit.runs.folders import CANDIDATES_DIR
-from transferkit.train.registries import BOTTLENECK, DOMAIN_TERMS, SOURCE_ONLY
 
 SELECT_CHOICES = tuple(CRITERIA)  # read from the numpy-free table selection.py scores by
 CANDIDATES = (SOURCE_ONLY, *DOMAIN_TERMS)  # the built-in ones; plug-in terms are candidates too

@@ -14,7 +14,7 @@ from transferkit.cli.options import CONFIG_FIELDS, with_config_options
 from transferkit.cli.output import console, print_json
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
-from transferkit.train.registries import DOMAIN_TERMS
+from transferkit.plugins import DOMAIN_TERMS
 
 
 @with_config_options(TRAIN_FIELDS)

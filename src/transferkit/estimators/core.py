@@ -33,7 +33,7 @@ from transferkit.runs.folders import RUN_ENGINE
 from transferkit.runs.lock import hold_run_folder
 from transferkit.runs.rundir import (check_out_vs_data, check_writable, checkpoint_dir, read_run, read_tensors,
                                      run_format, training_files, write_run)
-from transferkit.train.strategies import Strategy, parse_strategy
+from transferkit.strategies import Strategy, parse_strategy
 
 if TYPE_CHECKING:
     from torch import nn

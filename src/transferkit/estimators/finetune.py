@@ -15,7 +15,7 @@ from transferkit.heads.linear import load_probe_into, probe_from_linear
 from transferkit.heads.probe import ProbeHead
 from transferkit.metrics import classification_metrics
 from transferkit.modalities.base import LabelledData, Modality, Spec, empty_split_error, skipped_record
-from transferkit.train.strategies import Strategy
+from transferkit.strategies import Strategy
 
 if TYPE_CHECKING:
     from torch import nn

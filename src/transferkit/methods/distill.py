@@ -71,7 +71,7 @@ class Distillation(LossTerm):
     name = "distill"
 
     def __init__(self, teacher: str, temperature: float = 4.0, alpha: float = 0.5, features: float = 0.0) -> None:
-        super().__init__(weight=1.0)  # the options' ranges: train/registries.py, checked when parsed
+        super().__init__(weight=1.0)  # the options' ranges: plugins.py, checked when parsed
         self.teacher, self.temperature = str(teacher), float(temperature)
         self.alpha, self.feature_weight = float(alpha), float(features)
         self.target_share = 1.0 - self.alpha

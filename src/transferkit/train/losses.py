@@ -7,7 +7,7 @@ pretrained weights, a teacher's projection): its parameters join the optimiser, 
 loop logs each term's mean per epoch as ``loss_<name>``.
 
 Cross-entropy (with label smoothing, class weights and mixup's soft targets) is always the first term;
-others come by name from ``config.methods`` through :data:`~transferkit.train.registries.LOSS_TERMS`.
+others come by name from ``config.methods`` through :data:`~transferkit.plugins.LOSS_TERMS`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import nn
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
 from transferkit.heads.probe import class_balance_weights
-from transferkit.train.registries import LOSS_TERMS
+from transferkit.plugins import LOSS_TERMS
 
 if TYPE_CHECKING:
     from transferkit.modalities.base import Modality

@@ -27,8 +27,8 @@ from transferkit.modalities.base import LabelledData, Modality, Split
 from transferkit.modalities.image.backbones import DEFAULT_IMAGE_BACKBONE
 from transferkit.modalities.image.target import TargetImages, check_target_folder, read_target, target_train_data
 from transferkit.runs.rundir import check_out_vs_data
-from transferkit.train.registries import BOTTLENECK, LOSS_TERMS
-from transferkit.train.strategies import parse_strategy
+from transferkit.plugins import BOTTLENECK, LOSS_TERMS
+from transferkit.strategies import parse_strategy
 
 OWN_PARAMETERS = ("target", "target_test", "bottleneck")
 DEV_SOURCE_SAMPLE = 1000  # source training images DEV's domain classifier sees (a seeded sample)

@@ -19,7 +19,7 @@ from transferkit.methods.domain.estimator import DomainAdaptClassifier
 from transferkit.methods.domain.selection import criterion
 from transferkit.progress import log
 from transferkit.runs.folders import CANDIDATES_DIR, is_run_folder
-from transferkit.train.registries import LOSS_TERMS, SOURCE_ONLY
+from transferkit.plugins import LOSS_TERMS, SOURCE_ONLY
 
 
 def method_terms(method: str) -> list[str]:

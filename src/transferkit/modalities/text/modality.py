@@ -30,14 +30,14 @@ from transferkit.modalities.text.table import (TEXT_SUFFIXES, TextTable, describ
 from transferkit.runs.folders import RUN_ENGINE
 from transferkit.runs.integrity import agree, content_fingerprint
 from transferkit.runs.schema import Check, check_object, number, one_of
-from transferkit.train.strategies import parse_strategy
+from transferkit.strategies import parse_strategy
 
 if TYPE_CHECKING:
     from torch import nn
 
     from transferkit.runs.rundir import RunFiles
+    from transferkit.strategies import Strategy
     from transferkit.train.data import TrainData
-    from transferkit.train.strategies import Strategy
 
 TEXT_FORMAT = "transferkit-text-1"
 # A probe reads the last four layers (see pooled_encoder); fine-tuning reads the sentence embedding, which
