@@ -85,7 +85,7 @@ def new_classifier(data: str, params: dict[str, Any], target: Path | None) -> An
 
     if target is None:
         return classifier_for_data(data)(**params)
-    from transferkit.methods.domain.estimator import adapting_classifier  # lazy: torch
+    from transferkit.adapt.estimator import adapting_classifier  # lazy: torch
 
     return adapting_classifier(classifier_for_data(data), str(target), params)
 

@@ -55,11 +55,13 @@ class Outputs:
 @dataclass
 class TaskInputs:
     """What the run knows beyond tensors, for loss terms: class names (a teacher must match them), the
-    pretrained model's own classifier (LwF keeps it), and the modality (a teacher is fitted through it)."""
+    pretrained model's own classifier (LwF keeps it), the modality, and its classifier class (``ImageClassifier``,
+    ...: a teacher is loaded or fitted through it, so the terms never import the estimators)."""
 
     classes: list[str] | None = None  # in label order
     source_head: nn.Module | None = None
     modality: "Modality | None" = None
+    classifier: type | None = None
 
 
 @dataclass
