@@ -37,7 +37,7 @@ def adapt(
     candidate: Annotated[Optional[list[str]], typer.Option(
         "--candidate", help=f"A candidate: {', '.join(CANDIDATES)}, with options "
                             "(dann:weight=0.5) or joined by + (mmd+pseudo-label); repeat to compare",
-        show_default=False)] = None,
+        metavar="<spec>", show_default=False)] = None,
     seeds: Annotated[str, typer.Option(help="Seeds to fit each method with; the table reports mean and spread")] = "0",
     select: Annotated[str, typer.Option(help=f"How the model is chosen, without target labels: "
                                              f"{', '.join(SELECT_CHOICES)}")] = "info-max",
