@@ -59,8 +59,8 @@ def load_teacher(teacher: str, setup: TermSetup) -> Any:
 
 def run_teacher(teacher: str, path: Path, classifier: Any, classes: list[str]) -> Any:
     """A finished run as the teacher: of the data's modality (``classifier``'s), trained on its classes."""
-    modality, found = classifier.modality, run_format(path)
-    other = next((m for m in MODALITIES if m.run_format == found and m is not modality), None)
+    modality, saved_as = classifier.modality, run_format(path)
+    other = next((m for m in MODALITIES if m.run_format == saved_as and m is not modality), None)
     if other is not None:
         raise TrainingError(f"method distill: teacher {teacher} was trained on {other.name} data, and this "
                             f"run's data is {modality.name}: a teacher reads the same kind of data; give a run "
