@@ -21,8 +21,8 @@ from test_finetune import cli  # noqa: E402
 from test_text import sentiment_rows, write_csv  # noqa: E402
 
 from transferkit import ImageClassifier, TextClassifier  # noqa: E402
-from transferkit.estimators import load_classifier  # noqa: E402
 from transferkit.errors import TransferkitError  # noqa: E402
+from transferkit.estimators import load_classifier  # noqa: E402
 from transferkit.export.exporter import export_run  # noqa: E402
 from transferkit.runs.rundir import read_tensors  # noqa: E402
 
@@ -48,9 +48,9 @@ def batch(*rows: list[int]) -> dict[str, torch.Tensor]:
 def test_text_prompts_train_only_their_vectors_and_pool_only_the_text(spec: str) -> None:
     from transferkit.config import RunConfig
     from transferkit.modalities import TEXT
+    from transferkit.plugins import ADAPTERS
+    from transferkit.strategies import parse_strategy
     from transferkit.train.phases import apply_phase
-    from transferkit.train.registries import ADAPTERS
-    from transferkit.train.strategies import parse_strategy
 
     model = minilm()
     plain = batch([101, 2023, 2003, 1037, 3231, 102], [101, 2023, 102])

@@ -18,9 +18,9 @@ from typing import Any, Callable, Literal, Mapping
 from transferkit.atomic import atomic_write_bytes
 from transferkit.bounds import Bound, Int, Real
 from transferkit.errors import TransferkitError, arg, shown
+from transferkit.plugins import ADAPTERS, CALLBACKS, LOSS_TERMS
 from transferkit.registry import Registry, plugin
-from transferkit.train.registries import ADAPTERS, CALLBACKS, LOSS_TERMS
-from transferkit.train.strategies import STRATEGY_NAMES, parse_strategy
+from transferkit.strategies import STRATEGY_NAMES, parse_strategy
 
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["constant", "step", "multistep", "cosine", "one-cycle"]

@@ -20,7 +20,7 @@ from transferkit.config import RunConfig
 from transferkit.modalities.base import Modality
 from transferkit.progress import log
 from transferkit.selection.candidates import Backbone, featurize, modality_of
-from transferkit.train.strategies import parse_strategy
+from transferkit.strategies import parse_strategy
 
 # what each kind of finding does to an exclusions file: duplicates drop their later copy (within train and val),
 # leaks their training copy; outliers are listed for a look, never excluded (rare is not wrong)

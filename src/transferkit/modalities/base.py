@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from transferkit.runs.rundir import RunFiles
+    from transferkit.strategies import Strategy
     from transferkit.train.data import TrainData
-    from transferkit.train.strategies import Strategy
 
 # what predict_proba / predict_records take: a path, a text, or a list of them
 Inputs = str | Path | Sequence[str | Path]

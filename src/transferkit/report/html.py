@@ -21,7 +21,7 @@ from transferkit.report import figures
 from transferkit.report.collect import Heldout, RunReport, collect
 from transferkit.report.decisions import decisions_section
 from transferkit.runs.folders import RUN_REPORT, is_run_folder
-from transferkit.train.strategies import parse_strategy
+from transferkit.strategies import parse_strategy
 
 MARK = "<!-- transferkit report -->"  # the first line after the doctype: a file transferkit may replace
 MAX_ERRORS = 24  # misclassified items shown per run, most confident first

@@ -3,7 +3,7 @@
 :func:`train_model` trains a model with ``features``, ``backbone`` and ``head`` (images:
 :class:`~transferkit.modalities.image.model.ImageModel`; text: :class:`~transferkit.modalities.text.training.
 TextModel`) through the strategy's phases and returns the best epoch's weights. The loop itself only
-sequences phases, epochs and steps; everything else plugs in through three seams (train/registries.py):
+sequences phases, epochs and steps; everything else plugs in through three seams (plugins.py):
 
 * the **adapter** picks which parameters exist and train (train/adapters.py),
 * **loss terms** make up the objective (train/losses.py),
@@ -28,8 +28,10 @@ from torch import nn
 from transferkit.config import RunConfig
 from transferkit.errors import RESUME_HINT, TrainingError, first_line
 from transferkit.metrics import classification_metrics
+from transferkit.plugins import ADAPTERS, CALLBACKS
 from transferkit.progress import log, progress
 from transferkit.runs.schema import damaged
+from transferkit.strategies import Phase, Strategy
 from transferkit.train import state as ckpt
 from transferkit.train.adapters import AdapterWeights, check_continuation
 from transferkit.train.batches import BatchStream
@@ -40,8 +42,6 @@ from transferkit.train.losses import Batch, LossTerm, Outputs, TaskInputs, TermS
 from transferkit.train.optim import build_optimizer, build_schedule
 from transferkit.train.phases import apply_phase, print_groups, resolve_bn, set_train_mode
 from transferkit.train.precision import checkpoint_activations, make_accelerator
-from transferkit.train.registries import ADAPTERS, CALLBACKS
-from transferkit.train.strategies import Phase, Strategy
 
 if TYPE_CHECKING:
     from accelerate import Accelerator

@@ -10,9 +10,9 @@ from torch import nn
 from transferkit.config import RunConfig
 from transferkit.errors import TrainingError
 from transferkit.progress import console
+from transferkit.strategies import Phase, Strategy
 from transferkit.train.adapters import Adapter
 from transferkit.train.blocks import backbone_blocks, trainable_blocks
-from transferkit.train.strategies import Phase, Strategy
 
 SMALL_DATASET = 10_000  # below this many training images, --bn auto freezes BatchNorm statistics
 

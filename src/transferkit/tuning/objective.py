@@ -19,7 +19,7 @@ from transferkit.estimators.core import TransferClassifier
 from transferkit.heads.probe import fit_probe
 from transferkit.metrics import classification_metrics
 from transferkit.modalities.base import Featurized, LabelledData, Split, check_read
-from transferkit.train.strategies import parse_strategy
+from transferkit.strategies import parse_strategy
 from transferkit.tuning.base import LOG_LOSS_ATTR, PRUNED_ATTR, TuningError
 from transferkit.tuning.space import Dimension, SearchSpace
 from transferkit.tuning.storage import prune_spec

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from transferkit.runs.rundir import RunFiles
     from transferkit.train.data import TrainData
-    from transferkit.train.strategies import Strategy
+    from transferkit.strategies import Strategy
 
 IMAGE_FORMAT = "transferkit-image-1"
 IMAGE_DEFAULTS = Defaults(

@@ -31,7 +31,7 @@ from transferkit.modalities.text.table import (TEXT_SUFFIXES, TextTable, describ
 from transferkit.runs.folders import RUN_ENGINE
 from transferkit.runs.integrity import agree, content_fingerprint
 from transferkit.runs.schema import Check, check_object, number, one_of
-from transferkit.train.strategies import parse_strategy
+from transferkit.strategies import parse_strategy
 
 if TYPE_CHECKING:
     from torch import nn
@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     from transferkit.modalities.text.inputs import TextInputs
 
     from transferkit.runs.rundir import RunFiles
+    from transferkit.strategies import Strategy
     from transferkit.train.data import TrainData
-    from transferkit.train.strategies import Strategy
 
 TEXT_FORMAT = "transferkit-text-1"
 # Text fine-tuning: rt_polarity / MiniLM-L6, one gradual epoch: batch 32 beat 64 (test 0.835 vs 0.816), LR 2e-4
