@@ -171,7 +171,7 @@ def test_page_renders_its_thumbnails_in_headless_chromium(result: dict, tmp_path
     assert "Label issues (" in dom and "Duplicates and leaks (" in dom
 
 
-def test_a_resized_cropped_recompressed_copy_correlates_and_a_look_alike_does_not(tmp_path: Path) -> None:
+def test_a_resized_cropped_recompressed_copy_correlates_and_a_look_alike_does_not(tmp_path: Path, monkeypatch) -> None:
     from transferkit.audit.checks import image_facts
     from transferkit.audit.copies import COPY_CORRELATION, copy_correlation, near_copies
 
@@ -189,6 +189,12 @@ def test_a_resized_cropped_recompressed_copy_correlates_and_a_look_alike_does_no
     scores = copy_correlation(thumbnails, np.zeros(n - 1, dtype=np.int64), np.arange(1, n))
     assert (scores[:3] >= COPY_CORRELATION).all(), scores[:3]
     assert (scores[3:] < COPY_CORRELATION).all(), scores[3:].max()  # 39 other cars, some alike in layout
+    # past the memory for every image's crops at once, each chunk of pairs makes its own: the same scores
+    monkeypatch.setattr("transferkit.audit.copies.BANK_BYTES", 0)
+    monkeypatch.setattr("transferkit.audit.copies.CHUNK", 7)
+    np.testing.assert_allclose(copy_correlation(thumbnails, np.zeros(n - 1, dtype=np.int64), np.arange(1, n)),
+                               scores, atol=1e-6)
+    monkeypatch.undo()
     # two images, one nearest other each (the audit of a tiny set): the pair is still compared
     pair = near_copies(thumbnails[:2], np.array([[1], [0]]), lambda i, j: False)
     assert [(p.first, p.second) for p in pair] == [(0, 1)]
