@@ -54,8 +54,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from transferkit.methods.domain.experiment import adapt  # noqa: E402
-from transferkit.methods.domain.selection import CRITERIA, criterion  # noqa: E402
+from transferkit.adapt.experiment import adapt  # noqa: E402
+from transferkit.adapt.selection import CRITERIA, criterion  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "digits_mnist_usps"
 RESULTS = Path(__file__).resolve().parent / "results" / "adapt.json"

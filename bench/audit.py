@@ -82,7 +82,7 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, train: np.ndarray, 
 def label_noise(name: str, seed: int, share: float) -> dict[str, Any]:
     from transferkit.audit.run import audit_items
     from transferkit.selection.candidates import Backbone, featurize
-    from transferkit.train.strategies import parse_strategy
+    from transferkit.strategies import parse_strategy
 
     modality, items, config = read(name)
     clean = items.labels.copy()

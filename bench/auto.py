@@ -1,8 +1,10 @@
-"""``transferkit auto`` against the issue's goals, side by side with ``transferkit train`` at its defaults, in
+"""``transferkit auto`` against the issue's goals, side by side with ``transferkit train`` at its defaults and,
+on image sets, fastai's ``fine_tune`` (bench/peer_fastai.py in bench/.venv-peers, which `make bench` builds), in
 one run on this machine: per set, the budget, auto's wall time, its chosen configuration, validation and test
-accuracy, the best test figure bench/results holds for the set, and the peer's test accuracy and wall time.
+accuracy, the issue's goal, the best test figure bench/results holds for the set, and each peer's test accuracy
+and wall time.
 
-    python bench/auto.py [--budget 10m] [--sets hymenoptera,trec] [--out bench/results/auto.json]
+    python bench/auto.py [--budget 10m] [--sets hymenoptera,trec] [--fastai-epochs 2] [--out bench/results/auto.json]
 
 hymenoptera is laid out as train/ + test/ (its val/ images are the test split), so auto holds its own
 validation out of train; trec is train.csv with test.csv as test. Never chosen on test: see tests/test_auto.py.
@@ -40,6 +42,23 @@ def trec(work: Path) -> tuple[Path, list[str]]:
 
 
 SETS = {"hymenoptera": hymenoptera, "trec": trec}
+GOALS = {"hymenoptera": 0.95, "trec": 0.94, "rt_polarity": 0.825}  # issue 24's test accuracy goals
+FASTAI_PYTHON = ROOT / "bench" / ".venv-peers" / "bin" / "python"
+
+
+def fastai_peer(data: Path, epochs: int) -> dict[str, Any] | None:
+    """fastai ``fine_tune(epochs)`` on the same train/ folder, scored on test/ (its validation folder: fastai
+    chooses nothing on it, it reports the last epoch); None where the peer's venv is not built."""
+    if not FASTAI_PYTHON.exists() or not (data / "test").is_dir():
+        return None
+    start = time.perf_counter()
+    done = subprocess.run([str(FASTAI_PYTHON), str(ROOT / "bench" / "peer_fastai.py"), str(data), str(epochs), "test"],
+                          capture_output=True, text=True)
+    if done.returncode:
+        print(done.stderr[-2000:], file=sys.stderr)
+        return {"error": done.stderr.strip().splitlines()[-1:]}
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"test": result["val_accuracy"], "wall_s": round(time.perf_counter() - start, 1), "epochs": epochs}
 
 
 def run(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
@@ -78,7 +97,7 @@ def best_figure(name: str) -> dict[str, Any] | None:
     return best
 
 
-def one_set(name: str, budget: str, work: Path) -> dict[str, Any]:
+def one_set(name: str, budget: str, work: Path, fastai_epochs: int) -> dict[str, Any]:
     data, extra = SETS[name](work)
     out = work / f"auto-{name}"
     # each command from a cold cache of its own: the budget covers extraction and the ONNX export too
@@ -97,33 +116,46 @@ def one_set(name: str, budget: str, work: Path) -> dict[str, Any]:
     if peer.returncode == 0:
         metrics = json.loads((peer_out / "metrics.json").read_text())
         row["peer_train_default"] = {"test": metrics.get("test", {}).get("accuracy"), "wall_s": round(peer_wall, 1)}
+    if data.is_dir():
+        row["peer_fastai"] = fastai_peer(data, fastai_epochs)
+    row["goal"] = GOALS.get(name)
     row["best_in_bench_results"] = best_figure(name)
     return row
+
+
+def offline_text_backbones() -> list[str]:
+    """What auto could rank for text here (all-mpnet-base-v2 needs the `mpnet` extra)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from transferkit.modalities import TEXT
+    from transferkit.selection.candidates import default_backbones
+    return default_backbones(TEXT)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget", default="10m")
     parser.add_argument("--sets", default="hymenoptera,trec")
+    parser.add_argument("--fastai-epochs", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "auto.json"))
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="tk-bench-auto-") as work:
         for name in args.sets.split(","):
-            rows.append(one_set(name, args.budget, Path(work)))
+            rows.append(one_set(name, args.budget, Path(work), args.fastai_epochs))
             row = rows[-1]
             best = row["best_in_bench_results"]
             print(f"{name:12} budget {row['budget']:>5}  wall {row['wall_s']:6.1f} s  chosen {row.get('chosen')}  "
-                  f"val {row.get('val')}  test {row.get('test')}  best in bench/results "
+                  f"val {row.get('val')}  test {row.get('test')}  goal {row.get('goal')}  best in bench/results "
                   f"{None if best is None else round(best['value'], 4)}  train default "
-                  f"{row.get('peer_train_default')}", flush=True)
+                  f"{row.get('peer_train_default')}  fastai {row.get('peer_fastai')}", flush=True)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
     flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("flags")), []) if Path("/proc/cpuinfo").exists() else []
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
     Path(args.out).write_text(json.dumps({"cpu": cpu, "cores": os.cpu_count(), "cpu_flags": [f for f in wanted
-                                          if f in flags], "load_at_end": os.getloadavg(), "rows": rows},
+                                          if f in flags], "load_at_end": os.getloadavg(), "rows": rows,
+                                          "text_backbones_offline": offline_text_backbones()},
                                          indent=2) + "\n")
 
 

@@ -37,7 +37,7 @@ from transferkit.features.quantize import TEXT_DYNAMIC, cosine_distance, cpu_sum
 from transferkit.modalities import TEXT  # noqa: E402
 from transferkit.modalities.text.embed import embed_texts, padded_batches  # noqa: E402
 from transferkit.modalities.text.encoder import plan_text_engine  # noqa: E402
-from transferkit.train.strategies import parse_strategy  # noqa: E402
+from transferkit.strategies import parse_strategy  # noqa: E402
 
 ENGINES = ("onnx", "onnx-int8")
 

@@ -1,6 +1,6 @@
 """fastai peer, run in bench/.venv-peers (see `make bench`): its own data pipeline and fine_tune recipe.
 
-    python bench/peer_fastai.py DATA [EPOCHS]
+    python bench/peer_fastai.py DATA [EPOCHS] [VALID_FOLDER]
 ImageDataLoaders.from_folder (Resize(224) item transform, bs 32), the packaged EfficientNet-Lite0 body with a
 new linear head (fastai cannot download the timm weights offline), fine_tune(EPOCHS, freeze_epochs=1).
 Prints one JSON line: {"val_accuracy": ..., "seconds": ...} (seconds: the whole process).
@@ -21,9 +21,9 @@ from transferkit.modalities.image.backbones import resolve_backbone  # noqa: E40
 from transferkit.modalities.image.model import ImageModel  # noqa: E402
 
 
-def main(root: str, epochs: int) -> None:
+def main(root: str, epochs: int, valid: str = "val") -> None:
     torch.manual_seed(0)
-    dls = ImageDataLoaders.from_folder(root, train="train", valid="val", item_tfms=Resize(224), bs=32, num_workers=2)
+    dls = ImageDataLoaders.from_folder(root, train="train", valid=valid, item_tfms=Resize(224), bs=32, num_workers=2)
     spec = resolve_backbone("efficientnet_lite0")
     backbone = spec.build()
     # ImageModel normalises float [0, 1] NCHW input itself, the way fastai hands batches over without Normalize.
@@ -37,4 +37,4 @@ def main(root: str, epochs: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 2)
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 2, sys.argv[3] if len(sys.argv) > 3 else "val")

@@ -63,7 +63,7 @@ def ours(train: Path, test: Path, cache: str, backbone: str) -> dict:
 def spec(cache: str, backbone: str):  # noqa: ANN201 - a TextBackboneSpec
     from transferkit.config import RunConfig
     from transferkit.modalities import TEXT
-    from transferkit.train.strategies import parse_strategy
+    from transferkit.strategies import parse_strategy
 
     config = RunConfig(backbone=backbone, cache_dir=cache)
     return TEXT.resolve(config, parse_strategy(config.strategy))

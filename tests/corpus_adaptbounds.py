@@ -59,10 +59,10 @@ def bounded(name: str, kind: str, argv: tuple[str, ...], says: tuple[str, ...], 
 CASES: list[Case] = [
     # -- section 0: adaptation's basic case -----------------------------------------------------------------
     Case("adapt-unlabelled-target", "lost", data_and_flat_target,
-         ("adapt", "data", "--target", "target", "--method", "dann", *ADAPT, "--out", "run"), 0, warns=False,
+         ("adapt", "data", "--target", "target", "--candidate", "dann", *ADAPT, "--out", "run"), 0, warns=False,
          check=adapted, timeout=400, note="a flat target and no --target-test: the run is saved"),
     Case("adapt-unlabelled-target-several-candidates", "lost", data_and_flat_target,
-         ("adapt", "data", "--target", "target", "--method", "source-only", "--method", "coral", *ADAPT, "--out",
+         ("adapt", "data", "--target", "target", "--candidate", "source-only", "--candidate", "coral", *ADAPT, "--out",
           "run"), 0, warns=False, check=adapted_with_candidates, timeout=600,
          note="the chosen run at run/, every trained candidate in run/candidates/"),
     Case("train-unlabelled-target-summary", "traceback", data_and_flat_target,
@@ -103,7 +103,7 @@ CASES: list[Case] = [
                                          "--out", "run"), (r"last-k", r"\[1, 1000\]")),
     # -- section 3: numeric options of train / adapt / tune / rank / evaluate / demo and config files --------
     bounded("adapt-bottleneck-huge", "security",
-            ("adapt", "data", "--target", "target", "--method", "dann", "--bottleneck", "100000000", "--out", "run"),
+            ("adapt", "data", "--target", "target", "--candidate", "dann", "--bottleneck", "100000000", "--out", "run"),
             (r"--bottleneck", r"100000000", r"\[0, 16384\]"), data_and_flat_target),
     bounded("epochs-huge", "usability", (*FINETUNE, "--epochs", "1000000000"), (r"epochs", r"\[1, 100000\]")),
     bounded("lr-inf", "usability", (*FINETUNE, "--lr", "inf"), (r"'lr' = inf", r"\(0, 10\]")),

@@ -237,7 +237,7 @@ MESSAGES = [
          says=(r"run: holds an unfinished training run; pass --overwrite to start again",), avoid=(r"--resume",),
          keep=("run",)),
     Case("adapt-into-an-unfinished-finetune", "usability", unfinished_finetune,
-         ("adapt", "data", "--target", "data", "--method", "source-only", *FINETUNE, "--out", "run"), 2,
+         ("adapt", "data", "--target", "data", "--candidate", "source-only", *FINETUNE, "--out", "run"), 2,
          says=(r"holds an unfinished training run; pass --overwrite",), avoid=(r"--resume",), keep=("run",)),
 ]
 

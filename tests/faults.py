@@ -8,8 +8,8 @@ import os
 import signal
 import sys
 
+from transferkit.plugins import CALLBACKS
 from transferkit.train.callbacks import Callback
-from transferkit.train.registries import CALLBACKS
 
 
 class FaultInjection(Callback):

@@ -16,23 +16,23 @@ from torch import nn
 from conftest import FAST, make_folder, run_main
 from faults import FaultInjection
 
+from transferkit.cli.adapt import SELECT_CHOICES
 from transferkit.config import RunConfig
 from transferkit.errors import DataError, TrainingError
 from transferkit.heads.linear import probe_from_linear
 from transferkit.methods.domain.bottleneck import BottleneckHead, BottleneckModel
 from transferkit.methods.domain.discriminator import DomainDiscriminator
-from transferkit.methods.domain.experiment import Adaptation, Candidate, choose
+from transferkit.adapt.experiment import Adaptation, Candidate, choose
 from transferkit.methods.domain.grl import ramp, reverse_gradient
 from transferkit.methods.domain.kernels import coral, mk_mmd
-from transferkit.cli.adapt import SELECT_CHOICES
-from transferkit.methods.domain.selection import CRITERIA, Evidence, all_scores
+from transferkit.adapt.selection import CRITERIA, Evidence, all_scores
 from transferkit.modalities.image.preprocessing import Preprocessing
 from transferkit.modalities.image.target import NO_LABEL, read_target, target_train_data
+from transferkit.plugins import CALLBACKS
+from transferkit.strategies import parse_strategy
 from transferkit.train import state as ckpt
 from transferkit.train.data import EpochSampler, TrainData
 from transferkit.train.loop import Interrupted, train_model
-from transferkit.train.registries import CALLBACKS
-from transferkit.train.strategies import parse_strategy
 
 DIM = 4
 N, SHIFT = 256, 1.5  # samples per domain; how far the target blobs moved (along axis 1)
@@ -280,7 +280,7 @@ def test_adapt_command_saves_a_plain_run_and_reports_the_target(tmp_path: Path) 
     target = make_folder(tmp_path / "target", {"": 3}, {"red": (250, 90, 90), "blue": (90, 110, 250)})
     out = tmp_path / "run"
     runner = CliRunner()
-    done = runner.invoke(app, ["adapt", str(source), "--target", str(target), "--method", "dann", "--out", str(out),
+    done = runner.invoke(app, ["adapt", str(source), "--target", str(target), "--candidate", "dann", "--out", str(out),
                                "--epochs", "1", "--image-size", str(FAST["image_size"]), "--batch-size", "8",
                                "--workers", "0", "--precision", "no", "--bottleneck", "16", "--json"])
     assert done.exit_code == 0, done.output[-3000:]
@@ -296,7 +296,7 @@ def test_adapt_command_saves_a_plain_run_and_reports_the_target(tmp_path: Path) 
 
 
 def test_only_domain_terms_bring_the_target_stream() -> None:
-    from transferkit.methods.domain.estimator import reads_target
+    from transferkit.adapt.estimator import reads_target
 
     assert all(reads_target(m) for m in ("coral", "mmd", "dann", "cdan", "pseudo-label:threshold=0.9"))
     assert not any(reads_target(m) for m in ("l2sp", "lwf"))  # beside --target they would only pay a forward
@@ -311,14 +311,24 @@ def test_adapt_select_choices_are_the_criteria() -> None:
     (["--seeds", "0,x"], "--seeds 0,x: expected integers >= 0 separated by commas"),
     (["--strategy", "gradual"], "strategy gradual starts the head from a linear probe"),
     (["--select", "best"], "--select 'best': choose one of"),
-    (["--method", "dan"], "method 'dan' is not known; did you mean dann"),
+    (["--candidate", "dan"], "method 'dan' is not known; did you mean dann"),
 ])
 def test_adapt_bad_input_is_one_line(args: list[str], wanted: str, tmp_path: Path, monkeypatch, capsys) -> None:
     source = make_folder(tmp_path / "source", {"": 2})
     code, _, err = run_main(monkeypatch, capsys, "adapt", str(source), "--target", tmp_path / "nope", "--out",
-                            tmp_path / "run", "--method", "dann", *args)
+                            tmp_path / "run", "--candidate", "dann", *args)
     assert code == 2 and err.startswith("error: ") and wanted in err, err
     assert err.strip().count("\n") == 0
+
+
+def test_adapt_method_is_a_deprecated_name_for_candidate(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``adapt --method`` (a loss term in ``train``) still names a candidate, with one warning line."""
+    source = make_folder(tmp_path / "source", {"": 2})
+    code, _, err = run_main(monkeypatch, capsys, "adapt", str(source), "--target", tmp_path / "nope", "--out",
+                            tmp_path / "run", "--method", "dan")
+    warning, error = err.strip().split("\n")
+    assert code == 2 and warning == "warning: adapt --method is deprecated, use --candidate (the same value)"
+    assert error.startswith("error: method 'dan' is not known; did you mean dann"), err
 
 
 def test_train_with_a_target_scores_it_and_adapts_with_a_term(tmp_path: Path) -> None:
@@ -376,8 +386,8 @@ def test_adapt_command_with_an_unlabelled_target_and_several_candidates_saves_th
 
     source, target = flat_target(tmp_path)
     out = tmp_path / "run"
-    done = CliRunner().invoke(app, ["adapt", str(source), "--target", str(target), "--method", "source-only",
-                                    "--method", "coral", "--out", str(out), *FLAT])
+    done = CliRunner().invoke(app, ["adapt", str(source), "--target", str(target), "--candidate", "source-only",
+                                    "--candidate", "coral", "--out", str(out), *FLAT])
     assert done.exit_code == 0, done.output[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert "target" not in metrics and metrics["target_images"] == "target 6 images, unlabelled"
@@ -389,7 +399,7 @@ def test_adapt_command_with_an_unlabelled_target_and_several_candidates_saves_th
 
 
 def test_domain_adapt_classifier_fits_an_unlabelled_target(tmp_path: Path) -> None:
-    from transferkit.methods.domain.estimator import DomainAdaptClassifier
+    from transferkit.adapt.estimator import DomainAdaptClassifier
 
     source, target = flat_target(tmp_path)
     clf = DomainAdaptClassifier(target=str(target), methods=["mmd"], epochs=1, image_size=32, batch_size=8,
@@ -402,7 +412,7 @@ def test_domain_adapt_classifier_fits_an_unlabelled_target(tmp_path: Path) -> No
 def test_a_failure_after_training_keeps_the_trained_candidates_and_says_where(seeds, tmp_path: Path,
                                                                                monkeypatch) -> None:
     from transferkit.errors import TransferkitError
-    from transferkit.methods.domain import experiment
+    from transferkit.adapt import experiment
     from transferkit.runs.folders import is_run_folder
 
     def broken(*args, **kwargs):
@@ -425,6 +435,6 @@ def test_a_failure_after_training_keeps_the_trained_candidates_and_says_where(se
 def test_adapt_bottleneck_is_bounded_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:
     source = make_folder(tmp_path / "source", {"": 2})
     code, _, err = run_main(monkeypatch, capsys, "adapt", str(source), "--target", str(source), "--out",
-                            tmp_path / "run", "--method", "dann", "--bottleneck", "100000000")
+                            tmp_path / "run", "--candidate", "dann", "--bottleneck", "100000000")
     assert code == 2 and err.strip() == "error: --bottleneck=100000000: expected an integer in [0, 16384]", err
     assert not (tmp_path / "run").exists()

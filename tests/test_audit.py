@@ -171,7 +171,7 @@ def test_page_renders_its_thumbnails_in_headless_chromium(result: dict, tmp_path
     assert "Label issues (" in dom and "Duplicates and leaks (" in dom
 
 
-def test_a_resized_cropped_recompressed_copy_correlates_and_a_look_alike_does_not(tmp_path: Path) -> None:
+def test_a_resized_cropped_recompressed_copy_correlates_and_a_look_alike_does_not(tmp_path: Path, monkeypatch) -> None:
     from transferkit.audit.checks import image_facts
     from transferkit.audit.copies import COPY_CORRELATION, copy_correlation, near_copies
 
@@ -189,6 +189,12 @@ def test_a_resized_cropped_recompressed_copy_correlates_and_a_look_alike_does_no
     scores = copy_correlation(thumbnails, np.zeros(n - 1, dtype=np.int64), np.arange(1, n))
     assert (scores[:3] >= COPY_CORRELATION).all(), scores[:3]
     assert (scores[3:] < COPY_CORRELATION).all(), scores[3:].max()  # 39 other cars, some alike in layout
+    # past the memory for every image's crops at once, each chunk of pairs makes its own: the same scores
+    monkeypatch.setattr("transferkit.audit.copies.BANK_BYTES", 0)
+    monkeypatch.setattr("transferkit.audit.copies.CHUNK", 7)
+    np.testing.assert_allclose(copy_correlation(thumbnails, np.zeros(n - 1, dtype=np.int64), np.arange(1, n)),
+                               scores, atol=1e-6)
+    monkeypatch.undo()
     # two images, one nearest other each (the audit of a tiny set): the pair is still compared
     pair = near_copies(thumbnails[:2], np.array([[1], [0]]), lambda i, j: False)
     assert [(p.first, p.second) for p in pair] == [(0, 1)]
@@ -199,10 +205,24 @@ def test_label_issues_are_the_flags_the_probe_is_sure_of() -> None:
 
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 100)
-    given = np.clip(rng.normal(0.9, 0.05, 200), 0.6, 0.99)  # the probe's probability of each given label
+    # the probe's probability of each given label: sure and right of the rest, so that calibration keeps them
+    given = np.clip(rng.normal(0.98, 0.01, 200), 0.95, 0.995)
     given[[3, 150]] = 0.03  # two wrong labels the probe is sure of
     given[[10, 20, 160]] = 0.35  # three hard items: confident learning flags them too
     proba = np.where(np.eye(2, dtype=bool)[labels], given[:, None], 1 - given[:, None])
     found = {issue.index: issue for issue in find_label_issues(labels, proba)}
     assert sorted(found) == [3, 150]
     assert (found[3].given, found[3].suggested) == (0, 1)
+
+
+def test_calibration_finds_the_temperature_the_labels_were_drawn_at() -> None:
+    from transferkit.audit.labels import calibrated
+    from transferkit.heads.probe import softmax
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 5))
+    truth = softmax(logits / 2.0)  # an over-confident probe: the labels follow its logits at temperature 2
+    labels = np.asarray([rng.choice(5, p=row) for row in truth])
+    out = calibrated(softmax(logits), labels)
+    assert np.abs(out - truth).max() < 0.05
+    assert (out.argmax(axis=1) == logits.argmax(axis=1)).all()

@@ -176,3 +176,19 @@ def test_decisions_section_reads_a_damaged_record_safely() -> None:
                                        "trials": [1, {"key": "<script>", "val": "high", "scores": 3, "seconds": True}],
                                        "notes": ["<b>n</b>"]}})
     assert "Decisions" in page and "<script>" not in page and "&lt;script&gt;" in page and "<b>n" not in page
+
+
+def test_a_difference_within_one_standard_error_keeps_the_earlier_trial() -> None:
+    from transferkit.automl.decisions import choose, why_lost
+    from transferkit.automl.plan import Trial
+    from transferkit.automl.search import Outcome
+
+    def outcome(key: str, accuracy: float) -> Outcome:
+        return Outcome(Trial(key, {}, 1.0, ""), "complete", {"accuracy": accuracy, "log_loss": 0.3}, 1.0)
+
+    plain, weighted, finetuned = outcome("probe", 0.889), outcome("probe/weighted", 0.893), outcome("ft", 0.93)
+    # trec's 1,090 validation texts: 4 items (0.004) are less than the standard error (~0.0095)
+    assert choose([plain, weighted], "accuracy", 1090) is plain
+    assert "less than one standard error" in why_lost(weighted, plain, "accuracy", 1090)
+    assert choose([plain, weighted], "accuracy", 100_000) is weighted  # the same gap on many items is real
+    assert choose([plain, weighted, finetuned], "accuracy", 1090) is finetuned

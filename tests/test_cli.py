@@ -20,8 +20,8 @@ from transferkit.cli import app, main
 from transferkit.cli.compare import short_names
 from transferkit.cli.options import option_name
 from transferkit.config import FIELD_TYPES, RunConfig, choices
-from transferkit.train.registries import CALLBACKS, LOSS_TERMS
-from transferkit.train.strategies import STRATEGY_NAMES
+from transferkit.plugins import CALLBACKS, LOSS_TERMS
+from transferkit.strategies import STRATEGY_NAMES
 
 runner = CliRunner()
 

@@ -27,7 +27,7 @@ from transferkit.estimators import (ImageClassifier, TextClassifier, TransferCla
                                     classifier_for_data, load_classifier)
 from transferkit.modalities import TEXT
 from transferkit.modalities.base import Featurized, LabelledData, Split
-from transferkit.train.strategies import parse_strategy
+from transferkit.strategies import parse_strategy
 
 V1 = Path(__file__).resolve().parent / "fixtures" / "v1"
 EXPECTED = json.loads((V1 / "expected.json").read_text())

@@ -49,7 +49,7 @@ SMALL_ARGS = ("--image-size", "32", "--batch-size", "4", "--workers", "0", "--en
 # -- strategies and config ------------------------------------------------------------------------------------
 def test_strategy_phases_and_errors() -> None:
     from transferkit.config import RunConfig
-    from transferkit.train.strategies import parse_strategy
+    from transferkit.strategies import parse_strategy
 
     gradual = parse_strategy("gradual")
     phases = gradual.phases(5, freeze_epochs=2)
@@ -69,8 +69,8 @@ def test_strategy_phases_and_errors() -> None:
 def test_last_k_freezes_all_but_last_blocks_and_training_changes_only_them(data: Path, tmp_path: Path) -> None:
     import torch
 
-    from transferkit.modalities.image.backbones import resolve_backbone
     from transferkit.estimators.image import ImageClassifier
+    from transferkit.modalities.image.backbones import resolve_backbone
 
     clf = ImageClassifier(strategy="last-k:1", epochs=1, lr=1e-2, **SMALL).fit(data, out=tmp_path / "run")
     pretrained = resolve_backbone("efficientnet_lite0", input_size=32).build().state_dict()
@@ -89,8 +89,8 @@ def test_last_k_freezes_all_but_last_blocks_and_training_changes_only_them(data:
 
 
 def test_gradual_fit_save_load_predict(data: Path, tmp_path: Path) -> None:
-    from transferkit.modalities.image.backbones import resolve_backbone
     from transferkit.estimators.image import ImageClassifier
+    from transferkit.modalities.image.backbones import resolve_backbone
 
     out = tmp_path / "run"
     clf = ImageClassifier(strategy="gradual", epochs=2, **SMALL).fit(data, out=out)
@@ -123,8 +123,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data: Path, tmp_pa
 
     from transferkit.errors import TrainingError
     from transferkit.estimators.image import ImageClassifier
+    from transferkit.plugins import LOSS_TERMS
     from transferkit.train.losses import LossTerm
-    from transferkit.train.registries import LOSS_TERMS
     from transferkit.train.state import load
 
     class Poison(LossTerm):  # a loss term that turns NaN after 3 steps (= epoch 1)
@@ -204,7 +204,7 @@ def test_ctrl_c_in_a_run_without_a_folder_says_it_cannot_be_resumed(data: Path, 
     """fit() without out= (and every tune trial) checkpoints into a scratch folder that goes with the process:
     its Ctrl-C must not tell the user to resume from it."""
     from transferkit.estimators.image import ImageClassifier
-    from transferkit.train.registries import CALLBACKS
+    from transferkit.plugins import CALLBACKS
 
     CALLBACKS.register("fault", faults.FaultInjection, replace=True)
     try:
@@ -222,8 +222,8 @@ def test_ctrl_c_in_a_run_without_a_folder_says_it_cannot_be_resumed(data: Path, 
 def test_augmentation_depends_on_seed_epoch_and_index_only(data: Path, augment: str) -> None:
     import torch
 
-    from transferkit.modalities.image.backbones import resolve_backbone
     from transferkit.config import RunConfig
+    from transferkit.modalities.image.backbones import resolve_backbone
     from transferkit.modalities.image.folders import load_image_folder
     from transferkit.modalities.image.training import image_train_data
 
@@ -241,8 +241,8 @@ def test_augmentation_depends_on_seed_epoch_and_index_only(data: Path, augment: 
 
 
 def test_resume_refuses_a_changed_config(data: Path, tmp_path: Path) -> None:
-    from transferkit.train.state import CheckpointError
     from transferkit.estimators.image import ImageClassifier
+    from transferkit.train.state import CheckpointError
 
     out = tmp_path / "run"
     ImageClassifier(strategy="finetune", epochs=1, **SMALL).fit(data, out=out)

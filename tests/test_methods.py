@@ -34,8 +34,9 @@ def lite0_model(n_classes: int = 2):
 def test_lora_trains_only_adapter_and_head_tensors_and_merges_to_the_same_outputs() -> None:
     from transferkit.config import RunConfig
     from transferkit.methods.peft_adapters import LoraAdapter
+    from transferkit.modalities import IMAGE
+    from transferkit.strategies import parse_strategy
     from transferkit.train.phases import apply_phase
-    from transferkit.train.strategies import parse_strategy
 
     model = lite0_model()
     adapter = LoraAdapter(r=8)
@@ -43,7 +44,7 @@ def test_lora_trains_only_adapter_and_head_tensors_and_merges_to_the_same_output
     assert len(adapter.chosen) == 32 and all(n.rsplit(".", 1)[-1] in ("conv_pw", "conv_pwl", "conv_head")
                                              for n in adapter.chosen)
     strategy = parse_strategy("finetune")
-    apply_phase(model, strategy.phases(1, 0)[0], RunConfig(), strategy, adapter, "frozen", "image")
+    apply_phase(model, strategy.phases(1, 0)[0], RunConfig(), strategy, adapter, "frozen", IMAGE.defaults.training)
     training = [n for n, p in model.named_parameters() if p.requires_grad]
     assert training and all("lora_" in n or n.startswith("head.") for n in training)
     backbone_share = sum(p.numel() for n, p in model.backbone.named_parameters() if p.requires_grad)
@@ -89,9 +90,9 @@ def test_lora_run_keeps_merged_model_and_adapter_file_and_both_load_the_same(dat
     images = sorted((data / "val").rglob("*.png"))
     expected = loaded.predict_proba(images)
     rebuilt = apply_adapter_file(lite0_model(), out)  # pretrained weights + the adapter alone
-    from transferkit.modalities.image.training import decode_split
     from transferkit.modalities.base import Split
     from transferkit.modalities.image.preprocessing import Preprocessing
+    from transferkit.modalities.image.training import decode_split
 
     pixels, _, _ = decode_split(Split(images, [0] * len(images)), Preprocessing.from_dict(
         json.loads((out / "preprocessing.json").read_text())), 8, 0)
@@ -147,8 +148,8 @@ def test_lwf_needs_a_source_head(data: Path) -> None:
 def test_distillation_at_alpha_one_moves_the_student_to_the_teachers_soft_targets(monkeypatch, tmp_path: Path) -> None:
     import test_train_seams as toy
     from transferkit.methods import distill
+    from transferkit.strategies import parse_strategy
     from transferkit.train.loop import train_model
-    from transferkit.train.strategies import parse_strategy
 
     data, val = toy.toy_data()
     data.items = [f"item{i}" for i in range(len(data))]
@@ -245,7 +246,7 @@ def test_train_from_a_run_grows_the_head_with_an_adapter_and_scores_the_old_data
 
 # -- declared bounds (issue 23, section 3) -------------------------------------------------------------------
 def registries():
-    from transferkit.train.registries import ADAPTERS, CALLBACKS, LOSS_TERMS
+    from transferkit.plugins import ADAPTERS, CALLBACKS, LOSS_TERMS
 
     return (ADAPTERS, CALLBACKS, LOSS_TERMS)
 
@@ -289,7 +290,7 @@ def test_every_numeric_plug_in_option_refuses_bad_values_in_one_line_naming_it_a
 
 
 def test_plug_in_specs_name_unknown_or_missing_options_before_any_import() -> None:
-    from transferkit.train.registries import ADAPTERS, LOSS_TERMS
+    from transferkit.plugins import ADAPTERS, LOSS_TERMS
 
     with pytest.raises(TransferkitError, match=r"adapter lora: no option 'rank'; its options: r, alpha"):
         ADAPTERS.check("lora:rank=8")
@@ -320,7 +321,7 @@ def test_every_bounded_config_field_refuses_nan_inf_huge_and_negative() -> None:
 
 
 def test_last_k_is_bounded() -> None:
-    from transferkit.train.strategies import parse_strategy
+    from transferkit.strategies import parse_strategy
 
     for bad in ("last-k:0", "last-k:99999", "last-k:x", "last-k:1e3", "last-k:"):
         with pytest.raises(TransferkitError, match=r"expected last-k:N with N an integer in \[1, 1000\]"):
@@ -333,9 +334,9 @@ def test_last_k_is_bounded() -> None:
 def test_a_diverged_run_leaves_its_folder_as_its_message_says(good_steps: int, data: Path, tmp_path: Path) -> None:
     from transferkit.cli.train import resume_paths
     from transferkit.errors import TrainingError
+    from transferkit.plugins import LOSS_TERMS
     from transferkit.runs.folders import check_writable
     from transferkit.train.losses import LossTerm
-    from transferkit.train.registries import LOSS_TERMS
 
     class Poison(LossTerm):  # NaN after ``good_steps`` steps (3 steps: the first epoch)
         name, calls = "poison", 0

@@ -21,8 +21,8 @@ from test_finetune import cli  # noqa: E402
 from test_text import sentiment_rows, write_csv  # noqa: E402
 
 from transferkit import ImageClassifier, TextClassifier  # noqa: E402
-from transferkit.estimators import load_classifier  # noqa: E402
 from transferkit.errors import TransferkitError  # noqa: E402
+from transferkit.estimators import load_classifier  # noqa: E402
 from transferkit.export.exporter import export_run  # noqa: E402
 from transferkit.runs.rundir import read_tensors  # noqa: E402
 
@@ -47,9 +47,10 @@ def batch(*rows: list[int]) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("spec", ["prompt", "prefix"])
 def test_text_prompts_train_only_their_vectors_and_pool_only_the_text(spec: str) -> None:
     from transferkit.config import RunConfig
+    from transferkit.modalities import TEXT
+    from transferkit.plugins import ADAPTERS
+    from transferkit.strategies import parse_strategy
     from transferkit.train.phases import apply_phase
-    from transferkit.train.registries import ADAPTERS
-    from transferkit.train.strategies import parse_strategy
 
     model = minilm()
     plain = batch([101, 2023, 2003, 1037, 3231, 102], [101, 2023, 102])
@@ -58,7 +59,7 @@ def test_text_prompts_train_only_their_vectors_and_pool_only_the_text(spec: str)
     adapter = ADAPTERS.create(f"{spec}:tokens=10")
     adapter.attach(model)
     strategy = parse_strategy("finetune")
-    apply_phase(model, strategy.phases(1, 0)[0], RunConfig(), strategy, adapter, "frozen", "text")
+    apply_phase(model, strategy.phases(1, 0)[0], RunConfig(), strategy, adapter, "frozen", TEXT.defaults.training)
     training = {n for n, p in model.named_parameters() if p.requires_grad}
     assert training == {f"features.encoder.{adapter.module}.embedding.weight", "head.weight", "head.bias"}
     with torch.no_grad():

@@ -22,11 +22,11 @@ from test_text import sentiment_rows, write_csv
 
 from transferkit import ImageClassifier, TextClassifier
 from transferkit.cli import main
+from transferkit.plugins import LOSS_TERMS
 from transferkit.report import figures
 from transferkit.report.html import write_report
 from transferkit.runs.rundir import read_run
 from transferkit.train.losses import LossTerm
-from transferkit.train.registries import LOSS_TERMS
 
 CHROMIUM = next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))),
                 None)

@@ -119,7 +119,7 @@ def test_adapter_json_is_checked_before_anything_is_allocated(tmp_path: Path, ch
 # -- a stored callback's database ----------------------------------------------------------------------------
 def test_a_prune_callback_never_touches_a_database_that_is_not_a_study(tmp_path: Path) -> None:
     pytest.importorskip("optuna")
-    from transferkit.train.registries import CALLBACKS
+    from transferkit.plugins import CALLBACKS
 
     mine = tmp_path / "mine.db"
     with sqlite3.connect(mine) as connection:

@@ -361,7 +361,7 @@ def test_memory_budget_admits_within_capacity_and_one_large_claim_alone() -> Non
 
 def test_decoding_costs_follow_the_mode_in_the_header() -> None:
     """Measured peaks: RGB 8 bytes a pixel; alpha (and a palette with a transparent colour) 24; 16-bit 25."""
-    from transferkit.serve.budget import image_cost
+    from transferkit.modalities.image.images import image_cost
 
     assert image_cost(100, 100, "RGB") == 80_000 and image_cost(100, 100, "RGB", transparency=True) == 80_000
     assert image_cost(100, 100, "P", transparency=True) == image_cost(100, 100, "RGBA") == 240_000

@@ -17,13 +17,13 @@ from faults import FaultInjection
 
 from transferkit.config import RunConfig
 from transferkit.errors import CheckpointError
+from transferkit.plugins import ADAPTERS, CALLBACKS, LOSS_TERMS
+from transferkit.strategies import parse_strategy
 from transferkit.train import state as ckpt
 from transferkit.train.callbacks import Callback
 from transferkit.train.data import EpochSampler, TrainData
 from transferkit.train.loop import Interrupted, train_model
 from transferkit.train.losses import LossTerm
-from transferkit.train.registries import ADAPTERS, CALLBACKS, LOSS_TERMS
-from transferkit.train.strategies import parse_strategy
 
 
 class ToyModel(nn.Module):

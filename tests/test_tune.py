@@ -16,7 +16,7 @@ from conftest import make_folder, run_main
 from transferkit.config import RunConfig
 from transferkit.estimators import ImageClassifier, load_classifier
 from transferkit.modalities import IMAGE
-from transferkit.train.registries import CALLBACKS
+from transferkit.plugins import CALLBACKS
 from transferkit.tuning import storage as tuning_storage
 from transferkit.tuning import study as tuning_study
 from transferkit.tuning.base import PRUNED_ATTR, PRUNERS

@@ -13,14 +13,14 @@ import types
 import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 from transferkit.atomic import atomic_write_bytes
 from transferkit.bounds import Bound, Int, Real
 from transferkit.errors import TransferkitError, arg, shown
+from transferkit.plugins import ADAPTERS, CALLBACKS, LOSS_TERMS
 from transferkit.registry import Registry, plugin
-from transferkit.train.registries import ADAPTERS, CALLBACKS, LOSS_TERMS
-from transferkit.train.strategies import STRATEGY_NAMES, parse_strategy
+from transferkit.strategies import STRATEGY_NAMES, parse_strategy
 
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["constant", "step", "multistep", "cosine", "one-cycle"]
@@ -44,15 +44,11 @@ Pooling = Literal["auto", "mean", "cls"]
 # --help panels (train's own options show under "Options")
 MODEL, DATA, FEATURES, HEAD, FINE_TUNING, TEXT = "Model", "Data", "Features", "Head", "Fine-tuning", "Text"
 
-# Fine-tuning defaults that differ between images and text; the matching config fields stay null until set.
-# Text: rt_polarity / MiniLM-L6, one gradual epoch: batch 32 beat 64 (test 0.835 vs 0.816), LR 2e-4 with
-# decay 0.8 and 0.1 epoch of warm-up beat 1e-4 / 0.7 / none (0.835 vs 0.805). gradual's head-only epochs
-# after the probe: images 1 (the head meets augmented views), text 0 (no augmentation, so the probe's head is
-# already that phase's optimum).
-KIND_DEFAULTS: dict[str, dict[str, float]] = {
-    "image": {"epochs": 10, "batch_size": 64, "lr": 3e-4, "layer_decay": 0.7, "warmup": 0.0, "freeze_epochs": 1},
-    "text": {"epochs": 2, "batch_size": 32, "lr": 2e-4, "layer_decay": 0.8, "warmup": 0.1, "freeze_epochs": 0},
-}
+# Fine-tuning defaults for the fields left null: a modality's own (Modality.defaults.training) start from these,
+# measured on images, and change what its data wants otherwise (modalities/text/modality.py). gradual's
+# head-only epochs after the probe: 1 (the head meets augmented views).
+FINETUNE_DEFAULTS: Mapping[str, Any] = types.MappingProxyType(
+    {"epochs": 10, "batch_size": 64, "lr": 3e-4, "layer_decay": 0.7, "warmup": 0.0, "freeze_epochs": 1})
 SGD_LR = 1e-2
 # Extraction / prediction batch. ONNX Runtime keeps a batch's activations in its arena: Lite0 @224 peaked at
 # 884 MB with 64 images, 488 MB with 32, at the same img/s (105-115 either way); MiniLM 340 vs 294 MB, same speed.
@@ -212,14 +208,15 @@ class RunConfig:
         self.check_fields()
         check_consistency(self)
 
-    def setting(self, name: str, kind: str = "image") -> Any:
-        """A fine-tuning field, or its default for this data kind (``image`` | ``text``) when null."""
+    def setting(self, name: str, defaults: Mapping[str, Any] = FINETUNE_DEFAULTS) -> Any:
+        """A fine-tuning field, or its default when null: the data's modality's (``defaults``: its
+        ``Modality.defaults.training``)."""
         value = getattr(self, name)
         if value is not None:
             return value
         if name == "lr" and self.optimizer == "sgd":
             return SGD_LR
-        return KIND_DEFAULTS[kind][name]
+        return defaults[name]
 
     @property
     def inference_batch(self) -> int:

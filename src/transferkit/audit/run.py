@@ -4,6 +4,7 @@ through the cache, and runs the checks; the result is a JSON-ready dict that the
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +21,7 @@ from transferkit.config import RunConfig
 from transferkit.modalities.base import Modality
 from transferkit.progress import log
 from transferkit.selection.candidates import Backbone, featurize, modality_of
-from transferkit.train.strategies import parse_strategy
+from transferkit.strategies import parse_strategy
 
 # what each kind of finding does to an exclusions file: duplicates drop their later copy (within train and val),
 # leaks their training copy; outliers are listed for a look, never excluded (rare is not wrong)
@@ -61,13 +62,18 @@ def audit_items(modality: Modality, items: AuditItems, config: RunConfig, second
                   zip(np.flatnonzero(~featurized.ok), featurized.failed)]
     rows = np.flatnonzero(featurized.ok)  # item index of each feature row
     features, labels = featurized.features, items.labels[rows]
-    proba = timed(seconds, "out_of_fold", lambda: out_of_fold_proba(
-        features, labels, len(items.classes), not featurized.normalized, config.seed))
-    issues = timed(seconds, "label_issues", lambda: find_label_issues(labels, proba))
-    keys = content_keys(items)
+    # The item checks (decoding every image: Python and PIL) run beside the probe's folds (NumPy, which lets go of
+    # the GIL, one BLAS thread): on 2 cores the two overlap
+    with ThreadPoolExecutor(1) as pool:
+        checked = pool.submit(lambda: timed(seconds, "checks", lambda: (image_checks if items.lines is None
+                                                                         else text_checks)(items)))
+        keys = pool.submit(content_keys, items)
+        proba = timed(seconds, "out_of_fold", lambda: out_of_fold_proba(
+            features, labels, len(items.classes), not featurized.normalized, config.seed))
+        issues = timed(seconds, "label_issues", lambda: find_label_issues(labels, proba))
+        checks, sizes, thumbnails = checked.result()
+        keys = keys.result()
     exact = timed(seconds, "exact_duplicates", lambda: exact_pairs(keys))
-    checks, sizes, thumbnails = timed(seconds, "checks", lambda: (image_checks if items.lines is None
-                                                                   else text_checks)(items))
 
     def same(i: int, j: int) -> bool:  # exact copies are listed once, as exact pairs
         return keys[i] is not None and keys[i] == keys[j]

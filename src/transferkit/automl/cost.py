@@ -12,7 +12,7 @@ from typing import Any
 from transferkit.config import RunConfig
 from transferkit.modalities.base import LabelledData, Modality, Split
 from transferkit.progress import log
-from transferkit.train.strategies import parse_strategy
+from transferkit.strategies import parse_strategy
 
 STEPS = 2  # the first warms up (allocations, one-off kernels); the second is timed
 SAMPLE = 8  # items per measured step, scaled to the training batch: decoding and stepping 64 would cost a trial
@@ -48,8 +48,7 @@ def measure(modality: Modality, config: RunConfig, dataset: LabelledData) -> Cos
     from transferkit.train.precision import resolve_precision
 
     start = time.perf_counter()
-    kind = modality.name
-    batch = int(config.setting("batch_size", kind))
+    batch = int(config.setting("batch_size", modality.defaults.training))
     spec = modality.resolve(config.replace(strategy="finetune"), parse_strategy("finetune"))
     n_classes = len(dataset.classes)
     take = min(len(dataset.train), batch, SAMPLE)

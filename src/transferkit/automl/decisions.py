@@ -1,10 +1,12 @@
-"""Why the winner won: the winner among the finished trials (validation metric, then validation log-loss, then
-fewer seconds), why each other trial lost or did not run, and the record ``RUN/decisions.json`` and the report
+"""Why the winner won: the winner among the finished trials (the first trial of the plan, which runs the cheaper
+and simpler ones first, whose validation metric is within one standard error of the best; Breiman's one-standard-
+error rule, so a difference of a few validation items does not choose), why each other trial lost or did not run, and the record ``RUN/decisions.json`` and the report
 keep (the same dict, under ``"auto"`` in metrics.json)."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +17,32 @@ from transferkit.runs.folders import AUTO_DECISIONS as DECISIONS_FILE
 FORMAT = "transferkit-auto-decisions-1"
 
 
-def choose(outcomes: list[Outcome], metric: str) -> Outcome | None:
-    """The best finished trial on validation (never on test: trials never read it)."""
+def standard_error(value: float, n_val: int) -> float:
+    """A validation score's binomial standard error over ``n_val`` items (macro-F1 read like an accuracy)."""
+    return math.sqrt(max(value * (1.0 - value), 0.0) / max(n_val, 1))
+
+
+def choose(outcomes: list[Outcome], metric: str, n_val: int) -> Outcome | None:
+    """The first finished trial in plan order within one standard error of the best on validation (never on
+    test: trials never read it); among equals, validation log-loss, then fewer seconds."""
     eligible = [o for o in outcomes if o.value(metric) is not None]
     if not eligible:
         return None
-    return max(eligible, key=lambda o: (o.value(metric), -o.scores.get("log_loss", float("inf")), -o.seconds))
+    best = max(eligible, key=lambda o: (o.value(metric), -o.scores.get("log_loss", float("inf")), -o.seconds))
+    floor = best.value(metric) - standard_error(best.value(metric), n_val)
+    return next(o for o in eligible if o is best or o.value(metric) > floor)
 
 
-def why_lost(outcome: Outcome, winner: Outcome, metric: str) -> str:
-    if outcome is winner:
-        return "chosen: the best validation " + metric.replace("_", "-")
+def why_lost(outcome: Outcome, winner: Outcome, metric: str, n_val: int) -> str:
     value, best = outcome.value(metric), winner.value(metric)
+    if outcome is winner:
+        return "chosen: the best validation " + metric.replace("_", "-") + " or within one standard error of it, " \
+               "and earliest in the plan"
     if value is None:
         return outcome.note or outcome.state
+    if value > best:
+        return (f"val {metric} {value:.4f} > {best:.4f}, but by less than one standard error "
+                f"({standard_error(value, n_val):.4f}): the simpler, earlier trial is kept")
     if value < best:
         return f"val {metric} {value:.4f} < {best:.4f}"
     if outcome.scores.get("log_loss", 0) > winner.scores.get("log_loss", 0):
@@ -36,17 +50,19 @@ def why_lost(outcome: Outcome, winner: Outcome, metric: str) -> str:
     return f"same val {metric} and log-loss, slower ({outcome.seconds:.0f} s)"
 
 
-def record(*, budget: float, used: float, metric: str, facts: dict[str, Any], ranking: list[dict[str, Any]],
+def record(*, budget: float, used: float, metric: str, n_val: int, facts: dict[str, Any],
+           ranking: list[dict[str, Any]],
            cost: dict[str, Any] | None, notes: list[str], outcomes: list[Outcome], winner: Outcome | None,
            study: str | None, dry_run: bool = False) -> dict[str, Any]:
     trials = []
     for outcome in outcomes:
         row = outcome.to_dict()
         if winner is not None:
-            row["why"] = why_lost(outcome, winner, metric)
+            row["why"] = why_lost(outcome, winner, metric, n_val)
         trials.append(row)
     return {"format": FORMAT, "dry_run": dry_run, "budget_seconds": round(budget, 1), "used_seconds": round(used, 1),
-            "metric": metric, "facts": facts, "ranking": ranking, "cost": cost, "notes": notes, "trials": trials,
+            "metric": metric, "val_items": n_val, "facts": facts, "ranking": ranking, "cost": cost, "notes": notes,
+            "trials": trials,
             "winner": None if winner is None else {"key": winner.trial.key, "settings": winner.trial.settings,
                                                    "val": winner.scores, "final_fit": winner.note},
             "study": study,

@@ -10,23 +10,12 @@ from typing import Any, Sequence
 
 from transferkit.automl.candidates import Ranked
 from transferkit.automl.cost import Cost
+from transferkit.modalities import modality_named
 
 PROBE_FIT_SECONDS = 3.0  # the L-BFGS head along its L2 path, on cached features
 PROBE_FIT_PER_ITEM = 0.005  # and per item (reading its features, the path): trec's 5,452 texts took ~30 s here
 SAFETY = 1.15  # a trial is started only when its estimate with this margin fits what is left
-# (strategy, adapter, lr, what it tries), per modality; lr None: the kind's default (config.py KIND_DEFAULTS)
-FINETUNES: dict[str, list[tuple[str, str, float | None, str]]] = {
-    "image": [("gradual", "full", None, "LP-FT: probe head, then every layer (the strongest default on CIFAR-10)"),
-              ("gradual", "lora:r=8,alpha=16", 1e-3, "LoRA adapters: few parameters, hard to overfit"),
-              ("gradual", "full", 1e-3, "LP-FT at a higher learning rate"),
-              ("last-k:2", "full", 1e-3, "only the last two blocks and the head train"),
-              ("finetune", "full", None, "every layer from the start")],
-    "text": [("gradual", "full", None, "LP-FT: probe head, then the whole encoder"),
-             ("gradual", "full", 5e-5, "LP-FT at a lower learning rate"),
-             ("gradual", "lora:r=8,alpha=16", 1e-3, "LoRA adapters on the encoder"),
-             ("finetune", "full", None, "the whole encoder from the start")],
-}
-EPOCHS = {"image": (2, 3, 10), "text": (1, 1, 3)}  # (least, preferred, most) epochs per fine-tuning trial
+# The fine-tunes tried and their epochs are the data's modality's (Modality.defaults: finetunes, epochs).
 
 
 @dataclass
@@ -38,6 +27,12 @@ class Trial:
     estimate: float
     why: str
     kind: str = "probe"  # "probe" | "finetune"
+
+    @property
+    def trains_backbone(self) -> bool:
+        """A fine-tune: epochs the pruner and the deadline watch, an estimate the measured ones correct, and a
+        winner whose engine is exported when saved (a probe reads cached features: none of that)."""
+        return self.kind == "finetune"
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "kind": self.kind, "settings": self.settings, "estimate_seconds": round(self.estimate, 1),
@@ -75,7 +70,8 @@ def probe_trials(ranked: Sequence[Ranked], n_items: int, ranked_items: int, weig
 def finetune_trials(kind: str, cost: Cost, n_train: int, n_val: int, seconds: float, given: dict[str, Any],
                     fixed_settings: dict[str, Any]) -> tuple[list[Trial], str]:
     """As many fine-tunes as fit ``seconds``, each at the epochs it can afford; and a note on what was left out."""
-    options = [o for o in FINETUNES.get(kind, []) if "strategy" not in given or o[0] == given["strategy"]]
+    defaults = modality_named(kind).defaults  # the modality's own fine-tunes and epochs
+    options = [o for o in defaults.finetunes if "strategy" not in given or o[0] == given["strategy"]]
     if "lr" in given or "adapter" in given:  # one setting fixed: variants that differ only in it are the same trial
         seen: set[tuple[str, str]] = set()
         options = [o for o in options if (o[0], given.get("adapter", o[1])) not in seen
@@ -83,7 +79,7 @@ def finetune_trials(kind: str, cost: Cost, n_train: int, n_val: int, seconds: fl
     if not options:
         return [], ""
     epoch = cost.epoch_seconds(n_train, n_val)
-    least, preferred, most = EPOCHS[kind]
+    least, preferred, most = defaults.epochs
     fixed = given.get("epochs")
     chosen: tuple[int, int] | None = None
     for floor in (preferred, least):

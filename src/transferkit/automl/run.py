@@ -16,7 +16,7 @@ from transferkit.automl.candidates import RANK_ITEMS, Ranked, rank_backbones
 from transferkit.automl.cost import SETUP_SECONDS, measure
 from transferkit.automl.decisions import choose, record, write_decisions
 from transferkit.automl.facts import derive
-from transferkit.automl.plan import EPOCHS, make_plan
+from transferkit.automl.plan import make_plan
 from transferkit.automl.search import Outcome, STUDY_FILE, open_auto_study, run_trials
 from transferkit.config import FINE_TUNING, RunConfig
 from transferkit.errors import DataError, TransferkitError, arg
@@ -98,10 +98,10 @@ def auto(data: str | Path, out: str | Path | None = None, budget: str | float = 
     ranked = rank_backbones(modality, dataset, base, backbones, clock)
     top = next(r for r in ranked if r.kept)
     cost, why_not = None, "no fine-tuning: the budget left no time to measure a training step"
-    floor = training_floor(top, given.get("epochs", EPOCHS[modality.name][0]), len(dataset.train))
+    floor = training_floor(top, given.get("epochs", modality.defaults.epochs[0]), len(dataset.train))
     if floor > clock.left - reserve_for(dataset, ranked, True, report):
         why_not = (f"no fine-tuning: a training step costs at least ~{BACKWARD_FACTOR}x inference, so "
-                   f"{given.get('epochs', EPOCHS[modality.name][0])} epoch(s) of {top.name} need >= {floor:.0f} s at the extraction rate "
+                   f"{given.get('epochs', modality.defaults.epochs[0])} epoch(s) of {top.name} need >= {floor:.0f} s at the extraction rate "
                    f"measured here, more than the budget leaves")
     elif clock.left - reserve_for(dataset, ranked, True, report) > MEASURE_SECONDS:
         cost = measure(modality, base.replace(backbone=top.name), dataset)
@@ -109,7 +109,7 @@ def auto(data: str | Path, out: str | Path | None = None, budget: str | float = 
     weigh = facts.measured["imbalanced"] and "class_weights" not in facts.settings  # the probe tries both
     plan = make_plan(modality.name, ranked, cost, len(dataset.train), len(dataset.val), min(RANK_ITEMS, len(
         dataset.train) + len(dataset.val)), seconds, given, tuned, why_not, weigh)
-    common = {"budget": clock.budget, "metric": metric, "facts": facts.to_dict(),
+    common = {"budget": clock.budget, "metric": metric, "n_val": len(dataset.val), "facts": facts.to_dict(),
               "ranking": [r.to_dict() for r in ranked], "cost": cost.to_dict() if cost else None, "notes": plan.notes}
     if dry_run:
         outcomes = [Outcome(t, "planned") for t in plan.trials]
@@ -118,9 +118,9 @@ def auto(data: str | Path, out: str | Path | None = None, budget: str | float = 
     with hold_run_folder(folder) if folder is not None else nullcontext(), \
             tempfile.TemporaryDirectory(prefix="tk-auto-") as scratch:
         study = open_auto_study(folder or Path(scratch), study_name(config, given))
-        reserve = reserve_for(dataset, ranked, any(t.kind == "finetune" for t in plan.trials), report)
+        reserve = reserve_for(dataset, ranked, any(t.trains_backbone for t in plan.trials), report)
         outcomes = run_trials(plan, base, classifier, study, folder or Path(scratch), clock, reserve)
-        winner = choose(outcomes, metric)
+        winner = choose(outcomes, metric, len(dataset.val))
         if winner is None:
             why = "; ".join([*plan.notes, *(f"{o.trial.key}: {o.note}" for o in outcomes)][:3])
             raise TransferkitError(f"no trial finished within {arg('budget', budget)} ({why or 'none planned'}); "

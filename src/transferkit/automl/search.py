@@ -77,16 +77,16 @@ def run_trials(plan: Plan, base: RunConfig, classifier: type[TransferClassifier]
         if planned.key in done:
             outcomes.append(resumed(planned, done[planned.key]))
             continue
-        estimate = planned.estimate * (scale if planned.kind == "finetune" else 1.0)
+        estimate = planned.estimate * (scale if planned.trains_backbone else 1.0)
         left = clock.left - reserve
-        if planned.kind == "probe" and not any(o.state in ("complete", "resumed") for o in outcomes):
+        if not planned.trains_backbone and not any(o.state in ("complete", "resumed") for o in outcomes):
             left = float("inf")  # the first probe (seconds, on features ranking cached) always runs: a result, not none
         if estimate * SAFETY > left:
             outcomes.append(Outcome(planned, "skipped", note=f"not started: needs ~{estimate:.0f} s, {max(0, left):.0f} s "
                                                              "of the budget were left"))
             continue
         outcome = run_one(planned, base, classifier, study, folder, clock, reserve)
-        if planned.kind == "finetune" and outcome.state == "complete" and planned.estimate:
+        if planned.trains_backbone and outcome.state == "complete" and planned.estimate:
             scale = max(scale, outcome.seconds / planned.estimate)
         outcomes.append(outcome)
     return outcomes
@@ -104,7 +104,7 @@ def run_one(planned: Trial, base: RunConfig, classifier: type[TransferClassifier
     trial = study.ask()
     trial.set_user_attr(KEY_ATTR, planned.key)
     config = base.replace(test_data=None, **planned.settings)
-    if planned.kind == "finetune":  # each epoch reaches the pruner; no epoch starts that would pass the budget
+    if planned.trains_backbone:  # each epoch reaches the pruner; no epoch starts that would pass the budget
         deadline = format_spec("deadline", {"at": round(clock.deadline_epoch - reserve, 1)})
         config = config.replace(callbacks=[*config.callbacks, deadline,
                                            prune_spec(study_url(folder), study.study_name, trial.number, "median")])

@@ -14,7 +14,7 @@ from transferkit.cli.options import CONFIG_FIELDS, with_config_options
 from transferkit.cli.output import console, print_json
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
-from transferkit.train.registries import DOMAIN_TERMS
+from transferkit.plugins import DOMAIN_TERMS
 
 
 @with_config_options(TRAIN_FIELDS)
@@ -85,7 +85,7 @@ def new_classifier(data: str, params: dict[str, Any], target: Path | None) -> An
 
     if target is None:
         return classifier_for_data(data)(**params)
-    from transferkit.methods.domain.estimator import adapting_classifier  # lazy: torch
+    from transferkit.adapt.estimator import adapting_classifier  # lazy: torch
 
     return adapting_classifier(classifier_for_data(data), str(target), params)
 

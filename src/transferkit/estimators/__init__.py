@@ -7,23 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from transferkit.errors import DataError, RunDirError
-from transferkit.estimators.core import TransferClassifier
+from transferkit.estimators.core import TransferClassifier, classifier_class
 from transferkit.estimators.image import ImageClassifier
 from transferkit.estimators.text import TextClassifier
 from transferkit.modalities import MODALITIES
-from transferkit.modalities.base import Modality
 from transferkit.runs.rundir import read_run, run_format
 
-__all__ = ["ImageClassifier", "TextClassifier", "TransferClassifier", "classifier_for_data", "load_classifier"]
-
-
-def classifier_class(modality: Modality) -> type[TransferClassifier]:
-    """The classifier of ``modality``: its own class (``ImageClassifier``, ...), or a plain one for a modality
-    that has none."""
-    for cls in TransferClassifier.__subclasses__():
-        if cls.modality is modality:
-            return cls
-    return type(f"{modality.name.title()}Classifier", (TransferClassifier,), {"modality": modality})
+__all__ = ["ImageClassifier", "TextClassifier", "TransferClassifier", "classifier_class", "classifier_for_data",
+           "load_classifier"]
 
 
 def classifier_for_data(data: Any) -> type[TransferClassifier]:

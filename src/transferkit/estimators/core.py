@@ -18,22 +18,23 @@ import numpy as np
 
 from transferkit.config import RunConfig
 from transferkit.errors import DataError, RunDirError, TransferkitError, first_line
-from transferkit.estimators.finetune import finetune
+from transferkit.estimators.finetune import Reshape, Unlabelled, finetune
 from transferkit.estimators.parent import (check_data_kind, check_parent_classes, grown_head, load_parent,
                                           parent_record, score_on_parent_data)
 from transferkit.exclusions import leave_out, read_exclusions
 from transferkit.estimators.params import ConfiguredEstimator, check_parameters, typed_classes
 from transferkit.features.engines import check_precision_device, engine_dir, net_tensors, seed_engine
+from transferkit.features.ranks import across_ranks
 from transferkit.heads.probe import ProbeHead, fit_probe
 from transferkit.metrics import classification_metrics, record_scored_items
 from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Modality, Split, check_read,
                                         empty_split_error, skipped_record)
 from transferkit.progress import log
 from transferkit.runs.folders import RUN_ENGINE
-from transferkit.runs.lock import hold_run_folder
+from transferkit.runs.lock import hold_run_folder, is_other_rank
 from transferkit.runs.rundir import (check_out_vs_data, check_writable, checkpoint_dir, read_run, read_tensors,
                                      run_format, training_files, write_run)
-from transferkit.train.strategies import Strategy, parse_strategy
+from transferkit.strategies import Strategy, parse_strategy
 
 if TYPE_CHECKING:
     from torch import nn
@@ -76,11 +77,14 @@ class TransferClassifier(ConfiguredEstimator):
 
     # -- fitting ---------------------------------------------------------------------------------------------
     def fit(self, data: Any, labels: Sequence[Any] | None = None, val_data: Any = None,
-            out: str | Path | None = None, resume: bool = False) -> "TransferClassifier":
+            out: str | Path | None = None, resume: bool = False, *, unlabelled: Unlabelled | None = None,
+            reshape: Reshape | None = None) -> "TransferClassifier":
         """Fit on ``data`` (an image folder, a .csv/.tsv/.jsonl file, or texts with ``labels``); validation is
         ``val_data`` (or ``config.val_data``), the data's own val split, or split off train (``val_fraction``);
         ``config.test_data`` adds a test split. Strategies other than ``linear-probe`` train the backbone, with
-        checkpoints in ``out/checkpoints`` (a temporary folder without ``out``); ``resume=True`` continues."""
+        checkpoints in ``out/checkpoints`` (a temporary folder without ``out``); ``resume=True`` continues.
+        When the backbone trains, ``unlabelled`` adds a second training stream without labels and ``reshape``
+        changes the model first (both: :func:`~transferkit.estimators.finetune.finetune`; ``adapt`` passes them)."""
         start = time.perf_counter()
         config = absolute_paths(self.config.replace(data=str(data) if isinstance(data, (str, Path)) else None))
         config.validate()
@@ -109,7 +113,7 @@ class TransferClassifier(ConfiguredEstimator):
             self._fit_probe(dataset, metrics)
         else:
             head = grown_head(parent, [str(c) for c in self.classes_]) if parent is not None else None
-            self._fit_finetune(dataset, strategy, metrics, out, resume, head)
+            self._fit_finetune(dataset, strategy, metrics, out, resume, head, unlabelled, reshape)
         if parent is not None:
             metrics["parent"].update(score_on_parent_data(self, parent))
         # a first run's one-off ONNX export is reported apart, so train_seconds compares across runs
@@ -136,7 +140,7 @@ class TransferClassifier(ConfiguredEstimator):
         # A validation split carved out of the training data only chooses the L2 strength: the head is then
         # refitted on both. The user's own held-out set stays out of training.
         head = self._probe(train, val, refit=not dataset.held_out)
-        self.head_, self.is_main_process_ = head, True
+        self.head_, self.is_main_process_ = head, not is_other_rank()  # every rank fits the same head; rank 0 saves
         metrics["probe"] = {"l2": head.l2, "path": head.path, "refit_on_train_and_val": head.refit}
         metrics["embeddings"] = train[0].stats
         if len(val[1]):
@@ -150,7 +154,8 @@ class TransferClassifier(ConfiguredEstimator):
 
     def _featurize_splits(self, dataset: LabelledData, *splits: Split) -> list[tuple[Featurized, np.ndarray]]:
         """(features, labels of the items read) per split, through one pass over the cache and the engine."""
-        result = self.featurize([item for split in splits for item in split.items], splits[0].items)  # train first
+        with across_ranks():  # under a launch, every rank is here with the same items: they share the extraction
+            result = self.featurize([item for split in splits for item in split.items], splits[0].items)  # train first
         parts, start = [], 0
         for name, split in zip(("train", "val", "test"), splits):
             part = result.part(start, start + len(split))
@@ -173,7 +178,8 @@ class TransferClassifier(ConfiguredEstimator):
                          refit=refit, standardize=not train[0].normalized)
 
     def _fit_finetune(self, dataset: LabelledData, strategy: Strategy, metrics: dict[str, Any],
-                      out: str | Path | None, resume: bool, head_init: ProbeHead | None = None) -> None:
+                      out: str | Path | None, resume: bool, head_init: ProbeHead | None = None,
+                      unlabelled: Unlabelled | None = None, reshape: Reshape | None = None) -> None:
         """Train the backbone too, the head from ``head_init`` (a parent run's) or the probe (LP-FT) or new;
         afterwards the trained network serves predict / save like a probe's."""
         if head_init is None and strategy.init_head_from_probe:  # LP-FT: the head starts from the probe on the pretrained features
@@ -182,7 +188,8 @@ class TransferClassifier(ConfiguredEstimator):
             metrics["probe"] = {"l2": head_init.l2, "path": head_init.path}
         with hold_run_folder(out) if out is not None else nullcontext():  # its checkpoints are written there
             tuned = finetune(self.modality, self.spec_, self.config, self.classes_, dataset, strategy, metrics, out,
-                             resume, head_init)
+                             resume, head_init, unlabelled=unlabelled, reshape=reshape,
+                             classifier=classifier_class(self.modality))
         self.net_, self.spec_, self.head_, self.is_main_process_ = tuned.net, tuned.spec, tuned.head, tuned.is_main
         self.source_head_, self.adapter_ = tuned.source_head, tuned.adapter
         self.checkpoint_dir_ = None if out is None else checkpoint_dir(out)
@@ -357,6 +364,15 @@ class TransferClassifier(ConfiguredEstimator):
         clf.source_head_, clf.adapter_ = None, None
         clf.run_engine_ = Path(path) / RUN_ENGINE
         return clf
+
+
+def classifier_class(modality: Modality) -> type[TransferClassifier]:
+    """The classifier of ``modality``: its own class (``ImageClassifier``, ...), or a plain one for a modality
+    that has none."""
+    for cls in TransferClassifier.__subclasses__():
+        if cls.modality is modality:
+            return cls
+    return type(f"{modality.name.title()}Classifier", (TransferClassifier,), {"modality": modality})
 
 
 def share_probe_engine(modality: Modality, spec: Any, path: Path, cache_dir: str | None) -> None:

@@ -7,7 +7,7 @@ import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from transferkit.config import RunConfig
 from transferkit.digests import tensor_fingerprint
@@ -15,10 +15,18 @@ from transferkit.heads.linear import load_probe_into, probe_from_linear
 from transferkit.heads.probe import ProbeHead
 from transferkit.metrics import classification_metrics
 from transferkit.modalities.base import LabelledData, Modality, Spec, empty_split_error, skipped_record
-from transferkit.train.strategies import Strategy
+from transferkit.strategies import Strategy
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from transferkit.train.data import TrainData
+
+# A second training stream without labels (adapt's target images), built once the backbone's spec is known (its
+# preprocessing): the loop draws a batch of it beside each labelled one, and loss terms read it (Batch.unlabelled).
+Unlabelled = Callable[[Spec, RunConfig], "TrainData"]
+# The model changed before it trains (adapt's bottleneck head, which folds back into a linear head when saved).
+Reshape = Callable[["nn.Module"], "nn.Module"]
 
 
 def tuned_fingerprint(base: str, state: Mapping[str, Any]) -> str:
@@ -41,14 +49,17 @@ class Finetuned:
 
 def finetune(modality: Modality, spec: Spec, config: RunConfig, classes: Sequence[Any], dataset: LabelledData,
              strategy: Strategy, metrics: dict[str, Any], out: str | Path | None, resume: bool,
-             head_init: ProbeHead | None) -> Finetuned:
+             head_init: ProbeHead | None, *, unlabelled: Unlabelled | None = None, reshape: Reshape | None = None,
+             classifier: type | None = None) -> Finetuned:
     """Train ``modality``'s model of ``spec`` on ``dataset`` (checkpoints in ``out``, a scratch folder without
-    it), the head from ``head_init`` when given; ``metrics`` gets the history, val, test and retention."""
+    it), the head from ``head_init`` when given; ``metrics`` gets the history, val, test and retention.
+    ``unlabelled`` and ``reshape`` (see their types above) come from the caller that needs them (``adapt``);
+    ``classifier`` is the modality's classifier class, through which a loss term loads or fits another model."""
     import torch  # the training modules import torch: loaded only when a backbone trains
 
-    from transferkit.methods.retention import source_retention
-    from transferkit.train.losses import TaskInputs
+    from transferkit.estimators.retention import source_retention
     from transferkit.train.loop import train_model
+    from transferkit.train.losses import TaskInputs
 
     n_classes = len(classes)
     val_inputs, val_labels, failed = modality.eval_inputs(spec, dataset.val, config)
@@ -56,12 +67,18 @@ def finetune(modality: Modality, spec: Spec, config: RunConfig, classes: Sequenc
         raise empty_split_error("val", len(dataset.val), failed)
     torch.manual_seed(config.seed)
     model = modality.build_model(spec, n_classes)
+    if reshape is not None:
+        model = reshape(model)
     if head_init is not None:
         load_probe_into(model.head, head_init)
     predict, frozen = modality.predictor(spec, config), modality.frozen_forward(spec, config)
-    task = TaskInputs([str(c) for c in classes], modality.source_head(spec, model.head.in_features), modality)
+    task = TaskInputs([str(c) for c in classes], modality.source_head(spec, model.head.in_features), modality,
+                      classifier)
+    data = modality.train_data(spec, dataset.train, config, n_classes)
+    if unlabelled is not None:
+        data.unlabelled = unlabelled(spec, config)
     with tempfile.TemporaryDirectory(prefix="transferkit-train-") as scratch:
-        result = train_model(model, config, strategy, modality.train_data(spec, dataset.train, config, n_classes),
+        result = train_model(model, config, strategy, data,
                              (val_inputs, val_labels) if len(val_labels) else None, n_classes,
                              Path(out) if out is not None else Path(scratch), resume=resume,
                              frozen=frozen, predict=predict, task=task, resumable=out is not None)

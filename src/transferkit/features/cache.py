@@ -142,8 +142,16 @@ class FeatureStore:
                     self._index[str(key)] = (shard, row)
         return self._index
 
+    def refresh(self) -> None:
+        """Read the index again when next asked: other processes' shards written since are then seen."""
+        self._index = None
+
     def __len__(self) -> int:
         return len(self._load_index())
+
+    def keys(self) -> list[str]:
+        """Every key the cache holds a row for."""
+        return list(self._load_index())
 
     def __contains__(self, key: str) -> bool:
         return key in self._load_index()

@@ -9,13 +9,10 @@ fp32's (:class:`EnginePlan`).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import time
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
@@ -27,6 +24,8 @@ from transferkit.config import ENGINES
 from transferkit.errors import TransferkitError, arg, first_line
 from transferkit.features.cache import cache_root, claim_root
 from transferkit.features.child import in_child
+from transferkit.features.graphs import export_graph
+from transferkit.features.ranks import cores_per_process
 from transferkit.features.quantize import (STATIC_QDQ, Calibration, QuantizationError, Recipe, check_close,
                                            check_sample_size, features_identity, int8_file, int8_files,
                                            items_per_second, quantize_graph, read_record, record_speed,
@@ -69,7 +68,7 @@ class OnnxEngine:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.intra_op_num_threads = threads or cores_per_process()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if not self.spinning:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -109,30 +108,12 @@ class TorchEngine:
             return self.net(batch).float().cpu().numpy()
 
 
-def export_atomically(path: Path, export: Callable[[str], None]) -> None:
-    """Run ``export(tmp_path)`` quietly (the exporters print pages of diagnostics), then rename the file into
-    place: concurrent exporters never see half a model."""
-    buffer = io.StringIO()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp.onnx")
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-            warnings.simplefilter("ignore")
-            export(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def export_onnx(net: "nn.Module", input_size: int, path: Path) -> None:
     """Export ``net`` (uint8 NHWC -> features) with a dynamic batch dimension, atomically."""
     import torch
 
     example = torch.zeros((2, input_size, input_size, 3), dtype=torch.uint8)
-    export_atomically(path, lambda tmp: torch.onnx.export(
-        net.eval(), (example,), tmp, dynamo=True, external_data=False,
-        input_names=["images"], output_names=["features"],
-        dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}},
-    ))
+    export_graph(net, (example,), path, ["images"], "features")
 
 
 def check_precision_device(precision: str) -> None:

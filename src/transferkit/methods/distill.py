@@ -19,28 +19,32 @@ import torch
 from torch import nn
 
 from transferkit.errors import BackboneError, TrainingError
-from transferkit.estimators import classifier_class, load_classifier
-from transferkit.estimators.core import TransferClassifier
 from transferkit.methods.soft_targets import softened_kl
+from transferkit.modalities import MODALITIES
 from transferkit.progress import log
 from transferkit.runs.folders import is_run_folder
+from transferkit.runs.rundir import run_format
 from transferkit.train.losses import Batch, LossTerm, Outputs, TermSetup
 
 
-def load_teacher(teacher: str, setup: TermSetup) -> TransferClassifier:
-    """The teacher: a run folder as saved, or a backbone (a name, or a model folder such as a bigger sentence
-    encoder) with a probe fitted on the training data."""
+def load_teacher(teacher: str, setup: TermSetup) -> Any:
+    """The teacher, a fitted classifier of the data's modality (``setup.task.classifier``): a run folder as
+    saved, or a backbone (a name, or a model folder such as a bigger sentence encoder) with a probe fitted on the
+    training data."""
     classes = setup.task.classes or [str(i) for i in range(setup.n_classes)]
+    classifier = setup.task.classifier
+    if classifier is None:  # train_model called without an estimator: nothing to load a teacher with
+        raise TrainingError("method distill: this run has no classifier class to load its teacher with; train "
+                            "through ImageClassifier / TextClassifier or `transferkit train`")
     path = Path(teacher).expanduser()
     if is_run_folder(path) or (path / "model.safetensors").is_file():  # a run, even one holding a file of the user's
-        return run_teacher(teacher, path, setup.task.modality, classes)
+        return run_teacher(teacher, path, classifier, classes)
     if teacher.startswith((".", "/", "~")) and not path.exists():  # a path that is not there
         raise TrainingError(f"method distill: teacher={teacher}: no such run folder; give a finished run's folder "
                             "or a backbone name")
     log(f"distill: fitting a linear probe on teacher backbone '{teacher}'")
     config = setup.config
-    model = classifier_class(setup.task.modality)(teacher, "linear-probe", cache_dir=config.cache_dir, engine=config.engine,
-                                             seed=config.seed)
+    model = classifier(teacher, "linear-probe", cache_dir=config.cache_dir, engine=config.engine, seed=config.seed)
     model.verbose = False
     try:
         return model.fit(list(setup.data.items), [classes[y] for y in setup.data.labels])
@@ -53,13 +57,15 @@ def load_teacher(teacher: str, setup: TermSetup) -> TransferClassifier:
                             "`transferkit train`, or a backbone name") from None
 
 
-def run_teacher(teacher: str, path: Path, modality: Any, classes: list[str]) -> TransferClassifier:
-    """A finished run as the teacher: of the data's modality, trained on its classes."""
-    model = load_classifier(path)
-    if modality is not None and model.modality is not modality:
-        raise TrainingError(f"method distill: teacher {teacher} was trained on {model.modality.name} data, and this "
+def run_teacher(teacher: str, path: Path, classifier: Any, classes: list[str]) -> Any:
+    """A finished run as the teacher: of the data's modality (``classifier``'s), trained on its classes."""
+    modality, saved_as = classifier.modality, run_format(path)
+    other = next((m for m in MODALITIES if m.run_format == saved_as and m is not modality), None)
+    if other is not None:
+        raise TrainingError(f"method distill: teacher {teacher} was trained on {other.name} data, and this "
                             f"run's data is {modality.name}: a teacher reads the same kind of data; give a run "
                             f"trained on {modality.name}, or a {modality.name} backbone")
+    model = classifier.load(path)
     found = [str(c) for c in model.classes_]
     if found != classes:
         raise TrainingError(f"method distill: teacher {teacher} has classes {found[:5]}, the data has "
@@ -71,7 +77,7 @@ class Distillation(LossTerm):
     name = "distill"
 
     def __init__(self, teacher: str, temperature: float = 4.0, alpha: float = 0.5, features: float = 0.0) -> None:
-        super().__init__(weight=1.0)  # the options' ranges: train/registries.py, checked when parsed
+        super().__init__(weight=1.0)  # the options' ranges: plugins.py, checked when parsed
         self.teacher, self.temperature = str(teacher), float(temperature)
         self.alpha, self.feature_weight = float(alpha), float(features)
         self.target_share = 1.0 - self.alpha

@@ -23,7 +23,7 @@ class LearningWithoutForgetting(LossTerm):
     name = "lwf"
 
     def __init__(self, alpha: float = 0.5, temperature: float = 2.0) -> None:
-        super().__init__(weight=float(alpha))  # the options' ranges: train/registries.py, checked when parsed
+        super().__init__(weight=float(alpha))  # the options' ranges: plugins.py, checked when parsed
         self.target_share = 1.0 - float(alpha)
         self.temperature = float(temperature)
         self.frozen = None

@@ -30,7 +30,7 @@ from transferkit.train.adapters import Adapter, AdapterWeights
 
 class PromptAdapter(Adapter):
     """What prompt adapters share: one module added to the backbone under :attr:`module`; only it (and the
-    head) trains, and :meth:`saved` keeps it; options are the token count (bounds in train/registries.py)."""
+    head) trains, and :meth:`saved` keeps it; options are the token count (bounds in plugins.py)."""
 
     module: ClassVar[str] = ""  # the attribute the adapter adds to the backbone
 

@@ -2,8 +2,10 @@
 
 A modality (images, text, ...) owns everything that depends on what the items are: how labelled data is
 read, how items become features through the cache and the engines, which network and head train, what a
-run folder holds besides the common files. :class:`~transferkit.estimators.core.TransferClassifier` holds
-fit / predict / evaluate / save / load once and asks its modality for those parts.
+run folder holds besides the common files, its defaults and what ``auto`` derives from its data, what its run's
+model takes (export, serve: :class:`ModelInputs`) and how a report shows its items.
+:class:`~transferkit.estimators.core.TransferClassifier` holds fit / predict / evaluate / save / load once and
+asks its modality for those parts; export, serve, report, tune and auto ask the run's modality too.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -20,17 +22,23 @@ from transferkit.errors import DataError
 from transferkit.progress import log
 
 if TYPE_CHECKING:
+    import torch
     from accelerate import Accelerator
     from torch import nn
 
     from transferkit.runs.rundir import RunFiles
+    from transferkit.strategies import Strategy
     from transferkit.train.data import TrainData
-    from transferkit.train.strategies import Strategy
 
 # what predict_proba / predict_records take: a path, a text, or a list of them
 Inputs = str | Path | Sequence[str | Path]
 # (model, inputs as eval_inputs made them, accelerator or None) -> class probabilities
 Predictor = Callable[["nn.Module", Any, "Accelerator | None"], np.ndarray]
+# (RunConfig field, value or None to leave it, why): how a modality's data settles a setting (auto)
+Decide = Callable[[str, Any, str], None]
+Batches = Iterator[tuple[np.ndarray, tuple[np.ndarray, ...]]]  # (positions of the batch's items, model inputs)
+MODEL_OUTPUT = "probabilities"  # the exported whole model's output
+Embed = Callable[[Any, str], str]  # (a matplotlib Figure, its alt text) -> the report's <img> of it
 
 
 @dataclass
@@ -112,10 +120,63 @@ class RunParts:
     add_files: Callable[[Path], None] | None = None  # writes into the run's staging folder
 
 
+@dataclass(frozen=True)
+class Defaults:
+    """What a modality settles when the user does not: its fine-tuning settings (the RunConfig fields left null),
+    the epochs a fine-tuning trial takes (``auto`` and ``tune``), ``auto``'s fine-tuning trials, and which of the
+    settings only it reads a search may tune."""
+
+    training: Mapping[str, Any]  # epochs, batch_size, lr, layer_decay, warmup, freeze_epochs (RunConfig.setting)
+    epochs: tuple[int, int, int]  # (least, preferred, most) epochs of one fine-tuning trial
+    # auto's fine-tunes, most promising first: (strategy, adapter, lr or None for the default, what it tries)
+    finetunes: tuple[tuple[str, str, float | None, str], ...] = ()
+    tuned: frozenset[str] = frozenset()  # its own RunConfig fields a search may tune (tuning/space.py: own=True)
+
+
+@dataclass
+class Misclassified:
+    """One misclassified held-out item, as a report shows it (most confident first)."""
+
+    item: str
+    line: int | None  # its line in a file (text rows), else None
+    true: Any  # the labels, as classes.json holds them
+    predicted: Any
+    confidence: float  # the predicted class's probability
+
+
+class ModelInputs(Protocol):
+    """The inputs of one loaded run's whole model, for export and serve (``Modality.inputs``)."""
+
+    names: tuple[str, ...]  # the model's input names, in call order
+
+    def contract(self, preprocessing: dict[str, Any]) -> dict[str, Any]:
+        """preprocessing.json of an export: the run's own, plus the inputs and how to prepare them."""
+
+    def example(self) -> tuple["torch.Tensor", ...]:
+        """A small batch of valid inputs, for tracing and exporting."""
+
+    def export_onnx(self, model: "nn.Module", path: Path) -> None:
+        """``model`` as ONNX at ``path`` (output :data:`MODEL_OUTPUT`), with a dynamic batch axis, atomically."""
+
+    def batches(self, items: Any, batch_size: int) -> Batches:
+        """Prepared items (decoded images, token ids) as the model's input arrays, batch by batch."""
+
+    def engine(self) -> Callable[..., np.ndarray]:
+        """The run's feature engine (ONNX Runtime on CPU, torch on a GPU), opened once: inputs -> features."""
+
+    def add_files(self, folder: Path) -> None:
+        """Files the export needs beside the model (a text run's tokenizer)."""
+
+    def requests(self, service: Any, decoding: Any) -> Any:
+        """The server's ``POST /predict`` for these inputs (serve/requests.py: an object with ``register(app,
+        batcher)``); ``service`` is serve's Service, ``decoding`` its MemoryBudget for preparing items."""
+
+
 class Modality(Protocol):
     """The parts of transfer learning that depend on what the items are (see the module docstring)."""
 
-    name: str  # "image" | "text": the config's defaults per kind (RunConfig.setting), messages
+    name: str  # "image" | "text": messages, reports, the modality registry (modalities/__init__.py)
+    defaults: Defaults
     default_backbone: str
     run_format: str  # model.safetensors metadata "format" of its runs
     run_files: tuple[str, ...]  # entries its run folders hold besides the common files
@@ -189,6 +250,20 @@ class Modality(Protocol):
 
     def run_parts(self, spec: Spec, config: RunConfig) -> RunParts:
         """Metadata, preprocessing.json and extra files of a run folder."""
+
+    # -- what the tools around a run ask (export, serve, report, auto, ``transferkit backbones``) ---------------
+    def inputs(self, clf: Any) -> ModelInputs:
+        """The inputs of the loaded run ``clf`` (a TransferClassifier): export and serve read them."""
+
+    def show_errors(self, errors: list[Misclassified], embed: Embed) -> str:
+        """The report's HTML of misclassified items (an image grid, rows of text, ...); ``embed`` puts a figure
+        in the page as the report's own are."""
+
+    def derive(self, dataset: LabelledData, config: RunConfig, decide: Decide) -> dict[str, Any]:
+        """Settings the data itself settles for ``auto`` (each through ``decide``); returns what it measured."""
+
+    def input_label(self, row: dict[str, Any]) -> str:
+        """The "input" column of ``transferkit backbones`` for one of :meth:`backbones`' rows."""
 
 
 def skipped_record(modality: Modality, item: str, reason: str) -> dict[str, Any]:

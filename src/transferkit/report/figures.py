@@ -146,18 +146,6 @@ def reliability_diagram(labels: np.ndarray, proba: np.ndarray, bins: int = 10) -
     return figure, ece
 
 
-def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], columns: int = 6) -> Figure:
-    rows = max(1, -(-len(images) // columns))
-    figure = Figure(figsize=(WIDTH, 1.45 * rows + 0.2))
-    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False).ravel())
-    for axis, image, caption in zip(axes, images, captions):
-        axis.imshow(image)
-        axis.set_title(caption, fontsize=7)
-    for axis in axes:
-        axis.axis("off")
-    return figure
-
-
 def comparison_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Figure | None:
     """Validation accuracy per epoch, one line per run that trained for epochs (None when none did)."""
     figure = Figure(figsize=(WIDTH, 3.0))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 import html
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -16,17 +16,15 @@ from transferkit import __version__
 from transferkit.atomic import atomic_write_bytes
 from transferkit.errors import RunDirError, TransferkitError, arg
 from transferkit.metrics import classification_metrics
-from transferkit.modalities import IMAGE, TEXT
-from transferkit.modalities.image.images import load_rgb
+from transferkit.modalities.base import Misclassified
 from transferkit.report import figures
 from transferkit.report.collect import Heldout, RunReport, collect
 from transferkit.report.decisions import decisions_section
 from transferkit.runs.folders import RUN_REPORT, is_run_folder
-from transferkit.train.strategies import parse_strategy
+from transferkit.strategies import parse_strategy
 
 MARK = "<!-- transferkit report -->"  # the first line after the doctype: a file transferkit may replace
 MAX_ERRORS = 24  # misclassified items shown per run, most confident first
-THUMBNAIL = 112  # px, the longer side of a misclassified image in the grid
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1000px;padding:16px 24px;
 color:#222;background:#fff}
@@ -138,45 +136,16 @@ def heldout_parts(report: RunReport, probe: dict[str, Any]) -> str:
     if not total:
         parts.append('<p class="note">None: every item was classified correctly.</p>')
     else:
-        parts.append(error_view(report)(heldout, wrong, predicted, report.classes))
+        parts.append(report.clf.modality.show_errors(misclassified(heldout, wrong, predicted, report.classes), img))
     return "\n".join(parts)
 
 
-def image_errors(heldout: Heldout, wrong: np.ndarray, predicted: np.ndarray, classes: Sequence[Any]) -> str:
-    thumbs, captions = [], []
-    for i in wrong:
-        try:
-            image = load_rgb(heldout.items[i], draft_size=THUMBNAIL)
-        except (OSError, ValueError):  # gone or changed since it was predicted: left out of the grid
-            continue
-        image.thumbnail((THUMBNAIL, THUMBNAIL))
-        thumbs.append(np.asarray(image))
-        p = heldout.proba[i, predicted[i]]
-        captions.append(f"{Path(heldout.items[i]).name[:22]}\ntrue {str(classes[heldout.labels[i]])[:14]}\n"
-                        f"pred {str(classes[predicted[i]])[:14]} {p:.2f}")
-    if not thumbs:
-        return '<p class="note">The misclassified images can no longer be read.</p>'
-    return img(figures.image_grid(thumbs, captions), "misclassified images")
-
-
-def text_errors(heldout: Heldout, wrong: np.ndarray, predicted: np.ndarray, classes: Sequence[Any]) -> str:
-    rows = []
-    for i in wrong:
-        line = heldout.lines[i] if heldout.lines is not None else ""
-        rows.append(f"<tr><td class=\"num\">{esc(line)}</td><td class=\"text\">{esc(heldout.items[i][:400])}</td>"
-                    f"<td>{esc(classes[heldout.labels[i]])}</td><td>{esc(classes[predicted[i]])}</td>"
-                    f"<td class=\"num\">{heldout.proba[i, predicted[i]]:.2f}</td></tr>")
-    return ("<table class=\"errors\"><tr><th>line</th><th>text</th><th>true</th><th>predicted</th>"
-            "<th>confidence</th></tr>" + "".join(rows) + "</table>")
-
-
-ErrorView = Callable[[Heldout, np.ndarray, np.ndarray, Sequence[Any]], str]
-ERROR_VIEWS: tuple[tuple[Any, ErrorView], ...] = ((IMAGE, image_errors), (TEXT, text_errors))
-
-
-def error_view(report: RunReport) -> ErrorView:
-    """How the run's modality (the object) shows misclassified items; rows of text for any other."""
-    return next((view for modality, view in ERROR_VIEWS if modality is report.clf.modality), text_errors)
+def misclassified(heldout: Heldout, wrong: np.ndarray, predicted: np.ndarray,
+                  classes: Sequence[Any]) -> list[Misclassified]:
+    """The rows ``wrong`` of the held-out predictions, as the run's modality shows them."""
+    return [Misclassified(heldout.items[i], heldout.lines[i] if heldout.lines is not None else None,
+                          classes[heldout.labels[i]], classes[predicted[i]], float(heldout.proba[i, predicted[i]]))
+            for i in wrong]
 
 
 # -- several runs -----------------------------------------------------------------------------------------------

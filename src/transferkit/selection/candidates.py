@@ -24,7 +24,7 @@ from transferkit.estimators import classifier_for_data
 from transferkit.features.engines import engine_dir
 from transferkit.modalities.base import Featurized, Modality, Spec, Split
 from transferkit.progress import log
-from transferkit.train.strategies import parse_strategy
+from transferkit.strategies import parse_strategy
 
 SOURCE_HEAD_FILE = "source_head.safetensors"  # beside a backbone's engine; no tensors: it has no source classifier
 

@@ -1,7 +1,8 @@
 """Memory in flight across concurrent requests: each request's bodies, and the working memory of decoding its
 items (an image's pixels, a text's tokens), are admitted into a shared byte budget before they are held; past
 it the server answers 503 with ``Retry-After`` instead of growing until the machine runs out of memory (14
-uploads of a 35 kB 6000x6000 PNG, each under the per-image limit, took a server from 270 MB to 2.8 GB)."""
+uploads of a 35 kB 6000x6000 PNG, each under the per-image limit, took a server from 270 MB to 2.8 GB). What an
+item costs is its modality's to say (modalities/image/images.py: image_cost, text/tokenizer.py: text_cost)."""
 
 from __future__ import annotations
 
@@ -13,26 +14,7 @@ from fastapi import HTTPException
 
 RETRY_AFTER_S = 1  # what a refused client is told to wait: decodes take well under a second each
 
-# Peak bytes per pixel of turning an image into the model's RGB input (transferkit.modalities.image's load_rgb
-# and to_rgb), by the mode its header announces, measured (ru_maxrss) on 4000x4000 PNGs: Pillow keeps RGB in 4
-# bytes a pixel and exif_transpose copies it (8); alpha is converted to RGBA and composited on a white RGBA
-# background before RGB (24); 16/32-bit greyscale goes through float32 arrays (25); L, P, 1 measured 6.
-BYTES_PER_PIXEL = {"RGB": 8, "RGBA": 24, "LA": 24, "PA": 24, "La": 24, "RGBa": 24, "I": 26, "F": 26}
-OTHER_MODE_BYTES = 8  # L, P, 1, CMYK, YCbCr, ...: decoded (at most 4 bytes) + RGB (4)
-BYTES_PER_CHAR = 80  # the tokenizer's encodings of a text (ids, offsets, tokens, overflow): 74 measured
 MB = 1_000_000
-
-
-def image_cost(width: int, height: int, mode: str, transparency: bool = False) -> int:
-    """The bytes decoding an image of this header takes at its peak (a palette image with a transparent colour
-    is composited like one with alpha)."""
-    per_pixel = BYTES_PER_PIXEL.get("RGBA" if transparency and mode == "P" else mode,
-                                    26 if mode.startswith("I;16") else OTHER_MODE_BYTES)
-    return width * height * per_pixel
-
-
-def text_cost(texts: list[str]) -> int:
-    return sum(len(text) for text in texts) * BYTES_PER_CHAR
 
 
 def megabytes(size: int) -> str:

@@ -1,35 +1,19 @@
 """The model behind the server: a run's feature engine (opened once) and its head, what GET /metadata says
-about it, and the response schema."""
+about it (the response schema: modalities/http.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Sequence
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from transferkit import __version__
 from transferkit.estimators import load_classifier
 from transferkit.export.adapters import inputs_for
+from transferkit.modalities.http import Prediction, PredictResponse, Result
 from transferkit.runs.rundir import read_run
 from transferkit.serve.limits import Limits
-
-Label = Union[str, int, float, bool]  # a class as classes.json holds it (the user's own int labels stay ints)
-
-
-class Prediction(BaseModel):
-    label: Label
-    probability: float = Field(ge=0.0, le=1.0)
-
-
-class Result(BaseModel):
-    input: str = Field(description="The uploaded file's name, or the text")
-    predictions: list[Prediction] = Field(description="The top_k labels, most probable first")
-
-
-class PredictResponse(BaseModel):
-    results: list[Result] = Field(description="One per image or text, in request order")
 
 
 class Service:

@@ -3,7 +3,7 @@
 A strategy's phase says which backbone *blocks* train (all, the last k, none); the adapter says which
 parameters *inside* a training block do. The new head always trains. ``attach`` may add modules (LoRA's
 low-rank matrices, through ``peft``) before training, and ``merge`` folds them back so the saved model is one
-plain module. Adapters come by name from ``config.adapter`` through :data:`~transferkit.train.registries.ADAPTERS`.
+plain module. Adapters come by name from ``config.adapter`` through :data:`~transferkit.plugins.ADAPTERS`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from safetensors.numpy import load_file
 from torch import nn
 
 from transferkit.errors import TransferkitError, first_line
+from transferkit.plugins import ADAPTERS
 from transferkit.runs.folders import ADAPTER_CONFIG, ADAPTER_FILE
 from transferkit.runs.rundir import tensor_shapes
 from transferkit.runs.schema import check_object, damaged, one_of, read_json_file
-from transferkit.train.registries import ADAPTERS
 
 MAX_TARGETS = 10_000  # layers an adapter.json may name
 

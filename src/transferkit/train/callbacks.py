@@ -13,7 +13,7 @@ records them.
 
 Built in: :class:`Checkpointer`, :class:`EarlyStopping`, :class:`SignalStop` (Ctrl-C), :class:`MetricsLogger`,
 :class:`NonFiniteLoss`. Others come by name from ``config.callbacks`` through
-:data:`~transferkit.train.registries.CALLBACKS`.
+:data:`~transferkit.plugins.CALLBACKS`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
     from torch import nn
 
-    from transferkit.train.strategies import Phase
+    from transferkit.strategies import Phase
 
 # the stop reason of Ctrl-C, which pauses a run (checkpoint, resume later); any other reason ends it after the
 # epoch (early stop, a pruned tuning trial), the best epoch restored

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+
+from transferkit.config import FINETUNE_DEFAULTS
+
 
 class EpochSampler(torch.utils.data.Sampler):
     """A shuffled (or class-balanced, with replacement) order that depends only on ``(seed, epoch)``."""
@@ -43,7 +46,8 @@ class TrainData:
     dataset: torch.utils.data.Dataset
     sampler: EpochSampler
     labels: list[int]
-    kind: str = "image"  # "image" | "text": default LR, augmentation, layout
+    # the data's fine-tuning defaults (its Modality.defaults.training): epochs, batch size, LR, ...
+    defaults: Mapping[str, Any] = field(default_factory=lambda: FINETUNE_DEFAULTS)
     collate: Callable | None = None
     batch_sampler: torch.utils.data.Sampler | None = None
     workers: int = 0

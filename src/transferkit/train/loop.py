@@ -3,7 +3,7 @@
 :func:`train_model` trains a model with ``features``, ``backbone`` and ``head`` (images:
 :class:`~transferkit.modalities.image.model.ImageModel`; text: :class:`~transferkit.modalities.text.training.
 TextModel`) through the strategy's phases and returns the best epoch's weights. The loop itself only
-sequences phases, epochs and steps; everything else plugs in through three seams (train/registries.py):
+sequences phases, epochs and steps; everything else plugs in through three seams (plugins.py):
 
 * the **adapter** picks which parameters exist and train (train/adapters.py),
 * **loss terms** make up the objective (train/losses.py),
@@ -28,8 +28,10 @@ from torch import nn
 from transferkit.config import RunConfig
 from transferkit.errors import RESUME_HINT, TrainingError, first_line
 from transferkit.metrics import classification_metrics
+from transferkit.plugins import ADAPTERS, CALLBACKS
 from transferkit.progress import log, progress
 from transferkit.runs.schema import damaged
+from transferkit.strategies import Phase, Strategy
 from transferkit.train import state as ckpt
 from transferkit.train.adapters import AdapterWeights, check_continuation
 from transferkit.train.batches import BatchStream
@@ -40,8 +42,6 @@ from transferkit.train.losses import Batch, LossTerm, Outputs, TaskInputs, TermS
 from transferkit.train.optim import build_optimizer, build_schedule
 from transferkit.train.phases import apply_phase, print_groups, resolve_bn, set_train_mode
 from transferkit.train.precision import checkpoint_activations, make_accelerator
-from transferkit.train.registries import ADAPTERS, CALLBACKS
-from transferkit.train.strategies import Phase, Strategy
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -107,10 +107,10 @@ class Trainer:
         self.callbacks = Callbacks(default_callbacks(config) + [CALLBACKS.create(s) for s in config.callbacks]
                                    + callbacks)
         self.frozen = FrozenForward(frozen, data.deterministic) if frozen is not None else None
-        self.epochs = config.setting("epochs", data.kind)
-        self.phases = strategy.phases(self.epochs, config.setting("freeze_epochs", data.kind))
+        self.epochs = config.setting("epochs", data.defaults)
+        self.phases = strategy.phases(self.epochs, config.setting("freeze_epochs", data.defaults))
         self.bn_mode = resolve_bn(config, strategy, len(data))
-        self.stream = BatchStream(data, config.setting("batch_size", data.kind), accelerator)
+        self.stream = BatchStream(data, config.setting("batch_size", data.defaults), accelerator)
         self.steps_per_epoch = max(1, -(-len(self.stream) // config.grad_accum))
         self.context = Context(config, ckpt.checkpoint_dir(out), accelerator, self.model, ckpt.TrainState(),
                                self.epochs, snapshot=self.snapshot, resumable=resumable)
@@ -185,13 +185,13 @@ class Trainer:
         self.context.phase = phase
         extra = {t.name: list(t.parameters()) for t in self.terms if any(True for _ in t.parameters())}
         groups, rows = apply_phase(self.model, phase, self.config, self.strategy, self.adapter, self.bn_mode,
-                                   self.data.kind, extra)
+                                   self.data.defaults, extra)
         self.trainable_total = max(self.trainable_total, sum(r.trainable for r in rows))
         if self.accelerator.is_main_process:
             print_groups(rows, phase, len(self.phases))
         self.optimizer = build_optimizer(groups, self.config)
         self.scheduler = build_schedule(self.optimizer, self.config, phase.epochs * self.steps_per_epoch,
-                                        self.steps_per_epoch, self.data.kind)
+                                        self.steps_per_epoch, self.data.defaults)
         self.restore_optimizer(phase)
         self.wrapped = self.accelerator.prepare_model(self.model)
         self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)

@@ -7,7 +7,7 @@ pretrained weights, a teacher's projection): its parameters join the optimiser, 
 loop logs each term's mean per epoch as ``loss_<name>``.
 
 Cross-entropy (with label smoothing, class weights and mixup's soft targets) is always the first term;
-others come by name from ``config.methods`` through :data:`~transferkit.train.registries.LOSS_TERMS`.
+others come by name from ``config.methods`` through :data:`~transferkit.plugins.LOSS_TERMS`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import nn
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
 from transferkit.heads.probe import class_balance_weights
-from transferkit.train.registries import LOSS_TERMS
+from transferkit.plugins import LOSS_TERMS
 
 if TYPE_CHECKING:
     from transferkit.modalities.base import Modality
@@ -55,11 +55,13 @@ class Outputs:
 @dataclass
 class TaskInputs:
     """What the run knows beyond tensors, for loss terms: class names (a teacher must match them), the
-    pretrained model's own classifier (LwF keeps it), and the modality (a teacher is fitted through it)."""
+    pretrained model's own classifier (LwF keeps it), the modality, and its classifier class (``ImageClassifier``,
+    ...: a teacher is loaded or fitted through it, so the terms never import the estimators)."""
 
     classes: list[str] | None = None  # in label order
     source_head: nn.Module | None = None
     modality: "Modality | None" = None
+    classifier: type | None = None
 
 
 @dataclass

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
-from transferkit.config import RunConfig
+from transferkit.config import FINETUNE_DEFAULTS, RunConfig
 
 def build_optimizer(groups: list[dict[str, Any]], config: RunConfig) -> torch.optim.Optimizer:
     lr = groups[-1]["lr"]  # every group carries its own LR
@@ -18,12 +18,12 @@ def build_optimizer(groups: list[dict[str, Any]], config: RunConfig) -> torch.op
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, config: RunConfig, total: int, steps_per_epoch: int,
-                   kind: str = "image") -> torch.optim.lr_scheduler.LRScheduler:
+                   defaults: Mapping[str, Any] = FINETUNE_DEFAULTS) -> torch.optim.lr_scheduler.LRScheduler:
     """A per-optimiser-step schedule over ``total`` steps, after the configured epochs of linear warm-up."""
     from torch.optim import lr_scheduler as S
 
     total = max(1, total)
-    warmup = min(total - 1, round(config.setting("warmup", kind) * steps_per_epoch))
+    warmup = min(total - 1, round(config.setting("warmup", defaults) * steps_per_epoch))
     if config.schedule == "one-cycle":
         return S.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
                             pct_start=max(warmup / total, 0.05) if warmup else 0.25)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from torch import nn
 
 from transferkit.config import RunConfig
 from transferkit.errors import TrainingError
 from transferkit.progress import console
+from transferkit.strategies import Phase, Strategy
 from transferkit.train.adapters import Adapter
 from transferkit.train.blocks import backbone_blocks, trainable_blocks
-from transferkit.train.strategies import Phase, Strategy
 
 SMALL_DATASET = 10_000  # below this many training images, --bn auto freezes BatchNorm statistics
 
@@ -33,17 +33,17 @@ def resolve_bn(config: RunConfig, strategy: Strategy, n_train: int) -> str:
     return "frozen" if n_train < SMALL_DATASET else "train"
 
 
-def layer_decay(config: RunConfig, strategy: Strategy, phase: Phase, kind: str) -> float:
+def layer_decay(config: RunConfig, strategy: Strategy, phase: Phase, defaults: Mapping[str, Any]) -> float:
     """The LR factor per block towards the input in this phase (1: no discriminative LRs)."""
     if not phase.layer_decay:
         return 1.0
     if config.layer_decay is not None:
         return config.layer_decay
-    return config.setting("layer_decay", kind) if strategy.layer_decay_by_default else 1.0
+    return config.setting("layer_decay", defaults) if strategy.layer_decay_by_default else 1.0
 
 
 def apply_phase(model: nn.Module, phase: Phase, config: RunConfig, strategy: Strategy, adapter: Adapter,
-                bn_mode: str, kind: str, extra: dict[str, list[nn.Parameter]] | None = None,
+                bn_mode: str, defaults: Mapping[str, Any], extra: dict[str, list[nn.Parameter]] | None = None,
                 ) -> tuple[list[dict[str, Any]], list[GroupInfo]]:
     """Set ``requires_grad`` for ``phase``; return the optimiser's parameter groups and a row per block.
 
@@ -53,8 +53,8 @@ def apply_phase(model: nn.Module, phase: Phase, config: RunConfig, strategy: Str
     backbone = model.backbone
     blocks = backbone_blocks(backbone)
     flags = trainable_blocks(len(blocks), phase.train_blocks)
-    decay = layer_decay(config, strategy, phase, kind)
-    base = config.setting("lr", kind)
+    decay = layer_decay(config, strategy, phase, defaults)
+    base = config.setting("lr", defaults)
     params = dict(backbone.named_parameters())
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
         bn_mode = "-"  # nothing to set (transformers use LayerNorm)

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import optuna
+from threadpoolctl import threadpool_limits
 
 from transferkit.config import RunConfig
 from transferkit.errors import DataError, arg
@@ -18,7 +19,7 @@ from transferkit.estimators.core import TransferClassifier
 from transferkit.heads.probe import fit_probe
 from transferkit.metrics import classification_metrics
 from transferkit.modalities.base import Featurized, LabelledData, Split, check_read
-from transferkit.train.strategies import parse_strategy
+from transferkit.strategies import parse_strategy
 from transferkit.tuning.base import LOG_LOSS_ATTR, PRUNED_ATTR, TuningError
 from transferkit.tuning.space import Dimension, SearchSpace
 from transferkit.tuning.storage import prune_spec
@@ -34,7 +35,7 @@ class Search:
     space: SearchSpace
     dimensions: list[Dimension]
     config: RunConfig
-    kind: str  # the modality's name: "image" | "text"
+    kind: str  # the data's modality's name: what its dimensions read of it (tuning/space.py: defaults_of)
     classifier: type[TransferClassifier]
 
     @property
@@ -95,8 +96,11 @@ class ProbeObjective:
         params = search.space.suggest(trial, search.kind, search.dimensions)
         config = search.space.config_for(params, search.trial_config, search.dimensions)
         (train_x, train_y), (val_x, val_y) = self.featurized(config)
-        head = fit_probe(train_x.features, train_y, len(self.dataset.classes), val_x.features, val_y, l2=config.l2,
-                         class_weight=config.class_weights, standardize=not train_x.normalized)
+        # One BLAS thread: a trial's products are small, and a study's parallelism is its workers. Threaded BLAS
+        # took 1-6 s a hymenoptera trial on a busy 2-core machine, one thread 0.1-0.3 s (selection/rank.py too).
+        with threadpool_limits(1, user_api="blas"):
+            head = fit_probe(train_x.features, train_y, len(self.dataset.classes), val_x.features, val_y,
+                             l2=config.l2, class_weight=config.class_weights, standardize=not train_x.normalized)
         scores = classification_metrics(val_y, head.val_proba, self.dataset.classes)
         trial.set_user_attr(LOG_LOSS_ATTR, round(scores["log_loss"], 6))
         return scores["accuracy"]

@@ -1,30 +1,43 @@
 """Search spaces as objects: each dimension knows how a trial suggests it, which kinds of data and settings it
 applies to, and which :class:`~transferkit.config.RunConfig` fields its value sets. A setting the user fixed on
-the command line is not tuned. Free of optuna and numpy (a trial is anything with optuna's ``suggest_*``)."""
+the command line is not tuned. Free of optuna and numpy at import (a trial is anything with optuna's ``suggest_*``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
 
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError, arg
 from transferkit.registry import format_spec, parse_spec
 
+if TYPE_CHECKING:
+    from transferkit.modalities.base import Defaults
+
 Trial = Any  # optuna.Trial (duck-typed: this module never imports optuna)
-KINDS = ("image", "text")
+
+
+def defaults_of(kind: str) -> Defaults:
+    """The defaults of the modality called ``kind`` (what it tunes, its epochs)."""
+    from transferkit.modalities import modality_named  # lazy: the modalities import numpy
+
+    return modality_named(kind).defaults
 
 
 @dataclass(frozen=True)
 class Dimension:
-    """One tuned setting: the RunConfig field ``name``, for the data kinds in ``kinds``."""
+    """One tuned setting: the RunConfig field ``name``; ``own``: a field only some modalities read, tuned for
+    those whose defaults list it (``Defaults.tuned``). ``kind`` below is the data's modality's name."""
 
     name: str
-    kinds: tuple[str, ...] = KINDS
+    own: bool = False
+
+    def for_kind(self, kind: str) -> bool:
+        return not self.own or self.name in defaults_of(kind).tuned
 
     def applies(self, kind: str, config: RunConfig, fixed: frozenset[str]) -> bool:
         """Tuned for this data kind, unless the user fixed the field."""
-        return kind in self.kinds and self.name not in fixed
+        return self.for_kind(kind) and self.name not in fixed
 
     def suggest(self, trial: Trial, kind: str) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -63,16 +76,20 @@ class Uniform(Dimension):
 
 @dataclass(frozen=True)
 class Integer(Dimension):
-    """An integer in [low, high]; ``high`` may differ per data kind (text fine-tunes take fewer epochs)."""
+    """An integer in [low, high]; ``high`` None: the most epochs of the modality's fine-tuning trials
+    (``Defaults.epochs``: text fine-tunes take fewer)."""
 
     low: int = 1
-    high: Mapping[str, int] = field(default_factory=dict)
+    high: int | None = None
+
+    def top(self, kind: str) -> int:
+        return self.high if self.high is not None else defaults_of(kind).epochs[2]
 
     def suggest(self, trial: Trial, kind: str) -> Any:
-        return trial.suggest_int(self.name, self.low, self.high[kind])
+        return trial.suggest_int(self.name, self.low, self.top(kind))
 
     def describe(self, kind: str) -> str:
-        return f"{self.name} integer [{self.low}, {self.high[kind]}]"
+        return f"{self.name} integer [{self.low}, {self.top(kind)}]"
 
 
 @dataclass(frozen=True)
@@ -95,7 +112,7 @@ class AdapterRank(Choice):
 
     def applies(self, kind: str, config: RunConfig, fixed: frozenset[str]) -> bool:
         name, options = parse_spec(config.adapter)
-        return kind in self.kinds and name in self.adapters and self.option not in options
+        return self.for_kind(kind) and name in self.adapters and self.option not in options
 
     def changes(self, value: Any, config: RunConfig) -> dict[str, Any]:
         name, options = parse_spec(config.adapter)
@@ -140,18 +157,19 @@ class SearchSpace:
 PROBE = SearchSpace(
     "probe", trains_backbone=False, default_strategy="linear-probe", pruner="none",
     dimensions=(LogFloat("l2", low=1e-5, high=100.0), Choice("class_weights", choices=("none", "auto")),
-                Choice("feature_layers", kinds=("text",), choices=(1, 2, 4)),
-                Choice("pooling", kinds=("text",), choices=("mean", "cls"))),
+                Choice("feature_layers", own=True, choices=(1, 2, 4)),
+                Choice("pooling", own=True, choices=("mean", "cls"))),
     summary="the head on cached features: L2 strength, class weights (text: pooled layers, pooling)")
 
-# Short fine-tunes: epochs up to the image default (10); text up to 3 (its default, 2, stays inside the range).
+# Short fine-tunes: epochs up to the modality's most per trial (images 10, their default; text 3, its default 2
+# inside the range).
 FINETUNE = SearchSpace(
     "finetune", trains_backbone=True, default_strategy="finetune", pruner="median",
     dimensions=(LogFloat("lr", low=3e-5, high=3e-3), Uniform("layer_decay", low=0.5, high=1.0),
-                Integer("epochs", low=1, high={"image": 10, "text": 3}),
+                Integer("epochs", low=1),
                 # not affine: it is for data whose orientation is the class (digits), a choice of the data, not a
                 # setting a search over short fine-tunes should spend trials on
-                Choice("augment", kinds=("image",), choices=("none", "light")),
+                Choice("augment", own=True, choices=("none", "light")),
                 AdapterRank("adapter_rank", choices=(4, 8, 16))),
     summary="short fine-tunes: LR, layer decay, epochs, augmentation (images), adapter rank (LoRA)")
 

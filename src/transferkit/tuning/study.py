@@ -23,7 +23,7 @@ from transferkit.estimators import classifier_for_data
 from transferkit.estimators.core import TransferClassifier, absolute_paths
 from transferkit.progress import log
 from transferkit.registry import parse_value
-from transferkit.train.strategies import parse_strategy
+from transferkit.strategies import parse_strategy
 from transferkit.tuning.base import LOG_LOSS_ATTR, PRUNED_ATTR, PRUNERS, TuningError
 from transferkit.tuning.objective import FinetuneObjective, ProbeObjective, Search
 from transferkit.tuning.space import space_for

@@ -13,7 +13,6 @@ import numpy as np
 from PIL import Image
 
 from transferkit.errors import DataError
-from transferkit.features.engines import open_engine
 from transferkit.modalities.base import Featurized
 from transferkit.modalities.image.features import FeatureSource
 from transferkit.modalities.image.images import check_image_size, to_rgb
@@ -52,8 +51,7 @@ def to_image(item: Any, position: int) -> Image.Image:
 def featurize_images(source: FeatureSource, items: Sequence[Any], engine: str, batch_size: int,
                      cache_dir: str | None) -> Featurized:
     start = time.perf_counter()
-    run = open_engine(source.fingerprint, source.preprocessing.input_size, source.build_net, engine, cache_dir,
-                      source.label)
+    run = source.open(engine, cache_dir)
     rows = []
     for first in range(0, len(items), batch_size):
         batch = [source.preprocessing.resize_and_crop(to_image(item, first + i))

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from transferkit.features.cache import FeatureStore, file_key
-from transferkit.features.engines import plan_engine
+from transferkit.features.engines import Engine, EnginePlan, open_engine, plan_engine
 from transferkit.features.quantize import Calibration, digest, spread
+from transferkit.features.ranks import SINGLE, extraction_ranks
 from transferkit.modalities.image.pipeline import decode_batches
 from transferkit.modalities.image.preprocessing import Preprocessing
 from transferkit.progress import progress
@@ -42,6 +43,11 @@ class FeatureSource:
             return FeatureNet(spec.build(), spec.preprocessing).eval()
 
         return cls(spec.fingerprint, spec.preprocessing, build, spec.name)
+
+    def open(self, engine: str = "auto", cache_dir: str | Path | None = None) -> Engine:
+        """Its engine named ``engine`` (see config.ENGINES), from the cache in ``cache_dir`` or exported there."""
+        return open_engine(self.fingerprint, self.preprocessing.input_size, self.build_net, engine, cache_dir,
+                           self.label)
 
 
 def cache_keys(paths: Sequence[str]) -> list[str | None]:
@@ -87,42 +93,97 @@ def extract_features(source: FeatureSource, paths: Sequence[str | Path], *, engi
                      show_progress: bool = True, calibrate_on: Sequence[str] | None = None) -> FeatureResult:
     """Features for ``paths``; only files the cache does not hold (new or changed) go through the network. An int8
     engine not yet built is calibrated on ``calibrate_on`` (the training images), never on ``paths`` themselves:
-    without training images (predicting, scoring a test split) there is no int8 engine to build, and fp32 serves."""
+    without training images (predicting, scoring a test split) there is no int8 engine to build, and fp32 serves.
+    Under a launch, inside ``across_ranks()``, the missing files are split across the ranks (features/ranks.py)."""
     start = time.perf_counter()
     paths = [str(p) for p in paths]
     keys = cache_keys(paths) if use_cache else [None] * len(paths)
     calibration = None if calibrate_on is None else \
         lambda: calibration_sample([str(p) for p in calibrate_on], source.preprocessing, workers)
-    plan = plan_engine(source.fingerprint, source.preprocessing.input_size, source.build_net, engine, cache_dir,
-                       source.label, calibration)
-    store = FeatureStore.open(plan.features_fingerprint, cache_dir, cache_dtype, plan.meta) if use_cache else None
-
-    held = np.array([store is not None and key is not None and key in store for key in keys], dtype=bool)
+    ranks = extraction_ranks() if use_cache else SINGLE  # the ranks' rows meet in the cache: none, no split
+    with ranks.first():  # rank 0 exports (or builds) a missing engine once; the others then find it cached
+        plan = plan_engine(source.fingerprint, source.preprocessing.input_size, source.build_net, engine, cache_dir,
+                           source.label, calibration)
+        store = FeatureStore.open(plan.features_fingerprint, cache_dir, cache_dtype, plan.meta) if use_cache else None
+        held = np.array([store is not None and key is not None and key in store for key in keys], dtype=bool)
+        run = LazyEngine(plan, opened=not ranks.rank and not held.all())
     rows = FeatureRows(len(paths))
     cached = np.flatnonzero(held)
-    for first in range(0, len(cached), SHARD_ROWS):  # in blocks: one block's copy beside the result
-        block = cached[first:first + SHARD_ROWS]
-        rows.fill(block, store.get([keys[i] for i in block]))
+    read_cached(store, keys, cached, rows)
     missing = np.flatnonzero(~held).tolist()
-    failed: list[tuple[str, str]] = []
-    engine_name, export_seconds = "cache", 0.0
-    if missing:
-        run = plan.open()
-        engine_name, export_seconds = run.name, run.export_seconds
-        writer = ShardWriter(store, keys, rows)
-        with progress(len(missing), f"features ({source.label}, {run.name})", show_progress) as advance:
-            todo = [paths[i] for i in missing]
-            for batch in decode_batches(todo, source.preprocessing, batch_size, workers):
+    job = Extraction(source, paths, run, ShardWriter(store, keys, rows), batch_size, workers,
+                     show_progress and not ranks.rank)
+    mine = ranks.share(missing)
+    failed = job.extract(mine)
+    if ranks.world > 1:
+        ranks.barrier()  # every rank's shards are in the cache
+        store.refresh()
+        theirs = sorted(set(missing) - set(mine))
+        read_cached(store, keys, [i for i in theirs if keys[i] is not None and keys[i] in store], rows)
+        # still missing: unreadable files (decoded again, for their reasons), rows another rank could not cache
+        failed += job.extract([i for i in theirs if not rows.have[i]])
+    extracted = int(rows.have.sum()) - len(cached)
+    return FeatureResult(rows.result(), rows.have, [(paths[i], why) for i, why in sorted(failed)], len(cached),
+                         extracted, time.perf_counter() - start, run.name, run.export_seconds)
+
+
+def read_cached(store: FeatureStore | None, keys: Sequence[str | None], positions: Sequence[int],
+                rows: "FeatureRows") -> None:
+    """The cached rows of ``positions`` into ``rows``, in blocks: one block's copy beside the result."""
+    for first in range(0, len(positions), SHARD_ROWS):
+        block = positions[first:first + SHARD_ROWS]
+        rows.fill(block, store.get([keys[i] for i in block]))
+
+
+class LazyEngine:
+    """The plan's engine, opened when first needed (``opened``: now); ``name`` is "cache" until then."""
+
+    def __init__(self, plan: EnginePlan, opened: bool = False) -> None:
+        self.plan, self.engine = plan, plan.open() if opened else None
+
+    def __call__(self) -> Engine:
+        if self.engine is None:
+            self.engine = self.plan.open()
+        return self.engine
+
+    @property
+    def name(self) -> str:
+        return "cache" if self.engine is None else self.engine.name
+
+    @property
+    def export_seconds(self) -> float:
+        return 0.0 if self.engine is None else self.engine.export_seconds
+
+
+@dataclass
+class Extraction:
+    """Files through the engine into their rows and the cache."""
+
+    source: FeatureSource
+    paths: list[str]
+    engine: LazyEngine
+    writer: "ShardWriter"
+    batch_size: int
+    workers: int | None
+    show_progress: bool
+
+    def extract(self, todo: list[int]) -> list[tuple[int, str]]:
+        """Extract the files at positions ``todo``; returns (position, reason) of those that do not decode."""
+        if not todo:
+            return []
+        failed: list[tuple[int, str]] = []
+        run, rows = self.engine(), self.writer.rows
+        with progress(len(todo), f"features ({self.source.label}, {run.name})", self.show_progress) as advance:
+            files = [self.paths[i] for i in todo]
+            for batch in decode_batches(files, self.source.preprocessing, self.batch_size, self.workers):
                 failed.extend((todo[j], reason) for j, reason in batch.failed)
                 if len(batch.indices):
-                    positions = [missing[j] for j in batch.indices]
+                    positions = [todo[j] for j in batch.indices]
                     rows.fill(positions, run(batch.images))
-                    writer.add(positions)
+                    self.writer.add(positions)
                 advance(len(batch.indices) + len(batch.failed))
-        writer.flush()
-    extracted = int(rows.have.sum()) - len(cached)
-    return FeatureResult(rows.result(), rows.have, failed, len(cached), extracted, time.perf_counter() - start,
-                         engine_name, export_seconds)
+        self.writer.flush()
+        return failed
 
 
 class FeatureRows:

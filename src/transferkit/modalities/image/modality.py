@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from transferkit.backbone_sources import SOURCES
-from transferkit.config import RunConfig
+from transferkit.config import FINETUNE_DEFAULTS, RunConfig
 from transferkit.errors import DataError, RunDirError, TransferkitError
-from transferkit.features.engines import export_onnx, image_engine_file, open_engine
-from transferkit.modalities.base import (Featurized, Inputs, LabelledData, Predictor, RunParts, Split,
-                                         warn_single_examples)
+from transferkit.features.engines import export_onnx, image_engine_file
+from transferkit.modalities.base import (Decide, Defaults, Embed, Featurized, Inputs, LabelledData, Misclassified,
+                                         Predictor, RunParts, Split, warn_single_examples)
 from transferkit.modalities.image.backbones import (DEFAULT_IMAGE_BACKBONE, BackboneSpec, list_backbones,
                                                    resolve_backbone)
 from transferkit.modalities.image.features import FeatureSource, extract_features
@@ -27,11 +27,21 @@ from transferkit.runs.rundir import read_tensors
 if TYPE_CHECKING:
     from torch import nn
 
+    from transferkit.modalities.image.inputs import ImageInputs
+
     from transferkit.runs.rundir import RunFiles
     from transferkit.train.data import TrainData
-    from transferkit.train.strategies import Strategy
+    from transferkit.strategies import Strategy
 
 IMAGE_FORMAT = "transferkit-image-1"
+IMAGE_DEFAULTS = Defaults(
+    training=FINETUNE_DEFAULTS, epochs=(2, 3, 10),
+    finetunes=(("gradual", "full", None, "LP-FT: probe head, then every layer (the strongest default on CIFAR-10)"),
+               ("gradual", "lora:r=8,alpha=16", 1e-3, "LoRA adapters: few parameters, hard to overfit"),
+               ("gradual", "full", 1e-3, "LP-FT at a higher learning rate"),
+               ("last-k:2", "full", 1e-3, "only the last two blocks and the head train"),
+               ("finetune", "full", None, "every layer from the start")),
+    tuned=frozenset({"augment"}))
 NORMALIZE = "features.normalize."  # the model's own mean and std (modalities/image/model.py: Normalize)
 
 
@@ -56,6 +66,7 @@ class ImageModality:
     """Image folders (``<root>/train/<class>/*`` or ``<root>/<class>/*``) and timm / torchvision backbones."""
 
     name = "image"
+    defaults = IMAGE_DEFAULTS
     default_backbone = DEFAULT_IMAGE_BACKBONE
     run_format = IMAGE_FORMAT
     run_files: tuple[str, ...] = ()
@@ -166,7 +177,7 @@ class ImageModality:
     def train_data(self, spec: BackboneSpec, split: Split, config: RunConfig, n_classes: int) -> "TrainData":
         from transferkit.modalities.image.training import image_train_data
 
-        return image_train_data(split, spec.preprocessing, config, n_classes)
+        return image_train_data(split, spec.preprocessing, config, n_classes, self.defaults.training)
 
     def eval_inputs(self, spec: BackboneSpec, split: Split,
                     config: RunConfig) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
@@ -184,8 +195,7 @@ class ImageModality:
         from transferkit.modalities.image.training import FrozenEngine
 
         source = FeatureSource.from_spec(spec)
-        return FrozenEngine(lambda: open_engine(source.fingerprint, spec.preprocessing.input_size, source.build_net,
-                                                config.engine, config.cache_dir, spec.name), config.inference_batch)
+        return FrozenEngine(lambda: source.open(config.engine, config.cache_dir), config.inference_batch)
 
     def engine_file(self, spec: BackboneSpec) -> str:
         return image_engine_file(spec.preprocessing.input_size)
@@ -202,3 +212,22 @@ class ImageModality:
 
     def run_parts(self, spec: BackboneSpec, config: RunConfig) -> RunParts:
         return RunParts({"arch": spec.arch}, spec.preprocessing.to_dict())
+
+    # -- export, serve, report, auto, ``transferkit backbones`` ------------------------------------------------
+    def inputs(self, clf: Any) -> "ImageInputs":
+        from transferkit.modalities.image.inputs import ImageInputs
+
+        return ImageInputs(clf)
+
+    def show_errors(self, errors: list[Misclassified], embed: Embed) -> str:
+        from transferkit.modalities.image.views import image_errors
+
+        return image_errors(errors, embed)
+
+    def derive(self, dataset: LabelledData, config: RunConfig, decide: Decide) -> dict[str, Any]:
+        from transferkit.modalities.image.facts import image_facts
+
+        return image_facts(dataset, config, decide)
+
+    def input_label(self, row: dict[str, Any]) -> str:
+        return str(row["input_size"] or "model's")

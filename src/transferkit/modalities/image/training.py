@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from transferkit.config import RunConfig
+from transferkit.config import FINETUNE_DEFAULTS, RunConfig
 from transferkit.errors import DataError
 from transferkit.modalities.base import Split
 from transferkit.modalities.image.images import load_rgb
@@ -57,12 +57,13 @@ class TrainImages(torch.utils.data.Dataset):
                 np.random.set_state(numpy_state)
 
 
-def image_train_data(split: Split, preprocessing: Preprocessing, config: RunConfig, n_classes: int) -> TrainData:
+def image_train_data(split: Split, preprocessing: Preprocessing, config: RunConfig, n_classes: int,
+                     defaults: Mapping[str, Any] = FINETUNE_DEFAULTS) -> TrainData:
     workers = config.workers if config.workers is not None else loader_workers()
     dataset = TrainImages(split, train_transform(preprocessing, config.augment), preprocessing.resize_size, config.seed)
     mixup = MixupCutmix(config.label_smoothing, n_classes) if config.augment == "strong" else None
     return TrainData(dataset, EpochSampler(split.labels, config.seed, config.balanced_sampler), list(split.labels),
-                     workers=workers, batch_transform=mixup, deterministic=config.augment == "none",
+                     defaults=defaults, workers=workers, batch_transform=mixup, deterministic=config.augment == "none",
                      items=list(split.items))
 
 

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import numpy as np
 
 from transferkit.features.cache import FeatureStore
+from transferkit.features.engines import Engine, EnginePlan
 from transferkit.features.quantize import Calibration, digest, spread
+from transferkit.features.ranks import SINGLE, extraction_ranks
 from transferkit.modalities.text.backbone import TextBackboneSpec
 from transferkit.modalities.text.encoder import plan_text_engine
 from transferkit.progress import progress
@@ -95,38 +97,76 @@ def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int
 
     ``build_net`` (default ``spec.build``) makes the network when no engine for ``spec.fingerprint`` is cached.
     An int8 engine not yet built is checked against fp32 on ``calibrate_on`` (the training texts), never on
-    ``texts`` themselves: without training texts (predicting, scoring) there is none to build, and fp32 serves."""
+    ``texts`` themselves: without training texts (predicting, scoring) there is none to build, and fp32 serves.
+    Under a launch, inside ``across_ranks()``, the missing texts are split across the ranks (features/ranks.py)."""
     start = time.perf_counter()
     keys = [text_key(t, max_length) for t in texts]
     calibration = None if calibrate_on is None else \
         lambda: text_calibration(spec, calibrate_on, max_length, batch_size)
-    plan = plan_text_engine(spec, engine, cache_dir, build_net, calibration)
-    store = FeatureStore.open(plan.features_fingerprint, cache_dir, cache_dtype, plan.meta) if use_cache else None
-    unique: dict[str, int] = {}
-    for i, key in enumerate(keys):
-        if key not in unique and (store is None or key not in store):
-            unique[key] = i
-    new_rows: dict[str, np.ndarray] = {}
-    engine_name, export_seconds = "cache", 0.0
-    if unique:
-        tokenizer = spec.load_tokenizer()
-        todo = [texts[i] for i in unique.values()]
-        todo_keys = list(unique)
-        encoded = tokenizer.encode(todo, max_length)
-        run = plan.open()
-        engine_name, export_seconds = run.name, run.export_seconds
-        with progress(len(todo), f"embeddings ({spec.name}, {run.name})", show_progress) as advance:
-            for batch, input_ids, mask in padded_batches(encoded, tokenizer.pad_token_id, batch_size):
-                for j, row in zip(batch, run(input_ids, mask)):
-                    new_rows[todo_keys[j]] = row
-                advance(len(batch))
-        if store is not None:
-            store.put(todo_keys, np.stack([new_rows[k] for k in todo_keys]))
+    ranks = extraction_ranks() if use_cache else SINGLE  # the ranks' rows meet in the cache: none, no split
+    with ranks.first():  # rank 0 exports (or builds) a missing engine once; the others then find it cached
+        plan = plan_text_engine(spec, engine, cache_dir, build_net, calibration)
+        store = FeatureStore.open(plan.features_fingerprint, cache_dir, cache_dtype, plan.meta) if use_cache else None
+        unique: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key not in unique and (store is None or key not in store):
+                unique[key] = i
+        encoder = TextEncoding(spec, plan, texts, max_length, batch_size, show_progress and not ranks.rank)
+        if unique and not ranks.rank:
+            encoder.open()
+    mine = ranks.share(list(unique))
+    new_rows = encoder.encode({key: unique[key] for key in mine}, store)
+    if ranks.world > 1:
+        ranks.barrier()  # every rank's shards are in the cache
+        store.refresh()
+        left = {key: unique[key] for key in unique if key not in new_rows and key not in store}
+        new_rows.update(encoder.encode(left, store))  # rows another rank could not cache: encoded here
     cached_keys = [k for k in dict.fromkeys(keys) if k not in new_rows]
     rows = dict(new_rows)
     if cached_keys:
         rows.update(zip(cached_keys, store.get(cached_keys)))
     features = (np.stack([rows[k] for k in keys]).astype(np.float32, copy=False) if keys
                 else np.zeros((0, 0), np.float32))
-    return EmbedResult(features, len(cached_keys), len(new_rows), time.perf_counter() - start, engine_name,
-                       export_seconds)
+    extracted = sum(key in new_rows for key in unique)
+    return EmbedResult(features, len(cached_keys), extracted, time.perf_counter() - start, encoder.name,
+                       encoder.export_seconds)
+
+
+class TextEncoding:
+    """Texts through the plan's engine (opened when first needed) into rows, and the cache when there is one."""
+
+    def __init__(self, spec: TextBackboneSpec, plan: EnginePlan, texts: Sequence[str], max_length: int, batch_size: int,
+                 show_progress: bool) -> None:
+        self.spec, self.plan, self.texts = spec, plan, texts
+        self.max_length, self.batch_size, self.show_progress = max_length, batch_size, show_progress
+        self.engine: Engine | None = None
+
+    def open(self) -> Engine:
+        if self.engine is None:
+            self.engine = self.plan.open()
+        return self.engine
+
+    @property
+    def name(self) -> str:
+        return "cache" if self.engine is None else self.engine.name
+
+    @property
+    def export_seconds(self) -> float:
+        return 0.0 if self.engine is None else self.engine.export_seconds
+
+    def encode(self, todo: dict[str, int], store: FeatureStore | None) -> dict[str, np.ndarray]:
+        """key -> row for the texts at ``todo``'s positions, stored in the cache as one shard."""
+        if not todo:
+            return {}
+        tokenizer = self.spec.load_tokenizer()
+        todo_keys = list(todo)
+        encoded = tokenizer.encode([self.texts[i] for i in todo.values()], self.max_length)
+        run, rows = self.open(), {}
+        with progress(len(todo), f"embeddings ({self.spec.name}, {run.name})", self.show_progress) as advance:
+            for batch, input_ids, mask in padded_batches(encoded, tokenizer.pad_token_id, self.batch_size):
+                for j, row in zip(batch, run(input_ids, mask)):
+                    rows[todo_keys[j]] = row
+                advance(len(batch))
+        if store is not None:
+            store.put(todo_keys, np.stack([rows[k] for k in todo_keys]))
+        return rows

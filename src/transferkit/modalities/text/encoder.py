@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import numpy as np
 
 from transferkit.features.engines import (Engine, EnginePlan, EngineRequest, OnnxEngine, TorchEngine,
-                                          cached_onnx_engine, export_atomically, plan_request)
+                                          cached_onnx_engine, plan_request)
+from transferkit.features.graphs import export_graph
 from transferkit.features.quantize import TEXT_DYNAMIC, Calibration, Recipe
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class TextTorchEngine(TorchEngine):
 
 
 TEXT_ENGINE_FILE = "text-encoder.onnx"  # a text encoder's engine, in its fingerprint's engine folder
+TEXT_INPUTS = ("input_ids", "attention_mask")  # a text encoder's inputs, as its engines and exports name them
 
 
 def export_text_onnx(net: "nn.Module", path: Path) -> None:
@@ -58,12 +60,7 @@ def export_text_onnx(net: "nn.Module", path: Path) -> None:
     import torch
 
     example = (torch.ones((2, 8), dtype=torch.long), torch.ones((2, 8), dtype=torch.long))
-    export_atomically(path, lambda tmp: torch.onnx.export(
-        net.eval(), example, tmp, dynamo=False, opset_version=17,
-        input_names=["input_ids", "attention_mask"], output_names=["embeddings"],
-        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-                      "embeddings": {0: "batch"}},
-    ))
+    export_graph(net, example, path, TEXT_INPUTS, "embeddings", sequence=True)
 
 
 @dataclass

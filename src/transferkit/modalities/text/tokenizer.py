@@ -15,6 +15,14 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 
 
+BYTES_PER_CHAR = 80  # the tokenizer's encodings of a text (ids, offsets, tokens, overflow): 74 measured
+
+
+def text_cost(texts: list[str]) -> int:
+    """The bytes tokenizing ``texts`` takes at its peak (a server admits them into its budget first)."""
+    return sum(len(text) for text in texts) * BYTES_PER_CHAR
+
+
 class TextTokenizer:
     """Token ids with the model's special tokens, truncated to ``max_length``, unpadded.
 

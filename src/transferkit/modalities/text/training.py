@@ -17,7 +17,7 @@ What is particular to text:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -121,11 +121,12 @@ def predict_text_proba(model: nn.Module, ids: Sequence[Sequence[int]], pad_id: i
     return out if out is not None else np.zeros((0, 0), np.float32)
 
 
-def text_train_data(split: Split, tokenizer: "TextTokenizer", config: RunConfig, kind: str = "text") -> TrainData:
+def text_train_data(split: Split, tokenizer: "TextTokenizer", config: RunConfig,
+                    defaults: Mapping[str, Any]) -> TrainData:
     """Tokenised training texts in length-grouped batches (see the module docstring), padded per batch."""
     ids = tokenizer.encode(list(split.items), config.max_length)
     labels = [int(y) for y in split.labels]
     sampler = EpochSampler(labels, config.seed, config.balanced_sampler)
-    return TrainData(TokenDataset(ids, labels), sampler, labels, kind=kind, collate=PadCollate(tokenizer.pad_token_id),
-                     batch_sampler=LengthGroupedBatches(sampler, [len(x) for x in ids], config.setting("batch_size", kind)),
-                     items=list(split.items))
+    batches = LengthGroupedBatches(sampler, [len(x) for x in ids], config.setting("batch_size", defaults))
+    return TrainData(TokenDataset(ids, labels), sampler, labels, defaults=defaults,
+                     collate=PadCollate(tokenizer.pad_token_id), batch_sampler=batches, items=list(split.items))

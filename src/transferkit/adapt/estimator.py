@@ -1,34 +1,39 @@
 """``DomainAdaptClassifier``: an image classifier fitted on a labelled source domain and adapted, through the
 shared training loop, to an unlabelled target folder.
 
-The loss terms (``methods``: coral, mmd, dann, cdan, pseudo-label) read the target stream the classifier adds
-to the training data; the model trains with a linear bottleneck (bottleneck.py) that folds into the head, so
-the fitted classifier predicts, evaluates and saves exactly as an :class:`ImageClassifier` does. Target labels
-(a target folder with class sub-folders, or ``target_test``) only score the run: ``metrics_["target"]``.
+The loss terms (``methods``: coral, mmd, dann, cdan, pseudo-label; methods/domain/) read the target stream this
+classifier passes to the fine-tune (``fit(..., unlabelled=...)``); the model trains with a linear bottleneck
+(methods/domain/bottleneck.py, passed as ``reshape``) that folds into the head, so the fitted classifier
+predicts, evaluates and saves exactly as an :class:`ImageClassifier` does. Target labels (a target folder with
+class sub-folders, or ``target_test``) only score the run: ``metrics_["target"]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from transferkit.adapt.selection import Evidence, all_scores
 from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError
 from transferkit.estimators.image import ImageClassifier
-from transferkit.metrics import classification_metrics, record_scored_items
 from transferkit.methods.domain.base import DomainTerm
 from transferkit.methods.domain.bottleneck import BottleneckModel
-from transferkit.methods.domain.selection import Evidence, all_scores
-from transferkit.modalities import IMAGE
-from transferkit.modalities.base import LabelledData, Modality, Split
+from transferkit.metrics import classification_metrics, record_scored_items
+from transferkit.modalities.base import LabelledData, Split
 from transferkit.modalities.image.backbones import DEFAULT_IMAGE_BACKBONE
 from transferkit.modalities.image.target import TargetImages, check_target_folder, read_target, target_train_data
+from transferkit.plugins import BOTTLENECK, LOSS_TERMS
 from transferkit.runs.rundir import check_out_vs_data
-from transferkit.train.registries import BOTTLENECK, LOSS_TERMS
-from transferkit.train.strategies import parse_strategy
+from transferkit.strategies import parse_strategy
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from transferkit.train.data import TrainData
 
 OWN_PARAMETERS = ("target", "target_test", "bottleneck")
 DEV_SOURCE_SAMPLE = 1000  # source training images DEV's domain classifier sees (a seeded sample)
@@ -49,30 +54,6 @@ def reads_target(method: str) -> bool:
     name, _ = LOSS_TERMS.check(method)
     factory = LOSS_TERMS.factory(name)
     return isinstance(factory, type) and issubclass(factory, DomainTerm)
-
-
-class TargetModality:
-    """The image modality, plus a target: the model trains with a bottleneck of ``width`` (0: none) and the
-    training data carries the target images as its unlabelled stream. Everything else is the image modality's."""
-
-    def __init__(self, base: Modality, width: int) -> None:
-        self.base, self.width = base, width
-        self.target_items: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.base, name)
-
-    def build_model(self, spec: Any, n_classes: int) -> Any:
-        model = self.base.build_model(spec, n_classes)
-        return BottleneckModel(model, self.width) if self.width else model
-
-    def train_data(self, spec: Any, split: Split, config: RunConfig, n_classes: int) -> Any:
-        """The source's training data, with the target stream when a loss term reads it (without one, the
-        target would only cost a forward and move BatchNorm's statistics: source-only stays source-only)."""
-        data = self.base.train_data(spec, split, config, n_classes)
-        if any(reads_target(method) for method in config.methods):
-            data.unlabelled = target_train_data(self.target_items, spec.preprocessing, config)
-        return data
 
 
 class DomainAdaptClassifier(ImageClassifier):
@@ -113,15 +94,22 @@ class DomainAdaptClassifier(ImageClassifier):
         saves each candidate here, before anything after training can fail)."""
         self.check_target_settings(out)
         strategy = parse_strategy(self.config.strategy)
-        self.modality = TargetModality(IMAGE, 0 if strategy.frozen_backbone else self.bottleneck)
-        try:
-            super().fit(data, labels, val_data, out, resume)
-        finally:
-            del self.modality  # the fitted network is a plain image model: the class's modality serves it
+        # without a term that reads it, the target would only cost a forward and move BatchNorm's statistics:
+        # source-only stays source-only
+        reads = any(reads_target(method) for method in self.config.methods)
+        super().fit(data, labels, val_data, out, resume, unlabelled=self.target_stream if reads else None,
+                    reshape=self.with_bottleneck if self.bottleneck else None)
         self.metrics_["adapt"] = {"target": str(self.target), "target_test": self.target_test,
                                   "bottleneck": self.bottleneck if not strategy.frozen_backbone else 0,
                                   "methods": list(self.config.methods)}
         return self
+
+    def target_stream(self, spec: Any, config: RunConfig) -> "TrainData":
+        """The target images (read with the source data, :meth:`read_data`) as the unlabelled training stream."""
+        return target_train_data(self.target_.items, spec.preprocessing, config)
+
+    def with_bottleneck(self, model: "nn.Module") -> "nn.Module":
+        return BottleneckModel(model, self.bottleneck)
 
     def score_adaptation(self) -> None:
         """The scoring half of :meth:`fit`: source validation metrics, every selection criterion, and the
@@ -131,7 +119,7 @@ class DomainAdaptClassifier(ImageClassifier):
                                                       [str(c) for c in self.classes_])
         # the val metrics are new (the loop never saw the held-back split): which items they score, for compare
         scored = dataclasses.replace(self.source_data_, val=self.source_val_)
-        record_scored_items(self.metrics_, scored, self.metrics_.get(IMAGE.skipped_key) or [])
+        record_scored_items(self.metrics_, scored, self.metrics_.get(self.modality.skipped_key) or [])
         self.metrics_["selection"] = all_scores(evidence)
         target = self.scored_target()
         if target is not None:
@@ -169,8 +157,6 @@ class DomainAdaptClassifier(ImageClassifier):
             # early while adaptation goes on, so every run keeps its last epoch and the criteria read this split.
             dataset.val = Split()
             dataset.val_source = f"{len(self.source_val_)} held back for model selection: {dataset.val_source}"
-        if isinstance(self.modality, TargetModality):
-            self.modality.target_items = self.target_.items
         dataset.details["target_images"] = self.target_.describe()  # "target" is the scores, when it has labels
         return dataset
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from transferkit.adapt.criteria import CRITERIA, Criterion
 from transferkit.errors import TransferkitError
-from transferkit.methods.domain.criteria import CRITERIA, Criterion
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The registries of the training loop's three seams. A new method is a new module plus one line here.
+"""The registries of the training loop's three seams (torch-free, beside registry.py, so config.py and ``--help``
+read them without importing the loop). A new method is a new module plus one line here.
 
 * adapters decide which parameters exist and which of them train (train/adapters.py);
 * loss terms add to the objective (train/losses.py; cross-entropy is always the first term);

@@ -27,7 +27,7 @@ class Criterion:
         return int(np.argmax(scores) if self.higher_is_better else np.argmin(scores))
 
 
-SCORES = "transferkit.methods.domain.selection"
+SCORES = "transferkit.adapt.selection"
 CRITERIA: dict[str, Criterion] = {c.name: c for c in (
     Criterion("source-val", f"{SCORES}:source_accuracy", True),
     Criterion("entropy", f"{SCORES}:target_entropy", False),

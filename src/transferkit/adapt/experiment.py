@@ -14,12 +14,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from transferkit.adapt.estimator import DomainAdaptClassifier
+from transferkit.adapt.selection import criterion
 from transferkit.errors import TransferkitError, first_line
-from transferkit.methods.domain.estimator import DomainAdaptClassifier
-from transferkit.methods.domain.selection import criterion
+from transferkit.plugins import LOSS_TERMS, SOURCE_ONLY
 from transferkit.progress import log
 from transferkit.runs.folders import CANDIDATES_DIR, is_run_folder
-from transferkit.train.registries import LOSS_TERMS, SOURCE_ONLY
 
 
 def method_terms(method: str) -> list[str]:
