@@ -71,7 +71,7 @@ MIN_CALIBRATION_ITEMS = 16
 CALIBRATION_ROWS = 2  # images per run of the calibration graph (see BatchReader)
 MAX_MEAN_DISTANCE = 0.01  # the recipe measured 0.004 at worst; the optimiser bug above, 0.24
 LINEAR_OPS = ("MatMul", "Gemm")
-RECIPE = f"qdq-u8s8-perchannel-minmax-float{LEADING_FLOAT_CONVS}"
+RECIPE = f"qdq-u8s8-perchannel-minmax-float{LEADING_FLOAT_CONVS}-weighted"  # not reusing ViT engines left fp32
 INT8_TAG = "int8v1"  # in engine file names: a new recipe gets a new tag, never an old engine
 FIRST_LAYER = "/layer.0/"  # the text recipe keeps the nodes of the first encoder layer in float
 
