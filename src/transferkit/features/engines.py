@@ -143,6 +143,26 @@ class EnginePlan:
     meta: dict[str, Any] = field(default_factory=dict)  # the feature cache's meta.json (int8: which engine too)
 
 
+class LazyEngine:
+    """The plan's engine, opened when first needed (``opened``: now); ``name`` is "cache" until then."""
+
+    def __init__(self, plan: EnginePlan, opened: bool = False) -> None:
+        self.plan, self.engine = plan, plan.open() if opened else None
+
+    def __call__(self) -> Engine:
+        if self.engine is None:
+            self.engine = self.plan.open()
+        return self.engine
+
+    @property
+    def name(self) -> str:
+        return "cache" if self.engine is None else self.engine.name
+
+    @property
+    def export_seconds(self) -> float:
+        return 0.0 if self.engine is None else self.engine.export_seconds
+
+
 @dataclass
 class EngineRequest:
     """What a plan is made from: the network's identity and input, and how to build or calibrate it. This is an

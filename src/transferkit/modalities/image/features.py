@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from transferkit.features.cache import FeatureStore, file_key
-from transferkit.features.engines import Engine, EnginePlan, open_engine, plan_engine
+from transferkit.features.engines import Engine, LazyEngine, open_engine, plan_engine
 from transferkit.features.quantize import Calibration, digest, spread
 from transferkit.features.ranks import SINGLE, extraction_ranks
 from transferkit.modalities.image.pipeline import decode_batches
@@ -133,26 +133,6 @@ def read_cached(store: FeatureStore | None, keys: Sequence[str | None], position
     for first in range(0, len(positions), SHARD_ROWS):
         block = positions[first:first + SHARD_ROWS]
         rows.fill(block, store.get([keys[i] for i in block]))
-
-
-class LazyEngine:
-    """The plan's engine, opened when first needed (``opened``: now); ``name`` is "cache" until then."""
-
-    def __init__(self, plan: EnginePlan, opened: bool = False) -> None:
-        self.plan, self.engine = plan, plan.open() if opened else None
-
-    def __call__(self) -> Engine:
-        if self.engine is None:
-            self.engine = self.plan.open()
-        return self.engine
-
-    @property
-    def name(self) -> str:
-        return "cache" if self.engine is None else self.engine.name
-
-    @property
-    def export_seconds(self) -> float:
-        return 0.0 if self.engine is None else self.engine.export_seconds
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import numpy as np
 
 from transferkit.features.cache import FeatureStore
-from transferkit.features.engines import Engine, EnginePlan
+from transferkit.features.engines import EnginePlan, LazyEngine
 from transferkit.features.quantize import Calibration, digest, spread
 from transferkit.features.ranks import SINGLE, extraction_ranks
 from transferkit.modalities.text.backbone import TextBackboneSpec
@@ -113,7 +113,7 @@ def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int
                 unique[key] = i
         encoder = TextEncoding(spec, plan, texts, max_length, batch_size, show_progress and not ranks.rank)
         if unique and not ranks.rank:
-            encoder.open()
+            encoder.engine()
     mine = ranks.share(list(unique))
     new_rows = encoder.encode({key: unique[key] for key in mine}, store)
     if ranks.world > 1:
@@ -128,31 +128,17 @@ def embed_texts(spec: TextBackboneSpec, texts: Sequence[str], *, max_length: int
     features = (np.stack([rows[k] for k in keys]).astype(np.float32, copy=False) if keys
                 else np.zeros((0, 0), np.float32))
     extracted = sum(key in new_rows for key in unique)
-    return EmbedResult(features, len(cached_keys), extracted, time.perf_counter() - start, encoder.name,
-                       encoder.export_seconds)
+    return EmbedResult(features, len(cached_keys), extracted, time.perf_counter() - start, encoder.engine.name,
+                       encoder.engine.export_seconds)
 
 
 class TextEncoding:
     """Texts through the plan's engine (opened when first needed) into rows, and the cache when there is one."""
 
-    def __init__(self, spec: TextBackboneSpec, plan: EnginePlan, texts: Sequence[str], max_length: int, batch_size: int,
-                 show_progress: bool) -> None:
-        self.spec, self.plan, self.texts = spec, plan, texts
+    def __init__(self, spec: TextBackboneSpec, plan: EnginePlan, texts: Sequence[str], max_length: int,
+                 batch_size: int, show_progress: bool) -> None:
+        self.spec, self.engine, self.texts = spec, LazyEngine(plan), texts
         self.max_length, self.batch_size, self.show_progress = max_length, batch_size, show_progress
-        self.engine: Engine | None = None
-
-    def open(self) -> Engine:
-        if self.engine is None:
-            self.engine = self.plan.open()
-        return self.engine
-
-    @property
-    def name(self) -> str:
-        return "cache" if self.engine is None else self.engine.name
-
-    @property
-    def export_seconds(self) -> float:
-        return 0.0 if self.engine is None else self.engine.export_seconds
 
     def encode(self, todo: dict[str, int], store: FeatureStore | None) -> dict[str, np.ndarray]:
         """key -> row for the texts at ``todo``'s positions, stored in the cache as one shard."""
@@ -161,7 +147,7 @@ class TextEncoding:
         tokenizer = self.spec.load_tokenizer()
         todo_keys = list(todo)
         encoded = tokenizer.encode([self.texts[i] for i in todo.values()], self.max_length)
-        run, rows = self.open(), {}
+        run, rows = self.engine(), {}
         with progress(len(todo), f"embeddings ({self.spec.name}, {run.name})", self.show_progress) as advance:
             for batch, input_ids, mask in padded_batches(encoded, tokenizer.pad_token_id, self.batch_size):
                 for j, row in zip(batch, run(input_ids, mask)):
