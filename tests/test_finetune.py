@@ -307,3 +307,35 @@ def test_grad_checkpointing_checkpoints_the_blocks_and_changes_no_result(data: P
     assert [r["train_loss"] for r in saving.metrics_["history"]] == pytest.approx(
         [r["train_loss"] for r in plain.metrics_["history"]], rel=1e-5)
     assert saving.metrics_["val"]["accuracy"] == plain.metrics_["val"]["accuracy"]
+
+
+def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not installed")
+    launch = [torchrun, "--nproc_per_node", "2", "--standalone"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["train", str(data), "--strategy", "finetune", "--epochs", "2", "--seed", "5", *SMALL_ARGS]
+
+    def run(argv: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+
+    straight = run([*launch, "-m", "transferkit", *args, "--out", str(tmp_path / "straight")])
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    # every rank SIGKILLs itself before step 2 of epoch 2: the launch fails, epoch 1's checkpoint stays
+    killed = run([*launch, os.path.abspath(faults.__file__), *args, "--out", str(tmp_path / "killed"),
+                  "--callback", "fault:at=2:2"])
+    assert killed.returncode != 0 and not (tmp_path / "killed" / "model.safetensors").exists()
+    resumed = run([*launch, "-m", "transferkit", "train", "--config",
+                   str(tmp_path / "killed" / "checkpoints" / "config.yaml"), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming after epoch 1/2" in resumed.stderr
+    a, b = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("straight", "killed"))
+    assert [r["train_loss"] for r in a["history"]] == pytest.approx([r["train_loss"] for r in b["history"]], rel=1e-5)
+    from transferkit.runs.rundir import read_tensors
+
+    ta, tb = read_tensors(tmp_path / "straight" / "model.safetensors"), read_tensors(tmp_path / "killed" / "model.safetensors")
+    for key in ta:
+        np.testing.assert_allclose(ta[key], tb[key], rtol=1e-5, atol=1e-6)
