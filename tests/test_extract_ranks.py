@@ -104,3 +104,29 @@ def test_two_ranks_share_a_text_extraction(tmp_path: Path) -> None:
     # so the rows agree, but bit-for-bit equality is not promised across batchings (on this set they are equal)
     assert max(float(np.abs(one[k] - two[k]).max()) for k in one) < 1e-5
     assert ranked.count("saved to") == 1
+
+
+def test_two_ranks_share_an_audit_and_a_ranking_and_rank_0_alone_answers(tmp_path: Path) -> None:
+    if importlib.util.find_spec("torch.distributed.run") is None:
+        pytest.skip("torch.distributed.run is not installed")
+    data = make_folder(tmp_path / "data", {"train": 9, "val": 4})
+    weights = random_weights(tmp_path / "w.safetensors")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
+
+    def launched(*args: str, cache: Path) -> subprocess.CompletedProcess:
+        done = subprocess.run([*launch, "-m", "transferkit", *args, "--cache-dir", str(cache), "--json"],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=180,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    audit = launched("audit", str(data), "--backbone", "timm:test_efficientnet", "--weights", str(weights),
+                     "--image-size", "32", "--out", str(tmp_path / "audit.html"), cache=tmp_path / "cache-a")
+    assert len(audit.stdout.strip().splitlines()) == 1  # one answer, from rank 0
+    assert json.loads(audit.stdout)["items"] == 26 and (tmp_path / "audit.html").is_file()
+    _, stored, shards = cached_rows(tmp_path / "cache-a")
+    assert shards == 2 and stored == 26  # each rank extracted its half, none twice
+    ranking = launched("rank", str(data), "--backbones", "efficientnet_lite0", "--image-sizes", "32",
+                       cache=tmp_path / "cache-r")  # rank takes packaged or hub backbones, no --weights
+    assert len(ranking.stdout.strip().splitlines()) == 1 and len(json.loads(ranking.stdout)["rows"]) == 1
+    assert cached_rows(tmp_path / "cache-r")[2] == 2

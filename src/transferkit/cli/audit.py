@@ -10,6 +10,7 @@ import typer
 
 from transferkit.cli.options import LabelledDataArgument, with_config_options
 from transferkit.cli.output import cell, console, print_json
+from transferkit.runs.lock import is_other_rank
 
 AUDIT_FIELDS = ("backbone", "weights", "image_size", "val_data", "test_data", "seed", "strict", "crop_pct", "engine",
                 "batch_size", "workers", "cache", "cache_dir", "cache_dtype", "text_column", "label_column",
@@ -38,6 +39,8 @@ def audit(
         check_exclusions_path(exclusions)
     chosen = {name: value for name, value in settings.items() if value is not None}
     result = run_audit(data, **chosen)
+    if is_other_rank():  # a launch's ranks shared the extraction; rank 0 writes and prints
+        return
     written = []
     if out is not None:
         written.append(f"page: {write_page(result, out)}")

@@ -14,6 +14,7 @@ from transferkit.cli.output import cell, console, print_json
 from transferkit.cli.options import with_config_options
 from transferkit.config import IMAGE_SIZE
 from transferkit.errors import TransferkitError, shown
+from transferkit.runs.lock import is_other_rank
 
 # the RunConfig fields that decide which items are read and how their features are computed
 RANK_FIELDS = ("seed", "strict", "crop_pct", "engine", "batch_size", "workers", "cache", "cache_dir", "cache_dtype",
@@ -75,6 +76,8 @@ def rank(
     from transferkit.selection.rank import rank as rank_backbones  # lazy: numpy, scipy
 
     result = rank_backbones(data, names, sizes, folds, **chosen)
+    if is_other_rank():  # a launch's ranks shared the extraction; rank 0 prints
+        return
     if as_json:
         print_json(result)
         return
