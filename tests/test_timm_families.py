@@ -120,7 +120,7 @@ def test_blocks_group_the_family_and_layer_decay_steps_over_them(case: Case) -> 
     from transferkit.train.adapters import Adapter
     from transferkit.train.blocks import backbone_blocks
     from transferkit.train.phases import apply_phase
-    from transferkit.train.strategies import parse_strategy
+    from transferkit.strategies import parse_strategy
 
     model = IMAGE.build_model(case.spec(), 2)
     blocks = backbone_blocks(model.backbone)
@@ -129,7 +129,7 @@ def test_blocks_group_the_family_and_layer_decay_steps_over_them(case: Case) -> 
     assert case.family.stem in blocks[0]
     strategy = parse_strategy("finetune")
     groups, _ = apply_phase(model, strategy.phases(1, 0)[0], RunConfig(layer_decay=0.5), strategy, Adapter(),
-                            "frozen", "image")
+                            "frozen", IMAGE.defaults.training)
     rates = list(dict.fromkeys(group["lr"] for group in groups))  # per block, input end first, then the head
     assert len(rates) == len(blocks) + 1 and rates == sorted(rates)
 

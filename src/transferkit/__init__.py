@@ -9,11 +9,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["AutoClassifier", "ImageClassifier", "auto", "RunConfig", "TextClassifier", "TransferClassifier", "classifier_for_data",
-           "load_classifier"]
+           "load_classifier", "DomainAdaptClassifier"]
 
 _LAZY = {"auto": "automl.run", "AutoClassifier": "automl.estimator", "ImageClassifier": "estimators.image", "RunConfig": "config", "TextClassifier": "estimators.text",
          "TransferClassifier": "estimators.core", "classifier_for_data": "estimators",
-         "load_classifier": "estimators"}
+         "load_classifier": "estimators", "DomainAdaptClassifier": "adapt.estimator"}
 
 
 def __getattr__(name: str) -> Any:

@@ -18,6 +18,7 @@ from transferkit.audit.items import SPLITS, AuditItems, read_items
 from transferkit.audit.labels import find_label_issues, out_of_fold_proba
 from transferkit.audit.outliers import NEIGHBOURS, find_outliers, isolation
 from transferkit.config import RunConfig
+from transferkit.features.ranks import across_ranks
 from transferkit.modalities.base import Modality
 from transferkit.progress import log
 from transferkit.selection.candidates import Backbone, featurize, modality_of
@@ -56,8 +57,9 @@ def audit_items(modality: Modality, items: AuditItems, config: RunConfig, second
     spec = modality.resolve(config, parse_strategy(config.strategy))
     counts = ", ".join(f"{split} {int((items.splits == split).sum())}" for split in SPLITS)
     log(f"audit: {len(items)} items ({counts}), {len(items.classes)} classes, features of {config.backbone}")
-    featurized = timed(seconds, "features", lambda: featurize(modality, Backbone(config.backbone, None, config, spec),
-                                                              items.items))
+    with across_ranks():  # under a launch, every rank audits the same items: they share the extraction
+        featurized = timed(seconds, "features", lambda: featurize(modality, Backbone(config.backbone, None, config,
+                                                                                      spec), items.items))
     unreadable = [ItemIssue(int(i), "unreadable", why) for i, (_, why) in
                   zip(np.flatnonzero(~featurized.ok), featurized.failed)]
     rows = np.flatnonzero(featurized.ok)  # item index of each feature row

@@ -69,12 +69,17 @@ class Ranks:
 
     @contextmanager
     def first(self) -> Iterator[None]:
-        """Rank 0 runs the block before the others do: an engine it exports or builds is cached for them."""
+        """Rank 0 runs the block before the others do: an engine it exports or builds is cached for them. No
+        rank leaves before every rank has run it, so what each read of the cache there is read before any rank
+        writes to it. Rank 0 lets the others go on even when its block fails (they then meet the same error)."""
         if self.rank:
             self.barrier()
-        yield
-        if not self.rank:
-            self.barrier()
+        try:
+            yield
+        finally:
+            if not self.rank:
+                self.barrier()
+        self.barrier()
 
 
 SINGLE = Ranks()

@@ -123,7 +123,7 @@ class LoraAdapter(PeftAdapter):
     marker = "lora_"
 
     def __init__(self, r: int = 8, alpha: float = 16, dropout: float = 0.05, targets: str | None = None) -> None:
-        super().__init__(targets)  # the options' ranges are declared in train/registries.py, checked when parsed
+        super().__init__(targets)  # the options' ranges are declared in plugins.py, checked when parsed
         self.r, self.alpha, self.dropout = int(r), float(alpha), float(dropout)
 
     def options(self) -> dict[str, Any]:

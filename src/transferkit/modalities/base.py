@@ -168,8 +168,9 @@ class ModelInputs(Protocol):
         """Files the export needs beside the model (a text run's tokenizer)."""
 
     def requests(self, service: Any, decoding: Any) -> Any:
-        """The server's ``POST /predict`` for these inputs (serve/requests.py: an object with ``register(app,
-        batcher)``); ``service`` is serve's Service, ``decoding`` its MemoryBudget for preparing items."""
+        """The server's ``POST /predict`` for these inputs (modalities/<name>/requests.py: a
+        ``modalities.http.Requests`` with ``register(app, batcher)``); ``service`` is serve's Service, ``decoding``
+        its MemoryBudget for preparing items."""
 
 
 class Modality(Protocol):

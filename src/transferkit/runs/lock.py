@@ -27,6 +27,7 @@ from typing import Any, Iterator
 
 from transferkit.atomic import reason, write_problem
 from transferkit.errors import RunDirError
+from transferkit.features.ranks import launch_size
 from transferkit.runs.folders import LOCK_SUFFIX, another_out
 
 MAX_RECORD = 4096  # the holder's record is a few hundred bytes
@@ -43,8 +44,7 @@ def lock_file(out: str | Path) -> Path:
 
 def is_other_rank() -> bool:
     """A process of a multi-process launch other than rank 0 (whose lock covers the launch)."""
-    launched = os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1")  # a scheduler's RANK alone is no launch
-    return launched and os.environ.get("RANK", "0").strip() not in ("", "0")
+    return launch_size()[0] != 0  # the one reading of WORLD_SIZE and RANK that extraction splits by
 
 
 @contextmanager

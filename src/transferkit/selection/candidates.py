@@ -22,7 +22,6 @@ from transferkit.config import RunConfig
 from transferkit.errors import DataError, TransferkitError, arg
 from transferkit.estimators import classifier_for_data
 from transferkit.features.engines import engine_dir
-from transferkit.features.ranks import across_ranks
 from transferkit.modalities.base import Featurized, Modality, Spec, Split
 from transferkit.progress import log
 from transferkit.strategies import parse_strategy
@@ -115,12 +114,9 @@ def check_counts(classes: list[str], labels: np.ndarray, data: Any) -> None:
 
 
 def featurize(modality: Modality, backbone: Backbone, items: list[str], show_progress: bool = True) -> Featurized:
-    """The backbone's features for ``items`` through the cache (extracting only what it lacks). Under a launch
-    (``torchrun``) the missing items are split across its ranks: ``rank`` and ``audit`` call this on every rank
-    with the same items (features/ranks.py), then only rank 0 prints and writes."""
-    with across_ranks():
-        result = modality.featurize(backbone.spec, items, backbone.config, lambda: modality.build_net(backbone.spec),
-                                    show_progress)
+    """The backbone's features for ``items`` through the cache (extracting only what it lacks)."""
+    result = modality.featurize(backbone.spec, items, backbone.config, lambda: modality.build_net(backbone.spec),
+                                show_progress)
     if result.failed:
         listing = "; ".join(f"{item} ({why})" for item, why in result.failed[:5])
         if backbone.config.strict:

@@ -11,6 +11,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from transferkit.config import RunConfig
+from transferkit.features.ranks import across_ranks
 from transferkit.progress import log
 from transferkit.selection.candidates import (Backbone, LabelledItems, SourceHead, check_counts, default_backbones,
                                               featurize, modality_of, read_items, resolve_backbones, source_head)
@@ -62,8 +63,11 @@ def all_scores(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, stan
 
 
 def rank_one(modality: Any, backbone: Backbone, data: LabelledItems, n_folds: int) -> dict[str, Any]:
-    """One backbone's row: features (through the cache), its source classifier, every score."""
-    result = featurize(modality, backbone, data.items)
+    """One backbone's row: features (through the cache), its source classifier, every score. Under a launch
+    every rank ranks the same backbones on the same items, so the extraction is split across them
+    (features/ranks.py); only rank 0 prints the answer (cli/rank.py)."""
+    with across_ranks():
+        result = featurize(modality, backbone, data.items)
     labels = data.labels[result.ok]
     check_counts(data.classes, labels, backbone.config.data)
     folds = stratified_folds(labels, n_folds, backbone.config.seed)
