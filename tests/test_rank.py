@@ -158,7 +158,9 @@ def test_rank_text_encoder_has_no_source_scores(tmp_path: Path, monkeypatch: pyt
     table = tmp_path / "reviews.csv"
     rows = [f"a wonderful and moving film {i},pos" for i in range(6)] + [f"a dull and boring mess {i},neg" for i in range(6)]
     table.write_text("text,label\n" + "\n".join(rows) + "\n")
-    code, out, err = run_main(monkeypatch, capsys, "rank", str(table), "--engine", "torch", "--json")
+    # named: with the mpnet extra installed, the default candidates are two
+    code, out, err = run_main(monkeypatch, capsys, "rank", str(table), "--backbones", "all-MiniLM-L6-v2", "--engine",
+                              "torch", "--json")
     assert code == 0, err
     result = json.loads(out)
     (row,) = result["rows"]
