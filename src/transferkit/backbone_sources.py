@@ -11,10 +11,10 @@ torch nor the sources), or objects given to :meth:`SourceRegistry.register` (a t
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from transferkit.errors import BackboneError
+from transferkit.registry import load_ref
 
 if TYPE_CHECKING:
     import torch
@@ -98,8 +98,7 @@ class SourceRegistry:
         if entry is None:
             raise BackboneError(f"backbone source '{name}' is not known; known: {', '.join(self._entries)}")
         if isinstance(entry, str):
-            module, _, attribute = entry.partition(":")
-            entry = self._entries[name] = getattr(import_module(module), attribute)()
+            entry = self._entries[name] = load_ref(entry)()
         return entry
 
     def of(self, modality: str) -> Iterator[BackboneSource]:

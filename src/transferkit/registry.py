@@ -129,10 +129,7 @@ class Registry:
 
     def factory(self, name: str) -> Callable[..., Any]:
         entry = self._entries[name]
-        if isinstance(entry, str):
-            module, _, attribute = entry.partition(":")
-            entry = getattr(import_module(module), attribute)
-        return entry
+        return load_ref(entry) if isinstance(entry, str) else entry
 
     def create(self, spec: str) -> Any:
         """Build the part a spec names, passing its options as keyword arguments."""
@@ -142,3 +139,9 @@ class Registry:
             return factory(**options)
         except TypeError as exc:
             raise TransferkitError(f"{self.kind} '{spec}': {exc}") from None
+
+
+def load_ref(ref: str) -> Any:
+    """The object a lazy ``"module:attribute"`` reference names (imported on first use, not at registration)."""
+    module, _, attribute = ref.partition(":")
+    return getattr(import_module(module), attribute)

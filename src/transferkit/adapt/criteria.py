@@ -5,8 +5,9 @@ imported when a model is scored. A new criterion is a score function plus one li
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import import_module
 from typing import Any
+
+from transferkit.registry import load_ref
 
 
 @dataclass(frozen=True)
@@ -17,8 +18,7 @@ class Criterion:
 
     def score(self, evidence: Any) -> float:
         """The score of one model's evidence (selection.Evidence; not imported: selection imports this)."""
-        module, _, function = self.ref.partition(":")
-        return getattr(import_module(module), function)(evidence)
+        return load_ref(self.ref)(evidence)
 
     def best(self, scores: list[float]) -> int:
         """The index of the best of ``scores``."""

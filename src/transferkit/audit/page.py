@@ -12,7 +12,8 @@ from typing import Any, Callable
 from transferkit import __version__
 from transferkit.atomic import atomic_write_bytes, check_replaceable
 from transferkit.errors import arg
-from transferkit.report.html import STYLE, esc
+from transferkit.report.html import STYLE
+from transferkit.report.markup import esc
 
 SHOWN = 60  # rows per section at the most (the JSON has them all)
 THUMBNAIL = 96  # px, the longer side

@@ -21,7 +21,7 @@ def parse_budget(text: str | float | int) -> float:
         value = str(text).strip().lower().replace(" ", "")
         if re.fullmatch(r"\d+(?:\.\d+)?", value):
             seconds = float(value)
-        elif value and PART.sub("", value) == "" and re.fullmatch(r"(?:\d+(?:\.\d+)?[smh])+", value):
+        elif re.fullmatch(r"(?:\d+(?:\.\d+)?[smh])+", value):
             seconds = sum(float(n) * UNITS[u] for n, u in PART.findall(value))
         else:
             raise TransferkitError(f"{arg('budget', str(text))}: not a duration; write "

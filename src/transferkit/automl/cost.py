@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from transferkit.config import RunConfig
-from transferkit.modalities.base import LabelledData, Modality, Split
+from transferkit.modalities.base import LabelledData, Modality
 from transferkit.progress import log
 from transferkit.strategies import parse_strategy
 
@@ -52,9 +52,7 @@ def measure(modality: Modality, config: RunConfig, dataset: LabelledData) -> Cos
     spec = modality.resolve(config.replace(strategy="finetune"), parse_strategy("finetune"))
     n_classes = len(dataset.classes)
     take = min(len(dataset.train), batch, SAMPLE)
-    split = Split(dataset.train.items[:take], dataset.train.labels[:take],
-                  None if dataset.train.lines is None else dataset.train.lines[:take])
-    data = modality.train_data(spec, split, config.replace(workers=0), n_classes)
+    data = modality.train_data(spec, dataset.train.take(range(take)), config.replace(workers=0), n_classes)
     pairs = [data.dataset[i] for i in range(take)]
     inputs, labels = (data.collate or default_collate)(pairs)
     model = modality.build_model(spec, n_classes).train()

@@ -5,6 +5,7 @@ setting says why; a setting the user gave is kept and said so."""
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,8 +57,6 @@ def derive(modality: Modality, dataset: LabelledData, config: RunConfig, given: 
     facts.measured["imbalanced"] = ratio >= IMBALANCE
     facts.decide("class_weights", "auto" if ratio >= IMBALANCE and metric == "macro_f1" else None,
                  f"largest class {ratio:.1f}x the smallest (weighted from {IMBALANCE:g}x for macro-F1)", given)
-    def decide(name: str, value: Any, why: str) -> None:
-        facts.decide(name, value, why, given)
-
-    facts.measured.update(modality.derive(dataset, config, decide))  # what the modality's data settles
+    # what the modality's data settles
+    facts.measured.update(modality.derive(dataset, config, functools.partial(facts.decide, given=given)))
     return facts

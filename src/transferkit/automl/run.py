@@ -26,7 +26,7 @@ from transferkit.modalities.base import LabelledData
 from transferkit.progress import log
 from transferkit.runs.lock import hold_run_folder
 from transferkit.runs.rundir import check_out_vs_data, check_writable
-from transferkit.tuning.objective import trial_classifier
+from transferkit.tuning.objective import estimator_params, trial_classifier
 
 METRICS = ("accuracy", "macro_f1")
 SAVE_SECONDS = 5.0  # writing the run folder
@@ -47,7 +47,7 @@ def prepare(data: Any, settings: dict[str, Any], metric: str) -> tuple[type[Tran
     classifier = classifier_for_data(str(data))
     config = absolute_paths(RunConfig(data=str(data), **{"backbone": classifier.modality.default_backbone, **settings}))
     config.validate()
-    reader = classifier(**{k: v for k, v in config.to_dict().items() if k != "data"})
+    reader = classifier(**estimator_params(config))
     dataset = reader.read_data(config.data, None, config.val_data, config)
     if not len(dataset.val):
         raise DataError(f"{data}: no validation data to choose on; give {arg('val_data')} or a "
@@ -98,12 +98,13 @@ def auto(data: str | Path, out: str | Path | None = None, budget: str | float = 
     ranked = rank_backbones(modality, dataset, base, backbones, clock)
     top = next(r for r in ranked if r.kept)
     cost, why_not = None, "no fine-tuning: the budget left no time to measure a training step"
-    floor = training_floor(top, given.get("epochs", modality.defaults.epochs[0]), len(dataset.train))
-    if floor > clock.left - reserve_for(dataset, ranked, True, report):
-        why_not = (f"no fine-tuning: a training step costs at least ~{BACKWARD_FACTOR}x inference, so "
-                   f"{given.get('epochs', modality.defaults.epochs[0])} epoch(s) of {top.name} need >= {floor:.0f} s at the extraction rate "
-                   f"measured here, more than the budget leaves")
-    elif clock.left - reserve_for(dataset, ranked, True, report) > MEASURE_SECONDS:
+    epochs = given.get("epochs", modality.defaults.epochs[0])
+    floor, left = training_floor(top, epochs, len(dataset.train)), clock.left - reserve_for(dataset, ranked, True, report)
+    if floor > left:
+        why_not = (f"no fine-tuning: a training step costs at least ~{BACKWARD_FACTOR}x inference, so {epochs} "
+                   f"epoch(s) of {top.name} need >= {floor:.0f} s at the extraction rate measured here, more than "
+                   "the budget leaves")
+    elif left > MEASURE_SECONDS:
         cost = measure(modality, base.replace(backbone=top.name), dataset)
     seconds = clock.left - reserve_for(dataset, ranked, cost is not None, report)
     weigh = facts.measured["imbalanced"] and "class_weights" not in facts.settings  # the probe tries both
@@ -143,7 +144,7 @@ def finish(winner: Outcome, outcomes: list[Outcome], base: RunConfig, classifier
     if clf is None:
         log(f"auto: refitting {winner.trial.key}, chosen from the study (trained by an earlier run)")
         fitted = base.replace(test_data=None, **winner.trial.settings)
-        clf = trial_classifier(classifier)(**{k: v for k, v in fitted.to_dict().items() if k != "data"}).fit(fitted.data)
+        clf = trial_classifier(classifier)(**estimator_params(fitted)).fit(fitted.data)
         winner.note = "refitted: an earlier run of this command trained it"
     callbacks = [c for c in clf.config.callbacks if c.split(":")[0] not in OWN_CALLBACKS]
     clf.config = clf.config.replace(callbacks=callbacks, test_data=config.test_data)

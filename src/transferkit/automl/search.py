@@ -21,9 +21,9 @@ from transferkit.estimators.core import TransferClassifier
 from transferkit.progress import log
 from transferkit.registry import format_spec
 from transferkit.runs.folders import AUTO_STUDY as STUDY_FILE
-from transferkit.tuning.base import PRUNED_ATTR, PRUNERS
-from transferkit.tuning.objective import trial_classifier
-from transferkit.tuning.storage import open_storage, prune_spec
+from transferkit.tuning.base import PRUNERS
+from transferkit.tuning.objective import estimator_params, trial_classifier
+from transferkit.tuning.storage import open_storage, prune_spec, pruned_at
 
 KEY_ATTR = "auto_key"
 
@@ -111,7 +111,7 @@ def run_one(planned: Trial, base: RunConfig, classifier: type[TransferClassifier
     log(f"auto: trial {trial.number} {planned.key} (~{planned.estimate:.0f} s; {clock.left:.0f} s of the budget left)")
     start = time.perf_counter()
     try:
-        clf = trial_classifier(classifier)(**{k: v for k, v in config.to_dict().items() if k != "data"}).fit(config.data)
+        clf = trial_classifier(classifier)(**estimator_params(config)).fit(config.data)
     except KeyboardInterrupt:
         study.tell(trial, state=TrialState.FAIL)
         raise
@@ -124,11 +124,11 @@ def run_one(planned: Trial, base: RunConfig, classifier: type[TransferClassifier
     epochs = clf.metrics_.get("epochs_run")
     for name, value in (("val", scores), ("seconds", round(seconds, 3)), ("epochs_run", epochs)):
         trial.set_user_attr(name, value)
-    (stored,) = [t for t in study.get_trials(deepcopy=False) if t.number == trial.number]
-    if PRUNED_ATTR in stored.user_attrs:
+    epoch = pruned_at(study, trial.number)
+    if epoch is not None:
         study.tell(trial, state=TrialState.PRUNED)
-        return Outcome(planned, "pruned", scores, seconds, epochs, f"pruned after epoch {stored.user_attrs[PRUNED_ATTR]}: "
-                                                                   "behind the median of earlier trials")
+        return Outcome(planned, "pruned", scores, seconds, epochs, f"pruned after epoch {epoch}: behind the median "
+                                                                   "of earlier trials")
     study.tell(trial, scores.get(base.metric.removeprefix("val_"), scores.get("accuracy", 0.0)))
     log(f"auto: trial {trial.number}: val accuracy {scores.get('accuracy', float('nan')):.4f} ({seconds:.1f} s)")
     return Outcome(planned, "complete", scores, seconds, epochs, clf=clf)

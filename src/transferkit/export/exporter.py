@@ -37,9 +37,9 @@ from transferkit.atomic import reason
 from transferkit.errors import RunDirError, TransferkitError, arg, first_line
 from transferkit.estimators import load_classifier
 from transferkit.estimators.core import TransferClassifier
-from transferkit.export.adapters import OUTPUT, ModelInputs, inputs_for
 from transferkit.estimators.heldout import capped, heldout_split
 from transferkit.export.model import ExportedClassifier, whole_model
+from transferkit.modalities.base import MODEL_OUTPUT, ModelInputs
 from transferkit.progress import log
 from transferkit.runs.folders import is_run_folder
 from transferkit.runs.rundir import read_run, swap_into_place
@@ -66,7 +66,7 @@ def export_run(run: str | Path, fmt: str = "onnx", out: str | Path = "export", d
     check_export_folder(run, out, overwrite)
     clf = load_classifier(run)
     clf.verbose = False
-    adapter = inputs_for(clf)
+    adapter = clf.modality.inputs(clf)
     split, source = heldout_split(clf, data)  # before the export: missing data is said at once
     split = capped(split, limit)
     target = Path(os.path.abspath(out))
@@ -124,7 +124,7 @@ def write_onnx(model: ExportedClassifier, adapter: ModelInputs, path: Path) -> P
     """Write ``model.onnx``; return it as it will be run: an ONNX Runtime session."""
     adapter.export_onnx(model, path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda *arrays: session.run([OUTPUT], dict(zip(adapter.names, arrays)))[0]
+    return lambda *arrays: session.run([MODEL_OUTPUT], dict(zip(adapter.names, arrays)))[0]
 
 
 def write_torchscript(model: ExportedClassifier, adapter: ModelInputs, path: Path) -> Predict:
@@ -166,7 +166,7 @@ def torch_predict(model: Callable[..., torch.Tensor], arrays: tuple[np.ndarray, 
 def write_files(folder: Path, clf: TransferClassifier, adapter: ModelInputs, preprocessing: dict[str, Any],
                 fmt: str, run: Path) -> None:
     contract = adapter.contract(preprocessing)
-    contract["outputs"] = [{"name": OUTPUT, "dtype": "float32", "shape": ["batch", len(clf.classes_)],
+    contract["outputs"] = [{"name": MODEL_OUTPUT, "dtype": "float32", "shape": ["batch", len(clf.classes_)],
                             "labels": "classes.json"}]
     contract["export"] = {"format": fmt, "file": FORMATS[fmt][0], "run": str(run), "backbone": clf.spec_.name,
                           "fingerprint": clf.spec_.fingerprint, "transferkit": __version__, "torch": torch.__version__}

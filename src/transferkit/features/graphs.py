@@ -7,12 +7,11 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
-import os
-import uuid
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from transferkit.atomic import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -24,15 +23,13 @@ MAX_BATCH = 4096  # an exported graph's upper bound on the batch dimension (torc
 def export_atomically(path: Path, export: Callable[[str], None]) -> None:
     """Run ``export(tmp_path)`` quietly (the exporters print pages of diagnostics), then rename the file into
     place: concurrent exporters never see half a model."""
-    buffer = io.StringIO()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp.onnx")
-    try:
+    def quietly(tmp: Path) -> None:
+        buffer = io.StringIO()
         with warnings.catch_warnings(), contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
             warnings.simplefilter("ignore")
             export(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(path, quietly, suffix=".tmp.onnx")
 
 
 def export_graph(net: "nn.Module", example: tuple["torch.Tensor", ...], path: Path, inputs: Sequence[str],

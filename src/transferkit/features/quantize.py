@@ -218,7 +218,7 @@ def weighted_layers(model: "onnx.ModelProto") -> list["onnx.NodeProto"]:  # noqa
 
 def leading_nodes(model: "onnx.ModelProto", convs: int = LEADING_FLOAT_CONVS) -> list[str]:  # noqa: F821
     """Names of the nodes up to the ``convs``-th weighted layer (graph order is topological) stay float, so the
-    high-resolution layers keep their precision (a ViT: its patch convolution, its first block and the next one's qkv)."""
+    high-resolution layers keep their precision (a ViT: its patch convolution, first block, the next one's qkv)."""
     layers, names = weighted_layers(model), [node.name for node in model.graph.node]
     if len(layers) < convs:
         return names if layers else []

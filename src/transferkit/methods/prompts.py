@@ -66,9 +66,11 @@ class PromptAdapter(Adapter):
     def saved(self, model: nn.Module, statistics: bool = False) -> AdapterWeights:
         return AdapterWeights.of(self.trained_tensors(model, statistics), {"adapter": self.name, **self.options()})
 
-    def expected(self, shapes: dict[str, list[int]]) -> dict[str, str]:  # pragma: no cover - abstract
-        """name -> why its shape is wrong (or "" when it fits), for each tensor the adapter needs."""
-        raise NotImplementedError
+    def expected(self, shapes: dict[str, list[int]]) -> dict[str, str]:
+        """name -> why its shape is wrong (or "" when it fits), for each tensor the adapter needs: peft's prompt
+        modules hold one [tokens, width] embedding."""
+        name = f"backbone.{self.module}.embedding.weight"
+        return {name: has_tokens(shapes.get(name), self.tokens, 2)}
 
     def check_saved(self, shapes: dict[str, list[int]]) -> str | None:
         own = {k: v for k, v in shapes.items() if k.startswith(f"backbone.{self.module}.")}
@@ -152,10 +154,6 @@ class PromptTuning(PromptAdapter):
         backbone.register_forward_pre_hook(partial(prepend_prompt, prompt, self.tokens), with_kwargs=True)
         backbone.register_forward_hook(partial(drop_prompt, self.tokens))
 
-    def expected(self, shapes: dict[str, list[int]]) -> dict[str, str]:
-        name = f"backbone.{self.module}.embedding.weight"
-        return {name: has_tokens(shapes.get(name), self.tokens, 2)}
-
 
 # ----------------------------------------------------------------------------------------------------------
 # prefix: keys and values before every attention layer's
@@ -215,10 +213,6 @@ class PrefixTuning(PromptAdapter):
             attention.key.register_forward_hook(partial(prepend_state, prefix, i, 0))
             attention.value.register_forward_hook(partial(prepend_state, prefix, i, 1))
             attention.register_forward_pre_hook(partial(widen_mask, self.tokens), with_kwargs=True)
-
-    def expected(self, shapes: dict[str, list[int]]) -> dict[str, str]:
-        name = f"backbone.{self.module}.embedding.weight"
-        return {name: has_tokens(shapes.get(name), self.tokens, 2)}
 
 
 @torch.no_grad()

@@ -162,7 +162,8 @@ class ModelInputs(Protocol):
         """Prepared items (decoded images, token ids) as the model's input arrays, batch by batch."""
 
     def engine(self) -> Callable[..., np.ndarray]:
-        """The run's feature engine (ONNX Runtime on CPU, torch on a GPU), opened once: inputs -> features."""
+        """The run's feature engine (ONNX Runtime on CPU, torch on a GPU), opened once: inputs -> features; a
+        fine-tuned run's own ``engine.onnx`` is seeded into the cache first (``seed_run_engine``), not exported."""
 
     def add_files(self, folder: Path) -> None:
         """Files the export needs beside the model (a text run's tokenizer)."""

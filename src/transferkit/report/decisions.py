@@ -4,16 +4,9 @@ reads metrics.json's ``"auto"`` (untrusted, like every run file): anything of th
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
-
-def esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def num(value: Any, spec: str) -> str:
-    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+from transferkit.report.markup import esc, fmt
 
 
 def rows(items: Any) -> list[dict[str, Any]]:
@@ -40,17 +33,17 @@ def decisions_section(metrics: dict[str, Any]) -> str:
     settings = sub(sub(record, "facts"), "settings")
     parts = ["<h3>Decisions</h3>",
              f'<p class="note">Chosen by transferkit auto on validation {esc(metric)} in '
-             f"{num(record.get('used_seconds'), '.0f')} s of a {num(record.get('budget_seconds'), '.0f')} s budget; "
+             f"{fmt(record.get('used_seconds'), '.0f')} s of a {fmt(record.get('budget_seconds'), '.0f')} s budget; "
              "trials never read the test split.</p>"]
     chosen = [[esc(k), esc(v.get("value")), esc(v.get("why"))] for k, v in settings.items() if isinstance(v, dict)]
     if chosen:
         parts.append(table(["setting", "value", "why"], chosen))
-    ranking = [[esc(r.get("backbone")), num(sub(r, "scores").get("probe_accuracy"), ".3f"),
-                num(sub(r, "scores").get("logme"), ".3f"), esc(r.get("why"))] for r in rows(record.get("ranking"))]
+    ranking = [[esc(r.get("backbone")), fmt(sub(r, "scores").get("probe_accuracy"), ".3f"),
+                fmt(sub(r, "scores").get("logme"), ".3f"), esc(r.get("why"))] for r in rows(record.get("ranking"))]
     if ranking:
         parts.append(table(["backbone", "cv probe acc", "LogME", "ranking"], ranking))
-    trials = [[esc(r.get("key")), esc(r.get("state")), num(sub(r, "val").get(metric), ".4f"),
-               num(r.get("seconds"), ".0f"), num(r.get("estimate_seconds"), ".0f"), esc(r.get("why", r.get("note")))]
+    trials = [[esc(r.get("key")), esc(r.get("state")), fmt(sub(r, "val").get(metric), ".4f"),
+               fmt(r.get("seconds"), ".0f"), fmt(r.get("estimate_seconds"), ".0f"), esc(r.get("why", r.get("note")))]
               for r in rows(record.get("trials"))]
     if trials:
         parts.append(table(["trial", "state", f"val {metric}", "seconds", "estimated", "why"], trials))

@@ -6,7 +6,6 @@ inline: the file opens without a network or any other file."""
 from __future__ import annotations
 
 import datetime
-import html
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,6 +19,7 @@ from transferkit.modalities.base import Misclassified
 from transferkit.report import figures
 from transferkit.report.collect import Heldout, RunReport, collect
 from transferkit.report.decisions import decisions_section
+from transferkit.report.markup import esc, fmt
 from transferkit.runs.folders import RUN_REPORT, is_run_folder
 from transferkit.strategies import parse_strategy
 
@@ -45,16 +45,6 @@ def pretrained(report: RunReport) -> bool:
     """Whether the run started from pretrained weights (``scratch`` does not, whatever the config says)."""
     config = report.files.config
     return bool(config.pretrained and parse_strategy(config.strategy).pretrained)
-
-
-def esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def fmt(value: Any, spec: str = ".3f") -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "-"
-    return format(value, spec)
 
 
 def img(figure: Any, alt: str) -> str:

@@ -16,7 +16,6 @@ from transferkit import __version__
 from transferkit.serve.batching import MicroBatcher
 from transferkit.serve.budget import MemoryBudget
 from transferkit.serve.limits import BodyLimit, Limits
-from transferkit.serve.requests import requests_for
 from transferkit.serve.service import Service
 
 
@@ -59,7 +58,7 @@ def create_app(run: str | Path, limits: Limits = Limits(), max_batch: int = 32, 
 
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(Exception, server_error)
-    requests_for(service, decoding).register(app, batcher)
+    service.inputs.requests(service, decoding).register(app, batcher)  # the run's modality makes POST /predict
     return app
 
 

@@ -10,7 +10,6 @@ import numpy as np
 
 from transferkit import __version__
 from transferkit.estimators import load_classifier
-from transferkit.export.adapters import inputs_for
 from transferkit.modalities.http import Prediction, PredictResponse, Result
 from transferkit.runs.rundir import read_run
 from transferkit.serve.limits import Limits
@@ -24,9 +23,8 @@ class Service:
         self.run, self.limits = Path(run), limits
         clf = load_classifier(run, cache_dir)  # the caller's cache, or the default: never the run's own stored one
         clf.verbose = False
-        self.clf, self.inputs = clf, inputs_for(clf)
+        self.clf, self.inputs = clf, clf.modality.inputs(clf)
         self.files = read_run(run)
-        clf.seed_run_engine()  # a fine-tuned run's engine.onnx: serving never pays a hidden export
         self.engine = self.inputs.engine()  # opened once: ONNX Runtime's session lives as long as the server
 
     @property

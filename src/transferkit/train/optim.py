@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import torch
 
-from transferkit.config import FINETUNE_DEFAULTS, RunConfig
+from transferkit.config import RunConfig
 
 def build_optimizer(groups: list[dict[str, Any]], config: RunConfig) -> torch.optim.Optimizer:
     lr = groups[-1]["lr"]  # every group carries its own LR
@@ -18,7 +18,7 @@ def build_optimizer(groups: list[dict[str, Any]], config: RunConfig) -> torch.op
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, config: RunConfig, total: int, steps_per_epoch: int,
-                   defaults: Mapping[str, Any] = FINETUNE_DEFAULTS) -> torch.optim.lr_scheduler.LRScheduler:
+                   defaults: Mapping[str, Any]) -> torch.optim.lr_scheduler.LRScheduler:
     """A per-optimiser-step schedule over ``total`` steps, after the configured epochs of linear warm-up."""
     from torch.optim import lr_scheduler as S
 

@@ -20,9 +20,9 @@ from transferkit.heads.probe import fit_probe
 from transferkit.metrics import classification_metrics
 from transferkit.modalities.base import Featurized, LabelledData, Split, check_read
 from transferkit.strategies import parse_strategy
-from transferkit.tuning.base import LOG_LOSS_ATTR, PRUNED_ATTR, TuningError
+from transferkit.tuning.base import LOG_LOSS_ATTR, TuningError
 from transferkit.tuning.space import Dimension, SearchSpace
-from transferkit.tuning.storage import prune_spec
+from transferkit.tuning.storage import prune_spec, pruned_at
 
 Labelled = tuple[Featurized, np.ndarray]  # features of the items read, their labels
 
@@ -44,7 +44,12 @@ class Search:
         return self.config.replace(test_data=None)
 
     def estimator_params(self, config: RunConfig) -> dict[str, Any]:
-        return {name: value for name, value in config.to_dict().items() if name != "data"}
+        return estimator_params(config)
+
+
+def estimator_params(config: RunConfig) -> dict[str, Any]:
+    """An estimator's parameters for ``config`` (everything but the data, which ``fit`` takes)."""
+    return {name: value for name, value in config.to_dict().items() if name != "data"}
 
 
 def without_test(dataset: LabelledData) -> LabelledData:
@@ -144,10 +149,9 @@ class FinetuneObjective:
         config = config.replace(callbacks=[*config.callbacks, prune_spec(self.storage, self.study, trial.number,
                                                                          self.pruner)])
         clf = self.classifier(**search.estimator_params(config)).fit(config.data)
-        # the callback marked the trial through its own handle: read it back from the database
-        (stored,) = [t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number]
-        if PRUNED_ATTR in stored.user_attrs:
-            raise optuna.TrialPruned(f"after epoch {stored.user_attrs[PRUNED_ATTR]}")
+        epoch = pruned_at(trial.study, trial.number)
+        if epoch is not None:
+            raise optuna.TrialPruned(f"after epoch {epoch}")
         val = clf.metrics_["val"]
         trial.set_user_attr(LOG_LOSS_ATTR, round(val["log_loss"], 6))
         return val["accuracy"]

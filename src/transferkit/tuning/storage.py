@@ -29,7 +29,7 @@ from transferkit.atomic import write_problem
 from transferkit.errors import arg, shown
 from transferkit.progress import log
 from transferkit.registry import format_spec
-from transferkit.tuning.base import PRUNERS, TuningError
+from transferkit.tuning.base import PRUNED_ATTR, PRUNERS, TuningError
 
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 30  # three missed heartbeats: the trial's process is gone
@@ -187,6 +187,13 @@ def log_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
 def prune_spec(url: str, study: str, number: int, pruner: str) -> str:
     """The ``optuna-prune`` callback spec for trial ``number`` (how the training loop's registry builds it)."""
     return format_spec("optuna-prune", {"storage": url, "study": study, "trial": number, "pruner": pruner})
+
+
+def pruned_at(study: optuna.Study, number: int) -> int | None:
+    """The epoch after which the prune callback stopped trial ``number`` (None: not pruned). The callback marked
+    the trial through its own handle, so it is read back from the database."""
+    (stored,) = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    return stored.user_attrs.get(PRUNED_ATTR)
 
 
 @functools.lru_cache(maxsize=None)

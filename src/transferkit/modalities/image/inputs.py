@@ -47,6 +47,7 @@ class ImageInputs:
             yield np.arange(start, start + len(chunk)), (np.ascontiguousarray(np.stack(list(chunk))),)
 
     def engine(self) -> Callable[..., np.ndarray]:
+        self.clf.seed_run_engine()  # a fine-tuned run's own engine.onnx: opening it never pays a hidden export
         spec, config = self.clf.spec_, self.clf.config
         source = FeatureSource(spec.fingerprint, self.preprocessing, self.clf.feature_net, spec.name)
         return source.open(config.engine, config.cache_dir)

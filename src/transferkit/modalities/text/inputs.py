@@ -53,6 +53,7 @@ class TextInputs:
 
     def engine(self) -> Callable[..., np.ndarray]:
         clf = self.clf
+        clf.seed_run_engine()  # a fine-tuned run's own engine.onnx: opening it never pays a hidden export
         return open_text_engine(clf.spec_, clf.config.engine, clf.config.cache_dir, clf.feature_net)
 
     def add_files(self, folder: Path) -> None:

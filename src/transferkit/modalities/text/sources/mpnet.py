@@ -24,9 +24,7 @@ WIDTH = 768  # its hidden size (config.json), listed before the parts are unpack
 class MpnetSource(MiniLMSource):
     name = "all-mpnet-base-v2"
     shown = "all-mpnet-base-v2"
-
-    def claims(self, name: str) -> bool:
-        return name.lower() in (self.name, f"sentence-transformers/{self.name}")
+    package = f"transferkit[{EXTRA}]"
 
     def folder(self, cache_dir: str | Path | None = None) -> Path | None:
         parts = part_files()
@@ -45,11 +43,6 @@ class MpnetSource(MiniLMSource):
 
     def installed_width(self) -> int | None:
         return WIDTH if part_files() is not None else None
-
-    def rows(self) -> list[dict[str, object]]:
-        return [{"name": self.shown, "source": "packaged", "package": f"transferkit[{EXTRA}]",
-                 "offline": self.installed_width() is not None, "needs": f"pip install transferkit[{EXTRA}]",
-                 "input_size": None, "num_features": self.installed_width()}]
 
 
 def distribution(package: str) -> importlib.metadata.Distribution | None:
@@ -72,7 +65,7 @@ def part_files() -> list[Path] | None:
 
 
 def parts_version() -> str:
-    return "-".join(importlib.metadata.version(package) for package in PARTS[:1])
+    return importlib.metadata.version(PARTS[0])
 
 
 def unpack(parts: list[Path], target: Path) -> None:
