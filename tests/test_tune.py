@@ -374,3 +374,19 @@ def test_ctrl_c_in_a_real_final_fit_names_tune_not_train_resume(tmp_path: Path) 
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 2 and "pass --overwrite to start again" in again.stderr
     assert "--resume" not in again.stderr
+
+
+def test_trials_leave_out_the_items_exclude_names(tmp_path: Path) -> None:
+    from transferkit.config import RunConfig
+    from transferkit.estimators.image import ImageClassifier
+    from transferkit.tuning.objective import read_without_test
+
+    data = make_folder(tmp_path / "data", {"train": 4, "val": 2})
+    dropped = sorted((data / "train").rglob("*.png"))[0]
+    listing = tmp_path / "flagged.txt"
+    listing.write_text(f"{dropped}\n")
+    whole = read_without_test(ImageClassifier(), str(data), None, None, RunConfig(data=str(data)))
+    config = RunConfig(data=str(data), exclude=str(listing))
+    dataset = read_without_test(ImageClassifier(), str(data), None, None, config)
+    assert str(dropped) in whole.train.items and str(dropped) not in dataset.train.items
+    assert len(dataset.train) == len(whole.train) - 1 and dataset.val.items == whole.val.items

@@ -61,6 +61,16 @@ def with_engine(add_files: Callable[[Path], None] | None, modality: Modality, sp
     return add
 
 
+def read_training(modality: Modality, data: Any, labels: Sequence[Any] | None, val_data: Any,
+                  config: RunConfig) -> LabelledData:
+    """The modality's training data (train and validation), less the items ``config.exclude`` names: what every
+    fit reads, a tune or auto trial's included."""
+    dataset = modality.read_training(data, labels, val_data, config)
+    if config.exclude:
+        leave_out(dataset, read_exclusions(config.exclude), data, val_data)
+    return dataset
+
+
 class TransferClassifier(ConfiguredEstimator):
     """A pretrained backbone plus a new head, fitted to labelled data of the class's modality.
 
@@ -127,9 +137,7 @@ class TransferClassifier(ConfiguredEstimator):
 
     def read_data(self, data: Any, labels: Sequence[Any] | None, val_data: Any, config: RunConfig) -> LabelledData:
         """The modality's training data, with ``config.test_data`` read as the test split when given."""
-        dataset = self.modality.read_training(data, labels, val_data, config)
-        if config.exclude:
-            leave_out(dataset, read_exclusions(config.exclude), data, val_data)
+        dataset = read_training(self.modality, data, labels, val_data, config)
         if config.test_data:
             dataset.test, skipped = self.modality.read_labelled(config.test_data, None, dataset.classes, config)
             dataset.skipped = dataset.skipped + skipped

@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from transferkit.config import RunConfig
 from transferkit.errors import DataError, arg
-from transferkit.estimators.core import TransferClassifier
+from transferkit.estimators.core import TransferClassifier, read_training
 from transferkit.heads.probe import fit_probe
 from transferkit.metrics import classification_metrics
 from transferkit.modalities.base import Featurized, LabelledData, Split, check_read
@@ -61,13 +61,13 @@ def without_test(dataset: LabelledData) -> LabelledData:
 def read_without_test(self: TransferClassifier, data: Any, labels: Sequence[Any] | None, val_data: Any,
                       config: RunConfig) -> LabelledData:
     """``TransferClassifier.read_data`` for trials: train and validation only."""
-    return without_test(self.modality.read_training(data, labels, val_data, config))
+    return without_test(read_training(self.modality, data, labels, val_data, config))
 
 
 def training_data(search: Search) -> LabelledData:
     """What trials learn from and are scored on, read once before the first trial (which it checks can be scored)."""
     config = search.trial_config
-    dataset = without_test(search.classifier.modality.read_training(config.data, None, config.val_data, config))
+    dataset = without_test(read_training(search.classifier.modality, config.data, None, config.val_data, config))
     if not len(dataset.val):
         raise TuningError(f"{config.data}: no validation data to score trials on; give {arg('val_data')} or "
                           f"{arg('val_fraction', 0.2)}")
