@@ -22,7 +22,7 @@ from transferkit.errors import DataError, TrainingError
 from transferkit.heads.linear import probe_from_linear
 from transferkit.methods.domain.bottleneck import BottleneckHead, BottleneckModel
 from transferkit.methods.domain.discriminator import DomainDiscriminator
-from transferkit.adapt.experiment import Adaptation, Candidate, choose
+from transferkit.adapt.experiment import Adaptation, Candidate, choose, data_defaults
 from transferkit.methods.domain.grl import ramp, reverse_gradient
 from transferkit.methods.domain.kernels import coral, mk_mmd
 from transferkit.adapt.selection import CRITERIA, Evidence, all_scores
@@ -438,3 +438,10 @@ def test_adapt_bottleneck_is_bounded_before_any_work(tmp_path: Path, monkeypatch
                             tmp_path / "run", "--candidate", "dann", "--bottleneck", "100000000")
     assert code == 2 and err.strip() == "error: --bottleneck=100000000: expected an integer in [0, 16384]", err
     assert not (tmp_path / "run").exists()
+
+
+def test_adapt_defaults_follow_what_the_source_data_settles(tmp_path: Path) -> None:
+    data = make_folder(tmp_path / "digits", {"": 4})  # 48 px images: twice their side, not 224
+    derived = data_defaults(data, {})
+    assert derived["image_size"][0] == 96 and derived["bn"][0] == "train" and derived["image_size"][1]
+    assert "image_size" not in data_defaults(data, {"image_size": 64, "bn": "frozen"})  # what is given stays

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import make_folder, run_main
 
+from transferkit.automl.adapting import LEARNING_RATES, Pricing, at_rate, plan_adaptation
 from transferkit.automl.budget import parse_budget
 from transferkit.automl.candidates import Ranked
 from transferkit.automl.cost import Cost
@@ -44,10 +45,48 @@ def test_bad_budget_is_one_line(tmp_path: Path, budget: str, monkeypatch: pytest
     assert not (tmp_path / "run").exists()
 
 
-def test_target_is_refused_in_one_line(split_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture) -> None:
-    code, _, err = run_main(monkeypatch, capsys, "auto", split_data, "--target", split_data, "--out", tmp_path / "r")
-    assert code == 2 and err.startswith("error: --target") and len(err.strip().splitlines()) == 1
+def test_adaptation_plan_tries_two_rates_then_the_methods() -> None:
+    pricing = Pricing("a", setup=8.0, epoch=20.0, scoring=5.0)
+    for seconds in (100, 400, 1200):
+        plan, epochs = plan_adaptation(pricing, seconds, {})
+        first = [t for t in plan.trials if not t.settings["methods"]]
+        assert [t.settings["lr"] for t in first] == list(LEARNING_RATES)  # validation picks the rate
+        assert all("lr" not in t.settings for t in plan.trials[len(first):])  # the methods take the chosen one
+        assert plan.trials[len(first)].settings["methods"] == ["pseudo-label"] and 2 <= epochs <= 5
+        fits = sum(t.estimate for t in plan.trials[:3]) * SAFETY <= seconds
+        assert fits or epochs == 2, (seconds, epochs)
+    assert plan_adaptation(pricing, 1200, {})[1] > plan_adaptation(pricing, 400, {})[1]  # time buys epochs
+    plan, _ = plan_adaptation(pricing, 400, {"lr": 1e-3, "epochs": 3})
+    assert [t.settings["lr"] for t in plan.trials if not t.settings["methods"]] == [1e-3]
+    assert {t.settings["epochs"] for t in plan.trials} == {3}
+    assert at_rate(plan.trials[-1], 5e-3) is plan.trials[-1]  # a given rate is kept
+    assert at_rate(plan_adaptation(pricing, 400, {})[0].trials[-1], 5e-3).settings["lr"] == 5e-3
+
+
+def test_auto_with_a_target_adapts_and_chooses_without_target_labels(split_data: Path, tmp_path: Path) -> None:
+    target = tmp_path / "target"  # flat: no labels to read
+    target.mkdir()
+    for image in (split_data / "test").rglob("*.png"):
+        shutil.copy(image, target / f"{image.parent.name}-{image.name}")
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "transferkit", "auto", str(split_data / "train"), "--target",
+                           str(target), "--test-data", str(split_data / "test"), "--budget", "150s", "--out",
+                           str(out), "--epochs", "1", "--image-size", "32", "--batch-size", "8", "--json", *FAST],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
+    assert done.returncode == 0, done.stderr
+    decisions = json.loads(done.stdout)
+    assert decisions["objective"] == "info-max" and decisions["used_seconds"] <= 150 * 1.1
+    finished = [t for t in decisions["trials"] if t["state"] == "complete"]
+    assert len(finished) >= 2 and all(t["kind"] == "adapt" for t in decisions["trials"])
+    best = max(finished, key=lambda t: t["val"]["info-max"])
+    assert decisions["winner"]["key"] == best["key"]  # the label-free score chose, not source accuracy
+    methods = [t for t in finished if t["settings"]["methods"]]
+    rates = {t["settings"]["lr"] for t in finished if not t["settings"]["methods"]}
+    assert all(t["settings"]["lr"] in rates for t in methods)  # the methods train at a rate the pair compared
+    clf = load_classifier(out)  # an ordinary run folder, scored once on the labelled test split
+    assert clf.metrics_["test"]["n"] == 8 and clf.predict([str(target / "red-img_0.png")])[0] in ("red", "blue")
+    assert "info-max" in (out / "report.html").read_text()
 
 
 def test_plan_fits_the_seconds_it_is_given() -> None:

@@ -5,6 +5,8 @@ every candidate and never consulted."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import shutil
 import time
@@ -16,10 +18,32 @@ import numpy as np
 
 from transferkit.adapt.estimator import DomainAdaptClassifier
 from transferkit.adapt.selection import criterion
+from transferkit.config import RunConfig
 from transferkit.errors import TransferkitError, first_line
+from transferkit.estimators.image import ImageClassifier
 from transferkit.plugins import LOSS_TERMS, SOURCE_ONLY
 from transferkit.progress import log
 from transferkit.runs.folders import CANDIDATES_DIR, is_run_folder
+
+
+# Adaptation's own defaults, beside what the data settles: BatchNorm's statistics train on the batches of both
+# domains (frozen, they stay the source's; bench/adapt.py trains them)
+ADAPT_DEFAULTS = {"bn": "train"}
+
+
+def data_defaults(data: Any, given: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+    """The settings the source ``data`` settles where ``given`` (RunConfig fields) has none, each with why: what
+    ``auto`` derives (the modality's ``derive``: the input size from the images' own resolution, augmentation
+    for digits and scans), and :data:`ADAPT_DEFAULTS`."""
+    config = RunConfig(data=str(data), **{"strategy": "finetune", **given})
+    config.validate()
+    reader = ImageClassifier(**{k: v for k, v in config.to_dict().items() if k != "data"})
+    with contextlib.redirect_stderr(io.StringIO()):  # the fit reads the data again and says what it skips: once
+        dataset = reader.read_data(config.data, None, config.val_data, config)
+    derived: dict[str, tuple[Any, str]] = {}
+    reader.modality.derive(dataset, config, lambda name, value, why: derived.setdefault(name, (value, why)))
+    derived.update({k: (v, "adaptation's default") for k, v in ADAPT_DEFAULTS.items()})
+    return {k: v for k, v in derived.items() if k not in given}
 
 
 def method_terms(method: str) -> list[str]:
@@ -141,7 +165,8 @@ class Keeper:
 def adapt(data: Any, target: str, methods: Sequence[str], seeds: Sequence[int] = (0,), select: str = "info-max",
           target_test: str | None = None, bottleneck: int = 256, out: str | Path | None = None,
           overwrite: bool = False, **params: Any) -> Adaptation:
-    """Fit one :class:`DomainAdaptClassifier` per method and seed (``params``: its config, e.g. ``epochs``), and
+    """Fit one :class:`DomainAdaptClassifier` per method and seed (``params``: its config, e.g. ``epochs``; the
+    input size, augmentation and BatchNorm mode default to what the data settles, :func:`data_defaults`), and
     choose one by ``select`` (info-max, dev, entropy or source-val). With ``out``, the chosen model is saved
     there, and every candidate is saved as soon as it is trained (several: in ``out/candidates/``), so a
     failure after training never loses one; the error names where they are."""
@@ -153,6 +178,10 @@ def adapt(data: Any, target: str, methods: Sequence[str], seeds: Sequence[int] =
     for specs in terms.values():  # every candidate's settings, before the first one trains
         DomainAdaptClassifier(target=target, target_test=target_test, bottleneck=bottleneck, methods=specs,
                               **params).check_target_settings(out)
+    derived = data_defaults(data, params)  # what the source data settles where params say nothing, as auto derives it
+    if derived:
+        log("adapt: " + "; ".join(f"{k} {v} ({why})" for k, (v, why) in derived.items()))
+    params = {**params, **{k: v for k, (v, _) in derived.items()}}
     keeper = Keeper(None if out is None else Path(out), len(methods) * len(seeds) > 1, overwrite)
     candidates: list[Candidate] = []
     try:

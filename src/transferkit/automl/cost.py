@@ -14,8 +14,11 @@ from transferkit.modalities.base import LabelledData, Modality
 from transferkit.progress import log
 from transferkit.strategies import parse_strategy
 
-STEPS = 2  # the first warms up (allocations, one-off kernels); the second is timed
+STEPS = 3  # the first warms up (allocations, one-off kernels); the fastest of the others counts (a busy core)
 SAMPLE = 8  # items per measured step, scaled to the training batch: decoding and stepping 64 would cost a trial
+# Below this, a step's fixed costs dominate and scaling by items over-estimates: Lite0 at 64 px took 0.2 s for 8
+# items and 0.56 s for 64 (not 1.6 s); at 224 px 8 items already take longer than this
+MIN_STEP_SECONDS = 0.5
 INFERENCE_SHARE = 0.35  # a forward pass alone, against a training step (backward is ~2x forward)
 SETUP_SECONDS = 8.0  # a fine-tuning trial's fixed cost: building the network, the optimiser, accelerate, saving
 
@@ -41,9 +44,9 @@ class Cost:
 
 
 def measure(modality: Modality, config: RunConfig, dataset: LabelledData) -> Cost:
-    """Time :data:`STEPS` training steps of ``config.backbone`` (at its input size) on real training batches."""
+    """Time training steps of ``config.backbone`` (at its input size) on real training batches: :data:`SAMPLE`
+    items, doubled while a step is shorter than :data:`MIN_STEP_SECONDS`, then scaled to the batch."""
     import torch
-    from torch.utils.data import default_collate
 
     from transferkit.train.precision import resolve_precision
 
@@ -51,16 +54,35 @@ def measure(modality: Modality, config: RunConfig, dataset: LabelledData) -> Cos
     batch = int(config.setting("batch_size", modality.defaults.training))
     spec = modality.resolve(config.replace(strategy="finetune"), parse_strategy("finetune"))
     n_classes = len(dataset.classes)
-    take = min(len(dataset.train), batch, SAMPLE)
-    data = modality.train_data(spec, dataset.train.take(range(take)), config.replace(workers=0), n_classes)
-    pairs = [data.dataset[i] for i in range(take)]
-    inputs, labels = (data.collate or default_collate)(pairs)
+    most = min(len(dataset.train), batch)
+    data = modality.train_data(spec, dataset.train.take(range(most)), config.replace(workers=0), n_classes)
     model = modality.build_model(spec, n_classes).train()
-    if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:  # as the loop runs it (train/loop.py, batches.py)
-        model, inputs = model.to(memory_format=torch.channels_last), inputs.contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     bf16 = resolve_precision(config) == "bf16" and not torch.cuda.is_available()
     built = time.perf_counter()
+    take = min(most, SAMPLE)
+    while True:
+        seconds = min(timed_steps(model, optimizer, data, take, bf16))
+        if seconds >= MIN_STEP_SECONDS or take >= most:
+            break
+        take = min(most, 2 * take)
+    # a batch costs in proportion to its items on a CPU (an over-estimate where fixed per-step costs dominate)
+    step = seconds * batch / take
+    cost = Cost(config.backbone, batch, step, max(SETUP_SECONDS, built - start), time.perf_counter() - start)
+    log(f"auto: {config.backbone}: {step:.2f} s per training step of {batch} (measured on {take} items in "
+        f"{cost.measured_in:.1f} s)")
+    return cost
+
+
+def timed_steps(model: Any, optimizer: Any, data: Any, take: int, bf16: bool) -> list[float]:
+    """Seconds of each of :data:`STEPS` training steps on the first ``take`` items of ``data``."""
+    import torch
+    from torch.utils.data import default_collate
+
+    inputs, labels = (data.collate or default_collate)([data.dataset[i] for i in range(take)])
+    if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:  # as the loop runs it (train/loop.py, batches.py)
+        model = model.to(memory_format=torch.channels_last)
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
     timings = []
     for _ in range(STEPS):
         tick = time.perf_counter()
@@ -71,8 +93,4 @@ def measure(modality: Modality, config: RunConfig, dataset: LabelledData) -> Cos
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         timings.append(time.perf_counter() - tick)
-    # a batch costs in proportion to its items on a CPU (an over-estimate where fixed per-step costs dominate)
-    step = timings[-1] * batch / take
-    cost = Cost(config.backbone, batch, step, max(SETUP_SECONDS, built - start), time.perf_counter() - start)
-    log(f"auto: {config.backbone}: {step:.2f} s per training step of {batch} (measured in {cost.measured_in:.1f} s)")
-    return cost
+    return timings[1:]  # the first warms up (allocations, one-off kernels)

@@ -50,23 +50,35 @@ def why_lost(outcome: Outcome, winner: Outcome, metric: str, n_val: int) -> str:
     return f"same val {metric} and log-loss, slower ({outcome.seconds:.0f} s)"
 
 
+def why_lost_on(outcome: Outcome, winner: Outcome, objective: str) -> str:
+    """Why a trial lost where a label-free score (``objective``, higher is better) chose."""
+    value, best = outcome.value(objective), winner.value(objective)
+    if outcome is winner:
+        return f"chosen: the highest {objective}"
+    return outcome.note or outcome.state if value is None else f"{objective} {value:.4f} < {best:.4f}"
+
+
 def record(*, budget: float, used: float, metric: str, n_val: int, facts: dict[str, Any],
            ranking: list[dict[str, Any]],
            cost: dict[str, Any] | None, notes: list[str], outcomes: list[Outcome], winner: Outcome | None,
-           study: str | None, dry_run: bool = False) -> dict[str, Any]:
+           study: str | None, dry_run: bool = False, objective: str | None = None) -> dict[str, Any]:
+    """The decisions; ``objective``: a label-free score that chose instead of validation ``metric``."""
     trials = []
     for outcome in outcomes:
         row = outcome.to_dict()
         if winner is not None:
-            row["why"] = why_lost(outcome, winner, metric, n_val)
+            row["why"] = why_lost_on(outcome, winner, objective) if objective else why_lost(outcome, winner, metric,
+                                                                                             n_val)
         trials.append(row)
     return {"format": FORMAT, "dry_run": dry_run, "budget_seconds": round(budget, 1), "used_seconds": round(used, 1),
-            "metric": metric, "val_items": n_val, "facts": facts, "ranking": ranking, "cost": cost, "notes": notes,
+            "metric": metric, "objective": objective, "val_items": n_val, "facts": facts, "ranking": ranking,
+            "cost": cost, "notes": notes,
             "trials": trials,
             "winner": None if winner is None else {"key": winner.trial.key, "settings": winner.trial.settings,
                                                    "val": winner.scores, "final_fit": winner.note},
             "study": study,
-            "chosen_on": "validation only: trials never read the test split; it is scored once, after the choice"}
+            "chosen_on": (f"{objective}, which reads no target label" if objective else "validation only") +
+                         ": trials never read the test split; it is scored once, after the choice"}
 
 
 def write_decisions(folder: Path, decisions: dict[str, Any]) -> Path:

@@ -26,12 +26,18 @@ class Trial:
     settings: dict[str, Any]
     estimate: float
     why: str
-    kind: str = "probe"  # "probe" | "finetune"
+    kind: str = "probe"  # "probe" | "finetune" | "adapt"
 
     @property
     def trains_backbone(self) -> bool:
-        """A fine-tune: epochs the pruner and the deadline watch, an estimate the measured ones correct, and a
-        winner whose engine is exported when saved (a probe reads cached features: none of that)."""
+        """A fine-tune (plain or adapting): epochs the deadline watches, an estimate the measured ones correct,
+        and a winner whose engine is exported when saved (a probe reads cached features: none of that)."""
+        return self.kind != "probe"
+
+    @property
+    def pruned(self) -> bool:
+        """Each epoch's validation score reaches the median pruner: not an adapting trial's, which keeps every
+        epoch (source accuracy is no guide to the target) and is chosen without target labels."""
         return self.kind == "finetune"
 
     def to_dict(self) -> dict[str, Any]:

@@ -3,64 +3,35 @@ decisions (``transferkit auto``; :func:`auto` from Python returns the fitted cla
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
+from transferkit.automl.adapting import auto_adapt
 from transferkit.automl.budget import Clock, parse_budget
 from transferkit.automl.candidates import RANK_ITEMS, Ranked, rank_backbones
 from transferkit.automl.cost import SETUP_SECONDS, measure
 from transferkit.automl.decisions import choose, record, write_decisions
 from transferkit.automl.facts import derive
 from transferkit.automl.plan import make_plan
-from transferkit.automl.search import Outcome, STUDY_FILE, open_auto_study, run_trials
-from transferkit.config import FINE_TUNING, RunConfig
-from transferkit.errors import DataError, TransferkitError, arg
-from transferkit.estimators import classifier_for_data
-from transferkit.estimators.core import TransferClassifier, absolute_paths
+from transferkit.automl.search import Outcome, STUDY_FILE, fit_classifier, open_auto_study, run_trials
+from transferkit.automl.steps import FINETUNE_ONLY, finish, prepare, reserve_seconds, study_name
+from transferkit.errors import TransferkitError, arg
+from transferkit.estimators.core import TransferClassifier
 from transferkit.modalities.base import LabelledData
 from transferkit.progress import log
 from transferkit.runs.lock import hold_run_folder
 from transferkit.runs.rundir import check_out_vs_data, check_writable
-from transferkit.tuning.objective import estimator_params, trial_classifier
 
-METRICS = ("accuracy", "macro_f1")
-SAVE_SECONDS = 5.0  # writing the run folder
-EXPORT_SECONDS = 20.0  # a fine-tuned winner's engine is exported to ONNX when saved
-REPORT_SECONDS = 10.0  # report.html: matplotlib's import and figures
 BACKWARD_FACTOR = 3  # a training step against a forward pass alone (backward is ~2x forward)
 MEASURE_SECONDS = 45.0  # less budget than this left after ranking: no step is measured, only probes run
-OWN_CALLBACKS = ("deadline", "optuna-prune")  # what trials added to their configs; the saved run has none
-# settings only fine-tuning reads: a probe given one is refused (config.py), so they go to fine-tuning trials only
-FINETUNE_ONLY = frozenset(f.name for f in dataclasses.fields(RunConfig) if f.metadata["panel"] == FINE_TUNING)
-
-
-def prepare(data: Any, settings: dict[str, Any], metric: str) -> tuple[type[TransferClassifier], RunConfig, LabelledData]:
-    """The classifier class, the base config and the data, read once (train, validation, and the test split,
-    which only the winner's final score reads)."""
-    if metric not in METRICS:
-        raise TransferkitError(f"{arg('metric', metric)}: choose one of {', '.join(METRICS)}")
-    classifier = classifier_for_data(str(data))
-    config = absolute_paths(RunConfig(data=str(data), **{"backbone": classifier.modality.default_backbone, **settings}))
-    config.validate()
-    reader = classifier(**estimator_params(config))
-    dataset = reader.read_data(config.data, None, config.val_data, config)
-    if not len(dataset.val):
-        raise DataError(f"{data}: no validation data to choose on; give {arg('val_data')} or a "
-                        f"{arg('val_fraction', 0.2)} above 0 (auto never chooses on test)")
-    log(f"auto: {dataset.describe()}")
-    return classifier, config, dataset
 
 
 def reserve_for(dataset: LabelledData, ranked: Sequence[Ranked], finetunes: bool, report: bool) -> float:
     """Seconds kept back for what follows the trials: scoring test, saving (and exporting a fine-tuned winner)."""
     per_item = max([r.per_item for r in ranked if r.per_item] or [0.01])
-    return (len(dataset.test) * per_item + SAVE_SECONDS + (EXPORT_SECONDS if finetunes else 0.0)
-            + (REPORT_SECONDS if report else 0.0))
+    return reserve_seconds(len(dataset.test), per_item, finetunes, report)
 
 
 def training_floor(top: Ranked, epochs: int, n_train: int) -> float:
@@ -69,19 +40,20 @@ def training_floor(top: Ranked, epochs: int, n_train: int) -> float:
     return (top.per_item or 0.0) * BACKWARD_FACTOR * n_train * epochs + SETUP_SECONDS
 
 
-def study_name(config: RunConfig, given: dict[str, Any]) -> str:
-    """The same data and fixed settings resume the same study (the budget may differ: trials are known by key)."""
-    identity = json.dumps({"data": config.data, "val": config.val_data, "given": given, "metric": config.metric},
-                          sort_keys=True, default=str)
-    return "auto-" + hashlib.blake2b(identity.encode(), digest_size=6).hexdigest()
-
-
 def auto(data: str | Path, out: str | Path | None = None, budget: str | float = "15m",
          backbones: Sequence[str] = (), metric: str = "accuracy", dry_run: bool = False, overwrite: bool = False,
-         report: bool = False, **settings: Any) -> TransferClassifier | dict[str, Any]:
+         report: bool = False, target: str | Path | None = None,
+         **settings: Any) -> TransferClassifier | dict[str, Any]:
     """The best classifier ``budget`` allows on ``data``, chosen on validation; saved to ``out`` (a run folder
     with ``decisions.json`` and the study ``auto.db``) when given. ``settings`` are RunConfig fields, fixed in every
-    trial. ``dry_run=True`` returns the plan (measured step costs, estimated seconds) and trains nothing."""
+    trial. ``dry_run=True`` returns the plan (measured step costs, estimated seconds) and trains nothing.
+    ``target``: a folder of unlabelled target images; the domain-adaptation candidates are then chosen without a
+    target label (adapting.py)."""
+    if target is not None:
+        if backbones:
+            raise TransferkitError(f"{arg('backbones', ','.join(backbones))}: with --target, auto adapts the default "
+                                   "backbone (ranking reads source labels only); drop --backbones")
+        return auto_adapt(data, target, out, budget, metric, dry_run, overwrite, report, **settings)
     clock = Clock(parse_budget(budget))
     given = {k: v for k, v in settings.items() if v is not None}
     if out is not None and not dry_run:
@@ -120,13 +92,14 @@ def auto(data: str | Path, out: str | Path | None = None, budget: str | float = 
             tempfile.TemporaryDirectory(prefix="tk-auto-") as scratch:
         study = open_auto_study(folder or Path(scratch), study_name(config, given))
         reserve = reserve_for(dataset, ranked, any(t.trains_backbone for t in plan.trials), report)
-        outcomes = run_trials(plan, base, classifier, study, folder or Path(scratch), clock, reserve)
+        fit = fit_classifier(classifier)
+        outcomes = run_trials(plan, base, fit, study, folder or Path(scratch), clock, reserve)
         winner = choose(outcomes, metric, len(dataset.val))
         if winner is None:
             why = "; ".join([*plan.notes, *(f"{o.trial.key}: {o.note}" for o in outcomes)][:3])
             raise TransferkitError(f"no trial finished within {arg('budget', budget)} ({why or 'none planned'}); "
                                    "give a larger budget")
-        clf = finish(winner, outcomes, base, classifier, config, dataset, metric)
+        clf = finish(winner, base, fit, config, dataset)
         clf.metrics_["auto"] = record(used=clock.used, outcomes=outcomes, winner=winner, study=study.study_name,
                                       **common)
         if folder is not None:
@@ -136,24 +109,3 @@ def auto(data: str | Path, out: str | Path | None = None, budget: str | float = 
     return clf
 
 
-def finish(winner: Outcome, outcomes: list[Outcome], base: RunConfig, classifier: type[TransferClassifier],
-           config: RunConfig, dataset: LabelledData, metric: str) -> TransferClassifier:
-    """The winner's classifier (refitted when an earlier run of the command trained it), its config made a plain
-    run's, and the test split scored once."""
-    clf = winner.clf
-    if clf is None:
-        log(f"auto: refitting {winner.trial.key}, chosen from the study (trained by an earlier run)")
-        fitted = base.replace(test_data=None, **winner.trial.settings)
-        clf = trial_classifier(classifier)(**estimator_params(fitted)).fit(fitted.data)
-        winner.note = "refitted: an earlier run of this command trained it"
-    callbacks = [c for c in clf.config.callbacks if c.split(":")[0] not in OWN_CALLBACKS]
-    clf.config = clf.config.replace(callbacks=callbacks, test_data=config.test_data)
-    refit = (clf.metrics_.get("probe") or {}).get("refit_on_train_and_val")
-    winner.note = winner.note or ("the probe's head refitted on train + validation (validation chose its L2)" if refit
-                                  else "trained on train; validation chose the epoch and the winner")
-    if len(dataset.test):
-        names = [dataset.classes[i] for i in dataset.test.labels]
-        scored = clf.evaluate(dataset.test.items, names)
-        clf.metrics_["test"] = {k: v for k, v in scored.items() if k not in ("misclassified", "skipped")}
-        log(f"auto: test accuracy {scored['accuracy']:.4f} (scored once, after the choice)")
-    return clf

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -68,10 +68,18 @@ def finished(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
             if KEY_ATTR in t.user_attrs}
 
 
-def run_trials(plan: Plan, base: RunConfig, classifier: type[TransferClassifier], study: optuna.Study, folder: Path,
-               clock: Clock, reserve: float) -> list[Outcome]:
+Fit = Callable[[RunConfig], TransferClassifier]  # a trial's config -> its fitted classifier (never reading test)
+
+
+def fit_classifier(classifier: type[TransferClassifier]) -> Fit:
+    """The ordinary trial: ``classifier`` fitted on train, scored on validation."""
+    return lambda config: trial_classifier(classifier)(**estimator_params(config)).fit(config.data)
+
+
+def run_trials(plan: Plan, base: RunConfig, fit: Fit, study: optuna.Study, folder: Path, clock: Clock,
+               reserve: float, objective: str | None = None) -> list[Outcome]:
     """Every planned trial that fits, in order; the estimates of later fine-tunes scaled by how long the earlier
-    ones really took."""
+    ones really took. ``objective``: the score told to the study (default: the config's validation metric)."""
     done, outcomes, scale = finished(study), [], 1.0
     for planned in plan.trials:
         if planned.key in done:
@@ -85,7 +93,7 @@ def run_trials(plan: Plan, base: RunConfig, classifier: type[TransferClassifier]
             outcomes.append(Outcome(planned, "skipped", note=f"not started: needs ~{estimate:.0f} s, {max(0, left):.0f} s "
                                                              "of the budget were left"))
             continue
-        outcome = run_one(planned, base, classifier, study, folder, clock, reserve)
+        outcome = run_one(planned, base, fit, study, folder, clock, reserve, objective)
         if planned.trains_backbone and outcome.state == "complete" and planned.estimate:
             scale = max(scale, outcome.seconds / planned.estimate)
         outcomes.append(outcome)
@@ -99,19 +107,19 @@ def resumed(planned: Trial, frozen: optuna.trial.FrozenTrial) -> Outcome:
                    "finished by an earlier run of this command (kept in the study)")
 
 
-def run_one(planned: Trial, base: RunConfig, classifier: type[TransferClassifier], study: optuna.Study,
-            folder: Path, clock: Clock, reserve: float) -> Outcome:
+def run_one(planned: Trial, base: RunConfig, fit: Fit, study: optuna.Study, folder: Path, clock: Clock,
+            reserve: float, objective: str | None = None) -> Outcome:
     trial = study.ask()
     trial.set_user_attr(KEY_ATTR, planned.key)
     config = base.replace(test_data=None, **planned.settings)
-    if planned.trains_backbone:  # each epoch reaches the pruner; no epoch starts that would pass the budget
+    if planned.trains_backbone:  # no epoch starts that would pass the budget; each epoch reaches the pruner
         deadline = format_spec("deadline", {"at": round(clock.deadline_epoch - reserve, 1)})
-        config = config.replace(callbacks=[*config.callbacks, deadline,
-                                           prune_spec(study_url(folder), study.study_name, trial.number, "median")])
+        pruner = [prune_spec(study_url(folder), study.study_name, trial.number, "median")] if planned.pruned else []
+        config = config.replace(callbacks=[*config.callbacks, deadline, *pruner])
     log(f"auto: trial {trial.number} {planned.key} (~{planned.estimate:.0f} s; {clock.left:.0f} s of the budget left)")
     start = time.perf_counter()
     try:
-        clf = trial_classifier(classifier)(**estimator_params(config)).fit(config.data)
+        clf = fit(config)
     except KeyboardInterrupt:
         study.tell(trial, state=TrialState.FAIL)
         raise
@@ -121,6 +129,7 @@ def run_one(planned: Trial, base: RunConfig, classifier: type[TransferClassifier
     seconds = time.perf_counter() - start
     val = clf.metrics_.get("val", {})
     scores = {k: round(float(val[k]), 6) for k in ("accuracy", "macro_f1", "log_loss") if k in val}
+    scores.update({k: round(float(v), 6) for k, v in clf.metrics_.get("selection", {}).items()})  # label-free
     epochs = clf.metrics_.get("epochs_run")
     for name, value in (("val", scores), ("seconds", round(seconds, 3)), ("epochs_run", epochs)):
         trial.set_user_attr(name, value)
@@ -129,6 +138,8 @@ def run_one(planned: Trial, base: RunConfig, classifier: type[TransferClassifier
         study.tell(trial, state=TrialState.PRUNED)
         return Outcome(planned, "pruned", scores, seconds, epochs, f"pruned after epoch {epoch}: behind the median "
                                                                    "of earlier trials")
-    study.tell(trial, scores.get(base.metric.removeprefix("val_"), scores.get("accuracy", 0.0)))
-    log(f"auto: trial {trial.number}: val accuracy {scores.get('accuracy', float('nan')):.4f} ({seconds:.1f} s)")
+    told = objective or base.metric.removeprefix("val_")
+    study.tell(trial, scores.get(told, scores.get("accuracy", 0.0)))
+    log(f"auto: trial {trial.number}: val accuracy {scores.get('accuracy', float('nan')):.4f}"
+        + (f", {objective} {scores[objective]:.4f}" if objective in scores else "") + f" ({seconds:.1f} s)")
     return Outcome(planned, "complete", scores, seconds, epochs, clf=clf)

@@ -28,8 +28,10 @@ def auto(
     backbones: Annotated[Optional[str], typer.Option(help="More comma-separated backbones to rank beside the "
                                                           "packaged ones", show_default=False)] = None,
     metric: Annotated[str, typer.Option(help="Validation metric that chooses: accuracy or macro_f1")] = "accuracy",
-    target: Annotated[Optional[Path], typer.Option(help="Unlabelled target images (domain adaptation): not "
-                                                        "supported by auto yet", show_default=False)] = None,
+    target: Annotated[Optional[Path], typer.Option(help="Unlabelled target images (domain adaptation): the "
+                                                        "methods are chosen by info-max, reading no target label; "
+                                                        "--test-data may be labelled target images",
+                                                   show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan with its estimated seconds; train "
                                                             "nothing")] = False,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write RUN/report.html with the decisions "
@@ -43,9 +45,6 @@ def auto(
     from transferkit.cli.rank import parse_names
     from transferkit.tuning.base import require_optuna
 
-    if target is not None:
-        raise TransferkitError("--target: auto does not choose domain-adaptation candidates yet; run transferkit "
-                               "adapt SOURCE --target DIR --select info-max")
     if out is None and not dry_run:
         raise TransferkitError("--out is missing: name the run folder to write (e.g. --out runs/NAME), or pass "
                                "--dry-run")
@@ -59,7 +58,8 @@ def auto(
 
     names = parse_names(backbones) if backbones is not None else []
     chosen = {name: value for name, value in settings.items() if value is not None}
-    result = run_auto(data, out, budget, names, metric, dry_run, overwrite, report, **chosen)
+    result = run_auto(data, out, budget, names, metric, dry_run, overwrite, report,
+                      str(target) if target is not None else None, **chosen)
     decisions = result if dry_run else result.metrics_["auto"]
     if report and not dry_run:
         from transferkit.cli.common import write_html_report
@@ -76,15 +76,18 @@ def show(decisions: dict[str, Any], test: dict[str, Any] | None, out: str | None
     from rich.table import Table
 
     metric = decisions["metric"]
+    objective = decisions.get("objective")  # a label-free score that chose (auto --target)
+    scores = [metric, *([objective] if objective else [])]
     title = (f"plan for a {decisions['budget_seconds']:.0f} s budget" if decisions["dry_run"] else
              f"auto: {decisions['used_seconds']:.0f} s of a {decisions['budget_seconds']:.0f} s budget")
     table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
-    for name, justify in (("trial", "left"), ("state", "left"), (f"val {metric}", "right"), ("s", "right"),
-                          ("est. s", "right"), ("why", "left")):
+    for name, justify in (("trial", "left"), ("state", "left"), (f"val {metric}", "right"),
+                          *([(objective, "right")] if objective else []), ("s", "right"), ("est. s", "right"),
+                          ("why", "left")):
         table.add_column(name, justify=justify, overflow="fold")
     for row in decisions["trials"]:
-        value = row["val"].get(metric)
-        table.add_row(cell(row["key"]), row["state"], "-" if value is None else f"{value:.4f}",
+        values = [row["val"].get(name) for name in scores]
+        table.add_row(cell(row["key"]), row["state"], *("-" if v is None else f"{v:.4f}" for v in values),
                       f"{row['seconds']:.0f}" if row["seconds"] else "-", f"{row['estimate_seconds']:.0f}",
                       cell(row.get("why") or row["tries"]))
     screen = console()
@@ -96,7 +99,9 @@ def show(decisions: dict[str, Any], test: dict[str, Any] | None, out: str | None
                      "nothing was trained")
         return
     winner = decisions["winner"]
-    line = f"chosen: {winner['key']} (val {metric} {winner['val'].get(metric, float('nan')):.4f})"
+    chooser = objective or metric
+    value = winner["val"].get(chooser, float("nan"))
+    line = f"chosen: {winner['key']} ({'' if objective else 'val '}{chooser} {value:.4f})"
     if test:
         line += f"; test accuracy {test['accuracy']:.4f} (scored once, after the choice)"
     screen.print(cell(line))

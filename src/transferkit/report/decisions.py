@@ -30,9 +30,11 @@ def decisions_section(metrics: dict[str, Any]) -> str:
     if not isinstance(record, dict):
         return ""
     metric = str(record.get("metric", "accuracy"))
+    objective = record.get("objective") if isinstance(record.get("objective"), str) else None
     settings = sub(sub(record, "facts"), "settings")
+    chooser = f"{objective} (no target label read)" if objective else f"validation {metric}"
     parts = ["<h3>Decisions</h3>",
-             f'<p class="note">Chosen by transferkit auto on validation {esc(metric)} in '
+             f'<p class="note">Chosen by transferkit auto on {esc(chooser)} in '
              f"{fmt(record.get('used_seconds'), '.0f')} s of a {fmt(record.get('budget_seconds'), '.0f')} s budget; "
              "trials never read the test split.</p>"]
     chosen = [[esc(k), esc(v.get("value")), esc(v.get("why"))] for k, v in settings.items() if isinstance(v, dict)]
@@ -42,11 +44,13 @@ def decisions_section(metrics: dict[str, Any]) -> str:
                 fmt(sub(r, "scores").get("logme"), ".3f"), esc(r.get("why"))] for r in rows(record.get("ranking"))]
     if ranking:
         parts.append(table(["backbone", "cv probe acc", "LogME", "ranking"], ranking))
-    trials = [[esc(r.get("key")), esc(r.get("state")), fmt(sub(r, "val").get(metric), ".4f"),
+    scores = [f"val {metric}", *([objective] if objective else [])]
+    trials = [[esc(r.get("key")), esc(r.get("state")),
+               *(fmt(sub(r, "val").get(name.removeprefix("val ")), ".4f") for name in scores),
                fmt(r.get("seconds"), ".0f"), fmt(r.get("estimate_seconds"), ".0f"), esc(r.get("why", r.get("note")))]
               for r in rows(record.get("trials"))]
     if trials:
-        parts.append(table(["trial", "state", f"val {metric}", "seconds", "estimated", "why"], trials))
+        parts.append(table(["trial", "state", *scores, "seconds", "estimated", "why"], trials))
     notes = record.get("notes") if isinstance(record.get("notes"), list) else []
     parts += [f'<p class="note">{esc(note)}</p>' for note in notes]
     return '<section class="decisions">' + "\n".join(parts) + "</section>"
