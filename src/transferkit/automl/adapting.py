@@ -17,11 +17,11 @@ from transferkit.automl.budget import Clock, parse_budget
 from transferkit.adapt.estimator import DEV_SOURCE_SAMPLE, DomainAdaptClassifier
 from transferkit.adapt.experiment import ADAPT_DEFAULTS
 from transferkit.automl.cost import INFERENCE_SHARE, measure
-from transferkit.automl.decisions import record, write_decisions
+from transferkit.automl.decisions import record
 from transferkit.automl.facts import derive
 from transferkit.automl.plan import SAFETY, Plan, Trial
 from transferkit.automl.search import Fit, Outcome, STUDY_FILE, open_auto_study, run_trials
-from transferkit.automl.steps import FINETUNE_ONLY, finish, prepare, reserve_seconds, study_name
+from transferkit.automl.steps import FINETUNE_ONLY, finish, keep_winner, prepare, reserve_seconds, study_name
 from transferkit.errors import TransferkitError, arg
 from transferkit.estimators.core import TransferClassifier
 from transferkit.modalities.image.target import read_target
@@ -166,10 +166,5 @@ def auto_adapt(data: str | Path, target: str | Path, out: str | Path | None = No
                                    "larger budget")
         clf = finish(winner, base, fit, config, dataset, f"trained on the source with the target unlabelled; "
                                                          f"chosen by {CHOOSER}")
-        clf.metrics_["auto"] = record(used=clock.used, outcomes=outcomes, winner=winner, study=study.study_name,
-                                      **common)
-        if folder is not None:
-            clf.save(folder, overwrite=overwrite, keep=(STUDY_FILE,))
-            clf.metrics_["auto"]["used_seconds"] = round(clock.used, 1)
-            write_decisions(folder, clf.metrics_["auto"])
-    return clf
+        decisions = record(used=clock.used, outcomes=outcomes, winner=winner, study=study.study_name, **common)
+        return keep_winner(clf, decisions, folder, overwrite, clock)

@@ -12,11 +12,11 @@ from transferkit.automl.adapting import auto_adapt
 from transferkit.automl.budget import Clock, parse_budget
 from transferkit.automl.candidates import RANK_ITEMS, Ranked, rank_backbones
 from transferkit.automl.cost import SETUP_SECONDS, measure
-from transferkit.automl.decisions import choose, record, write_decisions
+from transferkit.automl.decisions import choose, record
 from transferkit.automl.facts import derive
 from transferkit.automl.plan import make_plan
 from transferkit.automl.search import Outcome, STUDY_FILE, fit_classifier, open_auto_study, run_trials
-from transferkit.automl.steps import FINETUNE_ONLY, finish, prepare, reserve_seconds, study_name
+from transferkit.automl.steps import FINETUNE_ONLY, finish, keep_winner, prepare, reserve_seconds, study_name
 from transferkit.errors import TransferkitError, arg
 from transferkit.estimators.core import TransferClassifier
 from transferkit.modalities.base import LabelledData
@@ -100,12 +100,7 @@ def auto(data: str | Path, out: str | Path | None = None, budget: str | float = 
             raise TransferkitError(f"no trial finished within {arg('budget', budget)} ({why or 'none planned'}); "
                                    "give a larger budget")
         clf = finish(winner, base, fit, config, dataset)
-        clf.metrics_["auto"] = record(used=clock.used, outcomes=outcomes, winner=winner, study=study.study_name,
-                                      **common)
-        if folder is not None:
-            clf.save(folder, overwrite=overwrite, keep=(STUDY_FILE,))
-            clf.metrics_["auto"]["used_seconds"] = round(clock.used, 1)
-            write_decisions(folder, clf.metrics_["auto"])
-    return clf
+        decisions = record(used=clock.used, outcomes=outcomes, winner=winner, study=study.study_name, **common)
+        return keep_winner(clf, decisions, folder, overwrite, clock)
 
 

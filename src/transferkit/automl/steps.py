@@ -6,9 +6,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
-from transferkit.automl.search import Fit, Outcome
+from transferkit.automl.budget import Clock
+from transferkit.automl.decisions import write_decisions
+from transferkit.automl.search import STUDY_FILE, Fit, Outcome
 from transferkit.config import FINE_TUNING, RunConfig
 from transferkit.errors import DataError, TransferkitError, arg
 from transferkit.estimators import classifier_for_data
@@ -77,4 +80,16 @@ def finish(winner: Outcome, base: RunConfig, fit: Fit, config: RunConfig, datase
         scored = clf.evaluate(dataset.test.items, names)
         clf.metrics_["test"] = {k: v for k, v in scored.items() if k not in ("misclassified", "skipped")}
         log(f"auto: test accuracy {scored['accuracy']:.4f} (scored once, after the choice)")
+    return clf
+
+
+def keep_winner(clf: TransferClassifier, decisions: dict[str, Any], folder: Path | None, overwrite: bool,
+                clock: Clock) -> TransferClassifier:
+    """The decisions in the winner's metrics; with ``folder``, the run saved there (the study kept beside it) and
+    ``decisions.json`` written, its seconds counting the saving too."""
+    clf.metrics_["auto"] = decisions
+    if folder is not None:
+        clf.save(folder, overwrite=overwrite, keep=(STUDY_FILE,))
+        decisions["used_seconds"] = round(clock.used, 1)
+        write_decisions(folder, decisions)
     return clf
