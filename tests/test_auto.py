@@ -99,6 +99,9 @@ def test_plan_fits_the_seconds_it_is_given() -> None:
         epochs = {t.settings.get("epochs") for t in plan.trials if t.kind == "finetune"}
         assert len(epochs) <= 1 and all(2 <= e <= 10 for e in epochs)
     assert len(make_plan("image", ranked, cost, 640, 160, 800, 3600, {}, {}).trials) > 2  # time buys variants
+    timed = Cost("a", 64, 0.4, 8.0, 1.0, precision="no", per_precision={"bf16": 0.6, "no": 0.4})
+    tuned = [t for t in make_plan("image", ranked, timed, 640, 160, 800, 3600, {}, {}).trials if t.kind == "finetune"]
+    assert tuned and all(t.settings["precision"] == "no" for t in tuned)  # the measured faster precision
 
 
 def test_dry_run_trains_nothing(split_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

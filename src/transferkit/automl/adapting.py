@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,10 +45,8 @@ METHODS = (("pseudo-label", "confident target predictions as labels: the best me
 LEARNING_RATES = (3e-4, 3e-3)
 EPOCHS = (2, 5)  # least, preferred: bench/adapt.py's figures are at 5 epochs
 TARGET_STEP = 2.0  # a step with a target batch beside the source batch, against a source step alone
-# bench/adapt.py's settings: every layer adapts (the bottleneck head cannot start from a probe: no gradual),
-# adaptation's defaults, fp32 (at 64 px bf16 autocast took ~1.6x fp32's step here: Lite0, 8 and 64 items, the
-# same process)
-SETTINGS = {"strategy": "finetune", **ADAPT_DEFAULTS, "precision": "no"}
+# every layer adapts (the bottleneck head cannot start from a probe: no gradual), with adaptation's defaults
+SETTINGS = {"strategy": "finetune", **ADAPT_DEFAULTS}
 BOTTLENECK = 256  # adapt's default width for the terms to align
 
 
@@ -66,10 +64,11 @@ class Pricing:
     setup: float
     epoch: float
     scoring: float
+    measured: dict[str, Any] = field(default_factory=dict)  # what the measurement chose (Cost.settings)
 
     def trial(self, method: str, lr: float | None, epochs: int, why: str) -> Trial:
         terms = [] if method == SOURCE_ONLY else [method]
-        settings = {"methods": terms, "epochs": epochs, **({"lr": lr} if lr is not None else {})}
+        settings = {"methods": terms, "epochs": epochs, **({"lr": lr} if lr is not None else {}), **self.measured}
         estimate = self.setup + (TARGET_STEP if terms else 1.0) * epochs * self.epoch + self.scoring
         rate = "chosen" if lr is None else f"{lr:g}"
         return Trial(f"adapt/{self.backbone}/{method}/lr={rate}/epochs={epochs}", settings, estimate, why, "adapt")
@@ -139,7 +138,8 @@ def auto_adapt(data: str | Path, target: str | Path, out: str | Path | None = No
     per_item = cost.step_seconds * INFERENCE_SHARE / cost.batch_size
     # a finished trial scores source validation, the target and DEV's sample of the source (adapt/selection.py)
     scored = len(dataset.val) + len(images.items) + min(DEV_SOURCE_SAMPLE, len(dataset.train))
-    pricing = Pricing(cost.backbone, cost.setup_seconds, cost.epoch_seconds(len(dataset.train), 0), per_item * scored)
+    pricing = Pricing(cost.backbone, cost.setup_seconds, cost.epoch_seconds(len(dataset.train), 0), per_item * scored,
+                      cost.settings)
     reserve = reserve_seconds(len(dataset.test), per_item, True, report)
     plan, epochs = plan_adaptation(pricing, clock.left - reserve, given)
     common = {"budget": clock.budget, "metric": metric, "n_val": len(dataset.val), "facts": facts.to_dict(),

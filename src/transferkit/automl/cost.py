@@ -6,7 +6,7 @@ inference rate; no trial is planned on a guess."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from transferkit.config import RunConfig
@@ -32,6 +32,8 @@ class Cost:
     step_seconds: float
     setup_seconds: float
     measured_in: float
+    precision: str | None = None  # the faster one, where "auto" left bf16 and fp32 to choose from; None: as given
+    per_precision: dict[str, float] = field(default_factory=dict)
 
     def epoch_seconds(self, n_train: int, n_val: int) -> float:
         steps = -(-n_train // self.batch_size)
@@ -40,7 +42,14 @@ class Cost:
 
     def to_dict(self) -> dict[str, Any]:
         return {"backbone": self.backbone, "batch_size": self.batch_size, "step_seconds": round(self.step_seconds, 4),
-                "setup_seconds": round(self.setup_seconds, 2), "measured_in_seconds": round(self.measured_in, 2)}
+                "setup_seconds": round(self.setup_seconds, 2), "measured_in_seconds": round(self.measured_in, 2),
+                "precision": self.precision, "step_seconds_by_precision": {k: round(v, 4) for k, v in
+                                                                           self.per_precision.items()}}
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What every trial of this backbone takes from the measurement: the faster precision, if it chose."""
+        return {"precision": self.precision} if self.precision else {}
 
 
 def measure(modality: Modality, config: RunConfig, dataset: LabelledData) -> Cost:
@@ -54,24 +63,36 @@ def measure(modality: Modality, config: RunConfig, dataset: LabelledData) -> Cos
     batch = int(config.setting("batch_size", modality.defaults.training))
     spec = modality.resolve(config.replace(strategy="finetune"), parse_strategy("finetune"))
     n_classes = len(dataset.classes)
-    most = min(len(dataset.train), batch)
-    data = modality.train_data(spec, dataset.train.take(range(most)), config.replace(workers=0), n_classes)
+    data = modality.train_data(spec, dataset.train.take(range(min(len(dataset.train), batch))),
+                               config.replace(workers=0), n_classes)
     model = modality.build_model(spec, n_classes).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    bf16 = resolve_precision(config) == "bf16" and not torch.cuda.is_available()
+    # bf16 autocast is not always the faster where the CPU has it: Lite0 at 64 px took ~1.6x fp32's step here
+    auto_bf16 = config.precision == "auto" and resolve_precision(config) == "bf16" and not torch.cuda.is_available()
     built = time.perf_counter()
+    per_precision: dict[str, float] = {}
+    for precision in ("bf16", "no") if auto_bf16 else (resolve_precision(config),):
+        seconds, take = step_seconds(model, optimizer, data, min(len(dataset.train), batch), precision == "bf16")
+        # a batch costs in proportion to its items on a CPU (an over-estimate where fixed per-step costs dominate)
+        per_precision[precision] = seconds * batch / take
+    chosen = min(per_precision, key=per_precision.__getitem__)
+    cost = Cost(config.backbone, batch, per_precision[chosen], max(SETUP_SECONDS, built - start),
+                time.perf_counter() - start, chosen if auto_bf16 else None, per_precision)
+    log(f"auto: {config.backbone}: {cost.step_seconds:.2f} s per training step of {batch}"
+        + (f" with precision {chosen} (" + ", ".join(f"{k} {v:.2f} s" for k, v in per_precision.items()) + ")"
+           if auto_bf16 else "") + f" (measured in {cost.measured_in:.1f} s)")
+    return cost
+
+
+def step_seconds(model: Any, optimizer: Any, data: Any, most: int, bf16: bool) -> tuple[float, int]:
+    """A training step's seconds on :data:`SAMPLE` items, doubled (up to ``most``) while a step is shorter than
+    :data:`MIN_STEP_SECONDS`; and the items it was timed on."""
     take = min(most, SAMPLE)
     while True:
         seconds = min(timed_steps(model, optimizer, data, take, bf16))
         if seconds >= MIN_STEP_SECONDS or take >= most:
-            break
+            return seconds, take
         take = min(most, 2 * take)
-    # a batch costs in proportion to its items on a CPU (an over-estimate where fixed per-step costs dominate)
-    step = seconds * batch / take
-    cost = Cost(config.backbone, batch, step, max(SETUP_SECONDS, built - start), time.perf_counter() - start)
-    log(f"auto: {config.backbone}: {step:.2f} s per training step of {batch} (measured on {take} items in "
-        f"{cost.measured_in:.1f} s)")
-    return cost
 
 
 def timed_steps(model: Any, optimizer: Any, data: Any, take: int, bf16: bool) -> list[float]:

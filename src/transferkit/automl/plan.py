@@ -104,7 +104,7 @@ def finetune_trials(kind: str, cost: Cost, n_train: int, n_val: int, seconds: fl
     trials = []
     for strategy, adapter, lr, why in options[:n]:
         settings: dict[str, Any] = {"backbone": cost.backbone, "strategy": strategy, "adapter": adapter,
-                                    "epochs": epochs, "lr": lr}
+                                    "epochs": epochs, "lr": lr, **cost.settings}
         settings = {**{k: v for k, v in settings.items() if v is not None and k not in given}, **fixed_settings}
         if strategy == "gradual" and epochs < 2 and "freeze_epochs" not in given:
             settings["freeze_epochs"] = 0  # one epoch: the probe's head is the head-only phase's start, train it all
