@@ -113,15 +113,19 @@ def label_noise(name: str, seed: int, share: float) -> tuple[dict[str, Any], dic
     # it names out of both parts; every probe below shares this split, so their differences are paired
     in_val = stratified_folds(items.labels[train], 5, seed) == 0
 
-    def correct(labels: np.ndarray, left_out: set[str] | np.ndarray = frozenset()) -> np.ndarray:
-        keep = ~np.isin(train, truly) if isinstance(left_out, np.ndarray) else \
-            np.asarray([items.where(i) not in left_out for i in train])
+    def correct(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
         return probe_correct(features.features, labels, train[keep & ~in_val], train[keep & in_val], test,
                              not features.normalized, len(items.classes))
 
+    def kept(names: set[str]) -> np.ndarray:
+        return np.asarray([items.where(i) not in names for i in train])
+
     default, every = set(excluded(result)), set(excluded(result, list(EXCLUSION_KINDS)))
-    runs = {"clean": correct(clean), "noisy": correct(items.labels), "excluded": correct(items.labels, default),
-            "excluded_every_kind": correct(items.labels, every), "flipped_left_out": correct(items.labels, truly)}
+    everyone = np.ones(len(train), dtype=bool)
+    runs = {"clean": correct(clean, everyone), "noisy": correct(items.labels, everyone),
+            "excluded": correct(items.labels, kept(default)),
+            "excluded_every_kind": correct(items.labels, kept(every)),
+            "flipped_left_out": correct(items.labels, ~np.isin(train, truly))}
     return {"set": name, "seed": seed, "flipped": len(truly), "flagged": len(flagged), "found": hits,
             "precision": hits / max(1, len(flagged)), "recall": hits / max(1, len(truly)),
             "excluded": len(default), "excluded_every_kind": len(every),
