@@ -15,7 +15,9 @@ from PIL import Image
 from conftest import SHARED_DATA, run_main
 from transferkit.audit.duplicates import exact_pairs, scan
 from transferkit.audit.outliers import far_out
+from transferkit.audit.kinds import excluded
 from transferkit.audit.run import audit
+from transferkit.errors import TransferkitError
 
 CHROMIUM = next((found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
 SETTINGS = {"image_size": 64, "engine": "onnx"}
@@ -79,11 +81,17 @@ def test_exact_and_near_copies_leaking_into_test_are_found(result: dict) -> None
 
 def test_blank_image_is_an_item_issue_and_exclusions_never_name_test_items(result: dict, planted: Path) -> None:
     assert [(Path(c["item"]).name, c["kind"]) for c in result["item_issues"]] == [("blank.png", "blank")]
-    excluded = {Path(e["item"]).name for e in result["exclusions"]}
+    kinds = {(Path(e["item"]).name, e["kind"]) for e in result["exclusions"]}
     original = real_images(SOURCES["ant"], 1, 3)[0].name
-    assert {"flipped.jpg", "blank.png", original} <= excluded  # the training copy of each leak
-    assert not excluded & {"exact_copy.jpg", "near_copy.jpg"}
+    assert {("flipped.jpg", "label"), ("blank.png", "blank"), (original, "leak")} <= kinds  # a leak's training copy
+    assert not {name for name, _ in kinds} & {"exact_copy.jpg", "near_copy.jpg"}
     assert all(str(planted / "test") not in e["item"] for e in result["exclusions"])
+    # by default what harms training: the wrong label and the blank image, not the leak's (correct) training copy
+    default = {Path(item).name for item in excluded(result)}
+    assert {"flipped.jpg", "blank.png"} <= default and original not in default
+    assert [Path(item).name for item in excluded(result, ["leak"])] == [original]
+    with pytest.raises(TransferkitError, match="choose from label, conflicting"):
+        excluded(result, ["label", "outlier"])
 
 
 def test_balance_and_sizes(result: dict) -> None:
@@ -115,11 +123,20 @@ def test_cli_page_exclusions_and_train_exclude(planted: Path, tmp_path: Path, mo
     assert html.count("data:image/jpeg;base64,") >= 6 and "flipped.jpg" in html
     names = [line for line in listing.read_text().splitlines() if not line.startswith("#")]
     assert any(n.endswith("flipped.jpg") for n in names) and not any("/test/" in n for n in names)
+    assert not any(n.endswith(real_images(SOURCES["ant"], 1, 3)[0].name) for n in names)  # a leak: not by default
 
     code, out, err = run_main(monkeypatch, capsys, "train", planted, "--image-size", "64", "--engine", "onnx",
                               "--exclude", listing, "--out", tmp_path / "run")
     assert code == 0, err
     assert f"left out {len(names)} of the {len(names)} item(s)" in err
+
+    code, out, err = run_main(monkeypatch, capsys, "audit", planted, "--image-size", "64", "--engine", "onnx",
+                              "--exclusions", tmp_path / "leaks.txt", "--exclude-kinds", "leak")
+    assert code == 0, err
+    leaks = [line for line in (tmp_path / "leaks.txt").read_text().splitlines() if not line.startswith("#")]
+    assert [Path(n).name for n in leaks] == [real_images(SOURCES["ant"], 1, 3)[0].name]
+    code, out, err = run_main(monkeypatch, capsys, "audit", planted, "--exclude-kinds", "label,outliers")
+    assert code == 2 and err.count("error:") == 1 and "--exclude-kinds outliers" in err and "Traceback" not in err
 
     (tmp_path / "notes.html").write_text("<html>my notes</html>")
     for option, target in (("--out", tmp_path / "notes.html"), ("--exclusions", tmp_path / "notes.html")):

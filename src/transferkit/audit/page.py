@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from transferkit import __version__
 from transferkit.atomic import atomic_write_bytes, check_replaceable
+from transferkit.audit.kinds import excluded
 from transferkit.errors import arg
 from transferkit.report.html import STYLE
 from transferkit.report.markup import esc
@@ -66,7 +67,7 @@ def render(result: dict[str, Any]) -> str:
     cards = "".join(f"<div class=card><b>{value}</b><span>{esc(name)}</span></div>" for name, value in (
         ("items", result["items"]), ("label issues", len(result["label_issues"])),
         ("duplicate pairs", len(result["duplicates"])), ("outliers", len(result["outliers"])),
-        ("item issues", len(result["item_issues"])), ("to exclude", len(result["exclusions"]))))
+        ("item issues", len(result["item_issues"])), ("to exclude", len(excluded(result)))))
     balance = result["balance"]
     counts = table(["class", "train", "val", "test"], [[esc(name), *(str(row[s]) for s in ("train", "val", "test"))]
                                                       for name, row in balance["per_class"].items()])

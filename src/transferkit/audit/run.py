@@ -15,6 +15,7 @@ from transferkit.audit.copies import near_copies
 from transferkit.audit.duplicates import (NEAR_SIMILARITY, NO_PAIRS, DuplicatePair, exact_pairs, file_digest, scan,
                                          text_key)
 from transferkit.audit.items import SPLITS, AuditItems, read_items
+from transferkit.audit.kinds import EXCLUSION_KINDS
 from transferkit.audit.labels import find_label_issues, out_of_fold_proba
 from transferkit.audit.outliers import NEIGHBOURS, find_outliers, isolation
 from transferkit.config import RunConfig
@@ -23,10 +24,6 @@ from transferkit.modalities.base import Modality
 from transferkit.progress import log
 from transferkit.selection.candidates import Backbone, featurize, modality_of
 from transferkit.strategies import parse_strategy
-
-# what each kind of finding does to an exclusions file: duplicates drop their later copy (within train and val),
-# leaks their training copy; outliers are listed for a look, never excluded (rare is not wrong)
-EXCLUDED_KINDS = ("blank", "unreadable", "empty")  # the item issues an exclusions file names
 
 
 def timed(seconds: dict[str, float], name: str, work: Callable[[], Any]) -> Any:
@@ -152,28 +149,30 @@ def pair_record(items: AuditItems, pair: DuplicatePair) -> dict[str, Any]:
 
 
 def exclusions(result: dict[str, Any]) -> list[dict[str, str]]:
-    """The training and validation items worth leaving out, each once, with why: flagged labels, the later copy of
-    a duplicate, both copies of a conflicting pair, the earlier split's copy of a leak (train's beside val or
-    test, val's beside test), blank, unreadable and empty items."""
-    named: dict[str, str] = {}
+    """Every training and validation item worth leaving out, with its kind (EXCLUSION_KINDS) and why, once per
+    kind: flagged labels, both copies of a conflicting pair, the later copy of a duplicate, the earlier split's
+    copy of a leak (train's beside val or test, val's beside test), blank, unreadable and empty items. Outliers
+    are listed for a look, never excluded (rare is not wrong)."""
+    named: dict[tuple[str, str], str] = {}
 
-    def add(item: str, split: str, why: str) -> None:
-        if split != "test" and item not in named:
-            named[item] = why
+    def add(item: str, split: str, kind: str, why: str) -> None:
+        if split != "test":
+            named.setdefault((item, kind), why)
 
     for issue in result["label_issues"]:
-        add(issue["item"], issue["split"], f"label issue: given {issue['given']}, looks like {issue['suggested']}")
+        add(issue["item"], issue["split"], "label", f"label issue: given {issue['given']}, looks like "
+                                                    f"{issue['suggested']}")
     for pair in result["duplicates"]:
         (a, b), (sa, sb) = pair["items"], pair["splits"]
         if pair["kind"] == "leak":  # the copy in the split that trains (or validates) goes, the later one stays
             (early, split), (_, later) = sorted([(a, sa), (b, sb)], key=lambda copy: SPLITS.index(copy[1]))
-            add(early, split, f"leak: a copy is in {later}")
+            add(early, split, "leak", f"leak: a copy is in {later}")
         elif pair["kind"] == "conflicting labels":
-            add(a, sa, "a copy has another label")
-            add(b, sb, "a copy has another label")
+            add(a, sa, "conflicting", "a copy has another label")
+            add(b, sb, "conflicting", "a copy has another label")
         else:
-            add(b, sb, f"copy of {a}")
+            add(b, sb, "duplicate", f"copy of {a}")
     for issue in result["item_issues"]:
-        if issue["kind"] in EXCLUDED_KINDS:
-            add(issue["item"], issue["split"], issue["kind"])
-    return [{"item": item, "why": why} for item, why in named.items()]
+        if issue["kind"] in EXCLUSION_KINDS:
+            add(issue["item"], issue["split"], issue["kind"], issue["kind"])
+    return [{"item": item, "kind": kind, "why": why} for (item, kind), why in named.items()]

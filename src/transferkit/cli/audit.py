@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from transferkit.audit.kinds import DEFAULT_EXCLUDED, EXCLUSION_KINDS
 from transferkit.cli.options import LabelledDataArgument, with_config_options
 from transferkit.cli.output import cell, console, print_json
 from transferkit.runs.lock import is_other_rank
@@ -25,10 +26,14 @@ def audit(
                                                      "every finding)", show_default=False)] = None,
     exclusions: Annotated[Optional[Path], typer.Option(help="Write the flagged training and validation items, one a "
                                                             "line, for train --exclude", show_default=False)] = None,
+    exclude_kinds: Annotated[Optional[str], typer.Option(
+        help=f"Comma-separated kinds the exclusions file names: {', '.join(EXCLUSION_KINDS)} (default: "
+             f"{','.join(DEFAULT_EXCLUDED)}, what harms training)", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: every finding, counts, seconds")] = False,
     **settings: Any,
 ) -> None:
     """Find label errors, duplicates and leaks across splits, outliers and imbalance in DATA (never modified)."""
+    from transferkit.audit.kinds import check_kinds, excluded
     from transferkit.audit.page import check_page_path, write_page  # lazy: numpy; --help must not pay for it
     from transferkit.audit.run import audit as run_audit
     from transferkit.exclusions import check_exclusions_path, write_exclusions
@@ -37,6 +42,9 @@ def audit(
         check_page_path(out)
     if exclusions is not None:
         check_exclusions_path(exclusions)
+    # a wrong kind fails before the audit, not after it
+    kinds = DEFAULT_EXCLUDED if exclude_kinds is None else \
+        check_kinds([kind.strip() for kind in exclude_kinds.split(",") if kind.strip()])
     chosen = {name: value for name, value in settings.items() if value is not None}
     result = run_audit(data, **chosen)
     if is_other_rank():  # a launch's ranks shared the extraction; rank 0 writes and prints
@@ -45,8 +53,9 @@ def audit(
     if out is not None:
         written.append(f"page: {write_page(result, out)}")
     if exclusions is not None:
-        written.append(f"exclusions: {write_exclusions(exclusions, [e['item'] for e in result['exclusions']])} "
-                       f"({len(result['exclusions'])} items; train --exclude {exclusions})")
+        names = excluded(result, kinds)
+        written.append(f"exclusions: {write_exclusions(exclusions, names)} ({len(names)} items: "
+                       f"{', '.join(kinds)}; train --exclude {exclusions})")
     if as_json:
         print_json(result)
         return
