@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/methods.py [--sets hymenoptera,cifar,text,trec] [--seeds 0,1,2] [--epochs 3]
                                       [--image-size 160] [--cifar-per-class 50] [--text-train 2000]
-                                      [--rows "LoRA r=8,prefix tokens=10"] [--out methods.json]
+                                      [--rows "LoRA r=8,prefix tokens=10"] [--out methods.json] [--jobs 2]
 
-Every row is one ``transferkit train`` process per seed with the same epochs and augmentation; test accuracy
-is the mean and a 95% t-interval over the seeds. Validation (which picks the best epoch and the probe's L2) is
+Every row is one ``transferkit train`` process per seed (``--jobs`` of them at once, one thread each) with the
+same epochs and augmentation; test accuracy is the mean and a 95% t-interval over the seeds. Validation (which picks the best epoch and the probe's L2) is
 split off the training data; the test split is only scored. Sets:
 
 * hymenoptera: ``train/`` is the data, ``val/`` (153 images) the test split;
@@ -16,10 +16,12 @@ split off the training data; the test split is only scored. Sets:
   all-mpnet-base-v2 with a linear probe (assembled from its PyPI packages into bench/.models), the student
   MiniLM-L6 ``gradual``.
 
-Rows that fine-tune share the strategy ``gradual`` (probe head first). Adapters train at 3x the base LR, as
-parameter-efficient methods usually need; text prompts (``prefix``, ``prompt``) at 1e-2 and 3e-2. KD: an efficientnet_lite2 ``gradual`` run teaches efficientnet_lite0
-(images) at its own input size; the student alone is the ``gradual`` row. Source retention: top-1 agreement of the tuned model's
-ImageNet head with the original model's on the validation images. Goals (issue 12) are checked at the end.
+Rows that fine-tune share the strategy ``gradual`` (probe head first). Image adapters train at 3x the base LR,
+as parameter-efficient methods usually need; text LoRA, ``prefix`` and ``prompt`` at their adapter's own default
+(``Adapter.lr``, chosen on validation; the table's LR column). KD: an efficientnet_lite2 ``gradual`` run teaches
+efficientnet_lite0 (images) at its own input size; the student alone is the ``gradual`` row. Source retention:
+top-1 agreement of the tuned model's ImageNet head with the original model's on the validation images. Goals
+(issues 12 and 28) are computed from the table at the end.
 """
 
 from __future__ import annotations
