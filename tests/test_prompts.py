@@ -159,6 +159,26 @@ def test_prompt_through_the_cli_predicts_and_continues_with_from(tmp_path: Path)
                        init_from=str(tmp_path / "run")).fit(str(data))
 
 
+@pytest.mark.parametrize("adapter, lr, expected", [
+    ("prompt:tokens=2", None, "prompt"),  # no --lr: the adapter's own default
+    ("prompt:tokens=2", 1e-3, 1e-3),  # a given --lr wins
+    ("full", None, "text"),  # an adapter that declares none: the modality's
+])
+def test_a_run_trains_at_its_adapters_own_lr_unless_given_one(tmp_path: Path, session_cache: Path, adapter: str,
+                                                              lr: float | None, expected) -> None:
+    from transferkit.methods.prompts import PromptTuning
+    from transferkit.modalities import TEXT
+
+    want = {"prompt": PromptTuning.lr, "text": TEXT.defaults.training["lr"]}.get(expected, expected)
+    assert PromptTuning.lr != TEXT.defaults.training["lr"]
+    data = write_csv(tmp_path / "reviews.csv", sentiment_rows())
+    clf = TextClassifier(max_length=16, val_fraction=0.25, cache_dir=str(session_cache), strategy="finetune",
+                         adapter=adapter, epochs=1, batch_size=8, lr=lr, schedule="constant", warmup=0)
+    clf.verbose = False
+    clf.fit(str(data))
+    assert clf.metrics_["history"][0]["lr"] == pytest.approx(want)  # the head's, at the run's base LR
+
+
 # -- visual prompts ------------------------------------------------------------------------------------------
 def random_vit(path: Path) -> Path:
     """timm's tiny test ViT (6 blocks, width 64, 160 px), random weights saved to a file."""

@@ -138,7 +138,8 @@ class RunConfig:
     epochs: int | None = declare(None, "Epochs in total (default 10 images, 2 text)", FINE_TUNING, EPOCHS)
     freeze_epochs: int | None = declare(None, "gradual: head-only epochs after the probe (default 1 images, 0 text)",
                                         FINE_TUNING, Int(0, EPOCHS.high))
-    lr: float | None = declare(None, "Base learning rate (head); default sgd 1e-2, adam(w) 3e-4 images / 2e-4 text",
+    lr: float | None = declare(None, "Base learning rate (head); default sgd 1e-2, adam(w) the adapter's own "
+                               "where it declares one, else 3e-4 images / 2e-4 text",
                                FINE_TUNING, Real(0, 10, open_low=True))
     optimizer: Optimizer = declare("adamw", "Optimiser", FINE_TUNING)
     momentum: float = declare(0.9, "SGD momentum", FINE_TUNING, BELOW_ONE)

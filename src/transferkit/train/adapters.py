@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ class Adapter:
     """Every parameter of a training block trains (plain fine-tuning)."""
 
     name = "full"
+    lr: ClassVar[float | None] = None  # the adapter's own default LR, measured where declared (None: the modality's)
 
     def attach(self, model: nn.Module) -> nn.Module:
         """The model to train (the same one, or with adapter modules added)."""
@@ -60,6 +61,13 @@ class Adapter:
     def trains(self, name: str, parameter: nn.Parameter) -> bool:
         """Whether ``parameter`` (named relative to the backbone) trains when its block does."""
         return True
+
+    def defaults(self, modality: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The fine-tuning defaults a run with this adapter takes for the fields it leaves null: the data's
+        modality's (``modality``, keyed as config.FINETUNE_DEFAULTS), with the adapter's own learning rate where
+        it declares one (:attr:`lr`, measured on validation there: adapters train few parameters, or start at
+        zero, and need other steps than weights). A given --lr wins; SGD keeps its own (these LRs are AdamW's)."""
+        return modality if self.lr is None else {**modality, "lr": self.lr}
 
     def merge(self, model: nn.Module) -> nn.Module:
         """The trained model as one plain module (adapter weights folded in)."""

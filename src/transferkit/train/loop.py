@@ -103,14 +103,15 @@ class Trainer:
             checkpoint_activations(model.backbone)
         check_continuation(self.adapter, model)
         self.model = self.adapter.attach(model)
+        self.defaults = self.adapter.defaults(data.defaults)  # the modality's, or the adapter's own LR
         self.terms = build_terms(config, terms)
         self.callbacks = Callbacks(default_callbacks(config) + [CALLBACKS.create(s) for s in config.callbacks]
                                    + callbacks)
         self.frozen = FrozenForward(frozen, data.deterministic) if frozen is not None else None
-        self.epochs = config.setting("epochs", data.defaults)
-        self.phases = strategy.phases(self.epochs, config.setting("freeze_epochs", data.defaults))
+        self.epochs = config.setting("epochs", self.defaults)
+        self.phases = strategy.phases(self.epochs, config.setting("freeze_epochs", self.defaults))
         self.bn_mode = resolve_bn(config, strategy, len(data))
-        self.stream = BatchStream(data, config.setting("batch_size", data.defaults), accelerator)
+        self.stream = BatchStream(data, config.setting("batch_size", self.defaults), accelerator)
         self.steps_per_epoch = max(1, -(-len(self.stream) // config.grad_accum))
         self.context = Context(config, ckpt.checkpoint_dir(out), accelerator, self.model, ckpt.TrainState(),
                                self.epochs, snapshot=self.snapshot, resumable=resumable)
@@ -185,13 +186,13 @@ class Trainer:
         self.context.phase = phase
         extra = {t.name: list(t.parameters()) for t in self.terms if any(True for _ in t.parameters())}
         groups, rows = apply_phase(self.model, phase, self.config, self.strategy, self.adapter, self.bn_mode,
-                                   self.data.defaults, extra)
+                                   self.defaults, extra)
         self.trainable_total = max(self.trainable_total, sum(r.trainable for r in rows))
         if self.accelerator.is_main_process:
             print_groups(rows, phase, len(self.phases))
         self.optimizer = build_optimizer(groups, self.config)
         self.scheduler = build_schedule(self.optimizer, self.config, phase.epochs * self.steps_per_epoch,
-                                        self.steps_per_epoch, self.data.defaults)
+                                        self.steps_per_epoch, self.defaults)
         self.restore_optimizer(phase)
         self.wrapped = self.accelerator.prepare_model(self.model)
         self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)
