@@ -69,8 +69,9 @@ GOALS = {"hymenoptera": 0.95, "trec": 0.94, "rt_polarity": 0.825, "digits": 0.95
 BUDGETS = {"digits": "20m", "cifar10": "30m"}  # the issue's goals: MNIST -> USPS within 20 minutes, CIFAR-10 at 30
 # fastai's fine_tune at its defaults (224 px) on 10,000 CIFAR images is hours on 2 cores
 NO_FASTAI_PEER = {"cifar10"}
-# train at its defaults fine-tunes MNIST at 224 px for 10 epochs (hours here) and never sees the target
-NO_TRAIN_PEER = {"digits"}
+# train at its defaults fine-tunes MNIST at 224 px for 10 epochs (hours here) and never sees the target; on
+# CIFAR-10 its default, the probe at 224 px, scored 0.782 (issue 24's figure): skipped where time is short
+NO_TRAIN_PEER = {"digits", "cifar10"}
 FASTAI_PYTHON = ROOT / "bench" / ".venv-peers" / "bin" / "python"
 
 
