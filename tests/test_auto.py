@@ -63,6 +63,19 @@ def test_adaptation_plan_tries_two_rates_then_the_methods() -> None:
     assert at_rate(plan_adaptation(pricing, 400, {})[0].trials[-1], 5e-3).settings["lr"] == 5e-3
 
 
+def test_a_target_beside_texts_or_fixed_choices_is_one_line(tmp_path: Path, split_data: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    texts = tmp_path / "t.csv"
+    texts.write_text("text,label\n" + "".join(f"words {i},{'ab'[i % 2]}\n" for i in range(12)))
+    for args, wanted in (((texts, "--target", split_data / "test"), "only image data can have a target domain"),
+                         ((split_data, "--target", split_data / "test", "--strategy", "gradual"),
+                          "auto chooses the adaptation method")):
+        code, _, err = run_main(monkeypatch, capsys, "auto", *args, "--out", tmp_path / "r", *FAST)
+        assert code == 2 and err.startswith("error: --target") and wanted in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
 def test_auto_with_a_target_adapts_and_chooses_without_target_labels(split_data: Path, tmp_path: Path) -> None:
     target = tmp_path / "target"  # flat: no labels to read
     target.mkdir()

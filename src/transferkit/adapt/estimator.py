@@ -42,10 +42,15 @@ DEV_SOURCE_SAMPLE = 1000  # source training images DEV's domain classifier sees 
 def adapting_classifier(cls: type, target: str, params: dict[str, Any]) -> "DomainAdaptClassifier":
     """``train --target``: the :class:`DomainAdaptClassifier` in place of ``cls`` (which must be the image
     classifier), with no bottleneck: ``train`` saves the plain model."""
+    check_adaptable(cls, target)
+    return DomainAdaptClassifier(**params, target=target, bottleneck=0)
+
+
+def check_adaptable(cls: type, target: str) -> None:
+    """One line unless ``cls`` (the data's classifier) reads images, the only data a target domain is for."""
     if not issubclass(cls, ImageClassifier):
         raise TransferkitError(f"--target {target}: only image data can have a target domain (the data is read "
                                f"as {cls.modality.name})")
-    return DomainAdaptClassifier(**params, target=target, bottleneck=0)
 
 
 def reads_target(method: str) -> bool:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from transferkit.automl.budget import Clock, parse_budget
-from transferkit.adapt.estimator import DEV_SOURCE_SAMPLE, DomainAdaptClassifier
+from transferkit.adapt.estimator import DEV_SOURCE_SAMPLE, DomainAdaptClassifier, check_adaptable
 from transferkit.adapt.experiment import ADAPT_DEFAULTS
+from transferkit.automl.budget import Clock, parse_budget
 from transferkit.automl.cost import INFERENCE_SHARE, measure
 from transferkit.automl.decisions import record
 from transferkit.automl.facts import derive
@@ -23,6 +23,7 @@ from transferkit.automl.plan import SAFETY, Plan, Trial
 from transferkit.automl.search import Fit, Outcome, STUDY_FILE, open_auto_study, run_trials
 from transferkit.automl.steps import FINETUNE_ONLY, finish, keep_winner, prepare, reserve_seconds, study_name
 from transferkit.errors import TransferkitError, arg
+from transferkit.estimators import classifier_for_data
 from transferkit.estimators.core import TransferClassifier
 from transferkit.modalities.image.target import read_target
 from transferkit.plugins import SOURCE_ONLY
@@ -47,13 +48,12 @@ EPOCHS = (2, 5)  # least, preferred: bench/adapt.py's figures are at 5 epochs
 TARGET_STEP = 2.0  # a step with a target batch beside the source batch, against a source step alone
 # every layer adapts (the bottleneck head cannot start from a probe: no gradual), with adaptation's defaults
 SETTINGS = {"strategy": "finetune", **ADAPT_DEFAULTS}
-BOTTLENECK = 256  # adapt's default width for the terms to align
 
 
 def adapt_fit(target: str) -> Fit:
-    """A trial: a :class:`DomainAdaptClassifier` on the source data with ``target`` as its unlabelled stream."""
-    return lambda config: DomainAdaptClassifier(target=target, bottleneck=BOTTLENECK,
-                                                **estimator_params(config)).fit(config.data)
+    """A trial: a :class:`DomainAdaptClassifier` (its default bottleneck) on the source data with ``target`` as its
+    unlabelled stream."""
+    return lambda config: DomainAdaptClassifier(target=target, **estimator_params(config)).fit(config.data)
 
 
 @dataclass
@@ -128,6 +128,7 @@ def auto_adapt(data: str | Path, target: str | Path, out: str | Path | None = No
         check_out_vs_data(out, data, given.get("val_data"), given.get("test_data"))
         check_out_vs_data(out, target)
         check_writable(out, overwrite, ignore=(STUDY_FILE,), resumable=False)
+    check_adaptable(classifier_for_data(str(data)), str(target))  # before the data is read
     classifier, config, dataset = prepare(data, {k: v for k, v in given.items() if k not in FINETUNE_ONLY}, metric)
     images = read_target(target, dataset.classes)  # a bad target folder fails before anything trains
     facts = derive(classifier.modality, dataset, config, given, metric)
