@@ -16,12 +16,13 @@ class AutoClassifier:
     _estimator_type = "classifier"  # scikit-learn < 1.6 reads this instead of tags
 
     def __init__(self, budget: str | float = "15m", metric: str = "accuracy", backbones: Sequence[str] = (),
-                 seed: int = 0, out: str | None = None) -> None:
+                 seed: int = 0, out: str | None = None, target: str | None = None) -> None:
         self.budget, self.metric, self.backbones, self.seed, self.out = budget, metric, backbones, seed, out
+        self.target = target  # unlabelled target images: auto adapts to them (chosen by info-max)
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {"budget": self.budget, "metric": self.metric, "backbones": self.backbones, "seed": self.seed,
-                "out": self.out}
+                "out": self.out, "target": self.target}
 
     def set_params(self, **params: Any) -> "AutoClassifier":
         for name, value in params.items():
@@ -38,7 +39,7 @@ class AutoClassifier:
         from transferkit.automl.run import auto
 
         self.classifier_: TransferClassifier = auto(data, self.out, self.budget, self.backbones, self.metric,
-                                                    seed=self.seed)
+                                                    target=self.target, seed=self.seed)
         self.classes_ = self.classifier_.classes_
         self.decisions_ = self.classifier_.metrics_["auto"]
         return self

@@ -1,5 +1,6 @@
 """``auto`` end to end: facts, ranking, cost, plan, trials, the winner saved as an ordinary run folder with its
-decisions (``transferkit auto``; :func:`auto` from Python returns the fitted classifier)."""
+decisions (``transferkit auto``; :func:`auto` from Python returns the fitted classifier). With a target domain,
+adapting.py plans and chooses instead."""
 
 from __future__ import annotations
 
