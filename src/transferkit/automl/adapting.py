@@ -20,8 +20,9 @@ from transferkit.automl.cost import INFERENCE_SHARE, measure
 from transferkit.automl.decisions import record
 from transferkit.automl.facts import derive
 from transferkit.automl.plan import SAFETY, Plan, Trial
-from transferkit.automl.search import Fit, Outcome, STUDY_FILE, open_auto_study, run_trials
-from transferkit.automl.steps import FINETUNE_ONLY, finish, keep_winner, prepare, reserve_seconds, study_name
+from transferkit.automl.search import Fit, Outcome, open_auto_study, run_trials
+from transferkit.automl.steps import (FINETUNE_ONLY, check_out, finish, keep_winner, prepare, reserve_seconds,
+                                     study_name)
 from transferkit.errors import TransferkitError, arg
 from transferkit.estimators import classifier_for_data
 from transferkit.estimators.core import TransferClassifier
@@ -29,7 +30,6 @@ from transferkit.modalities.image.target import read_target
 from transferkit.plugins import SOURCE_ONLY
 from transferkit.progress import log
 from transferkit.runs.lock import hold_run_folder
-from transferkit.runs.rundir import check_out_vs_data, check_writable
 from transferkit.tuning.objective import estimator_params
 
 CHOOSER = "info-max"  # label-free: it chose the best method in both digit directions (adapt/selection.py)
@@ -124,10 +124,7 @@ def auto_adapt(data: str | Path, target: str | Path, out: str | Path | None = No
     if "methods" in given or "strategy" in given:
         raise TransferkitError(f"{arg('target', str(target))}: auto chooses the adaptation method and trains every "
                                "layer; drop --method/--strategy, or run transferkit adapt with them")
-    if out is not None and not dry_run:
-        check_out_vs_data(out, data, given.get("val_data"), given.get("test_data"))
-        check_out_vs_data(out, target)
-        check_writable(out, overwrite, ignore=(STUDY_FILE,), resumable=False)
+    check_out(out, data, given, dry_run, overwrite, target)
     check_adaptable(classifier_for_data(str(data)), str(target))  # before the data is read
     classifier, config, dataset = prepare(data, {k: v for k, v in given.items() if k not in FINETUNE_ONLY}, metric)
     images = read_target(target, dataset.classes)  # a bad target folder fails before anything trains

@@ -102,7 +102,7 @@ def timed_steps(model: Any, optimizer: Any, data: Any, take: int, bf16: bool) ->
 
     inputs, labels = (data.collate or default_collate)([data.dataset[i] for i in range(take)])
     if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:  # as the loop runs it (train/loop.py, batches.py)
-        model = model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # in place, and a no-op once converted
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     timings = []
     for _ in range(STEPS):

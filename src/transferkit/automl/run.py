@@ -16,14 +16,14 @@ from transferkit.automl.cost import SETUP_SECONDS, measure
 from transferkit.automl.decisions import choose, record
 from transferkit.automl.facts import derive
 from transferkit.automl.plan import make_plan
-from transferkit.automl.search import Outcome, STUDY_FILE, fit_classifier, open_auto_study, run_trials
-from transferkit.automl.steps import FINETUNE_ONLY, finish, keep_winner, prepare, reserve_seconds, study_name
+from transferkit.automl.search import Outcome, fit_classifier, open_auto_study, run_trials
+from transferkit.automl.steps import (FINETUNE_ONLY, check_out, finish, keep_winner, prepare, reserve_seconds,
+                                     study_name)
 from transferkit.errors import TransferkitError, arg
 from transferkit.estimators.core import TransferClassifier
 from transferkit.modalities.base import LabelledData
 from transferkit.progress import log
 from transferkit.runs.lock import hold_run_folder
-from transferkit.runs.rundir import check_out_vs_data, check_writable
 
 BACKWARD_FACTOR = 3  # a training step against a forward pass alone (backward is ~2x forward)
 MEASURE_SECONDS = 45.0  # less budget than this left after ranking: no step is measured, only probes run
@@ -57,9 +57,7 @@ def auto(data: str | Path, out: str | Path | None = None, budget: str | float = 
         return auto_adapt(data, target, out, budget, metric, dry_run, overwrite, report, **settings)
     clock = Clock(parse_budget(budget))
     given = {k: v for k, v in settings.items() if v is not None}
-    if out is not None and not dry_run:
-        check_out_vs_data(out, data, given.get("val_data"), given.get("test_data"))
-        check_writable(out, overwrite, ignore=(STUDY_FILE,), resumable=False)
+    check_out(out, data, given, dry_run, overwrite)
     shared = {k: v for k, v in given.items() if k not in FINETUNE_ONLY}
     classifier, config, dataset = prepare(data, shared, metric)
     modality = classifier.modality

@@ -18,6 +18,7 @@ from transferkit.estimators import classifier_for_data
 from transferkit.estimators.core import TransferClassifier, absolute_paths
 from transferkit.modalities.base import LabelledData
 from transferkit.progress import log
+from transferkit.runs.rundir import check_out_vs_data, check_writable
 from transferkit.tuning.objective import estimator_params
 
 METRICS = ("accuracy", "macro_f1")
@@ -27,6 +28,16 @@ REPORT_SECONDS = 10.0  # report.html: matplotlib's import and figures
 OWN_CALLBACKS = ("deadline", "optuna-prune")  # what trials added to their configs; the saved run has none
 # settings only fine-tuning reads: a probe given one is refused (config.py), so they go to fine-tuning trials only
 FINETUNE_ONLY = frozenset(f.name for f in dataclasses.fields(RunConfig) if f.metadata["panel"] == FINE_TUNING)
+
+
+def check_out(out: str | Path | None, data: Any, given: dict[str, Any], dry_run: bool, overwrite: bool,
+              *more: Any) -> None:
+    """Before anything is read: ``out`` is neither inside the data (``data``, the given val/test, ``more``) nor an
+    existing folder it may not replace (its study file aside: the command resumes it)."""
+    if out is None or dry_run:
+        return
+    check_out_vs_data(out, data, given.get("val_data"), given.get("test_data"), *more)
+    check_writable(out, overwrite, ignore=(STUDY_FILE,), resumable=False)
 
 
 def prepare(data: Any, settings: dict[str, Any],
