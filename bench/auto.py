@@ -4,7 +4,7 @@ one run on this machine: per set, the budget, auto's wall time, its chosen confi
 accuracy, the issue's goal, the best test figure bench/results holds for the set, and each peer's test accuracy
 and wall time.
 
-    python bench/auto.py [--budget 10m] [--sets hymenoptera,trec,digits] [--fastai-epochs 2] [--out bench/results/auto.json]
+    python bench/auto.py [--budget 10m] [--sets hymenoptera,trec@5m,digits] [--fastai-epochs 2] [--out bench/results/auto.json]
 
 hymenoptera is laid out as train/ + test/ (its val/ images are the test split), so auto holds its own
 validation out of train; trec is train.csv with test.csv as test; digits is MNIST -> USPS with ``--target`` (its
@@ -67,11 +67,11 @@ SETS = {"hymenoptera": hymenoptera, "trec": trec, "rt_polarity": rt_polarity, "d
 GOALS = {"hymenoptera": 0.95, "trec": 0.94, "rt_polarity": 0.825, "digits": 0.95,
          "cifar10": 0.85}  # issue 24's test accuracy goals
 BUDGETS = {"digits": "20m", "cifar10": "30m"}  # the issue's goals: MNIST -> USPS within 20 minutes, CIFAR-10 at 30
-# fastai's fine_tune at its defaults (224 px) on 10,000 CIFAR images is hours on 2 cores
-NO_FASTAI_PEER = {"cifar10"}
-# train at its defaults fine-tunes MNIST at 224 px for 10 epochs (hours here) and never sees the target; on
-# CIFAR-10 its default, the probe at 224 px, scored 0.782 (issue 24's figure): skipped where time is short
-NO_TRAIN_PEER = {"digits", "cifar10"}
+# fastai's fine_tune(2) at its defaults (224 px) on 10,000 CIFAR images is ~40 minutes on 2 cores: fine_tune(1),
+# one frozen and one unfrozen epoch (~20 minutes), is the peer within auto's 30
+FASTAI_EPOCHS = {"cifar10": 1}
+# train at its defaults fine-tunes MNIST at 224 px for 10 epochs (hours here) and never sees the target
+NO_TRAIN_PEER = {"digits"}
 FASTAI_PYTHON = ROOT / "bench" / ".venv-peers" / "bin" / "python"
 
 
@@ -126,14 +126,39 @@ def best_figure(name: str) -> dict[str, Any] | None:
     return best
 
 
-def one_set(name: str, budget: str, work: Path, fastai_epochs: int) -> dict[str, Any]:
+def one_set(name: str, budget: str, work: Path, fastai_epochs: int, peers_only: bool = False,
+            peers: tuple[str, ...] = ("train", "fastai")) -> dict[str, Any]:
+    """``name``: a set, or ``set@budget`` for a budget of its own (the sweep: ``hymenoptera@2m``);
+    ``peers_only``: the peers alone (a set whose auto row another run of this script holds); ``peers``: which."""
+    name, _, own = name.partition("@")
     data, extra = SETS[name](work)
-    budget = BUDGETS.get(name, budget)
-    out = work / f"auto-{name}"
+    budget = own or BUDGETS.get(name, budget)
+    row: dict[str, Any] = {"set": name, "budget": budget}
+    if not peers_only:
+        row.update(auto_row(name, budget, data, extra, work))
+    if name in NO_TRAIN_PEER or "train" not in peers:
+        return {**row, **fastai_row(name, data, fastai_epochs, peers)}
+    peer_out = work / f"train-{name}"
+    peer_wall, peer = run(["train", str(data), "--out", str(peer_out), "--overwrite",
+                           "--cache-dir", str(work / f"cache-train-{name}"), *extra])
+    if peer.returncode == 0:
+        metrics = json.loads((peer_out / "metrics.json").read_text())
+        row["peer_train_default"] = {"test": metrics.get("test", {}).get("accuracy"), "wall_s": round(peer_wall, 1)}
+    return {**row, **fastai_row(name, data, fastai_epochs, peers)}
+
+
+def fastai_row(name: str, data: Path, epochs: int, peers: tuple[str, ...]) -> dict[str, Any]:
+    if not data.is_dir() or "fastai" not in peers or name in NO_TRAIN_PEER:
+        return {}
+    return {"peer_fastai": fastai_peer(data, FASTAI_EPOCHS.get(name, epochs))}
+
+
+def auto_row(name: str, budget: str, data: Path, extra: list[str], work: Path) -> dict[str, Any]:
+    out = work / f"auto-{name}-{budget}"
     # each command from a cold cache of its own: the budget covers extraction and the ONNX export too
     wall, done = run(["auto", str(data), "--budget", budget, "--out", str(out), "--overwrite", "--json",
-                      "--cache-dir", str(work / f"cache-auto-{name}"), *extra])
-    row: dict[str, Any] = {"set": name, "budget": budget, "wall_s": round(wall, 1), "ok": done.returncode == 0}
+                      "--cache-dir", str(work / f"cache-auto-{name}-{budget}"), *extra])
+    row: dict[str, Any] = {"wall_s": round(wall, 1), "ok": done.returncode == 0}
     if done.returncode == 0:
         decisions = json.loads(done.stdout)
         metrics = json.loads((out / "metrics.json").read_text())
@@ -143,16 +168,6 @@ def one_set(name: str, budget: str, work: Path, fastai_epochs: int) -> dict[str,
                            for t in decisions["trials"]])
     row["goal"] = GOALS.get(name)
     row["best_in_bench_results"] = best_figure(name)
-    if name in NO_TRAIN_PEER:
-        return row
-    peer_out = work / f"train-{name}"
-    peer_wall, peer = run(["train", str(data), "--out", str(peer_out), "--overwrite",
-                           "--cache-dir", str(work / f"cache-train-{name}"), *extra])
-    if peer.returncode == 0:
-        metrics = json.loads((peer_out / "metrics.json").read_text())
-        row["peer_train_default"] = {"test": metrics.get("test", {}).get("accuracy"), "wall_s": round(peer_wall, 1)}
-    if data.is_dir() and name not in NO_FASTAI_PEER:
-        row["peer_fastai"] = fastai_peer(data, fastai_epochs)
     return row
 
 
@@ -170,14 +185,17 @@ def main() -> None:
     parser.add_argument("--sets", default="hymenoptera,trec")
     parser.add_argument("--fastai-epochs", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "auto.json"))
+    parser.add_argument("--peers-only", action="store_true", help="the peers alone, no auto run")
+    parser.add_argument("--peers", default="train,fastai", help="which peers run beside auto")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="tk-bench-auto-") as work:
         for name in args.sets.split(","):
-            rows.append(one_set(name, args.budget, Path(work), args.fastai_epochs))
+            rows.append(one_set(name, args.budget, Path(work), args.fastai_epochs, args.peers_only,
+                                tuple(args.peers.split(","))))
             row = rows[-1]
-            best = row["best_in_bench_results"]
-            print(f"{name:12} budget {row['budget']:>5}  wall {row['wall_s']:6.1f} s  chosen {row.get('chosen')}  "
+            best = row.get("best_in_bench_results")
+            print(f"{name:12} budget {row['budget']:>5}  wall {row.get('wall_s')} s  chosen {row.get('chosen')}  "
                   f"val {row.get('val')}  test {row.get('test')}  goal {row.get('goal')}  best in bench/results "
                   f"{None if best is None else round(best['value'], 4)}  train default "
                   f"{row.get('peer_train_default')}  fastai {row.get('peer_fastai')}", flush=True)

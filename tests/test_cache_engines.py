@@ -175,6 +175,34 @@ def test_child_work_returns_its_result_or_raises_its_error():
     assert done.stdout.strip() == "ok", done.stderr
 
 
+SESSION_GARBAGE = """
+import gc, time
+import numpy as np, onnxruntime as ort
+from onnx import TensorProto, helper
+from transferkit.features.child import in_child
+io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, 64]) for n in "xy"]
+weight = helper.make_tensor("w", TensorProto.FLOAT, [64, 64], np.ones(64 * 64, np.float32))
+graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", io[:1], io[1:], [weight])
+options = ort.SessionOptions()
+options.intra_op_num_threads = 2
+session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString(),
+                               options, providers=["CPUExecutionProvider"])
+session.run(None, {"x": np.ones((256, 64), np.float32)})
+holder = {"session": session}
+holder["self"] = holder  # a cycle: only the collector frees it
+del session, holder
+time.sleep(1)  # its pool's threads asleep on their condition
+print(in_child(lambda: (gc.collect(), "ok")[1]))
+"""
+
+
+def test_a_session_left_to_the_collector_never_hangs_the_child():
+    """An ONNX Runtime session collected in the child would wait for ever on its pool's threads (not copied by
+    the fork): auto's export child hung so after training. The parent frees it; the child never sees it."""
+    done = subprocess.run([sys.executable, "-c", SESSION_GARBAGE], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
 def test_child_work_stays_here_while_other_threads_run():
     """A lock another thread holds at the fork would stay locked in the child for ever: no fork then."""
     import threading

@@ -41,7 +41,7 @@ def data_defaults(data: Any, given: dict[str, Any]) -> dict[str, tuple[Any, str]
     with contextlib.redirect_stderr(io.StringIO()):  # the fit reads the data again and says what it skips: once
         dataset = reader.read_data(config.data, None, config.val_data, config)
     derived: dict[str, tuple[Any, str]] = {}
-    reader.modality.derive(dataset, config, lambda name, value, why: derived.setdefault(name, (value, why)))
+    reader.modality.derive(dataset, config, lambda name, value, why, larger=(): derived.setdefault(name, (value, why)))
     derived.update({k: (v, "adaptation's default") for k, v in ADAPT_DEFAULTS.items()})
     return {k: v for k, v in derived.items() if k not in given}
 

@@ -5,6 +5,7 @@ inference rate; no trial is planned on a guess."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,32 +35,59 @@ class Cost:
     measured_in: float
     precision: str | None = None  # the faster one, where "auto" left bf16 and fp32 to choose from; None: as given
     per_precision: dict[str, float] = field(default_factory=dict)
+    image_size: int | None = None  # the input size measured at, where a fine-tune takes a larger one than the data's
 
     def epoch_seconds(self, n_train: int, n_val: int) -> float:
         steps = -(-n_train // self.batch_size)
         val_batches = -(-n_val // self.batch_size)
         return self.step_seconds * (steps + INFERENCE_SHARE * val_batches)
 
+    def trial_seconds(self, strategy: str, epochs: int, freeze_epochs: int, n_train: int, n_val: int) -> float:
+        """A fine-tune's seconds: set-up, then each epoch; a head-only phase's epochs (``gradual``: the backbone
+        frozen, forward passes only) at the inference share. Measured: Lite1 at 128 px on CIFAR-10, 34 s for the
+        head-only epoch against 160-205 s for each full one."""
+        epoch = self.epoch_seconds(n_train, n_val)
+        freeze = freeze_epochs if epochs > freeze_epochs else 0  # as plan.py runs a short gradual
+        head = sum(p.epochs for p in parse_strategy(strategy).phases(epochs, freeze) if p.train_blocks == 0)
+        return self.setup_seconds + epoch * (epochs - head * (1 - INFERENCE_SHARE))
+
+    def affordable_epochs(self, strategy: str, freeze_epochs: int, seconds: float, n_train: int, n_val: int,
+                          most: int) -> int:
+        """The most epochs (up to ``most``) a fine-tune of ``strategy`` fits into ``seconds``; 0 if none."""
+        for epochs in range(most, 0, -1):
+            if self.trial_seconds(strategy, epochs, freeze_epochs, n_train, n_val) <= seconds:
+                return epochs
+        return 0
+
     def to_dict(self) -> dict[str, Any]:
         return {"backbone": self.backbone, "batch_size": self.batch_size, "step_seconds": round(self.step_seconds, 4),
                 "setup_seconds": round(self.setup_seconds, 2), "measured_in_seconds": round(self.measured_in, 2),
-                "precision": self.precision, "step_seconds_by_precision": {k: round(v, 4) for k, v in
-                                                                           self.per_precision.items()}}
+                "precision": self.precision, "image_size": self.image_size,
+                "step_seconds_by_precision": {k: round(v, 4) for k, v in self.per_precision.items()}}
 
     @property
     def settings(self) -> dict[str, Any]:
-        """What every trial of this backbone takes from the measurement: the faster precision, if it chose."""
-        return {"precision": self.precision} if self.precision else {}
+        """What every trial of this backbone takes from the measurement: the faster precision, if it chose; the
+        input size, if measured at a larger one than the data's."""
+        return {k: v for k, v in (("precision", self.precision), ("image_size", self.image_size)) if v}
+
+    def scaled(self, image_size: int, measured_size: int) -> Cost:
+        """A guess at ``image_size`` from this measurement at ``measured_size``: the step in proportion to the pixels
+        (only to decide whether measuring there is worth it: no trial is planned on it)."""
+        factor = (image_size / measured_size) ** 2
+        return dataclasses.replace(self, step_seconds=self.step_seconds * factor, image_size=image_size,
+                                   per_precision={k: v * factor for k, v in self.per_precision.items()})
 
 
-def measure(modality: Modality, config: RunConfig, dataset: LabelledData) -> Cost:
-    """Time training steps of ``config.backbone`` (at its input size) on real training batches: :data:`SAMPLE`
-    items, doubled while a step is shorter than :data:`MIN_STEP_SECONDS`, then scaled to the batch."""
+def measure(modality: Modality, config: RunConfig, dataset: LabelledData, image_size: int | None = None) -> Cost:
+    """Time training steps of ``config.backbone`` (at its input size, or ``image_size``) on real training batches:
+    :data:`SAMPLE` items, doubled while a step is shorter than :data:`MIN_STEP_SECONDS`, then scaled to the batch."""
     import torch
 
     from transferkit.train.precision import resolve_precision
 
     start = time.perf_counter()
+    config = config.replace(image_size=image_size) if image_size else config
     batch = int(config.setting("batch_size", modality.defaults.training))
     spec = modality.resolve(config.replace(strategy="finetune"), parse_strategy("finetune"))
     n_classes = len(dataset.classes)
@@ -77,8 +105,9 @@ def measure(modality: Modality, config: RunConfig, dataset: LabelledData) -> Cos
         per_precision[precision] = seconds * batch / take
     chosen = min(per_precision, key=per_precision.__getitem__)
     cost = Cost(config.backbone, batch, per_precision[chosen], max(SETUP_SECONDS, built - start),
-                time.perf_counter() - start, chosen if auto_bf16 else None, per_precision)
-    log(f"auto: {config.backbone}: {cost.step_seconds:.2f} s per training step of {batch}"
+                time.perf_counter() - start, chosen if auto_bf16 else None, per_precision, image_size)
+    log(f"auto: {config.backbone}" + (f" at {image_size} px" if image_size else "")
+        + f": {cost.step_seconds:.2f} s per training step of {batch}"
         + (f" with precision {chosen} (" + ", ".join(f"{k} {v:.2f} s" for k, v in per_precision.items()) + ")"
            if auto_bf16 else "") + f" (measured in {cost.measured_in:.1f} s)")
     return cost
@@ -86,21 +115,26 @@ def measure(modality: Modality, config: RunConfig, dataset: LabelledData) -> Cos
 
 def step_seconds(model: Any, optimizer: Any, data: Any, most: int, bf16: bool) -> tuple[float, int]:
     """A training step's seconds on :data:`SAMPLE` items, doubled (up to ``most``) while a step is shorter than
-    :data:`MIN_STEP_SECONDS`; and the items it was timed on."""
+    :data:`MIN_STEP_SECONDS`, its items' loading included; and the items it was timed on."""
     take = min(most, SAMPLE)
     while True:
-        seconds = min(timed_steps(model, optimizer, data, take, bf16))
+        timings, loading = timed_steps(model, optimizer, data, take, bf16)
+        # the loader's workers share the cores with the step (2 here): their seconds add to it
+        seconds = min(timings) + loading
         if seconds >= MIN_STEP_SECONDS or take >= most:
             return seconds, take
         take = min(most, 2 * take)
 
 
-def timed_steps(model: Any, optimizer: Any, data: Any, take: int, bf16: bool) -> list[float]:
-    """Seconds of each of :data:`STEPS` training steps on the first ``take`` items of ``data``."""
+def timed_steps(model: Any, optimizer: Any, data: Any, take: int, bf16: bool) -> tuple[list[float], float]:
+    """Seconds of each of :data:`STEPS` training steps on the first ``take`` items of ``data``, and of loading
+    (decoding, augmenting, collating) those items."""
     import torch
     from torch.utils.data import default_collate
 
+    tick = time.perf_counter()
     inputs, labels = (data.collate or default_collate)([data.dataset[i] for i in range(take)])
+    loading = time.perf_counter() - tick
     if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:  # as the loop runs it (train/loop.py, batches.py)
         model.to(memory_format=torch.channels_last)  # in place, and a no-op once converted
         inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -114,4 +148,4 @@ def timed_steps(model: Any, optimizer: Any, data: Any, take: int, bf16: bool) ->
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         timings.append(time.perf_counter() - tick)
-    return timings[1:]  # the first warms up (allocations, one-off kernels)
+    return timings[1:], loading  # the first step warms up (allocations, one-off kernels)

@@ -30,17 +30,22 @@ class Facts:
     settings: dict[str, Any] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
     measured: dict[str, Any] = field(default_factory=dict)
+    # what a fine-tune may take instead of a decided setting when the budget affords it (a given setting: nothing)
+    larger: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
-    def decide(self, name: str, value: Any, why: str, given: dict[str, Any]) -> None:
+    def decide(self, name: str, value: Any, why: str, larger: tuple[Any, ...] = (), *,
+               given: dict[str, Any]) -> None:
         if name in given:
             self.settings[name], self.reasons[name] = given[name], "given"
         elif value is not None:
             self.settings[name], self.reasons[name] = value, why
+            if larger:
+                self.larger[name] = tuple(larger)
 
     def to_dict(self) -> dict[str, Any]:
         return {"modality": self.modality, "classes": len(self.classes), "per_class": self.counts,
                 "train": self.train, "val": self.val, "test": self.test, "val_source": self.val_source,
-                "measured": self.measured,
+                "measured": self.measured, "larger_if_affordable": self.larger,
                 "settings": {k: {"value": v, "why": self.reasons[k]} for k, v in self.settings.items()}}
 
 
@@ -56,7 +61,8 @@ def derive(modality: Modality, dataset: LabelledData, config: RunConfig, given: 
     facts.measured["imbalance"] = round(ratio, 2)
     facts.measured["imbalanced"] = ratio >= IMBALANCE
     facts.decide("class_weights", "auto" if ratio >= IMBALANCE and metric == "macro_f1" else None,
-                 f"largest class {ratio:.1f}x the smallest (weighted from {IMBALANCE:g}x for macro-F1)", given)
+                 f"largest class {ratio:.1f}x the smallest (weighted from {IMBALANCE:g}x for macro-F1)",
+                 given=given)
     # what the modality's data settles
     facts.measured.update(modality.derive(dataset, config, functools.partial(facts.decide, given=given)))
     return facts

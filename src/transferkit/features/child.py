@@ -11,6 +11,7 @@ held at the fork stays locked in the child for ever (seen: an export child of `a
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import sys
@@ -32,7 +33,16 @@ def in_child(work: Callable[[], T]) -> T:
     if not sys.platform.startswith("linux") or threading.active_count() > 1:
         return work()
     read, write = os.pipe()
-    pid = os.fork()
+    # The parent's garbage is freed here, and the child's collector never sees the parent's objects: an ONNX
+    # Runtime session finalised in the child waits for ever on its thread pool, which a fork does not copy (seen:
+    # auto's export child, after training, hung in pthread_cond_destroy collecting the ranking's sessions)
+    gc.collect()
+    gc.freeze()
+    try:
+        pid = os.fork()
+    except OSError:
+        gc.unfreeze()
+        raise
     if pid == 0:  # pragma: no cover - the child: coverage does not follow it
         code = 1
         try:
@@ -40,6 +50,7 @@ def in_child(work: Callable[[], T]) -> T:
             code = child(work, write)
         finally:
             os._exit(code)  # never back into the parent's code, whatever happened
+    gc.unfreeze()
     os.close(write)
     try:
         with os.fdopen(read, "rb") as pipe:

@@ -34,8 +34,16 @@ if TYPE_CHECKING:
 Inputs = str | Path | Sequence[str | Path]
 # (model, inputs as eval_inputs made them, accelerator or None) -> class probabilities
 Predictor = Callable[["nn.Module", Any, "Accelerator | None"], np.ndarray]
-# (RunConfig field, value or None to leave it, why): how a modality's data settles a setting (auto)
-Decide = Callable[[str, Any, str], None]
+
+
+class Decide(Protocol):
+    """How a modality's data settles a setting (auto): (RunConfig field, value or None to leave it, why);
+    ``larger``: values a fine-tune may take instead when the budget affords them (auto's plan measures and
+    chooses), ascending."""
+
+    def __call__(self, name: str, value: Any, why: str, larger: tuple[Any, ...] = ()) -> None: ...
+
+
 Batches = Iterator[tuple[np.ndarray, tuple[np.ndarray, ...]]]  # (positions of the batch's items, model inputs)
 MODEL_OUTPUT = "probabilities"  # the exported whole model's output
 Embed = Callable[[Any, str], str]  # (a matplotlib Figure, its alt text) -> the report's <img> of it
