@@ -6,8 +6,8 @@ For each set and seed, label noise: ``--noise`` of the training labels flipped t
 audit (its own threshold, every split: the set's test split clean) flags items; precision and recall of the
 flipped ones, and the linear probe's test accuracy (``transferkit train``'s probe: L2 chosen on a fifth of train,
 refitted) trained on clean labels, on noisy labels, on noisy labels without the items of the audit's default
-exclusions file, without those of every kind (leaks' and duplicates' copies too) and without exactly the flipped
-items (the ceiling). As ``train --exclude`` does, the fifth is split off before the items are left out (of both
+exclusions file (flagged and doubtful labels among them), without those but the doubtful ones (flags only), without
+those of every kind (leaks' and duplicates' copies too) and without exactly the flipped items. As ``train --exclude`` does, the fifth is split off before the items are left out (of both
 parts), so every probe of a seed shares it and their differences are paired: each gain comes with its 95%
 interval over the test items, and over the seeds pooled.
 hymenoptera: ``train/`` is audited and trained on, ``val/`` is the test split; cifar10: the shared 10k/10k;
@@ -93,7 +93,7 @@ def paired(better: np.ndarray, worse: np.ndarray) -> list[float]:
 
 def label_noise(name: str, seed: int, share: float) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(the row, each probe's [test] right or wrong)."""
-    from transferkit.audit.kinds import EXCLUSION_KINDS, excluded
+    from transferkit.audit.kinds import DEFAULT_EXCLUDED, EXCLUSION_KINDS, excluded
     from transferkit.audit.run import audit_items
     from transferkit.selection.candidates import Backbone, featurize
     from transferkit.selection.crossval import stratified_folds
@@ -121,17 +121,20 @@ def label_noise(name: str, seed: int, share: float) -> tuple[dict[str, Any], dic
         return np.asarray([items.where(i) not in names for i in train])
 
     default, every = set(excluded(result)), set(excluded(result, list(EXCLUSION_KINDS)))
+    flags = set(excluded(result, [kind for kind in DEFAULT_EXCLUDED if kind != "doubtful"]))
     everyone = np.ones(len(train), dtype=bool)
     runs = {"clean": correct(clean, everyone), "noisy": correct(items.labels, everyone),
-            "excluded": correct(items.labels, kept(default)),
+            "excluded": correct(items.labels, kept(default)), "excluded_flags": correct(items.labels, kept(flags)),
             "excluded_every_kind": correct(items.labels, kept(every)),
             "flipped_left_out": correct(items.labels, ~np.isin(train, truly))}
     return {"set": name, "seed": seed, "flipped": len(truly), "flagged": len(flagged), "found": hits,
             "precision": hits / max(1, len(flagged)), "recall": hits / max(1, len(truly)),
-            "excluded": len(default), "excluded_every_kind": len(every),
+            "doubtful": len(result["doubtful_labels"]), "excluded": len(default), "excluded_flags": len(flags),
+            "excluded_every_kind": len(every),
             "excluded_by_kind": {k: sum(e["kind"] == k for e in result["exclusions"]) for k in EXCLUSION_KINDS},
             **{f"probe_{k}": float(v.mean()) for k, v in runs.items()},
             "cost": paired(runs["clean"], runs["noisy"]), "gain": paired(runs["excluded"], runs["noisy"]),
+            "gain_flags": paired(runs["excluded_flags"], runs["noisy"]),
             "gain_every_kind": paired(runs["excluded_every_kind"], runs["noisy"]),
             "gain_flipped_left_out": paired(runs["flipped_left_out"], runs["noisy"]),
             "audit_seconds": result["seconds"], "audit_cpu_seconds": cpu}, runs
@@ -250,6 +253,7 @@ def pooled(rows: list[dict[str, Any]], runs: list[dict[str, np.ndarray]]) -> dic
     both = {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
     cost, gain = paired(both["clean"], both["noisy"]), paired(both["excluded"], both["noisy"])
     return {"set": rows[0]["set"], "seeds": [r["seed"] for r in rows], "cost": cost, "gain": gain,
+            "gain_flags": paired(both["excluded_flags"], both["noisy"]),
             "gain_every_kind": paired(both["excluded_every_kind"], both["noisy"]),
             "gain_flipped_left_out": paired(both["flipped_left_out"], both["noisy"]),
             "recovered": round(gain[0] / cost[0], 2) if cost[0] > 0 else None}
@@ -282,18 +286,19 @@ def main() -> None:
         results["label_noise"] += rows
         results["label_noise_pooled"].append(pooled(rows, runs))
     table("label noise (flipped training labels; probe test accuracy)",
-          ["set", "seed", "flipped", "flagged", "precision", "recall", "probe clean", "noisy", "w/o excluded",
-           "recovered", "gain [95% paired]", "every kind", "flipped out", "audit s (warm)", "cpu s"],
+          ["set", "seed", "flipped", "flagged", "precision", "recall", "doubtful", "probe clean", "noisy",
+           "w/o excluded", "recovered", "gain [95% paired]", "flags only", "every kind", "flipped out",
+           "audit s (warm)", "cpu s"],
           [[r["set"], r["seed"], r["flipped"], r["flagged"], f"{r['precision']:.3f}", f"{r['recall']:.3f}",
-            f"{r['probe_clean']:.4f}", f"{r['probe_noisy']:.4f}", f"{r['probe_excluded']:.4f}",
-            recovered(r), "{:+.4f} [{:+.4f}, {:+.4f}]".format(*r["gain"]),
+            r["doubtful"], f"{r['probe_clean']:.4f}", f"{r['probe_noisy']:.4f}", f"{r['probe_excluded']:.4f}",
+            recovered(r), "{:+.4f} [{:+.4f}, {:+.4f}]".format(*r["gain"]), recovered(r, "probe_excluded_flags"),
             recovered(r, "probe_excluded_every_kind"), recovered(r, "probe_flipped_left_out"),
             f"{r['audit_seconds']['total'] - r['audit_seconds']['features']:.1f}", r["audit_cpu_seconds"]]
            for r in results["label_noise"]])
     table("over the seeds (test items pooled; paired 95% intervals)",
-          ["set", "cost", "gain", "gain, every kind", "gain, flipped left out", "recovered"],
+          ["set", "cost", "gain", "gain, flags only", "gain, every kind", "gain, flipped left out", "recovered"],
           [[p["set"], *("{:+.4f} [{:+.4f}, {:+.4f}]".format(*p[k]) for k in
-                        ("cost", "gain", "gain_every_kind", "gain_flipped_left_out")), p["recovered"]]
+                        ("cost", "gain", "gain_flags", "gain_every_kind", "gain_flipped_left_out")), p["recovered"]]
            for p in results["label_noise_pooled"]])
     if not args.skip_duplicates:
         with tempfile.TemporaryDirectory(prefix="tk-audit-") as work:

@@ -90,8 +90,23 @@ def test_blank_image_is_an_item_issue_and_exclusions_never_name_test_items(resul
     default = {Path(item).name for item in excluded(result)}
     assert {"flipped.jpg", "blank.png"} <= default and original not in default
     assert [Path(item).name for item in excluded(result, ["leak"])] == [original]
-    with pytest.raises(TransferkitError, match="choose from label, conflicting"):
+    with pytest.raises(TransferkitError, match="choose from label, doubtful, conflicting"):
         excluded(result, ["label", "outlier"])
+
+
+def test_doubtful_labels_are_left_out_by_default_and_on_request_only_the_flags() -> None:
+    from transferkit.audit.run import exclusions
+
+    def label(item: str, split: str) -> dict:
+        return {"item": item, "split": split, "given": "cat", "suggested": "dog", "quality": 0.03}
+
+    result = {"label_issues": [label("a.png", "train")], "doubtful_labels": [label("b.png", "val"),
+                                                                             label("c.png", "test")],
+              "duplicates": [], "item_issues": []}
+    result["exclusions"] = exclusions(result)
+    assert [(e["item"], e["kind"]) for e in result["exclusions"]] == [("a.png", "label"), ("b.png", "doubtful")]
+    assert excluded(result) == ["a.png", "b.png"]  # test items never: they are scored, not trained on
+    assert excluded(result, ["label"]) == ["a.png"]
 
 
 def test_balance_and_sizes(result: dict) -> None:
@@ -227,9 +242,30 @@ def test_label_issues_are_the_flags_the_probe_is_sure_of() -> None:
     given[[3, 150]] = 0.03  # two wrong labels the probe is sure of
     given[[10, 20, 160]] = 0.35  # three hard items: confident learning flags them too
     proba = np.where(np.eye(2, dtype=bool)[labels], given[:, None], 1 - given[:, None])
-    found = {issue.index: issue for issue in find_label_issues(labels, proba)}
+    flagged, doubtful = find_label_issues(labels, proba)
+    found = {issue.index: issue for issue in flagged}
     assert sorted(found) == [3, 150]
     assert (found[3].given, found[3].suggested) == (0, 1)
+    assert doubtful == []  # of two classes the flags' line and the doubt's are one: 1/K^2 = 1/(2K)
+
+
+def test_labels_the_probe_only_doubts_are_kept_apart_from_the_flags() -> None:
+    from transferkit.audit.labels import find_label_issues
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 40)
+    given = np.clip(rng.normal(0.7, 0.02, 400), 0.65, 0.75)  # the probability of each given label
+    given[[5, 200]] = 0.002  # wrong labels the probe is sure of
+    given[[50, 300]] = 0.25  # labels it doubts: calibrated, between 1/K^2 and 1/(2K)
+    given[[100, 250]] = 0.5  # hard items, their label still the likeliest
+    proba = np.zeros((400, 10))
+    proba[np.arange(400), labels] = given
+    proba[np.arange(400), (labels + 1) % 10] = (1 - given) * 0.95  # most of the rest on the next class
+    proba += ((1 - proba.sum(axis=1)) / 8)[:, None] * (proba == 0)
+    flagged, doubtful = find_label_issues(labels, proba)
+    assert sorted(i.index for i in flagged) == [5, 200]
+    assert sorted(i.index for i in doubtful) == [50, 300]
+    assert all(0.01 <= i.quality < 0.05 and i.suggested == (i.given + 1) % 10 for i in doubtful)
 
 
 def test_calibration_finds_the_temperature_the_labels_were_drawn_at() -> None:

@@ -66,6 +66,7 @@ def render(result: dict[str, Any]) -> str:
     view = item_view(result)
     cards = "".join(f"<div class=card><b>{value}</b><span>{esc(name)}</span></div>" for name, value in (
         ("items", result["items"]), ("label issues", len(result["label_issues"])),
+        ("doubtful labels", len(result["doubtful_labels"])),
         ("duplicate pairs", len(result["duplicates"])), ("outliers", len(result["outliers"])),
         ("item issues", len(result["item_issues"])), ("to exclude", len(excluded(result)))))
     balance = result["balance"]
@@ -81,6 +82,10 @@ def render(result: dict[str, Any]) -> str:
         section("Label issues", len(result["label_issues"]), ["item", "split", "given", "looks like", "quality"],
                 [[view(i["item"]), esc(i["split"]), esc(i["given"]), esc(i["suggested"]), f"{i['quality']:.3f}"]
                  for i in result["label_issues"]], "No label looks wrong to confident learning."),
+        section("Doubtful labels, left out of training by default", len(result["doubtful_labels"]),
+                ["item", "split", "given", "more likely", "quality"],
+                [[view(i["item"]), esc(i["split"]), esc(i["given"]), esc(i["suggested"]), f"{i['quality']:.3f}"]
+                 for i in result["doubtful_labels"]], "No other label is in doubt."),
         section("Duplicates and leaks", len(result["duplicates"]), ["kind", "first", "second", "similarity"],
                 [[esc(p["kind"]) + ("" if not p["exact"] else " (exact)"),
                   f"{view(p['items'][0])}{esc(p['splits'][0])}, {esc(p['labels'][0])}",

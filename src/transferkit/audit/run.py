@@ -16,7 +16,7 @@ from transferkit.audit.duplicates import (NEAR_SIMILARITY, NO_PAIRS, DuplicatePa
                                          text_key)
 from transferkit.audit.items import SPLITS, AuditItems, read_items
 from transferkit.audit.kinds import EXCLUSION_KINDS
-from transferkit.audit.labels import find_label_issues, out_of_fold_proba
+from transferkit.audit.labels import LabelIssue, find_label_issues, out_of_fold_proba
 from transferkit.audit.outliers import NEIGHBOURS, find_outliers, isolation
 from transferkit.config import RunConfig
 from transferkit.features.ranks import across_ranks
@@ -69,7 +69,7 @@ def audit_items(modality: Modality, items: AuditItems, config: RunConfig, second
         keys = pool.submit(content_keys, items)
         proba = timed(seconds, "out_of_fold", lambda: out_of_fold_proba(
             features, labels, len(items.classes), not featurized.normalized, config.seed))
-        issues = timed(seconds, "label_issues", lambda: find_label_issues(labels, proba))
+        issues, doubtful = timed(seconds, "label_issues", lambda: find_label_issues(labels, proba))
         checks, sizes, thumbnails = checked.result()
         keys = keys.result()
     exact = timed(seconds, "exact_duplicates", lambda: exact_pairs(keys))
@@ -93,9 +93,8 @@ def audit_items(modality: Modality, items: AuditItems, config: RunConfig, second
         "data": str(config.data), "modality": modality.name, "backbone": config.backbone, "classes": items.classes,
         "items": len(items), "splits": {s: int((items.splits == s).sum()) for s in SPLITS},
         "features": {k: featurized.stats.get(k) for k in ("cached", "extracted", "seconds", "engine")},
-        "label_issues": [{"item": items.where(int(rows[i.index])), "split": str(items.splits[rows[i.index]]),
-                          "given": items.classes[i.given], "suggested": items.classes[i.suggested],
-                          "quality": i.quality, "index": int(rows[i.index])} for i in issues],
+        "label_issues": [label_record(items, rows, issue) for issue in issues],
+        "doubtful_labels": [label_record(items, rows, issue) for issue in doubtful],
         "duplicates": [pair_record(items, pair) for pair in exact + near],
         "near_pairs_total": neighbours.total_pairs if thumbnails is None else len(near),
         "outliers": [{"item": items.where(int(rows[o.index])), "split": str(items.splits[rows[o.index]]),
@@ -114,6 +113,12 @@ def audit_items(modality: Modality, items: AuditItems, config: RunConfig, second
     return result
 
 
+def label_record(items: AuditItems, rows: np.ndarray, issue: LabelIssue) -> dict[str, Any]:
+    index = int(rows[issue.index])
+    return {"item": items.where(index), "split": str(items.splits[index]), "given": items.classes[issue.given],
+            "suggested": items.classes[issue.suggested], "quality": issue.quality, "index": index}
+
+
 def item_neighbours(rows: np.ndarray, index: np.ndarray, n_items: int) -> np.ndarray:
     """[n_items, k] each item's nearest others by features, as item indices (itself where it has no features)."""
     out = np.repeat(np.arange(n_items)[:, None], index.shape[1], axis=1)
@@ -125,7 +130,8 @@ def flagged_texts(items: AuditItems, result: dict[str, Any]) -> dict[str, str]:
     """The texts of the flagged text rows by name, for the page (images show from their files)."""
     if items.lines is None:
         return {}
-    indices = {r["index"] for key in ("label_issues", "outliers", "item_issues") for r in result[key]}
+    indices = {r["index"] for key in ("label_issues", "doubtful_labels", "outliers", "item_issues")
+               for r in result[key]}
     indices |= {i for pair in result["duplicates"] for i in pair["index"]}
     return {items.where(i): items.items[i] for i in sorted(indices)}
 
@@ -150,8 +156,8 @@ def pair_record(items: AuditItems, pair: DuplicatePair) -> dict[str, Any]:
 
 def exclusions(result: dict[str, Any]) -> list[dict[str, str]]:
     """Every training and validation item worth leaving out, with its kind (EXCLUSION_KINDS) and why, once per
-    kind: flagged labels, both copies of a conflicting pair, the later copy of a duplicate, the earlier split's
-    copy of a leak (train's beside val or test, val's beside test), blank, unreadable and empty items. Outliers
+    kind: flagged and doubtful labels, both copies of a conflicting pair, the later copy of a duplicate, the earlier
+    split's copy of a leak (train's beside val or test, val's beside test), blank, unreadable and empty items. Outliers
     are listed for a look, never excluded (rare is not wrong)."""
     named: dict[tuple[str, str], str] = {}
 
@@ -162,6 +168,9 @@ def exclusions(result: dict[str, Any]) -> list[dict[str, str]]:
     for issue in result["label_issues"]:
         add(issue["item"], issue["split"], "label", f"label issue: given {issue['given']}, looks like "
                                                     f"{issue['suggested']}")
+    for issue in result["doubtful_labels"]:
+        add(issue["item"], issue["split"], "doubtful", f"doubtful label: given {issue['given']}, the probe gives it "
+                                                       f"{issue['quality']:.3f}, more likely {issue['suggested']}")
     for pair in result["duplicates"]:
         (a, b), (sa, sb) = pair["items"], pair["splits"]
         if pair["kind"] == "leak":  # the copy in the split that trains (or validates) goes, the later one stays

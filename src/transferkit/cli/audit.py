@@ -71,6 +71,9 @@ def show(result: dict[str, Any], written: list[str]) -> None:
             ("label issues", result["label_issues"],
              lambda r: f"{r['item']} ({r['split']}): given {r['given']}, looks like {r['suggested']} "
                        f"({r['quality']:.3f})"),
+            ("doubtful labels (left out of training by default)", result["doubtful_labels"],
+             lambda r: f"{r['item']} ({r['split']}): given {r['given']}, more likely {r['suggested']} "
+                       f"({r['quality']:.3f})"),
             ("duplicate pairs", result["duplicates"],
              lambda r: f"{r['kind']}{' (exact)' if r['exact'] else ''}: {r['items'][0]} ({r['splits'][0]}) ~ "
                        f"{r['items'][1]} ({r['splits'][1]}) {r['similarity']:.3f}"),
