@@ -62,6 +62,11 @@ def section(title: str, total: int, headers: list[str], rows: list[list[str]], n
     return f"<h2>{esc(title)} ({total})</h2>{table(headers, rows[:SHOWN])}{more}"
 
 
+def label_rows(view: Callable[[str], str], records: list[dict[str, Any]]) -> list[list[str]]:
+    return [[view(i["item"]), esc(i["split"]), esc(i["given"]), esc(i["suggested"]), f"{i['quality']:.3f}"]
+            for i in records[:SHOWN]]  # the page shows SHOWN rows: no thumbnail is made for the others
+
+
 def render(result: dict[str, Any]) -> str:
     view = item_view(result)
     cards = "".join(f"<div class=card><b>{value}</b><span>{esc(name)}</span></div>" for name, value in (
@@ -80,12 +85,10 @@ def render(result: dict[str, Any]) -> str:
         f"{result['seconds']['total']:.1f} s</p><div class=cards>{cards}</div>",
         f"<h2>Balance and sizes</h2>{counts}<p>{esc(balance['advice'])}</p><p class=note>{sizes}</p>",
         section("Label issues", len(result["label_issues"]), ["item", "split", "given", "looks like", "quality"],
-                [[view(i["item"]), esc(i["split"]), esc(i["given"]), esc(i["suggested"]), f"{i['quality']:.3f}"]
-                 for i in result["label_issues"]], "No label looks wrong to confident learning."),
+                label_rows(view, result["label_issues"]), "No label looks wrong to confident learning."),
         section("Doubtful labels, left out of training by default", len(result["doubtful_labels"]),
-                ["item", "split", "given", "more likely", "quality"],
-                [[view(i["item"]), esc(i["split"]), esc(i["given"]), esc(i["suggested"]), f"{i['quality']:.3f}"]
-                 for i in result["doubtful_labels"]], "No other label is in doubt."),
+                ["item", "split", "given", "more likely", "quality"], label_rows(view, result["doubtful_labels"]),
+                "No other label is in doubt."),
         section("Duplicates and leaks", len(result["duplicates"]), ["kind", "first", "second", "similarity"],
                 [[esc(p["kind"]) + ("" if not p["exact"] else " (exact)"),
                   f"{view(p['items'][0])}{esc(p['splits'][0])}, {esc(p['labels'][0])}",
