@@ -7,9 +7,10 @@ audit (its own threshold, every split: the set's test split clean) flags items; 
 flipped ones, and the linear probe's test accuracy (``transferkit train``'s probe: L2 chosen on a fifth of train,
 refitted) trained on clean labels, on noisy labels, on noisy labels without the items of the audit's default
 exclusions file (flagged and doubtful labels among them), without those but the doubtful ones (flags only), without
-those of every kind (leaks' and duplicates' copies too) and without exactly the flipped items. As ``train --exclude`` does, the fifth is split off before the items are left out (of both
-parts), so every probe of a seed shares it and their differences are paired: each gain comes with its 95%
-interval over the test items, and over the seeds pooled.
+those of every kind (leaks' and duplicates' copies too) and without exactly the flipped items. As ``train
+--exclude`` does, the fifth is split off before the items are left out (of both parts), so every probe of a seed
+shares it and their differences are paired: each gain comes with its 95% interval over the test items, and over
+the seeds pooled.
 hymenoptera: ``train/`` is audited and trained on, ``val/`` is the test split; cifar10: the shared 10k/10k;
 trec: train.csv / test.csv.
 Duplicates (cifar10): 100 training images copied into the test split after a random resize (0.5-2x), JPEG

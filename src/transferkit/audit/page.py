@@ -55,20 +55,22 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def section(title: str, total: int, headers: list[str], rows: list[list[str]], none: str) -> str:
+def section(title: str, headers: list[str], records: list[dict[str, Any]],
+            row: Callable[[dict[str, Any]], list[str]], none: str) -> str:
+    """A finding's heading and table; rows (and their thumbnails) only for the SHOWN records the page holds."""
+    total = len(records)
     if not total:
         return f"<h2>{esc(title)}</h2><p class=note>{esc(none)}</p>"
     more = f"<p class=note>{total - SHOWN} more in the JSON (--json)</p>" if total > SHOWN else ""
-    return f"<h2>{esc(title)} ({total})</h2>{table(headers, rows[:SHOWN])}{more}"
-
-
-def label_rows(view: Callable[[str], str], records: list[dict[str, Any]]) -> list[list[str]]:
-    return [[view(i["item"]), esc(i["split"]), esc(i["given"]), esc(i["suggested"]), f"{i['quality']:.3f}"]
-            for i in records[:SHOWN]]  # the page shows SHOWN rows: no thumbnail is made for the others
+    return f"<h2>{esc(title)} ({total})</h2>{table(headers, [row(r) for r in records[:SHOWN]])}{more}"
 
 
 def render(result: dict[str, Any]) -> str:
     view = item_view(result)
+
+    def label_row(i: dict[str, Any]) -> list[str]:
+        return [view(i["item"]), esc(i["split"]), esc(i["given"]), esc(i["suggested"]), f"{i['quality']:.3f}"]
+
     cards = "".join(f"<div class=card><b>{value}</b><span>{esc(name)}</span></div>" for name, value in (
         ("items", result["items"]), ("label issues", len(result["label_issues"])),
         ("doubtful labels", len(result["doubtful_labels"])),
@@ -84,22 +86,22 @@ def render(result: dict[str, Any]) -> str:
         f"{esc(result['backbone'])}; transferkit {__version__}, {datetime.date.today()}; "
         f"{result['seconds']['total']:.1f} s</p><div class=cards>{cards}</div>",
         f"<h2>Balance and sizes</h2>{counts}<p>{esc(balance['advice'])}</p><p class=note>{sizes}</p>",
-        section("Label issues", len(result["label_issues"]), ["item", "split", "given", "looks like", "quality"],
-                label_rows(view, result["label_issues"]), "No label looks wrong to confident learning."),
-        section("Doubtful labels, left out of training by default", len(result["doubtful_labels"]),
-                ["item", "split", "given", "more likely", "quality"], label_rows(view, result["doubtful_labels"]),
-                "No other label is in doubt."),
-        section("Duplicates and leaks", len(result["duplicates"]), ["kind", "first", "second", "similarity"],
-                [[esc(p["kind"]) + ("" if not p["exact"] else " (exact)"),
-                  f"{view(p['items'][0])}{esc(p['splits'][0])}, {esc(p['labels'][0])}",
-                  f"{view(p['items'][1])}{esc(p['splits'][1])}, {esc(p['labels'][1])}", f"{p['similarity']:.3f}"]
-                 for p in result["duplicates"]], "No two items are copies of each other."),
-        section("Outliers", len(result["outliers"]), ["item", "split", "label", "unlike", "isolation"],
-                [[view(o["item"]), esc(o["split"]), esc(o["label"]), f"its {o['scope']}" if o["scope"] == "class"
-                  else "the whole set", f"{o['score']:.3f}"] for o in result["outliers"]],
+        section("Label issues", ["item", "split", "given", "looks like", "quality"], result["label_issues"],
+                label_row, "No label looks wrong to confident learning."),
+        section("Doubtful labels, left out of training by default", ["item", "split", "given", "more likely",
+                                                                      "quality"], result["doubtful_labels"],
+                label_row, "No other label is in doubt."),
+        section("Duplicates and leaks", ["kind", "first", "second", "similarity"], result["duplicates"],
+                lambda p: [esc(p["kind"]) + ("" if not p["exact"] else " (exact)"),
+                           f"{view(p['items'][0])}{esc(p['splits'][0])}, {esc(p['labels'][0])}",
+                           f"{view(p['items'][1])}{esc(p['splits'][1])}, {esc(p['labels'][1])}",
+                           f"{p['similarity']:.3f}"], "No two items are copies of each other."),
+        section("Outliers", ["item", "split", "label", "unlike", "isolation"], result["outliers"],
+                lambda o: [view(o["item"]), esc(o["split"]), esc(o["label"]),
+                           f"its {o['scope']}" if o["scope"] == "class" else "the whole set", f"{o['score']:.3f}"],
                 "No item stands far from the others."),
-        section("Item issues", len(result["item_issues"]), ["item", "split", "issue"],
-                [[view(c["item"]), esc(c["split"]), esc(f"{c['kind']}: {c['detail']}")] for c in result["item_issues"]],
+        section("Item issues", ["item", "split", "issue"], result["item_issues"],
+                lambda c: [view(c["item"]), esc(c["split"]), esc(f"{c['kind']}: {c['detail']}")],
                 "No blank, tiny, stretched, empty or unreadable item."),
     ]
     return (f"<!doctype html>\n{MARK}\n<html lang=en><head><meta charset=utf-8><title>transferkit audit</title>"

@@ -74,9 +74,14 @@ class Cost:
     def scaled(self, image_size: int, measured_size: int) -> Cost:
         """A guess at ``image_size`` from this measurement at ``measured_size``: the step in proportion to the pixels
         (only to decide whether measuring there is worth it: no trial is planned on it)."""
-        factor = (image_size / measured_size) ** 2
+        factor = pixel_ratio(image_size, measured_size)
         return dataclasses.replace(self, step_seconds=self.step_seconds * factor, image_size=image_size,
                                    per_precision={k: v * factor for k, v in self.per_precision.items()})
+
+
+def pixel_ratio(size: int | None, base: int | None) -> float:
+    """How many times the pixels of a ``base``-sized square a ``size``-sized one has (1 where either is unknown)."""
+    return (size / base) ** 2 if size and base else 1.0
 
 
 def measure(modality: Modality, config: RunConfig, dataset: LabelledData, image_size: int | None = None) -> Cost:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 from transferkit.automl.adapting import auto_adapt
 from transferkit.automl.budget import Clock, parse_budget
 from transferkit.automl.candidates import RANK_ITEMS, Ranked, rank_backbones
-from transferkit.automl.cost import SETUP_SECONDS, Cost, measure
+from transferkit.automl.cost import SETUP_SECONDS, Cost, measure, pixel_ratio
 from transferkit.automl.decisions import choose, record
 from transferkit.automl.facts import derive
 from transferkit.automl.plan import Plan, affords, make_plan
@@ -40,7 +40,7 @@ def reserve_for(dataset: LabelledData, ranked: Sequence[Ranked], finetunes: bool
 
 def upscale(cost: Cost | None, base: RunConfig) -> float:
     """The pixels of the input size fine-tunes train at, against the data's (1 unless a larger one was bought)."""
-    return (cost.image_size / base.image_size) ** 2 if cost and cost.image_size and base.image_size else 1.0
+    return pixel_ratio(cost.image_size, base.image_size) if cost else 1.0
 
 
 def training_floor(top: Ranked, epochs: int, n_train: int) -> float:
@@ -52,8 +52,8 @@ def training_floor(top: Ranked, epochs: int, n_train: int) -> float:
 def larger_input(modality: Modality, base: RunConfig, dataset: LabelledData, cost: Cost, sizes: Sequence[int],
                  fits: Callable[[Cost], bool]) -> Cost:
     """The cost at the largest of ``sizes`` where the plan still ``fits`` (plan.affords: the most promising
-    fine-tune at its preferred epochs), measured there; else ``cost``, at the data's own size. A size whose pixel-scaled guess does not fit is not
-    measured (a measurement costs seconds of the budget)."""
+    fine-tune at its preferred epochs), measured there; else ``cost``, at the data's own size. A size whose
+    pixel-scaled guess does not fit is not measured (a measurement costs seconds of the budget)."""
     for size in sorted(sizes, reverse=True):
         if fits(cost.scaled(size, base.image_size)):
             larger = measure(modality, base.replace(backbone=cost.backbone), dataset, image_size=size)
@@ -70,7 +70,8 @@ def plan_trials(modality: Modality, dataset: LabelledData, base: RunConfig, rank
     top = next(r for r in ranked if r.kept)
     cost, why_not = None, "no fine-tuning: the budget left no time to measure a training step"
     epochs = given.get("epochs", modality.defaults.epochs[0])
-    floor, left = training_floor(top, epochs, len(dataset.train)), clock.left - reserve_for(dataset, ranked, True, report)
+    floor = training_floor(top, epochs, len(dataset.train))
+    left = clock.left - reserve_for(dataset, ranked, True, report)
     if floor > left:
         why_not = (f"no fine-tuning: a training step costs at least ~{BACKWARD_FACTOR}x inference, so {epochs} "
                    f"epoch(s) of {top.name} need >= {floor:.0f} s at the extraction rate measured here, more than "
